@@ -1,0 +1,357 @@
+"""Compilation: a validated :class:`~kinetics.model.Model` becomes fast numerical callables.
+
+Owns the symbolic-to-numeric step (done once per model and cached on the model):
+
+* dx/dt = N v(x, p, t) assembled from the flows (in :mod:`kinetics.model`), then classified:
+  **affine-linear** (dx/dt = A(p) x + b(p), no explicit time) or general.
+* Affine systems: A, b and their parameter derivatives as generated code; solved exactly by
+  :mod:`kinetics.linear`.
+* General systems: the right-hand side and its analytic Jacobian (common subexpressions
+  eliminated) for a stiff solver: the compiled Rosenbrock integrator of
+  :mod:`kinetics.rosenbrock` when numba is installed, otherwise scipy's LSODA.
+* Forward sensitivities along K parameter directions D (dp/dtheta, P x K) on both paths:
+  s' = J s + (df/dp) D, s(0) = (dx0/dp) D.
+
+Simulation with doses, infusions and events (:mod:`kinetics.simulate`) calls
+:meth:`CompiledModel.solve` once per constant-input segment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import sympy as sp
+from scipy.integrate import solve_ivp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
+
+from .errors import SolverError
+from .expressions import TIME
+from .linear import solve_affine
+
+__all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL"]
+
+#: Default relative and absolute tolerances of the numerical path (tight enough for fitting).
+DEFAULT_RTOL = 1e-8
+DEFAULT_ATOL = 1e-10
+
+
+def _heaviside(x, h0=1.0):
+    return 1.0 if x > 0 else (h0 if x == 0 else 0.0)
+
+
+class _ScalarPrinter(PythonCodePrinter):
+    def _print_Heaviside(self, expr):
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+
+class _VectorPrinter(NumPyPrinter):
+    def _print_Min(self, expr):
+        return "_vmin(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Max(self, expr):
+        return "_vmax(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Heaviside(self, expr):
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+
+def _vmin(*args):
+    return np.minimum.reduce(np.broadcast_arrays(*args))
+
+
+def _vmax(*args):
+    return np.maximum.reduce(np.broadcast_arrays(*args))
+
+
+def _lambdify(args, exprs, vector=False):
+    """Generated Python code for a list of expressions (common subexpressions shared)."""
+    if not exprs:
+        return lambda *a: []
+    printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax}, "numpy" if vector else "math"]
+    return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
+
+
+class _SparseArray:
+    """A numeric array whose nonzero entries are expressions of scalar arguments."""
+
+    def __init__(self, args, array: np.ndarray):
+        self.shape = array.shape
+        flat = array.reshape(-1)
+        self.index = np.array([i for i, e in enumerate(flat) if e != 0], dtype=np.intp)
+        self.size = flat.size
+        self.const = all(not flat[i].free_symbols for i in self.index)
+        self._fn = _lambdify(args, [flat[i] for i in self.index])
+        self._cached = None
+
+    def __call__(self, *args) -> np.ndarray:
+        if self.const and self._cached is not None:
+            return self._cached.copy()
+        out = np.zeros(self.size)
+        if len(self.index):
+            out[self.index] = self._fn(*args)
+        out = out.reshape(self.shape)
+        if self.const:
+            self._cached = out.copy()
+        return out
+
+
+class _VectorArray:
+    """Expressions of (t, states, parameters) evaluated for m time points at once: (m, *shape)."""
+
+    def __init__(self, args, array: np.ndarray):
+        self.shape = array.shape
+        flat = array.reshape(-1)
+        self.index = [i for i, e in enumerate(flat) if e != 0]
+        self.size = flat.size
+        self._fn = _lambdify(args, [flat[i] for i in self.index], vector=True)
+
+    def __call__(self, m, *args) -> np.ndarray:
+        out = np.zeros((m, self.size))
+        if self.index:
+            for i, value in zip(self.index, self._fn(*args)):
+                out[:, i] = value
+        return out.reshape((m, *self.shape))
+
+
+class CompiledModel:
+    """The numerical form of a model. Build with ``model.compile()`` (cached)."""
+
+    def __init__(self, model):
+        sym = model._build_symbolic()
+        self.model = model
+        self.name = model.name
+        self.state_names = [s.name for s in sym["states"]]
+        self.parameter_names = [s.name for s in sym["parameters"]]
+        self.observable_names = list(sym["observables"])
+        self.n_states = n = len(self.state_names)
+        self.n_params = P = len(self.parameter_names)
+        self.default_parameters = np.array([float(model.parameters[name].value) for name in self.parameter_names])
+        x = list(sym["states"])
+        p = list(sym["parameters"])
+        self._x_syms, self._p_syms = x, p
+        f = sp.Matrix(sym["rhs"])
+        self.rhs_symbolic = f
+        self.time_dependent = any(TIME in e.free_symbols for e in f)
+        J = f.jacobian(x)
+        self.jacobian_symbolic = J
+        xset = set(x)
+        self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J)
+        self._p_args = [p]
+        # initial values x0(p) and their derivatives
+        x0 = sp.Matrix(sym["initial"])
+        self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object))
+        self._dx0 = _SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P)) if P else None
+        # observables h(t, x, p)
+        obs = sp.Matrix(list(sym["observables"].values())) if self.observable_names else sp.zeros(0, 1)
+        self.observables_symbolic = obs
+        vec_args = [TIME, x, p]
+        self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
+        self._dobs_dx = _VectorArray(vec_args, np.array(obs.jacobian(x), dtype=object).reshape(len(obs), n)) if len(obs) else None
+        self._dobs_dp = _VectorArray(vec_args, np.array(obs.jacobian(p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
+        if self.affine:
+            zero = {s: 0 for s in x}
+            A = J
+            b = f.xreplace(zero)
+            self._A = _SparseArray(self._p_args, np.array(A, dtype=object).reshape(n, n))
+            self._b = _SparseArray(self._p_args, np.array(list(b), dtype=object))
+            dA = np.empty((P, n, n), dtype=object)
+            db = np.empty((P, n), dtype=object)
+            for k, pk in enumerate(p):
+                dA[k] = np.array(A.diff(pk), dtype=object).reshape(n, n)
+                db[k] = np.array(list(b.diff(pk)), dtype=object)
+            self._dA = _SparseArray(self._p_args, dA)
+            self._db = _SparseArray(self._p_args, db)
+        else:
+            self._numeric = None  # built on first use (tapes or lambdified callables)
+            self._sens_systems = {}
+        self.method = "exact" if self.affine else "numerical"
+
+    # ------------------------------------------------------------ parameters
+    def parameter_vector(self, values=None) -> np.ndarray:
+        """Model parameter vector from a dict / lmfit.Parameters (missing names: defaults)."""
+        p = self.default_parameters.copy()
+        if values is None:
+            return p
+        if hasattr(values, "valuesdict"):
+            values = values.valuesdict()
+        if isinstance(values, dict):
+            index = {name: i for i, name in enumerate(self.parameter_names)}
+            for name, value in values.items():
+                if name not in index:
+                    from .model import _suggest
+                    from .errors import ModelError
+                    raise ModelError(f"model '{self.name}' has no parameter '{name}'{_suggest(name, index)}; its parameters are {', '.join(self.parameter_names)}")
+                p[index[name]] = float(value)
+            return p
+        p = np.asarray(values, dtype=float)
+        if p.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} parameter values, got shape {p.shape}")
+        return p
+
+    def initial_state(self, p) -> np.ndarray:
+        return self._x0(list(map(float, p)))
+
+    def initial_sensitivity(self, p, D) -> np.ndarray:
+        """d x0 / d theta = (dx0/dp) D, shape (n, K)."""
+        if self._dx0 is None:
+            return np.zeros((self.n_states, D.shape[1]))
+        return self._dx0(list(map(float, p))) @ D
+
+    def affine_matrices(self, p):
+        """(A, b) of dx/dt = A x + b at parameters p (affine models only)."""
+        pl = list(map(float, p))
+        return self._A(pl), self._b(pl)
+
+    # -------------------------------------------------------------- solving
+    def solve(self, p, x0, times, t0=0.0, inflow=None, S0=None, D=None,
+              rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
+        """States (m, n) at ``times`` (sorted, >= t0) from x(t0) = x0 under constant parameters
+        ``p`` and a constant extra ``inflow`` (amount per time into each compartment).
+
+        With ``D`` (P, K), also the sensitivities dx/dtheta (m, n, K) from ``S0`` (n, K).
+        Raises :class:`SolverError` on failure."""
+        times = np.asarray(times, dtype=float)
+        if self.affine:
+            pl = list(map(float, p))
+            A, b = self._A(pl), self._b(pl)
+            if inflow is not None:
+                b = b + inflow
+            if D is None:
+                X, _, _ = solve_affine(A, b, x0, times - t0)
+                return X, None
+            dA_full, db_full = self._dA(pl), self._db(pl)
+            dA = np.einsum("lij,lk->kij", dA_full, D)
+            db = (db_full.T @ D).T
+            X, S, _ = solve_affine(A, b, x0, times - t0, dA, db, S0)
+            if not (np.isfinite(X).all() and np.isfinite(S).all()):
+                raise SolverError("the exact solution overflowed (a growing mode reached infinity)")
+            return X, S
+        return self._solve_numeric(p, x0, times, t0, inflow, S0, D, rtol, atol)
+
+    # ---------------------------------------------------------- observables
+    def observe(self, X, times, p, S=None, D=None):
+        """Observables (m, o) of states X (m, n) and, with S, D, their sensitivities (m, o, K)."""
+        m = X.shape[0]
+        times = np.asarray(times, dtype=float)
+        args = (times, list(X.T), list(map(float, p)))
+        Y = self._obs(m, *args)
+        if S is None or not self.observable_names:
+            return Y, None
+        dY = np.einsum("ton,tnk->tok", self._dobs_dx(m, *args), S)
+        if self._dobs_dp is not None:
+            dY = dY + self._dobs_dp(m, *args) @ D
+        return Y, dY
+
+    # ------------------------------------------------------- numerical path
+    def _build_numeric(self):
+        if self._numeric is not None:
+            return self._numeric
+        x, p = self._x_syms, self._p_syms
+        n = self.n_states
+        u = [sp.Symbol(f"_inflow_{i}") for i in range(n)]
+        f = self.rhs_symbolic + sp.Matrix(u)
+        num = {"u": u}
+        from . import rosenbrock
+        if rosenbrock.numba_available():
+            from .tape import Tape
+            inputs = [TIME, *x, *p, *u]
+            num["rhs_tape"] = Tape.from_exprs(list(f), inputs)
+            num["jac_tape"] = Tape.from_exprs(list(self.jacobian_symbolic), inputs)
+            num["engine"] = "rosenbrock"
+        else:
+            num["f"] = _lambdify([TIME, x, p, u], list(f))
+            num["J"] = _lambdify([TIME, x, p], list(self.jacobian_symbolic))
+            num["engine"] = "lsoda"
+        self._numeric = num
+        return num
+
+    def _sens_system(self, K):
+        """Augmented (state + K sensitivity directions) system, built once per K."""
+        system = self._sens_systems.get(K)
+        if system is not None:
+            return system
+        num = self._build_numeric()
+        x, p, u = self._x_syms, self._p_syms, num["u"]
+        n, P = self.n_states, self.n_params
+        S = sp.Matrix(n, K, lambda i, k: sp.Symbol(f"_s_{i}_{k}"))
+        D = sp.Matrix(P, K, lambda l, k: sp.Symbol(f"_d_{l}_{k}"))
+        f = self.rhs_symbolic + sp.Matrix(u)
+        Fp = self.rhs_symbolic.jacobian(p) if P else sp.zeros(n, 0)
+        dS = self.jacobian_symbolic * S + (Fp * D if P else sp.zeros(n, K))
+        y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
+        rhs = list(f) + list(dS)
+        system = {}
+        if num["engine"] == "rosenbrock":
+            from .tape import Tape
+            inputs = [TIME, *y, *p, *u, *list(D)]
+            aug = sp.Matrix(rhs)
+            system["rhs_tape"] = Tape.from_exprs(rhs, inputs)
+            system["jac_tape"] = Tape.from_exprs(list(aug.jacobian(y)), inputs)
+        else:
+            system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
+        self._sens_systems[K] = system
+        return system
+
+    def _solve_numeric(self, p, x0, times, t0, inflow, S0, D, rtol, atol):
+        num = self._build_numeric()
+        n = self.n_states
+        u = np.zeros(n) if inflow is None else np.asarray(inflow, dtype=float)
+        p = np.asarray(p, dtype=float)
+        K = 0 if D is None else D.shape[1]
+        y0 = np.asarray(x0, dtype=float) if D is None else np.concatenate([x0, np.asarray(S0, dtype=float).reshape(-1)])
+        consts = np.concatenate([p, u]) if D is None else np.concatenate([p, u, np.asarray(D, dtype=float).reshape(-1)])
+        system = num if D is None else self._sens_system(K)
+        if num["engine"] == "rosenbrock":
+            from .rosenbrock import integrate
+            Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol)
+            if status != 0:
+                raise SolverError(_STATUS.get(status, f"the integrator failed (status {status})"))
+        else:
+            Y = self._solve_lsoda(system, num, y0, p, u, D, times, t0, rtol, atol)
+        if not np.isfinite(Y).all():
+            raise SolverError("the solution is not finite (it overflowed)")
+        X = Y[:, :n]
+        if D is None:
+            return X, None
+        return X, Y[:, n:].reshape(len(times), n, K)
+
+    def _solve_lsoda(self, system, num, y0, p, u, D, times, t0, rtol, atol):
+        pl, ul = list(p), list(u)
+        if D is None:
+            f, J = num["f"], num["J"]
+            n = self.n_states
+
+            def fun(t, y):
+                return f(t, y, pl, ul)
+
+            def jac(t, y):
+                return np.reshape(J(t, y, pl), (n, n))
+        else:
+            f, dl = system["f"], list(np.asarray(D).reshape(-1))
+
+            def fun(t, y):
+                return f(t, y, pl, ul, dl)
+            jac = None
+        mask = times > t0
+        out = np.empty((len(times), len(y0)))
+        out[~mask] = y0
+        if mask.any():
+            sol = solve_ivp(fun, (t0, float(times[-1])), y0, method="LSODA", t_eval=times[mask], rtol=rtol,
+                            atol=atol, jac=jac)
+            if not sol.success:
+                raise SolverError(f"scipy's LSODA failed: {sol.message}")
+            out[mask] = sol.y.T
+        return out
+
+
+_STATUS = {
+    1: "the integrator took too many steps (the system may be extremely stiff or blow up; check the parameter values)",
+    2: "the step size became too small (a singularity or blow-up: check the parameter values)",
+    3: "the solution became non-finite (it overflowed)",
+    4: "a singular matrix was met in the implicit solver",
+}

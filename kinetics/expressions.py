@@ -1,0 +1,214 @@
+"""Safe parsing of rate, observable and unit expressions.
+
+A model file is data: its expressions are parsed with Python's ``ast`` module (which only
+reads text) and every node is checked against a whitelist before a sympy expression is built
+from it. Nothing is passed to ``eval``, ``exec`` or ``sympify``. Allowed: numbers, declared
+names, the time ``t``, ``+ - * / **``, parentheses, comparisons and ``and/or/not`` inside
+``piecewise``, and the functions listed in :data:`FUNCTIONS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Mapping
+
+import sympy as sp
+
+from .errors import ExpressionError
+
+__all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "TIME"]
+
+#: The symbol for time in every model.
+TIME = sp.Symbol("t", real=True)
+
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+MAX_CONSTANT_EXPONENT = 1000
+
+
+def _piecewise(*args):
+    """piecewise(value1, cond1, value2, cond2, ..., otherwise)."""
+    if len(args) < 3 or len(args) % 2 == 0:
+        raise ValueError("piecewise takes (value, condition, ..., value_otherwise): an odd number >= 3 of arguments")
+    pairs = [(args[i], args[i + 1]) for i in range(0, len(args) - 1, 2)]
+    for _, cond in pairs:
+        if not isinstance(cond, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+            raise ValueError(f"piecewise condition {cond} is not a comparison")
+    return sp.Piecewise(*pairs, (args[-1], True))
+
+
+def _arity(fn, n_min, n_max=None):
+    def call(*args):
+        hi = n_min if n_max is None else n_max
+        if not (n_min <= len(args) <= hi):
+            want = f"{n_min}" if hi == n_min else f"{n_min} to {hi}" if hi != float("inf") else f"at least {n_min}"
+            raise ValueError(f"takes {want} argument(s), got {len(args)}")
+        return fn(*args)
+    return call
+
+
+#: Functions a model expression may call, by name.
+FUNCTIONS = {
+    "exp": _arity(sp.exp, 1),
+    "log": _arity(sp.log, 1),
+    "ln": _arity(sp.log, 1),
+    "log10": _arity(lambda x: sp.log(x) / sp.log(10), 1),
+    "sqrt": _arity(sp.sqrt, 1),
+    "abs": _arity(sp.Abs, 1),
+    "min": _arity(sp.Min, 2, float("inf")),
+    "max": _arity(sp.Max, 2, float("inf")),
+    "step": _arity(lambda x: sp.Heaviside(x, 1), 1),  # 0 before, 1 from x = 0 on
+    "piecewise": _piecewise,
+    "sin": _arity(sp.sin, 1),
+    "cos": _arity(sp.cos, 1),
+    "tanh": _arity(sp.tanh, 1),
+}
+
+#: Names a model may not declare.
+RESERVED = frozenset(FUNCTIONS) | {"t", "pi", "and", "or", "not", "True", "False", "None"}
+
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a ** b,
+}
+_COMPARE = {
+    ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge, ast.Eq: sp.Eq, ast.NotEq: sp.Ne,
+}
+_DESCRIBE = {
+    ast.Attribute: "attribute access ('.')", ast.Subscript: "indexing ('[...]')",
+    ast.Lambda: "lambda", ast.Call: "call", ast.List: "a list", ast.Tuple: "a tuple",
+    ast.Dict: "a dict", ast.Set: "a set", ast.ListComp: "a comprehension",
+    ast.GeneratorExp: "a generator", ast.IfExp: "an if-expression (use piecewise)",
+    ast.BitXor: "'^' (use ** for powers)", ast.FloorDiv: "'//'", ast.Mod: "'%'",
+    ast.NamedExpr: "':='", ast.Starred: "'*' unpacking", ast.JoinedStr: "an f-string",
+    ast.Await: "await", ast.Yield: "yield",
+}
+
+
+def _describe(node) -> str:
+    for kind, text in _DESCRIBE.items():
+        if isinstance(node, kind):
+            return text
+    if isinstance(node, ast.BinOp):
+        return _describe(node.op)
+    return type(node).__name__
+
+
+class _Builder:
+    def __init__(self, symbols: Mapping[str, sp.Symbol], allow_time: bool):
+        self.symbols = symbols
+        self.allow_time = allow_time
+
+    def fail(self, message):
+        raise ExpressionError(message)
+
+    def build(self, node, depth=0, boolean=False):
+        if depth > MAX_DEPTH:
+            self.fail(f"is nested deeper than {MAX_DEPTH} levels")
+        d = depth + 1
+        if isinstance(node, ast.Expression):
+            return self.build(node.body, d)
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(f"contains the literal {value!r}; only numbers are allowed")
+            return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name in self.symbols:
+                return self.symbols[name]
+            if name == "t":
+                if not self.allow_time:
+                    self.fail("uses the time 't', which is not allowed here")
+                return TIME
+            if name == "pi":
+                return sp.pi
+            if name in FUNCTIONS:
+                self.fail(f"uses the function name '{name}' without calling it")
+            hint = difflib.get_close_matches(name, list(self.symbols), n=1)
+            self.fail(f"uses the unknown name '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else
+                      "; declare it as a compartment or parameter"))
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return -self.build(node.operand, d)
+            if isinstance(node.op, ast.UAdd):
+                return self.build(node.operand, d)
+            if isinstance(node.op, ast.Not):
+                return sp.Not(self.build(node.operand, d, boolean=True))
+            self.fail(f"uses the operator {type(node.op).__name__}, which is not allowed")
+        if isinstance(node, ast.BinOp):
+            op = _BINARY.get(type(node.op))
+            if op is None:
+                self.fail(f"uses {_describe(node)}, which is not allowed")
+            left, right = self.build(node.left, d), self.build(node.right, d)
+            if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number and abs(float(right)) > MAX_CONSTANT_EXPONENT:
+                self.fail(f"raises a number to the power {right}; too large")
+            return op(left, right)
+        if isinstance(node, ast.Compare):
+            parts, left = [], self.build(node.left, d)
+            for op_node, comparator in zip(node.ops, node.comparators):
+                op = _COMPARE.get(type(op_node))
+                if op is None:
+                    self.fail(f"uses the comparison {type(op_node).__name__}, which is not allowed")
+                right = self.build(comparator, d)
+                parts.append(op(left, right))
+                left = right
+            return sp.And(*parts) if len(parts) > 1 else parts[0]
+        if isinstance(node, ast.BoolOp):
+            values = [self.build(v, d, boolean=True) for v in node.values]
+            return sp.And(*values) if isinstance(node.op, ast.And) else sp.Or(*values)
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                self.fail(f"calls {_describe(node.func)}; only the functions {', '.join(sorted(FUNCTIONS))} are allowed")
+            name = node.func.id
+            if name not in FUNCTIONS:
+                self.fail(f"calls '{name}', which is not an allowed function (allowed: {', '.join(sorted(FUNCTIONS))})")
+            if node.keywords:
+                self.fail(f"passes keyword arguments to '{name}'")
+            args = [self.build(a, d) for a in node.args]
+            try:
+                return FUNCTIONS[name](*args)
+            except (ValueError, TypeError) as exc:
+                self.fail(f"calls {name}(...) wrongly: {exc}")
+        self.fail(f"uses {_describe(node)}, which is not allowed in an expression")
+
+
+def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True) -> sp.Expr:
+    """Parse ``text`` into a sympy expression over ``symbols`` (name -> Symbol).
+
+    Numbers (int or float) are accepted as well as strings. Raises :class:`ExpressionError`
+    with a message saying what is wrong; callers prefix it with the file and entry.
+    """
+    if isinstance(text, bool):
+        raise ExpressionError(f"is the boolean {text!r}; expected a number or an expression")
+    if isinstance(text, (int, float)):
+        return sp.Integer(text) if isinstance(text, int) else sp.Float(text)
+    if isinstance(text, sp.Basic):
+        unknown = {s.name for s in text.free_symbols} - set(symbols) - ({"t"} if allow_time else set())
+        if unknown:
+            raise ExpressionError(f"uses the unknown name(s) {', '.join(sorted(unknown))}")
+        mapping = {s: (TIME if s.name == "t" else symbols[s.name]) for s in text.free_symbols}
+        return text.xreplace(mapping)
+    if not isinstance(text, str):
+        raise ExpressionError(f"is a {type(text).__name__}; expected a number or an expression string")
+    if not text.strip():
+        raise ExpressionError("is empty")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"is longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"is not a valid expression ({exc.msg} at column {exc.offset})") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExpressionError("could not be read as an expression") from None
+    try:
+        result = _Builder(symbols, allow_time).build(tree)
+    except RecursionError:
+        raise ExpressionError(f"is nested deeper than {MAX_DEPTH} levels") from None
+    if isinstance(result, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)) and not isinstance(result, sp.Expr):
+        raise ExpressionError("is a condition, not a value (conditions belong inside piecewise)")
+    return result

@@ -1,0 +1,382 @@
+"""Simulation: doses, infusions and parameter switches over a compiled model.
+
+A simulation is split into segments at every discontinuity (bolus dose, start or end of an
+infusion, event). Within a segment inputs and parameters are constant, so the exact affine
+solution or the stiff integrator applies unchanged, and each discontinuity is met exactly.
+States are right-continuous: an output time equal to a dose time shows the state just after
+the dose. Sensitivities follow through every segment by the chain rule.
+
+:class:`Schedule` is the reusable plan (fitting builds one per condition and runs it for
+every new parameter vector); :func:`simulate` is the one-call interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import sympy as sp
+
+from .compile import DEFAULT_ATOL, DEFAULT_RTOL
+from .errors import ExpressionError, ModelError, SolverError
+from .expressions import parse_expression
+from .fileio import atomic_path
+
+__all__ = ["Dose", "Infusion", "Event", "Schedule", "Simulation", "simulate"]
+
+
+@dataclass(frozen=True)
+class Dose:
+    """A bolus: ``amount`` added to ``compartment`` at ``time``."""
+    compartment: str
+    amount: float
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Infusion:
+    """A constant ``rate`` (amount per time unit) into ``compartment`` from ``start`` to ``end``."""
+    compartment: str
+    rate: float
+    start: float = 0.0
+    end: float = math.inf
+
+
+@dataclass(frozen=True)
+class Event:
+    """At ``time``, set parameters to expressions of the values in force just before
+    (e.g. ``{"k_sec": "k_sec * 0.5"}`` halves secretion from then on)."""
+    time: float
+    set: dict = field(default_factory=dict)
+
+    def __hash__(self):
+        return hash((self.time, tuple(sorted((k, str(v)) for k, v in self.set.items()))))
+
+
+def _number(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ModelError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ModelError(f"{what} is NaN")
+    return value
+
+
+def as_input(item, where="dose"):
+    """A Dose or Infusion from an object or a dict as written in a fit spec."""
+    if isinstance(item, (Dose, Infusion)):
+        return item
+    if not isinstance(item, dict):
+        raise ModelError(f"{where}: expected a table like {{ compartment = \"P\", amount = 1e10, time = 0 }}, got {item!r}")
+    keys = set(item)
+    if "amount" in keys:
+        unknown = keys - {"compartment", "amount", "time"}
+        if unknown:
+            raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a bolus dose (compartment, amount, time)")
+        return Dose(str(item.get("compartment")), _number(item["amount"], f"{where}: amount"), _number(item.get("time", 0.0), f"{where}: time"))
+    if "rate" in keys:
+        unknown = keys - {"compartment", "rate", "start", "end"}
+        if unknown:
+            raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for an infusion (compartment, rate, start, end)")
+        return Infusion(str(item.get("compartment")), _number(item["rate"], f"{where}: rate"),
+                        _number(item.get("start", 0.0), f"{where}: start"), _number(item.get("end", math.inf), f"{where}: end"))
+    raise ModelError(f"{where}: needs 'amount' (a bolus) or 'rate' (an infusion); got keys {', '.join(sorted(keys)) or 'none'}")
+
+
+def as_event(item, where="event"):
+    if isinstance(item, Event):
+        return item
+    if not isinstance(item, dict) or "time" not in item or "set" not in item or set(item) - {"time", "set"}:
+        raise ModelError(f"{where}: expected a table like {{ time = 24, set = {{ k_sec = \"k_sec * 0.5\" }} }}, got {item!r}")
+    if not isinstance(item["set"], dict) or not item["set"]:
+        raise ModelError(f"{where}: 'set' must be a non-empty table of parameter = expression")
+    return Event(_number(item["time"], f"{where}: time"), dict(item["set"]))
+
+
+class Schedule:
+    """A simulation plan: output times, doses, infusions, events and initial overrides, checked
+    against a compiled model once and run for any parameter vector."""
+
+    def __init__(self, compiled, times, doses=(), events=(), initial=None, t0=0.0, where="simulation"):
+        self.compiled = c = compiled
+        times = np.asarray(times, dtype=float).reshape(-1)
+        if times.size == 0:
+            raise ModelError(f"{where}: no output times")
+        if not np.isfinite(times).all():
+            raise ModelError(f"{where}: output times must be finite numbers")
+        if np.any(np.diff(times) < 0):
+            raise ModelError(f"{where}: output times must be sorted in increasing order")
+        if times[0] < t0:
+            raise ModelError(f"{where}: output time {times[0]:g} is before the start time {t0:g}")
+        self.times, self.t0 = times, float(t0)
+        self.inputs = [as_input(d, f"{where}: dose {i + 1}") for i, d in enumerate(doses or ())]
+        self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
+        state_index = {name: i for i, name in enumerate(c.state_names)}
+        from .model import _suggest
+        for item in self.inputs:
+            if item.compartment not in state_index:
+                raise ModelError(f"{where}: dose into unknown compartment '{item.compartment}'{_suggest(item.compartment, state_index)}; "
+                                 f"compartments are {', '.join(c.state_names)}")
+            if isinstance(item, Infusion) and not item.end > item.start:
+                raise ModelError(f"{where}: infusion into '{item.compartment}' ends ({item.end:g}) before it starts ({item.start:g})")
+            if isinstance(item, Dose) and item.time < t0:
+                raise ModelError(f"{where}: dose at time {item.time:g} is before the start time {t0:g}")
+        # events: parsed into functions of the parameter vector in force before them
+        symbols = {name: sp.Symbol(name, real=True) for name in c.parameter_names}
+        psyms = [symbols[n] for n in c.parameter_names]
+        self._event_maps = []
+        for event in self.events:
+            g = list(psyms)
+            for name, expr in event.set.items():
+                if name not in symbols:
+                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{name}'{_suggest(name, symbols)}")
+                try:
+                    g[c.parameter_names.index(name)] = parse_expression(expr, symbols, allow_time=False)
+                except ExpressionError as exc:
+                    raise ModelError(f"{where}: event at t={event.time:g}, {name} = '{expr}' {exc}") from None
+            G = sp.Matrix(g)
+            self._event_maps.append((sp.lambdify([psyms], list(G), "math"), sp.lambdify([psyms], G.jacobian(psyms), "numpy")))
+        # initial overrides: number or expression of parameters per compartment
+        self._initial = []
+        for name, value in (initial or {}).items():
+            if name not in state_index:
+                raise ModelError(f"{where}: initial value for unknown compartment '{name}'{_suggest(name, state_index)}")
+            try:
+                expr = parse_expression(value, symbols, allow_time=False)
+            except ExpressionError as exc:
+                raise ModelError(f"{where}: initial value of {name} '{value}' {exc}") from None
+            self._initial.append((state_index[name], sp.lambdify([psyms], expr, "math"),
+                                  sp.lambdify([psyms], [expr.diff(s) for s in psyms], "math")))
+        # breakpoints after t0 where something changes
+        t_end = float(times[-1])
+        cuts = set()
+        for item in self.inputs:
+            for tb in ((item.time,) if isinstance(item, Dose) else (item.start, item.end)):
+                if t0 < tb <= t_end:
+                    cuts.add(float(tb))
+        for event in self.events:
+            if t0 < event.time <= t_end:
+                cuts.add(float(event.time))
+        self.breakpoints = sorted(cuts)
+        self._state_index = state_index
+
+    # ------------------------------------------------------------------
+    def _apply_discontinuities(self, tb, x, p, D, u):
+        """Doses, events and infusion switches at time tb; returns new (x, p, D, u)."""
+        x = x.copy()
+        for item in self.inputs:
+            if isinstance(item, Dose) and item.time == tb:
+                x[self._state_index[item.compartment]] += item.amount
+        for event, (g, dg) in zip(self.events, self._event_maps):
+            if event.time == tb:
+                pl = list(map(float, p))
+                if D is not None:
+                    D = np.asarray(dg(pl), dtype=float) @ D
+                p = np.array(g(pl), dtype=float)
+        u = self._inflow(tb)
+        return x, p, D, u
+
+    def _inflow(self, t):
+        u = None
+        for item in self.inputs:
+            if isinstance(item, Infusion) and item.start <= t < item.end:
+                if u is None:
+                    u = np.zeros(self.compiled.n_states)
+                u[self._state_index[item.compartment]] += item.rate
+        return u
+
+    def initial_conditions(self, p, D=None):
+        c = self.compiled
+        x0 = c.initial_state(p)
+        S0 = c.initial_sensitivity(p, D) if D is not None else None
+        pl = list(map(float, p))
+        for i, fn, dfn in self._initial:
+            x0[i] = fn(pl)
+            if S0 is not None:
+                S0[i] = np.asarray(dfn(pl), dtype=float) @ D
+        return x0, S0
+
+    def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
+        """Run the plan at model parameters ``p``. Returns (X, Y, S, dY) with states (m, n),
+        observables (m, o) and, when D (P, K) is given, their sensitivities (m, n, K), (m, o, K)."""
+        c = self.compiled
+        p = np.asarray(p, dtype=float)
+        if not np.isfinite(p).all():
+            raise SolverError(self._failure("parameter values are not finite", p))
+        x, S = self.initial_conditions(p, D)
+        x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
+        times = self.times
+        m = len(times)
+        X = np.empty((m, c.n_states))
+        Y = np.empty((m, len(c.observable_names)))
+        SS = np.empty((m, c.n_states, D.shape[1])) if D is not None else None
+        dY = np.empty((m, len(c.observable_names), D.shape[1])) if D is not None else None
+        start, seg_t0 = 0, self.t0
+        for tb in [*self.breakpoints, math.inf]:
+            stop = int(np.searchsorted(times, tb, side="left")) if tb != math.inf else m
+            seg_times = times[start:stop]
+            need_end = tb != math.inf
+            solve_times = np.append(seg_times, tb) if need_end else seg_times
+            if len(solve_times):
+                try:
+                    Xs, Ss = c.solve(p_seg, x, solve_times, seg_t0, u, S, D_seg, rtol, atol)
+                except SolverError as exc:
+                    raise SolverError(self._failure(f"{exc} (between t={seg_t0:g} and t={solve_times[-1]:g})", p_seg)) from None
+                k = len(seg_times)
+                if k:
+                    X[start:stop] = Xs[:k]
+                    Yk, dYk = c.observe(Xs[:k], seg_times, p_seg, None if Ss is None else Ss[:k], D_seg)
+                    Y[start:stop] = Yk
+                    if D is not None:
+                        SS[start:stop] = Ss[:k]
+                        if dYk is not None:
+                            dY[start:stop] = dYk
+                if need_end:
+                    x = Xs[-1]
+                    S = None if Ss is None else Ss[-1]
+            if not need_end:
+                break
+            x, p_seg, D_seg, u = self._apply_discontinuities(tb, x, p_seg, D_seg, u)
+            start, seg_t0 = stop, tb
+        if not np.isfinite(X).all():
+            raise SolverError(self._failure("the solution is not finite", p))
+        return X, Y, SS, dY
+
+    def _failure(self, message, p):
+        values = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.compiled.parameter_names, p))
+        return (f"simulation of model '{self.compiled.name}' failed: {message}. Parameter values: {values}. "
+                "Check that these values are plausible (bounds in the model or fit spec), or loosen --rtol/--atol.")
+
+
+class Simulation:
+    """A simulation result: states and observables at the output times, with views as pandas
+    tables (:attr:`wide`, :meth:`to_frame`), sensitivities, and :meth:`plot`."""
+
+    def __init__(self, compiled, times, states, observables, parameters, sensitivities=None,
+                 observable_sensitivities=None, sensitivity_parameters=()):
+        self.model_name = compiled.name
+        self.method = compiled.method
+        self.time_unit = compiled.model.time_unit
+        self.times = times
+        self.states = states
+        self.observables = observables
+        self.state_names = list(compiled.state_names)
+        self.observable_names = list(compiled.observable_names)
+        self.parameters = dict(zip(compiled.parameter_names, map(float, parameters)))
+        self.sensitivities = sensitivities
+        self.observable_sensitivities = observable_sensitivities
+        self.sensitivity_parameters = list(sensitivity_parameters)
+        self._units = {**{n: c.unit for n, c in compiled.model.compartments.items()},
+                       **{n: o.unit for n, o in compiled.model.observables.items()}}
+
+    @property
+    def names(self):
+        return self.state_names + [n for n in self.observable_names if n not in self.state_names]
+
+    def __getitem__(self, name) -> np.ndarray:
+        if name in self.observable_names:
+            return self.observables[:, self.observable_names.index(name)]
+        if name in self.state_names:
+            return self.states[:, self.state_names.index(name)]
+        raise KeyError(f"'{name}' is neither a compartment nor an observable of model '{self.model_name}' "
+                       f"(names: {', '.join(self.names)})")
+
+    def sensitivity(self, name, parameter) -> np.ndarray:
+        """d name / d parameter at the output times (simulate with ``sensitivities=``)."""
+        if self.sensitivities is None:
+            raise ValueError("no sensitivities were computed: pass sensitivities=True or a list of parameter names to simulate()")
+        if parameter not in self.sensitivity_parameters:
+            raise KeyError(f"no sensitivity for parameter '{parameter}' (computed: {', '.join(self.sensitivity_parameters)})")
+        k = self.sensitivity_parameters.index(parameter)
+        if name in self.observable_names:
+            return self.observable_sensitivities[:, self.observable_names.index(name), k]
+        if name in self.state_names:
+            return self.sensitivities[:, self.state_names.index(name), k]
+        raise KeyError(f"unknown name '{name}'")
+
+    @property
+    def wide(self) -> pd.DataFrame:
+        """One row per time: ``time``, then a column per compartment and per observable."""
+        data = {"time": self.times}
+        for name in self.names:
+            data[name] = self[name]
+        return pd.DataFrame(data)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy (long) table: ``time``, ``name``, ``kind`` (compartment/observable), ``value``."""
+        frames = []
+        for name in self.names:
+            kind = "observable" if name in self.observable_names else "compartment"
+            frames.append(pd.DataFrame({"time": self.times, "name": name, "kind": kind, "value": self[name]}))
+        return pd.concat(frames, ignore_index=True)
+
+    tidy = property(to_frame)
+
+    def to_csv(self, path) -> None:
+        """Write the wide table atomically."""
+        with atomic_path(path) as tmp:
+            self.wide.to_csv(tmp, index=False, float_format="%.10g")
+
+    def plot(self, names=None, ax=None, logy=False, **kwargs):
+        """Plot the named curves (default: observables if any, else compartments) against time."""
+        import matplotlib.pyplot as plt
+
+        if names is None:
+            names = self.observable_names or self.state_names
+        elif isinstance(names, str):
+            names = [names]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4.5))
+        for name in names:
+            unit = self._units.get(name)
+            ax.plot(self.times, self[name], label=f"{name} [{unit}]" if unit else name, **kwargs)
+        ax.set_xlabel(f"time [{self.time_unit}]")
+        ax.set_title(f"{self.model_name} ({self.method})")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        return ax
+
+    def __repr__(self):
+        return f"<Simulation of '{self.model_name}' ({self.method}): {len(self.times)} times, {len(self.names)} series>"
+
+
+def simulate(model, times, parameters=None, doses=(), events=(), initial=None, sensitivities=False,
+             rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, t0=0.0) -> Simulation:
+    """Simulate ``model`` (a Model, a CompiledModel or a model-file path) at ``times``.
+
+    Parameters
+    ----------
+    parameters : dict, lmfit.Parameters or array, optional
+        Values overriding the model's defaults.
+    doses : list of Dose / Infusion or dicts (``{"compartment", "amount", "time"}`` or
+        ``{"compartment", "rate", "start", "end"}``).
+    events : list of Event or dicts (``{"time", "set": {name: expression}}``).
+    initial : dict compartment -> number or expression of parameters.
+    sensitivities : bool or list of parameter names
+        Also compute d(state)/d(parameter) (``Simulation.sensitivity``).
+    rtol, atol : tolerances of the numerical path (the affine path is exact).
+    """
+    from .model import Model, load_model
+
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model)
+    compiled = model.compile() if isinstance(model, Model) else model
+    p = compiled.parameter_vector(parameters)
+    if isinstance(times, (int, float)):
+        times = np.linspace(t0, float(times), 201)
+    schedule = Schedule(compiled, times, doses, events, initial, t0=t0)
+    D, names = None, []
+    if sensitivities:
+        names = list(compiled.parameter_names) if sensitivities is True else list(sensitivities)
+        for name in names:
+            if name not in compiled.parameter_names:
+                raise ModelError(f"sensitivity requested for unknown parameter '{name}'")
+        D = np.zeros((compiled.n_params, len(names)))
+        for k, name in enumerate(names):
+            D[compiled.parameter_names.index(name), k] = 1.0
+    X, Y, S, dY = schedule.run(p, D, rtol, atol)
+    return Simulation(compiled, schedule.times, X, Y, p, S, dY, names)
