@@ -1,0 +1,163 @@
+"""The ``kinetics`` command line: thin wrappers over the library for the common jobs.
+
+Every failure the user can cause exits non-zero with a one-paragraph message (the full
+traceback only with ``--debug``)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KineticsError, KineticsWarning
+
+__all__ = ["main"]
+
+
+def _parse_assignments(items, what="--set"):
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise KineticsError(f"{what} '{item}': expected name=value, e.g. {what} k_sec=0.4")
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise KineticsError(f"{what} '{item}': '{value}' is not a number") from None
+    return out
+
+
+def _parse_doses(items):
+    """COMPARTMENT=AMOUNT[@TIME] bolus doses."""
+    doses = []
+    for item in items or ():
+        name, sep, rest = item.partition("=")
+        amount, _, when = rest.partition("@")
+        try:
+            doses.append({"compartment": name.strip(), "amount": float(amount), "time": float(when) if when else 0.0})
+        except ValueError:
+            raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT or COMPARTMENT=AMOUNT@TIME, e.g. --dose P=1e10@0") from None
+        if not sep:
+            raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT[@TIME]")
+    return doses
+
+
+def _load(name_or_path):
+    from .library import resolve_model_path
+    from .model import load_model
+    return load_model(resolve_model_path(name_or_path))
+
+
+def cmd_models(args):
+    from .library import bundled_models, models_dir
+    library = bundled_models()
+    if not library:
+        print(f"no bundled models found in {models_dir()}")
+        return 0
+    width = max(len(n) for n in library)
+    for name, info in library.items():
+        text = info["description"].split(". ")[0].rstrip(".")
+        print(f"{name:<{width}}  {text[:100] + '...' if len(text) > 100 else text}")
+    print(f"\n({len(library)} models in {models_dir()}; use a name or a path with 'kinetics simulate')")
+    return 0
+
+
+def cmd_simulate(args):
+    from .simulate import simulate
+    model = _load(args.model)
+    values = _parse_assignments(args.set)
+    if args.points < 2:
+        raise KineticsError("--points must be at least 2")
+    if not args.t_end > 0:
+        raise KineticsError("--t-end must be positive")
+    times = np.linspace(0.0, args.t_end, args.points)
+    sim = simulate(model, times, parameters=values, doses=_parse_doses(args.dose), rtol=args.rtol, atol=args.atol)
+    if args.out:
+        sim.to_csv(args.out)
+        print(f"wrote {args.out} ({len(times)} times x {len(sim.names)} series, method: {sim.method})")
+    if args.plot:
+        _save_plot(lambda ax: sim.plot(ax=ax, names=sim.names if args.all else None, logy=args.logy), args.plot)
+        print(f"wrote {args.plot}")
+    if not args.out and not args.plot:
+        import pandas as pd
+        with pd.option_context("display.max_rows", 30, "display.width", 160):
+            print(sim.wide.to_string(index=False, max_rows=30, float_format=lambda v: f"{v:.6g}"))
+    return 0
+
+
+def _save_plot(draw, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    draw(ax)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
+def cmd_demo(args):
+    from . import demo
+    return demo.run(Path(args.out))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kinetics", description="Compartment kinetics of exosome production and clearance.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list bundled models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("simulate", help="simulate a model file or bundled model")
+    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("--t-end", type=float, default=48.0, help="end time, in the model's time unit (default 48)")
+    p.add_argument("--points", type=int, default=101, help="number of output times (default 101)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter value (repeatable)")
+    p.add_argument("--dose", action="append", metavar="COMP=AMOUNT[@TIME]", help="bolus dose (repeatable)")
+    p.add_argument("--out", help="write the wide table (time, compartments, observables) to this CSV")
+    p.add_argument("--plot", help="write a plot to this image file")
+    p.add_argument("--all", action="store_true", help="plot compartments as well as observables")
+    p.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance, numerical path (default 1e-8)")
+    p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance, numerical path (default 1e-10)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="run the worked example end to end")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    warnings.simplefilter("default", KineticsWarning)
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    try:
+        return args.func(args) or 0
+    except (KineticsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        if not isinstance(exc, KineticsError):
+            pass
+        print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
