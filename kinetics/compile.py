@@ -166,9 +166,8 @@ class CompiledModel:
                 db[k] = np.array(list(b.diff(pk)), dtype=object)
             self._dA = _SparseArray(self._p_args, dA)
             self._db = _SparseArray(self._p_args, db)
-        else:
-            self._numeric = None  # built on first use (tapes or lambdified callables)
-            self._sens_systems = {}
+        self._numeric = None  # built on first use (tapes or lambdified callables)
+        self._sens_systems = {}
         self.method = "exact" if self.affine else "numerical"
 
     # ------------------------------------------------------------ parameters
@@ -209,14 +208,15 @@ class CompiledModel:
 
     # -------------------------------------------------------------- solving
     def solve(self, p, x0, times, t0=0.0, inflow=None, S0=None, D=None,
-              rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
+              rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, method="auto"):
         """States (m, n) at ``times`` (sorted, >= t0) from x(t0) = x0 under constant parameters
         ``p`` and a constant extra ``inflow`` (amount per time into each compartment).
 
         With ``D`` (P, K), also the sensitivities dx/dtheta (m, n, K) from ``S0`` (n, K).
+        ``method="numerical"`` forces the integrator on an affine model (for cross-checks).
         Raises :class:`SolverError` on failure."""
         times = np.asarray(times, dtype=float)
-        if self.affine:
+        if self.affine and method != "numerical":
             pl = list(map(float, p))
             A, b = self._A(pl), self._b(pl)
             if inflow is not None:

@@ -198,7 +198,7 @@ class Schedule:
                 S0[i] = np.asarray(dfn(pl), dtype=float) @ D
         return x0, S0
 
-    def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
+    def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, method="auto"):
         """Run the plan at model parameters ``p``. Returns (X, Y, S, dY) with states (m, n),
         observables (m, o) and, when D (P, K) is given, their sensitivities (m, n, K), (m, o, K)."""
         c = self.compiled
@@ -221,7 +221,7 @@ class Schedule:
             solve_times = np.append(seg_times, tb) if need_end else seg_times
             if len(solve_times):
                 try:
-                    Xs, Ss = c.solve(p_seg, x, solve_times, seg_t0, u, S, D_seg, rtol, atol)
+                    Xs, Ss = c.solve(p_seg, x, solve_times, seg_t0, u, S, D_seg, rtol, atol, method)
                 except SolverError as exc:
                     raise SolverError(self._failure(f"{exc} (between t={seg_t0:g} and t={solve_times[-1]:g})", p_seg)) from None
                 k = len(seg_times)
@@ -345,7 +345,7 @@ class Simulation:
 
 
 def simulate(model, times, parameters=None, doses=(), events=(), initial=None, sensitivities=False,
-             rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, t0=0.0) -> Simulation:
+             rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, t0=0.0, method="auto") -> Simulation:
     """Simulate ``model`` (a Model, a CompiledModel or a model-file path) at ``times``.
 
     Parameters
@@ -359,6 +359,7 @@ def simulate(model, times, parameters=None, doses=(), events=(), initial=None, s
     sensitivities : bool or list of parameter names
         Also compute d(state)/d(parameter) (``Simulation.sensitivity``).
     rtol, atol : tolerances of the numerical path (the affine path is exact).
+    method : "auto" (exact for affine-linear models) or "numerical" (always integrate).
     """
     from .model import Model, load_model
 
@@ -378,5 +379,10 @@ def simulate(model, times, parameters=None, doses=(), events=(), initial=None, s
         D = np.zeros((compiled.n_params, len(names)))
         for k, name in enumerate(names):
             D[compiled.parameter_names.index(name), k] = 1.0
-    X, Y, S, dY = schedule.run(p, D, rtol, atol)
-    return Simulation(compiled, schedule.times, X, Y, p, S, dY, names)
+    if method not in ("auto", "numerical"):
+        raise ValueError(f"method must be 'auto' or 'numerical', not {method!r}")
+    X, Y, S, dY = schedule.run(p, D, rtol, atol, method)
+    sim = Simulation(compiled, schedule.times, X, Y, p, S, dY, names)
+    if method == "numerical":
+        sim.method = "numerical"
+    return sim
