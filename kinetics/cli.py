@@ -103,6 +103,23 @@ def _save_plot(draw, path):
     plt.close(fig)
 
 
+def cmd_fit(args):
+    from .fit import fit
+    from .problem import load_fit_spec
+    folder = Path(args.case)
+    problem = load_fit_spec(folder)
+    out = Path(args.out) if args.out else (folder if folder.is_dir() else folder.parent) / "results"
+    print(f"fitting {problem.model.name} to {problem.data.n_points} points "
+          f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})")
+    result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
+                 executor=None if args.serial else "auto", progress=not args.no_progress,
+                 profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None)
+    print(result.fit_report())
+    written = result.save(out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def cmd_demo(args):
     from . import demo
     return demo.run(Path(args.out))
@@ -129,6 +146,18 @@ def build_parser():
     p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance, numerical path (default 1e-8)")
     p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance, numerical path (default 1e-10)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("fit", help="fit a worked case folder (fit.toml + data) and write result.json, report.txt, plots")
+    p.add_argument("case", help="a folder holding fit.toml, or the fit.toml itself")
+    p.add_argument("--out", help="output folder (default: CASE/results)")
+    p.add_argument("--multistart", type=int, help="number of starts (default: the spec's)")
+    p.add_argument("--seed", type=int, help="seed of the multi-start design (default: the spec's)")
+    p.add_argument("--method", help="least_squares (default), leastsq, differential_evolution, basinhopping, ...")
+    p.add_argument("--no-profiles", action="store_true", help="skip profile-likelihood intervals")
+    p.add_argument("--mcmc", type=int, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
+    p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

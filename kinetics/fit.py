@@ -1,0 +1,486 @@
+"""Fitting: lmfit optimization of a :class:`~kinetics.problem.FitProblem`, multi-start over an
+executor, honest uncertainty (covariance, profile likelihood, optional MCMC), and the
+:class:`FitResult` users read, save and plot.
+
+The objective is the Gaussian negative log-likelihood. For the constant and proportional
+noise models the noise scale has a closed-form optimum, so minimizing the weighted residual sum
+of squares with lmfit's least-squares methods *is* maximum likelihood, and the analytic
+Jacobian from the model's forward sensitivities is handed to the optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+import lmfit
+import numpy as np
+from scipy.optimize import minimize
+from scipy.stats import chi2, qmc
+
+from .errors import FitError, KineticsWarning, SolverError
+
+__all__ = ["fit", "FitResult", "CHI2_95"]
+
+#: 95 % threshold of the profile likelihood ratio (chi-square, 1 degree of freedom).
+CHI2_95 = float(chi2.ppf(0.95, 1))
+_LOCAL_METHODS = ("least_squares", "leastsq")
+_GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
+
+
+class _Objective:
+    """Residuals (and the Jacobian from the same simulation) for lmfit, at fixed noise weights."""
+
+    def __init__(self, problem, weights=None, use_jacobian=True):
+        self.problem = problem
+        self.weights = weights
+        self.use_jacobian = use_jacobian
+        self.names = problem.internal_names()
+        self._key = None
+        self._J = None
+
+    def vector(self, params):
+        return np.array([params[n].value for n in self.names])
+
+    def residual(self, params):
+        x = self.vector(params)
+        try:
+            if self.use_jacobian:
+                r, J = self.problem.residuals_and_jacobian(x, self.weights)
+                self._key, self._J = x.tobytes(), J
+            else:
+                r = self.problem.residuals(x, self.weights)
+        except SolverError:
+            # a failed simulation in a trial step is a bad step, not the end of the fit
+            return np.full(self.problem.n_data, 1e10)
+        return r
+
+    def jacobian(self, params):
+        x = self.vector(params)
+        if self._key != x.tobytes():
+            try:
+                _, self._J = self.problem.residuals_and_jacobian(x, self.weights)
+            except SolverError:
+                return np.zeros((self.problem.n_data, sum(params[n].vary for n in self.names)))
+            self._key = x.tobytes()
+        vary = [i for i, n in enumerate(self.names) if params[n].vary]
+        return self._J[:, vary]
+
+
+def _params(problem, x, fixed=None):
+    lo, hi = problem.internal_bounds()
+    params = lmfit.Parameters()
+    for i, (name, value) in enumerate(zip(problem.internal_names(), x)):
+        params.add(name, value=float(np.clip(value, lo[i], hi[i])), min=lo[i], max=hi[i],
+                   vary=not (fixed is not None and i in fixed))
+    return params
+
+
+def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
+    """One local optimization; returns (x_best, rss, lmfit MinimizerResult)."""
+    objective = _Objective(problem, weights, use_jacobian)
+    params = _params(problem, x0, fixed)
+    kws = {}
+    if use_jacobian and method in _LOCAL_METHODS:
+        kws["Dfun" if method == "leastsq" else "jac"] = objective.jacobian
+    if method == "least_squares":
+        kws.update(x_scale="jac", ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    minimizer = lmfit.Minimizer(objective.residual, params, max_nfev=max_nfev, nan_policy="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = minimizer.minimize(method=method, **kws)
+    x = objective.vector(result.params)
+    r = problem.residuals(x, weights)
+    return x, float(r @ r), result
+
+
+def _latin_starts(problem, n, seed):
+    x0 = problem.start()
+    if n <= 1:
+        return [x0]
+    lo, hi = problem.internal_bounds()
+    lo = np.where(np.isfinite(lo), lo, x0 - 2.0)
+    hi = np.where(np.isfinite(hi), hi, x0 + 2.0)
+    sample = qmc.LatinHypercube(d=len(x0), seed=seed).random(n - 1)
+    return [x0] + list(qmc.scale(sample, lo, hi)) if np.all(hi > lo) else [x0] * n
+
+
+def _run_start(args):
+    problem, x0, weights, method, use_jacobian, max_nfev = args
+    t = time.perf_counter()
+    n0, j0 = problem.nfev, problem.njev
+    try:
+        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev)
+        out = {"x": x, "rss": rss, "success": bool(res.success), "message": str(res.message)}
+    except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
+        out = {"x": x0, "rss": math.inf, "success": False, "message": f"{type(exc).__name__}: {exc}"}
+    out.update(nfev=problem.nfev - n0, njev=problem.njev - j0, seconds=time.perf_counter() - t)
+    return out
+
+
+def _progress(total, enabled):
+    if not enabled or total <= 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc="multi-start", unit="start", leave=False, file=sys.stderr)
+    except ImportError:
+        return None
+
+
+def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev):
+    bar = _progress(len(starts), progress)
+    results = []
+    own_pool = None
+    try:
+        first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev))
+        results.append(first)
+        if bar:
+            bar.update(1)
+        rest = starts[1:]
+        if executor == "auto":
+            # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits
+            executor = "process" if first["seconds"] * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
+        if executor == "process":
+            executor = own_pool = ProcessPoolExecutor(max_workers=os.cpu_count())
+        if isinstance(executor, Executor) and rest:
+            jobs = [(problem, x, weights, method, use_jacobian, max_nfev) for x in rest]
+            for out in executor.map(_run_start, jobs):
+                results.append(out)
+                if bar:
+                    bar.update(1)
+        else:
+            for x in rest:
+                out = _run_start((problem, x, weights, method, use_jacobian, max_nfev))
+                results.append(out)
+                if bar:
+                    bar.update(1)
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown()
+        if bar:
+            bar.close()
+    return results
+
+
+def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", progress=True, profiles=True,
+        use_jacobian=True, mcmc=None, max_nfev=None) -> "FitResult":
+    """Fit ``problem`` (a FitProblem, or a fit folder / fit.toml path) and return a FitResult.
+
+    multistart : number of starts (the first from the given values, the rest a Latin hypercube in
+        the internal (log10) space of the bounds); default from the spec, else 1.
+    seed : seed of the start design (same seed, same result).
+    method : ``"least_squares"`` (default, trust-region with bounds), ``"leastsq"``, or a global
+        method lmfit offers (``"differential_evolution"``, ``"basinhopping"``, ...), which is
+        polished by least_squares afterwards.
+    executor : ``"auto"`` (serial unless the starts are slow), ``None`` (serial), ``"process"``, or any
+        ``concurrent.futures.Executor``.
+    profiles : compute profile-likelihood intervals (recommended; costs a few fits per parameter).
+    mcmc : None, or a dict ``{"steps": 2000, "walkers": 32, "burn": 500}`` for lmfit's emcee sampler.
+    """
+    from .problem import FitProblem, load_fit_spec
+    if not isinstance(problem, FitProblem):
+        problem = load_fit_spec(problem)
+    settings = problem.settings
+    multistart = int(multistart if multistart is not None else settings.get("multistart", 1))
+    seed = seed if seed is not None else settings.get("seed", 0)
+    method = method or settings.get("method", "least_squares")
+    max_nfev = max_nfev or settings.get("max_nfev")
+    if method not in _LOCAL_METHODS + _GLOBAL_METHODS:
+        raise FitError(f"{problem.origin}: unknown optimization method '{method}'; use one of "
+                       f"{', '.join(_LOCAL_METHODS + _GLOBAL_METHODS)}")
+    if multistart < 1:
+        raise FitError(f"{problem.origin}: multistart must be at least 1")
+    t_start = time.perf_counter()
+    problem.nfev = problem.njev = 0
+    noise_params = {}
+    weights = None
+    if problem.noise == "combined":
+        weights, noise_params = _fit_combined_noise(problem, use_jacobian, max_nfev)
+    if method in _GLOBAL_METHODS:
+        lo, hi = problem.internal_bounds()
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise FitError(f"{problem.origin}: method '{method}' needs finite bounds (min and max) on every free parameter")
+        objective = _Objective(problem, weights, use_jacobian=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kws = {"seed": seed} if method == "differential_evolution" else {}
+            res = lmfit.minimize(objective.residual, _params(problem, problem.start()), method=method, **kws)
+        polished = _run_start((problem, objective.vector(res.params), weights, "least_squares", use_jacobian, max_nfev))
+        runs = [polished]
+        local_method = f"{method} + least_squares"
+    else:
+        starts = _latin_starts(problem, multistart, seed)
+        runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev)
+        local_method = method
+    finite = [r for r in runs if np.isfinite(r["rss"])]
+    if not finite:
+        raise FitError(f"{problem.origin}: every start failed; first message: {runs[0]['message']}. "
+                       "Check the bounds and starting values in the fit spec.")
+    best = min(finite, key=lambda r: r["rss"])
+    result = FitResult(problem, best["x"], best["rss"], weights, noise_params, runs, local_method,
+                       time.perf_counter() - t_start, use_jacobian)
+    if profiles:
+        result.compute_profiles(progress=progress)
+    if mcmc:
+        result.sample(**(mcmc if isinstance(mcmc, dict) else {}))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _fit_combined_noise(problem, use_jacobian, max_nfev):
+    """Outer search over the two noise parameters of the combined model (log scale)."""
+    x, rss, _ = _local_fit(problem, problem.start(), np.ones(problem.n_data), None, "least_squares", use_jacobian, max_nfev)
+    s = math.sqrt(rss / problem.n_data)
+    state = {"x": x}
+
+    def negloglik(log_ab):
+        a, b = np.exp(log_ab)
+        w = problem.combined_weights(a, b)
+        xs, r2, _ = _local_fit(problem, state["x"], w, None, "least_squares", use_jacobian, max_nfev)
+        state["x"] = xs
+        return -problem.loglik(r2, w)
+
+    res = minimize(negloglik, np.log([max(s, 1e-300) * 0.5, 0.05]), method="Nelder-Mead",
+                   options={"xatol": 1e-3, "fatol": 1e-6, "maxfev": 80})
+    a, b = np.exp(res.x)
+    return problem.combined_weights(a, b), {"sigma_abs": float(a), "sigma_rel": float(b)}
+
+
+class FitResult:
+    """The outcome of :func:`fit`: estimates, statistics, uncertainty, and ways to show them.
+
+    ``params`` is an :class:`lmfit.Parameters` on the natural scale (stderr from the covariance),
+    ``ci95`` the profile-likelihood intervals, ``identifiable`` their closure."""
+
+    def __init__(self, problem, x, rss, weights, noise_params, runs, method, seconds, use_jacobian):
+        self.problem = problem
+        self.x = np.asarray(x, dtype=float)
+        self.rss = float(rss)
+        self.weights = problem.weights if weights is None else weights
+        self.noise_params = dict(noise_params)
+        self.runs = runs
+        self.method = method
+        self.seconds = seconds
+        self.use_jacobian = use_jacobian
+        # model evaluations of the optimization (simulations; those with sensitivities counted in njev)
+        self.nfev = int(sum(r["nfev"] for r in runs))
+        self.njev = int(sum(r["njev"] for r in runs))
+        N, K = problem.n_data, problem.n_free
+        if problem.noise in ("constant", "proportional"):
+            self.noise_params["sigma" if problem.noise == "constant" else "sigma_rel"] = problem.noise_scale(self.rss)
+        self.n_data, self.n_free, self.n_noise = N, K, problem.n_noise
+        self.loglik = problem.loglik(self.rss, self.weights)
+        k = K + self.n_noise
+        self.aic = 2 * k - 2 * self.loglik
+        self.aicc = self.aic + (2 * k * (k + 1) / (N - k - 1) if N - k - 1 > 0 else math.inf)
+        self.bic = k * math.log(N) - 2 * self.loglik
+        # as lmfit reports it: the sum of squared weighted residuals (weights 1, 1/|y| or 1/sigma)
+        self.chisqr = self.rss
+        self.redchi = self.chisqr / (N - K) if N > K else math.inf
+        # best-optimum statistics over starts
+        finite = np.array([r["rss"] for r in runs])
+        nll = np.array([-problem.loglik(r, self.weights) if np.isfinite(r) else math.inf for r in finite])
+        self.start_nll = nll
+        self.n_starts = len(runs)
+        self.n_at_best = int(np.sum(nll - nll.min() < 1e-3 + 1e-6 * abs(nll.min())))
+        self.success = bool(any(r["success"] for r in runs)) and np.isfinite(self.rss)
+        self.message = next((r["message"] for r in runs if r["rss"] == self.rss), runs[0]["message"])
+        self._covariance()
+        self.profiles = {}
+        self.ci95 = {n: (None, None) for n in problem.free}
+        self.identifiable = {n: None for n in problem.free}
+        self.mcmc = None
+
+    # ------------------------------------------------------------ uncertainty
+    def _covariance(self):
+        p = self.problem
+        r, J = p.residuals_and_jacobian(self.x, self.weights)
+        N, K = p.n_data, p.n_free
+        scale = self.rss / (N - K) if p.noise in ("constant", "proportional") and N > K else 1.0
+        try:
+            cov = np.linalg.pinv(J.T @ J) * scale
+        except np.linalg.LinAlgError:
+            cov = np.full((K, K), np.nan)
+        self.covariance_internal = cov
+        natural = p.to_natural(self.x)
+        deriv = np.where(p.log_mask, natural * math.log(10.0), 1.0)
+        self.covariance = cov * np.outer(deriv, deriv)
+        sd = np.sqrt(np.clip(np.diag(self.covariance), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.correlation = self.covariance / np.outer(sd, sd)
+        self.stderr = sd
+        self.values = natural
+        rank = np.linalg.matrix_rank(J) if np.isfinite(J).all() else 0
+        self.jacobian_rank = int(rank)
+
+    @property
+    def params(self) -> lmfit.Parameters:
+        p = self.problem
+        out = lmfit.Parameters()
+        for i, name in enumerate(p.fit_names):
+            lo, hi = p.fit_bounds[i]
+            free = name in p.free
+            value = self.values[p.free.index(name)] if free else p.fit_values[i]
+            out.add(name, value=float(value), min=lo, max=hi, vary=free)
+            if free:
+                j = p.free.index(name)
+                out[name].stderr = float(self.stderr[j])
+                out[name].correl = {other: float(self.correlation[j, k]) for k, other in enumerate(p.free) if k != j}
+        return out
+
+    @property
+    def best_values(self) -> dict:
+        return {n: float(v) for n, v in zip(self.problem.fit_names, self.problem.phi(self.x))}
+
+    def _profile_delta(self, rss):
+        return -2 * (self.problem.loglik(rss, self.weights) - self.loglik)
+
+    def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False):
+        """Profile likelihood of each free parameter: re-optimize the others along a path and find
+        where twice the log-likelihood drops by ``threshold``. Open sides flag non-identifiability."""
+        p = self.problem
+        names = list(params or p.free)
+        lo_b, hi_b = p.internal_bounds()
+        bar = _progress(len(names), progress)
+        for name in names:
+            j = p.free.index(name)
+            sd = math.sqrt(max(self.covariance_internal[j, j], 0)) if np.isfinite(self.covariance_internal[j, j]) else 0.1
+            step0 = min(max(sd, 1e-3), 0.5) if p.log_mask[j] else max(sd, 1e-6 * (abs(self.x[j]) + 1))
+            points = [(self.x[j], 0.0)]
+            ends = {}
+            for direction in (-1, 1):
+                bound = lo_b[j] if direction < 0 else hi_b[j]
+                xs = self.x.copy()
+                step, prev_v, prev_d = step0, self.x[j], 0.0
+                closed = False
+                for _ in range(max_steps):
+                    v = prev_v + direction * step
+                    at_bound = (direction < 0 and v <= bound) or (direction > 0 and v >= bound)
+                    if at_bound:
+                        v = bound
+                    xs[j] = v
+                    xs, rss, _ = _local_fit(p, xs, self.weights, fixed={j}, use_jacobian=self.use_jacobian)
+                    d = self._profile_delta(rss)
+                    points.append((v, d))
+                    if d >= threshold:
+                        # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
+                        for _ in range(3):
+                            a, b = math.sqrt(max(prev_d, 0)), math.sqrt(d)
+                            guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
+                            xg = xs.copy()
+                            xg[j] = guess
+                            xg, rg, _ = _local_fit(p, xg, self.weights, fixed={j}, use_jacobian=self.use_jacobian)
+                            dg = self._profile_delta(rg)
+                            points.append((guess, dg))
+                            if abs(dg - threshold) < 0.02:
+                                v, d = guess, dg
+                                break
+                            if dg < threshold:
+                                prev_v, prev_d = guess, dg
+                            else:
+                                v, d = guess, dg
+                        ends[direction] = v if abs(d - threshold) < 0.02 else prev_v + (v - prev_v) * \
+                            (math.sqrt(threshold) - math.sqrt(max(prev_d, 0))) / max(math.sqrt(d) - math.sqrt(max(prev_d, 0)), 1e-12)
+                        closed = True
+                        break
+                    if at_bound:
+                        break
+                    grow = 1.6 if d - prev_d < 0.5 else 1.0
+                    prev_v, prev_d = v, d
+                    step *= grow
+                if not closed:
+                    ends[direction] = None
+            pts = sorted(points)
+
+            def natural(v):
+                return None if v is None else float(10 ** v if p.log_mask[j] else v)
+            lower, upper = natural(ends[-1]), natural(ends[1])
+            self.profiles[name] = {
+                "values": [float(10 ** v) if p.log_mask[j] else float(v) for v, _ in pts],
+                "delta": [float(d) for _, d in pts], "lower": lower, "upper": upper,
+            }
+            self.ci95[name] = (lower, upper)
+            self.identifiable[name] = lower is not None and upper is not None
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        bad = [n for n in names if self.identifiable[n] is False]
+        if bad:
+            warnings.warn(f"{p.origin}: parameter(s) {', '.join(bad)} are not identifiable from these data: their "
+                          "likelihood profile stays flat up to a bound, so the data do not pin them down. Fix them, "
+                          "add measurements that depend on them, or report only their supported range.",
+                          KineticsWarning, stacklevel=2)
+        return self.profiles
+
+    def sample(self, steps=2000, walkers=None, burn=None, thin=1, seed=0):
+        """MCMC with lmfit's emcee interface (needs the ``mcmc`` extra: pip install emcee)."""
+        try:
+            import emcee  # noqa: F401
+        except ImportError:
+            raise FitError("MCMC needs emcee: pip install 'kinetics[mcmc]' (or pip install emcee)") from None
+        p = self.problem
+        objective = _Objective(p, self.weights, use_jacobian=False)
+        params = _params(p, self.x)
+        known_sigma = p.noise in ("data", "combined")
+        if not known_sigma:
+            params.add("__lnsigma", value=math.log(max(p.noise_scale(self.rss), 1e-300)), min=-50, max=10)
+        walkers = walkers or max(4 * (len(params)), 16)
+        burn = steps // 4 if burn is None else burn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = lmfit.Minimizer(objective.residual, params, nan_policy="omit").emcee(
+                steps=steps, nwalkers=walkers, burn=burn, thin=thin, is_weighted=known_sigma, seed=seed, progress=False)
+        chain = res.flatchain[[n for n in p.internal_names()]].to_numpy()
+        natural = p.to_natural(chain)
+        self.mcmc = {"samples": natural, "names": list(p.free),
+                     "acceptance": float(np.mean(res.acceptance_fraction))}
+        return self.mcmc
+
+    # ---------------------------------------------------------------- outputs
+    def predict(self, times, condition=None, params=None):
+        """Fitted curves (dict name -> array) of one condition on a time grid."""
+        condition = condition or self.problem.condition_names[0]
+        phi = self.problem.phi(self.x) if params is None else params
+        return self.problem.curves(phi, np.asarray(times, dtype=float), condition)
+
+    def fit_report(self) -> str:
+        from .report import fit_report
+        return fit_report(self)
+
+    def to_dict(self) -> dict:
+        from .report import result_dict
+        return result_dict(self)
+
+    def to_json(self, path=None) -> str:
+        import json
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False, default=float)
+        if path is not None:
+            from .fileio import atomic_write
+            atomic_write(path, text + "\n")
+        return text
+
+    def plot_fit(self, ax=None, logy=False, band=True):
+        from .report import plot_fit
+        return plot_fit(self, ax=ax, logy=logy, band=band)
+
+    def plot_residuals(self, ax=None):
+        from .report import plot_residuals
+        return plot_residuals(self, ax=ax)
+
+    def plot_profiles(self):
+        from .report import plot_profiles
+        return plot_profiles(self)
+
+    def save(self, folder) -> list:
+        """Write result.json, report.txt and the plots into ``folder`` (each atomically)."""
+        from .report import save_result
+        return save_result(self, folder)
+
+    def __repr__(self):
+        return f"<FitResult {self.problem.model.name}: -2 loglik {-2 * self.loglik:.4g}, AICc {self.aicc:.4g}, {self.n_free} free>"

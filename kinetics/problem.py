@@ -1,0 +1,410 @@
+"""Fit problems: a model, data, conditions, free parameters and a noise model, turned into
+weighted residuals and their analytic Jacobian.
+
+Parameters live on three levels:
+
+* **fit parameters** phi: every model parameter plus any new fit-level parameter (for example a
+  knock-down factor), with values and bounds from the model, overridden by the fit spec;
+* **free parameters** theta: the subset being estimated, optimized on log10 scale when
+  positive-bounded (``log_scale``), else linearly;
+* **model parameters per condition** p_c = g_c(phi): a condition may override any model
+  parameter with an expression of fit parameters (``Vmax = "Vmax * f_depleted"``).
+
+The residual of data point i is w_i (y_i - f_i) with weights fixed by the noise model
+(constant: 1, proportional: 1/|y_i|, data: 1/sigma_i); the common noise scale s is estimated
+in closed form, s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see
+:meth:`FitProblem.loglik`). The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two
+noise parameters estimated by an outer search (:mod:`kinetics.fit`).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from .data import Dataset, load_data
+from .errors import DataError, ExpressionError, ModelError
+from .expressions import parse_expression
+from .simulate import Schedule, as_event, as_input
+
+__all__ = ["Condition", "FitProblem", "load_fit_spec"]
+
+_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev"}
+_SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
+_COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
+
+
+@dataclass
+class Condition:
+    """One experiment: its doses/infusions, initial values, events and parameter overrides."""
+    name: str
+    doses: list = field(default_factory=list)
+    initial: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+    overrides: dict = field(default_factory=dict)
+    description: str = ""
+
+
+class FitProblem:
+    """Residuals and Jacobian of a model against a dataset over all conditions."""
+
+    def __init__(self, model, data, free, *, conditions=None, parameters=None, noise="proportional",
+                 log_scale=True, observables=None, origin="fit", settings=None):
+        from .model import Model, _suggest
+        if not isinstance(model, Model):
+            raise TypeError("model must be a kinetics.Model")
+        # everything needed to rebuild this problem in another process (see __reduce__)
+        self._recipe = dict(model=(model.to_dict(), model.source, model.sha256), free=list(free),
+                            conditions=conditions, parameters=parameters, noise=noise, log_scale=log_scale,
+                            observables=observables, origin=origin, settings=settings)
+        self.model = model
+        self.origin = origin
+        self.settings = dict(settings or {})
+        self.noise = noise
+        if noise not in ("constant", "proportional", "combined", "data"):
+            raise DataError(f"{origin}: noise '{noise}' is not one of constant, proportional, combined, data")
+        self.log_scale = bool(log_scale)
+        self.conditions = {c.name: c for c in (conditions or [Condition("default")])}
+        self.observable_spec = dict(observables or {})
+        compiled = model.compile()
+        self.compiled = compiled
+        # ---- fit parameters: model parameters + new fit-level ones
+        values, bounds = {}, {}
+        for name, p in model.parameters.items():
+            values[name] = float(p.value)
+            bounds[name] = (float(p.min), float(p.max))
+        for name, entry in (parameters or {}).items():
+            where = f"{origin}: [parameters.{name}]"
+            if not isinstance(entry, dict):
+                entry = {"value": entry}
+            unknown = set(entry) - {"value", "min", "max", "description", "unit"}
+            if unknown:
+                raise DataError(f"{where} unknown key(s) {', '.join(sorted(unknown))}; allowed: value, min, max")
+            if name not in values and "value" not in entry:
+                raise DataError(f"{where} is a new fit-level parameter and needs a 'value'")
+            lo, hi = bounds.get(name, (-math.inf, math.inf))
+            try:
+                value = float(entry.get("value", values.get(name)))
+                lo, hi = float(entry.get("min", lo)), float(entry.get("max", hi))
+            except (TypeError, ValueError):
+                raise DataError(f"{where} value, min and max must be numbers") from None
+            if lo > hi:
+                raise DataError(f"{where} min ({lo:g}) is greater than max ({hi:g})")
+            if not lo <= value <= hi:
+                raise DataError(f"{where} value {value:g} is outside its bounds [{lo:g}, {hi:g}]")
+            values[name], bounds[name] = value, (lo, hi)
+        self.fit_names = list(values)
+        self.fit_values = np.array([values[n] for n in self.fit_names])
+        self.fit_bounds = np.array([bounds[n] for n in self.fit_names])
+        # ---- free parameters
+        free = list(free)
+        if not free:
+            raise DataError(f"{origin}: [fit] free is empty: name the parameters to estimate")
+        for name in free:
+            if name not in values:
+                raise DataError(f"{origin}: [fit] free names '{name}', which is neither a model parameter nor in [parameters]"
+                                f"{_suggest(name, values)}")
+        if len(set(free)) != len(free):
+            raise DataError(f"{origin}: [fit] free lists a parameter twice")
+        self.free = free
+        self.free_index = np.array([self.fit_names.index(n) for n in free], dtype=int)
+        lo, hi = self.fit_bounds[self.free_index].T
+        self.log_mask = np.array([self.log_scale and l > 0 for l in lo])
+        # ---- symbols for override / scale expressions
+        self._symbols = {n: sp.Symbol(n, real=True) for n in self.fit_names}
+        phi = [self._symbols[n] for n in self.fit_names]
+        # ---- data
+        if not isinstance(data, Dataset):
+            data = load_data(data, observables=self._measurable_names(), conditions=list(self.conditions),
+                             noise=noise)
+        self.data = data
+        unknown_obs = set(data.observables) - set(self._measurable_names())
+        if unknown_obs:
+            raise DataError(f"{origin}: the data measure {', '.join(sorted(unknown_obs))}, which the model "
+                            f"'{model.name}' neither observes nor has as a compartment")
+        unknown_cond = set(data.conditions) - set(self.conditions)
+        if unknown_cond:
+            raise DataError(f"{origin}: the data name condition(s) {', '.join(sorted(unknown_cond))} that the fit spec "
+                            f"does not define; add [conditions.NAME] or fix the data")
+        if noise == "data" and not data.has_sigma:
+            raise DataError(f"{origin}: noise = \"data\" needs a sigma column in the data")
+        # ---- per-condition plans
+        self._plans = []
+        series_names = compiled.state_names + compiled.observable_names
+        for cname, cond in self.conditions.items():
+            rows = data.for_condition(cname)
+            if rows.empty:
+                continue
+            where = f"{origin}: [conditions.{cname}]"
+            g = list(phi[: compiled.n_params])  # model parameters are the first P fit parameters
+            for pname, expr in cond.overrides.items():
+                if pname not in compiled.parameter_names:
+                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{_suggest(pname, compiled.parameter_names)}")
+                try:
+                    g[compiled.parameter_names.index(pname)] = parse_expression(expr, self._symbols, allow_time=False)
+                except ExpressionError as exc:
+                    raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
+            G = sp.Matrix(g)
+            try:
+                schedule = Schedule(compiled, np.unique(rows["time"].to_numpy(float)), cond.doses, cond.events,
+                                    cond.initial, where=where)
+            except ModelError as exc:
+                raise DataError(str(exc)) from None
+            t_index = np.searchsorted(schedule.times, rows["time"].to_numpy(float))
+            s_index = np.array([series_names.index(o) for o in rows["observable"]])
+            self._plans.append({
+                "name": cname, "schedule": schedule, "rows": rows,
+                "g": sp.lambdify([phi], list(G), "math"), "dg": sp.lambdify([phi], G.jacobian(phi), "numpy"),
+                "t_index": t_index, "s_index": s_index,
+            })
+        # ---- observable scale/offset (expressions of fit parameters)
+        self._obs_maps = {}
+        for oname, entry in self.observable_spec.items():
+            if oname not in series_names:
+                raise DataError(f"{origin}: [observables.{oname}] is not an observable or compartment of the model")
+            maps = {}
+            for key in ("scale", "offset"):
+                if key in entry:
+                    try:
+                        e = parse_expression(entry[key], self._symbols, allow_time=False)
+                    except ExpressionError as exc:
+                        raise DataError(f"{origin}: [observables.{oname}] {key} '{entry[key]}' {exc}") from None
+                    maps[key] = (sp.lambdify([phi], e, "math"), sp.lambdify([phi], [e.diff(s) for s in phi], "math"))
+            self._obs_maps[oname] = maps
+        # ---- data vectors in plan order
+        self.y = np.concatenate([p["rows"]["value"].to_numpy(float) for p in self._plans])
+        self.rows = np.concatenate([p["rows"]["row"].to_numpy() for p in self._plans])
+        if noise == "data":
+            self.weights = 1.0 / np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in self._plans])
+        elif noise == "proportional":
+            self.weights = 1.0 / np.abs(self.y)
+        else:
+            self.weights = np.ones_like(self.y)
+        self._recipe["data"] = data
+        self.n_data = len(self.y)
+        self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
+        self.nfev = 0
+        self.njev = 0
+        self._cache_key = None
+
+    def _measurable_names(self):
+        return self.compiled.state_names + self.compiled.observable_names
+
+    # --------------------------------------------------------------- scales
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+    def to_internal(self, natural):
+        natural = np.asarray(natural, dtype=float)
+        return np.where(self.log_mask, np.log10(np.where(self.log_mask, natural, 1.0)), natural)
+
+    def to_natural(self, internal):
+        internal = np.asarray(internal, dtype=float)
+        return np.where(self.log_mask, 10.0 ** internal, internal)
+
+    def internal_bounds(self):
+        lo, hi = self.fit_bounds[self.free_index].T
+        with np.errstate(divide="ignore"):
+            ilo = np.where(self.log_mask, np.log10(np.where(self.log_mask, lo, 1.0)), lo)
+            ihi = np.where(self.log_mask, np.log10(np.where(self.log_mask & (hi > 0), hi, 1.0)), hi)
+        ihi = np.where(self.log_mask & ~np.isfinite(hi), np.inf, ihi)
+        return ilo, ihi
+
+    def internal_names(self):
+        return [f"log10_{n}" if m else n for n, m in zip(self.free, self.log_mask)]
+
+    def start(self):
+        """Internal start vector (the spec's values)."""
+        return self.to_internal(self.fit_values[self.free_index])
+
+    def phi(self, internal):
+        phi = self.fit_values.copy()
+        phi[self.free_index] = self.to_natural(internal)
+        return phi
+
+    # ------------------------------------------------------------ evaluation
+    def predict(self, internal, jacobian=False):
+        """Predictions f (N,) at the data points, and df/d(internal theta) (N, K) if asked."""
+        phi = self.phi(internal)
+        natural = phi[self.free_index]
+        dphi = np.where(self.log_mask, natural * math.log(10.0), 1.0)   # d phi_free / d internal
+        K = self.n_free
+        preds, jacs = [], []
+        phil = list(map(float, phi))
+        for plan in self._plans:
+            p = np.array(plan["g"](phil), dtype=float)
+            D = None
+            if jacobian:
+                D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+            X, Y, S, dY = plan["schedule"].run(p, D)
+            series = np.hstack([X, Y])
+            f = series[plan["t_index"], plan["s_index"]]
+            if jacobian:
+                dseries = np.concatenate([S, dY], axis=1) if dY is not None and dY.size else S
+                J = dseries[plan["t_index"], plan["s_index"], :]
+            for oname, maps in self._obs_maps.items():
+                names = self._measurable_names()
+                rows = plan["s_index"] == names.index(oname)
+                if not rows.any():
+                    continue
+                scale = maps["scale"][0](phil) if "scale" in maps else 1.0
+                offset = maps["offset"][0](phil) if "offset" in maps else 0.0
+                raw = f[rows].copy()
+                f[rows] = scale * raw + offset
+                if jacobian:
+                    J[rows] = scale * J[rows]
+                    for key, factor in (("scale", raw), ("offset", np.ones_like(raw))):
+                        if key in maps:
+                            grad = np.asarray(maps[key][1](phil), dtype=float)[self.free_index] * dphi
+                            J[rows] += factor[:, None] * grad[None, :]
+            preds.append(f)
+            if jacobian:
+                jacs.append(J)
+        self.nfev += 1
+        if jacobian:
+            self.njev += 1
+            return np.concatenate(preds), np.concatenate(jacs, axis=0)
+        return np.concatenate(preds), None
+
+    def residuals(self, internal, noise_weights=None):
+        """Weighted residuals w (y - f)."""
+        f, _ = self.predict(internal)
+        w = self.weights if noise_weights is None else noise_weights
+        return w * (self.y - f)
+
+    def residuals_and_jacobian(self, internal, noise_weights=None):
+        f, J = self.predict(internal, jacobian=True)
+        w = self.weights if noise_weights is None else noise_weights
+        return w * (self.y - f), -w[:, None] * J
+
+    def combined_weights(self, a, b):
+        """Weights 1/sigma_i for the combined noise model sigma_i = sqrt(a^2 + b^2 y_i^2)."""
+        return 1.0 / np.sqrt(a * a + b * b * self.y * self.y)
+
+    def loglik(self, rss, noise_weights=None):
+        """Gaussian log-likelihood with the noise scale at its maximum-likelihood value.
+
+        With sigma_i = s / w_i: -2 loglik = N log(2 pi s^2) - 2 sum log w_i + RSS / s^2, and
+        s^2 = RSS / N (constant, proportional); s = 1 for "data" and "combined" (whose weights
+        already are 1/sigma_i)."""
+        N = self.n_data
+        w = self.weights if noise_weights is None else noise_weights
+        log_w = float(np.sum(np.log(w)))
+        if self.noise in ("constant", "proportional"):
+            s2 = rss / N
+            return -0.5 * (N * math.log(2 * math.pi * s2) + N) + log_w
+        return -0.5 * (N * math.log(2 * math.pi) + rss) + log_w
+
+    def noise_scale(self, rss):
+        return math.sqrt(rss / self.n_data) if self.noise in ("constant", "proportional") else 1.0
+
+    # ------------------------------------------------------------ curves
+    def curves(self, phi, times, condition):
+        """Fitted series (states and observables, with scale/offset) of one condition on a grid."""
+        plan = next(p for p in self._plans if p["name"] == condition)
+        cond = self.conditions[condition]
+        schedule = Schedule(self.compiled, times, cond.doses, cond.events, cond.initial)
+        p = np.array(plan["g"](list(map(float, phi))), dtype=float)
+        X, Y, _, _ = schedule.run(p)
+        out = dict(zip(self._measurable_names(), np.hstack([X, Y]).T))
+        for oname, maps in self._obs_maps.items():
+            scale = maps["scale"][0](list(phi)) if "scale" in maps else 1.0
+            offset = maps["offset"][0](list(phi)) if "offset" in maps else 0.0
+            out[oname] = scale * out[oname] + offset
+        return out
+
+    @property
+    def condition_names(self):
+        return [p["name"] for p in self._plans]
+
+    def __reduce__(self):
+        # compiled callables do not pickle: worker processes rebuild the problem from its recipe
+        return (_rebuild, (self._recipe,))
+
+
+def _rebuild(recipe):
+    from .model import Model
+    model_dict, source, sha = recipe["model"]
+    model = Model.from_dict(model_dict, source=source)
+    model.sha256 = sha
+    args = {k: v for k, v in recipe.items() if k not in ("model", "free", "data")}
+    return FitProblem(model, recipe["data"], recipe["free"], **args)
+
+
+def load_fit_spec(path) -> FitProblem:
+    """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
+    from .model import load_model
+    path = Path(path)
+    if path.is_dir():
+        path = path / "fit.toml"
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"{path}: not valid TOML: {exc}") from None
+    return problem_from_spec(spec, path)
+
+
+def problem_from_spec(spec: dict, path: Path) -> FitProblem:
+    from .model import _suggest, load_model
+    origin = str(path)
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise DataError(f"{origin}: unknown top-level key '{key}'{_suggest(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+    for key in ("model", "data"):
+        if key not in spec:
+            raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
+    base = path.parent
+    from .library import resolve_model_path
+    model_path = base / spec["model"]
+    if not model_path.exists():
+        try:
+            model_path = resolve_model_path(spec["model"])
+        except ModelError:
+            raise DataError(f"{origin}: model file '{spec['model']}' not found (paths are relative to the fit spec)") from None
+    model = load_model(model_path)
+    fit = spec.get("fit", {})
+    unknown = set(fit) - _FIT_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
+    conditions = []
+    for cname, centry in spec.get("conditions", {}).items():
+        where = f"{origin}: [conditions.{cname}]"
+        if not isinstance(centry, dict):
+            raise DataError(f"{where} must be a table")
+        unknown = set(centry) - _COND_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise DataError(f"{where} unknown key '{key}'{_suggest(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
+        try:
+            doses = [as_input(d, f"{where} dose {i + 1}") for i, d in enumerate(centry.get("doses", []))]
+            events = [as_event(e, f"{where} event {i + 1}") for i, e in enumerate(centry.get("events", []))]
+        except ModelError as exc:
+            raise DataError(str(exc)) from None
+        conditions.append(Condition(cname, doses, dict(centry.get("initial", {})), events,
+                                    dict(centry.get("overrides", {})), str(centry.get("description", ""))))
+    if not conditions:
+        conditions = [Condition("default")]
+    noise = fit.get("noise", "proportional")
+    data_path = base / spec["data"]
+    # data are loaded with the model's names known, so errors name unknown observables at once
+    names = model.compile().state_names + model.compile().observable_names
+    default_condition = conditions[0].name if len(conditions) == 1 else "default"
+    data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
+                     default_condition=default_condition, noise=noise)
+    problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=spec.get("parameters", {}),
+                         noise=noise, log_scale=fit.get("log_scale", True), observables=spec.get("observables", {}),
+                         origin=origin, settings=fit)
+    problem.spec_path = path
+    problem.spec = spec
+    return problem
+
