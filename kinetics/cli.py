@@ -120,6 +120,85 @@ def cmd_fit(args):
     return 0
 
 
+def cmd_compare(args):
+    from .compare import compare
+    nested = {}
+    for item in args.nested or ():
+        small, sep, big = item.partition("<")
+        if not sep:
+            raise KineticsError(f"--nested '{item}': expected SMALL<LARGE (folder names)")
+        nested[small.strip()] = big.strip()
+    labels = [Path(d).resolve().name if Path(d).is_dir() else Path(d).resolve().parent.name for d in args.dirs]
+    if len(set(labels)) != len(labels):
+        labels = [str(Path(d)) for d in args.dirs]
+    comparison = compare(args.dirs, labels=labels, nested=nested)
+    if args.json:
+        import json
+        print(json.dumps(comparison.to_dict(), indent=2, default=float))
+    else:
+        print(comparison.report())
+    if args.plot:
+        from .fileio import atomic_path
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        base = Path(args.plot)
+        for suffix, fig in (("", comparison.plot_fits()), ("_weights", comparison.plot_weights())):
+            if fig is None:
+                continue
+            target = base.with_name(base.stem + suffix + (base.suffix or ".png"))
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
+            plt.close(fig)
+            print(f"wrote {target}")
+    return 0
+
+
+def cmd_steady(args):
+    import json
+
+    from .steady import compare_scenarios, steady_state
+    model = _load(args.model)
+    values = {}
+    if args.fit:
+        values = _fit_values(args.fit, model)
+    values.update(_parse_assignments(args.set))
+    scale = _parse_assignments(args.scale, "--scale")
+    result = steady_state(model, values or None)
+    if not scale and not args.set or not (scale or args.set):
+        pass
+    if args.json:
+        out = result.to_dict()
+        if scale or args.set:
+            out["scenario"] = steady_state(model, values or None, scale=scale or None).to_dict() if scale else out
+        print(json.dumps(out, indent=2, default=float))
+        return 0
+    if scale:
+        baseline = steady_state(model, values or None)
+        print(baseline.report())
+        table = compare_scenarios(model, values or None, {"scenario": {"scale": scale}})
+        import pandas as pd
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print("\n[[What-if: " + ", ".join(f"{k} x {v:g}" for k, v in scale.items()) + "]]")
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        return 0
+    print(result.report())
+    return 0
+
+
+def _fit_values(folder, model):
+    """Best-fit values of a saved fit (result.json) for the model's parameters."""
+    import json
+    path = Path(folder) / "result.json" if Path(folder).is_dir() else Path(folder)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KineticsError(f"{path}: no result.json; run 'kinetics fit CASE --out DIR' first") from None
+    if data.get("model", {}).get("name") != model.name:
+        raise KineticsError(f"{path}: this fit is of model '{data.get('model', {}).get('name')}', not '{model.name}'")
+    return {name: entry["value"] for name, entry in data["parameters"].items() if name in model.parameters}
+
+
 def cmd_demo(args):
     from . import demo
     return demo.run(Path(args.out))
@@ -158,6 +237,21 @@ def build_parser():
     p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="compare fits of model variants to the same data (AIC, AICc, BIC, weights, LRT)")
+    p.add_argument("dirs", nargs="+", help="fit output folders (each with result.json)")
+    p.add_argument("--nested", action="append", metavar="SMALL<LARGE", help="declare a nested pair by folder name")
+    p.add_argument("--plot", help="write the curves of all variants (and NAME_weights.png) to this image file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("steady", help="steady state, stability, fluxes and sensitivities of a model")
+    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
+    p.add_argument("--scale", action="append", metavar="NAME=FACTOR", help="what-if: scale a parameter, shown beside the baseline")
+    p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit")
+    p.add_argument("--json", action="store_true", help="print JSON (DESIGN.md contract)")
+    p.set_defaults(func=cmd_steady)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

@@ -1,24 +1,27 @@
-"""``make demo`` / ``kinetics demo``: the main job end to end on bundled data."""
+"""``make demo`` / ``kinetics demo``: the main job end to end on bundled data: fit the worked
+culture case (control vs Rab27a knock-down), write report, result.json and plots, and show
+the steady state the fitted model predicts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+CASE = "culture_rab27a"
 
 
 def run(out: Path) -> int:
-    from .cli import _save_plot
-    from .library import resolve_model_path
-    from .model import load_model
-    from .simulate import simulate
+    from .fit import fit
+    from .library import models_dir
+    from .problem import load_fit_spec
 
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(resolve_model_path("lifecycle"))
-    print(model)
-    print(model.equations())
-    sim = simulate(model, np.linspace(0, 48, 193))
-    sim.to_csv(out / "lifecycle.csv")
-    _save_plot(lambda ax: sim.plot(ax=ax, names=model.state_names, logy=False), out / "lifecycle.png")
-    print(f"\nwrote {out / 'lifecycle.csv'} and {out / 'lifecycle.png'}")
+    case = models_dir().parent / "fits" / CASE
+    problem = load_fit_spec(case)
+    print(f"Fitting {problem.model.name} to {case / 'data.csv'}: {problem.data.summary()}\n")
+    result = fit(problem)
+    print(result.fit_report())
+    written = result.save(out)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    from .steady import steady_state
+    values = {k: v for k, v in result.best_values.items() if k in problem.model.parameters}
+    print("\n" + steady_state(problem.model, values).report())
     return 0

@@ -299,6 +299,10 @@ def save_result(result, folder) -> list:
     _save_figure(result.plot_fit(logy=logy), folder / "fit.png")
     _save_figure(result.plot_residuals(), folder / "residuals.png")
     written += [folder / "fit.png", folder / "residuals.png"]
+    from .compare import _curves_table
+    with atomic_path(folder / "curves.csv") as tmp:
+        _curves_table(result).to_csv(tmp, index=False, float_format="%.10g")
+    written.append(folder / "curves.csv")
     fig = result.plot_profiles()
     if fig is not None:
         _save_figure(fig, folder / "profiles.png")

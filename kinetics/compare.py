@@ -1,0 +1,198 @@
+"""Model comparison: information criteria, Akaike weights and likelihood-ratio tests over fits
+of several model variants to the same data.
+
+Works from :class:`~kinetics.fit.FitResult` objects or from saved fit folders (``result.json``
+and ``curves.csv`` written by ``kinetics fit``). Refuses fits whose likelihoods are not
+comparable: different data (hash) or different noise models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from .errors import KineticsError
+
+__all__ = ["compare", "Comparison", "akaike_weights"]
+
+
+def akaike_weights(criterion) -> np.ndarray:
+    """exp(-delta/2) normalized, from AIC or AICc values."""
+    c = np.asarray(criterion, dtype=float)
+    delta = c - np.min(c)
+    w = np.exp(-0.5 * delta)
+    return w / w.sum()
+
+
+def _entry(item, label=None):
+    """(label, result dict, curves DataFrame or None, folder or None)."""
+    from .fit import FitResult
+    if isinstance(item, FitResult):
+        curves = _curves_table(item)
+        return label or item.problem.model.name, item.to_dict(), curves, None
+    folder = Path(item)
+    path = folder / "result.json" if folder.is_dir() else folder
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KineticsError(f"{path}: no result.json here; run 'kinetics fit CASE --out {folder}' first") from None
+    except json.JSONDecodeError as exc:
+        raise KineticsError(f"{path}: not a valid result.json ({exc})") from None
+    for key in ("model", "data", "statistics", "parameters"):
+        if key not in data:
+            raise KineticsError(f"{path}: result.json lacks '{key}'; was it written by kinetics fit?")
+    curves_path = path.parent / "curves.csv"
+    curves = pd.read_csv(curves_path) if curves_path.exists() else None
+    return label or path.parent.name, data, curves, path.parent
+
+
+def _curves_table(result) -> pd.DataFrame:
+    from .report import _grid
+    frames = []
+    p = result.problem
+    for condition in p.condition_names:
+        grid = _grid(result, condition)
+        curves = result.predict(grid, condition)
+        for obs in p.data.observables:
+            frames.append(pd.DataFrame({"condition": condition, "observable": obs, "time": grid, "value": curves[obs]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+class Comparison:
+    """The outcome of :func:`compare`: ``table`` (one row per model), ``tests`` (nested LRTs)."""
+
+    def __init__(self, entries, table, tests):
+        self._entries = entries
+        self.table = table
+        self.tests = tests
+
+    def report(self) -> str:
+        cols = ["model", "n_free", "n_data", "loglik", "aic", "aicc", "bic", "delta_aicc", "weight"]
+        text = self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        lines = ["[[Model comparison]] (same data, same noise model; AICc weights)", text]
+        best = self.table.iloc[0]
+        lines.append(f"\nBest supported: {best['model']} (Akaike weight {best['weight']:.3f}).")
+        if not self.tests.empty:
+            lines.append("\n[[Likelihood-ratio tests]] (nested pairs)")
+            lines.append(self.tests.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return "\n".join(lines)
+
+    def to_dict(self):
+        return {"models": self.table.to_dict(orient="records"), "likelihood_ratio_tests": self.tests.to_dict(orient="records")}
+
+    def plot_weights(self, ax=None):
+        import matplotlib.pyplot as plt
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar(self.table["model"], self.table["weight"], color="tab:blue")
+        ax.set_ylabel("Akaike weight (AICc)")
+        ax.set_ylim(0, 1)
+        ax.tick_params(axis="x", rotation=20)
+        ax.grid(alpha=0.3, axis="y")
+        ax.figure.tight_layout()
+        return ax.figure
+
+    def plot_fits(self):
+        """Fitted curves of every variant over the data, one panel per observable and condition."""
+        import matplotlib.pyplot as plt
+        label, data, curves, folder = self._entries[0]
+        data_table = None
+        if data["data"].get("path") and Path(data["data"]["path"]).exists():
+            from .data import load_data
+            data_table = load_data(data["data"]["path"]).table
+        panels = []
+        for _, _, c, _ in self._entries:
+            if c is not None:
+                panels += [tuple(x) for x in c[["condition", "observable"]].drop_duplicates().to_numpy()]
+        panels = list(dict.fromkeys(panels))
+        if not panels:
+            return None
+        cols = min(3, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+        for ax, (cond, obs) in zip(axes.flat, panels):
+            if data_table is not None:
+                sel = data_table[(data_table["condition"] == cond) & (data_table["observable"] == obs)]
+                ax.plot(sel["time"], sel["value"], "ko", ms=3.5, alpha=0.7, label="data")
+            for name, _, c, _ in self._entries:
+                if c is None:
+                    continue
+                sel = c[(c["condition"] == cond) & (c["observable"] == obs)]
+                ax.plot(sel["time"], sel["value"], "-", label=name)
+            ax.set_title(f"{cond}: {obs}", fontsize="medium")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+
+def compare(fits, labels=None, nested=None) -> Comparison:
+    """Compare fits (FitResults or fit folders) of model variants to the same data.
+
+    ``nested`` maps a smaller model's label to the label of the model it is nested in; pairs are
+    also detected automatically when two fits use the same model file and one's free parameters
+    are a strict subset of the other's (the smaller is the larger with parameters fixed)."""
+    fits = list(fits)
+    if len(fits) < 2:
+        raise KineticsError("compare needs at least two fits")
+    labels = list(labels) if labels else [None] * len(fits)
+    entries = [_entry(f, l) for f, l in zip(fits, labels)]
+    names = [e[0] for e in entries]
+    if len(set(names)) != len(names):
+        entries = [(f"{e[0]}#{i + 1}", *e[1:]) for i, e in enumerate(entries)]
+        names = [e[0] for e in entries]
+    ref_name, ref = entries[0][0], entries[0][1]
+    for name, res, _, _ in entries[1:]:
+        if res["data"].get("sha256") != ref["data"].get("sha256"):
+            raise KineticsError(
+                f"cannot compare '{name}' with '{ref_name}': they were fitted to different data (data hashes differ: "
+                f"{str(res['data'].get('sha256'))[:12]} vs {str(ref['data'].get('sha256'))[:12]}). Likelihoods, and so AIC/BIC, "
+                "are only comparable on the same data: refit the variants to one data file.")
+        if res.get("noise", {}).get("model") != ref.get("noise", {}).get("model"):
+            raise KineticsError(
+                f"cannot compare '{name}' (noise '{res.get('noise', {}).get('model')}') with '{ref_name}' (noise "
+                f"'{ref.get('noise', {}).get('model')}'): different noise models give likelihoods on different scales. "
+                "Refit with the same [fit] noise setting.")
+    rows = []
+    for name, res, _, _ in entries:
+        st = res["statistics"]
+        rows.append({"model": name, "model_name": res["model"]["name"], "n_free": st["n_free"], "n_noise": st.get("n_noise", 0),
+                     "n_data": st["n_data"], "loglik": st["loglik"], "aic": st["aic"],
+                     "aicc": st["aicc"] if st["aicc"] is not None else math.inf, "bic": st["bic"]})
+    table = pd.DataFrame(rows)
+    table["delta_aicc"] = table["aicc"] - table["aicc"].min()
+    table["weight"] = akaike_weights(table["aicc"])
+    table["delta_bic"] = table["bic"] - table["bic"].min()
+    table = table.sort_values("aicc").reset_index(drop=True)
+    # nested pairs
+    pairs = set()
+    by_name = {name: res for name, res, _, _ in entries}
+    for small, big in (nested or {}).items():
+        for label in (small, big):
+            if label not in by_name:
+                raise KineticsError(f"nested: unknown fit label '{label}' (labels: {', '.join(names)})")
+        pairs.add((small, big))
+    for a, ra, _, _ in entries:
+        for b, rb, _, _ in entries:
+            if a == b or ra["model"].get("sha256") != rb["model"].get("sha256"):
+                continue
+            free_a = {n for n, v in ra["parameters"].items() if v.get("free")}
+            free_b = {n for n, v in rb["parameters"].items() if v.get("free")}
+            if free_a < free_b:
+                pairs.add((a, b))
+    tests = []
+    for small, big in sorted(pairs):
+        rs, rb = by_name[small]["statistics"], by_name[big]["statistics"]
+        df = (rb["n_free"] + rb.get("n_noise", 0)) - (rs["n_free"] + rs.get("n_noise", 0))
+        if df <= 0:
+            raise KineticsError(f"nested: '{big}' must have more free parameters than '{small}'")
+        stat = max(2 * (rb["loglik"] - rs["loglik"]), 0.0)
+        tests.append({"smaller": small, "larger": big, "df": df, "statistic": stat, "p_value": float(chi2.sf(stat, df))})
+    return Comparison(entries, table, pd.DataFrame(tests, columns=["smaller", "larger", "df", "statistic", "p_value"]))
