@@ -125,19 +125,55 @@ def _eigen(A):
     return lam, V, Vinv
 
 
+try:  # the compiled eigen path (optional dependency numba)
+    from . import _linear_kernel
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    _linear_kernel = None
+
+_EMPTY3 = np.zeros((0, 0, 0))
+
+
+def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
+    """The eigen path in one numba call; None when V is ill-conditioned (use expm)."""
+    wr, wi, _, vr, info = _dgeev(A, compute_vl=0, overwrite_a=0)
+    if info != 0:
+        return None
+    n, m = len(b), len(taus)
+    X = np.empty((m, n))
+    if dA is None:
+        K = 0
+        dA, db, s0 = np.zeros((0, n, n)), np.zeros((0, n)), np.zeros((n, 0))
+        S = _EMPTY3
+    else:
+        K = dA.shape[0]
+        S = np.empty((m, n, K))
+    ok = _linear_kernel.eigen_solve(wr, wi, vr, np.ascontiguousarray(b, dtype=float), np.ascontiguousarray(x0, dtype=float),
+                                    taus, np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
+                                    np.ascontiguousarray(s0, dtype=float), MAX_EIGEN_CONDITION, X, S)
+    if not ok:
+        return None
+    return X, (S if K else None)
+
+
 def solve_affine(A, b, x0, taus, dA=None, db=None, s0=None, method="auto"):
     """States (and sensitivities) of x' = A x + b at times ``taus`` (sorted, >= 0) from x(0) = x0.
 
     ``dA`` (K, n, n), ``db`` (K, n) and ``s0`` (n, K) give K sensitivity directions. Returns
     ``(X, S, method_used)`` with X (m, n) and S (m, n, K) or None.
     """
-    taus = np.asarray(taus, dtype=float)
+    taus = np.ascontiguousarray(taus, dtype=float)
     want_sens = dA is not None
-    if method in ("auto", "eigen"):
+    if method in ("auto", "eigen") and _linear_kernel is not None:
+        out = _solve_eigen_compiled(A, b, x0, taus, dA, db, s0)
+        if out is not None:
+            return (*out, "eigen")
+        if method == "eigen":
+            raise np.linalg.LinAlgError("eigenvector matrix is ill-conditioned")
+    elif method in ("auto", "eigen", "eigen-numpy"):
         eig = _eigen(A)
         if eig is not None:
             return (*_solve_eigen(eig, b, x0, taus, dA, db, s0, want_sens), "eigen")
-        if method == "eigen":
+        if method in ("eigen", "eigen-numpy"):
             raise np.linalg.LinAlgError("eigenvector matrix is ill-conditioned")
     return (*_solve_expm(A, b, x0, taus, dA, db, s0, want_sens), "expm")
 

@@ -78,13 +78,16 @@ def scaled_error(X, ref):
     return np.max(np.abs(X - ref) / np.max(np.abs(ref), axis=0))
 
 
-@pytest.mark.parametrize("method", ["eigen", "expm"])
+METHODS = ["eigen", "eigen-numpy", "expm"]  # eigen: the numba kernel when numba is installed
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_exo_linear_both_methods_exact(method):
     A, b = exo_linear_matrix()
     taus = np.logspace(-1, np.log10(48), 20)
     ref = mp_exact(A, b, np.zeros(6), taus)
     X, _, used = solve_affine(A, b, np.zeros(6), taus, method=method)
-    assert used == method
+    assert used == method.replace("-numpy", "")
     mask = np.abs(ref) > 0
     assert np.max(np.abs(X[mask] - ref[mask]) / np.abs(ref[mask])) < 1e-10
 
@@ -121,6 +124,19 @@ def test_defective_matrix_equal_rates():
     np.testing.assert_allclose(X[:, 1], 5.0 * k * taus * np.exp(-k * taus), rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("method", ["eigen", "eigen-numpy"])
+def test_compiled_and_numpy_eigen_paths_agree_with_complex_eigenvalues(method):
+    A = np.array([[-1.0, 0, 3.0], [1.0, -2.0, 0], [0, 2.0, -3.0]])
+    taus = np.linspace(0, 5, 11)
+    dA = np.zeros((2, 3, 3)); dA[0, 0, 0] = -1; dA[0, 1, 0] = 1; dA[1, 2, 1] = 1; dA[1, 1, 1] = -1
+    db = np.zeros((2, 3)); db[1, 0] = 1
+    x0, b = np.array([1.0, 0.5, 0.0]), np.array([0.3, 0.0, 0.1])
+    X, S, _ = solve_affine(A, b, x0, taus, dA, db, np.zeros((3, 2)), method=method)
+    Xe, Se, _ = solve_affine(A, b, x0, taus, dA, db, np.zeros((3, 2)), method="expm")
+    np.testing.assert_allclose(X, Xe, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(S, Se, rtol=1e-10, atol=1e-12)
+
+
 def test_complex_eigenvalues_cycle():
     # a cycle A -> B -> C -> A has complex eigenvalues; total is conserved
     A = np.array([[-1.0, 0, 3.0], [1.0, -2.0, 0], [0, 2.0, -3.0]])
@@ -133,7 +149,7 @@ def test_complex_eigenvalues_cycle():
     np.testing.assert_allclose(X[1::5], ref, rtol=1e-11)
 
 
-@pytest.mark.parametrize("method", ["eigen", "expm"])
+@pytest.mark.parametrize("method", METHODS)
 def test_sensitivities_match_finite_differences(method):
     A, b = exo_linear_matrix()
     taus = np.logspace(-1, np.log10(48), 20)
@@ -145,7 +161,7 @@ def test_sensitivities_match_finite_differences(method):
     x0 = np.array([10.0, 0, 0, 3.0, 0, 0])
     s0[3, 1] = 1.0  # pretend P(0) depends on the second direction too
     X, S, used = solve_affine(A, b, x0, taus, dA, db, s0, method=method)
-    assert used == method
+    assert used == method.replace("-numpy", "")
     for k, scale in enumerate([0.5, 20.0, 1000.0]):  # central differences, step relative to the parameter
         h = 1e-5 * scale
         xp = x0 + h * s0[:, k]
