@@ -18,7 +18,7 @@ from numba import njit
 _CLOSE = 1e-5
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _expm1c(h):
     if h.imag == 0.0:
         return complex(math.expm1(h.real), 0.0)
@@ -27,14 +27,14 @@ def _expm1c(h):
     return complex(math.expm1(x) * math.cos(y) - 2.0 * s * s, math.exp(x) * math.sin(y))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _phi1(h):
     if h == 0:
         return complex(1.0, 0.0)
     return _expm1c(h) / h
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _dphi1(m):
     if abs(m) < 0.2:
         total = complex(0.0, 0.0)
@@ -48,14 +48,14 @@ def _dphi1(m):
     return (cmath.exp(m) * (m - 1.0) + 1.0) / (m * m)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _dd1(a, b):
     if b.real > a.real:
         a, b = b, a
     return cmath.exp(a) * _phi1(b - a)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _dd2_zero(a, b):
     """e[a, b, 0], pivoting on the point with the largest real part."""
     zero = complex(0.0, 0.0)
@@ -73,7 +73,7 @@ def _dd2_zero(a, b):
     return cmath.exp(pivot) * psi
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _invert(V, Vinv):
     """Gauss-Jordan with partial pivoting; False if singular."""
     n = V.shape[0]
@@ -106,7 +106,7 @@ def _invert(V, Vinv):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
     """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b. Returns False (outputs
     untouched) when the eigenvector matrix is singular or worse conditioned than allowed."""
@@ -142,28 +142,47 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
         norm_inv = max(norm_inv, ci)
     if not norm_v * norm_inv <= max_condition:
         return False
-    c = Vinv @ x0.astype(np.complex128)
-    d = Vinv @ b.astype(np.complex128)
-    G = np.empty((K, n, n), np.complex128)
-    g = np.empty((K, n), np.complex128)
-    sigma0 = np.empty((K, n), np.complex128)
+    c = np.zeros(n, np.complex128)
+    d = np.zeros(n, np.complex128)
+    for i in range(n):
+        for jj in range(n):
+            c[i] += Vinv[i, jj] * x0[jj]
+            d[i] += Vinv[i, jj] * b[jj]
+    # G_k = Vinv dA_k V (dA is sparse in practice: skip zeros), g_k = Vinv db_k, sigma0_k = Vinv s0_k
+    G = np.zeros((K, n, n), np.complex128)
+    g = np.zeros((K, n), np.complex128)
+    sigma0 = np.zeros((K, n), np.complex128)
+    tmp = np.zeros((n, n), np.complex128)
     for k in range(K):
-        G[k] = Vinv @ (dA[k].astype(np.complex128) @ V)
-        g[k] = Vinv @ db[k].astype(np.complex128)
-        sigma0[k] = Vinv @ s0[:, k].astype(np.complex128)
+        tmp[:, :] = 0.0
+        for p in range(n):
+            for q in range(n):
+                v = dA[k, p, q]
+                if v != 0.0:
+                    for jj in range(n):
+                        tmp[p, jj] += v * V[q, jj]
+        for i in range(n):
+            for p in range(n):
+                w = Vinv[i, p]
+                if w != 0:
+                    for jj in range(n):
+                        G[k, i, jj] += w * tmp[p, jj]
+                    g[k, i] += w * db[k, p]
+                    sigma0[k, i] += w * s0[p, k]
     y = np.empty(n, np.complex128)
     ez = np.empty(n, np.complex128)
-    e10 = np.empty(n, np.complex128)
+    e10 = np.empty(n, np.complex128)   # e[z_i, 0]
     z = np.empty(n, np.complex128)
     W = np.empty((n, n), np.complex128)
     sig = np.empty(n, np.complex128)
+    zero = complex(0.0, 0.0)
     for ti in range(m):
         t = taus[ti]
         for i in range(n):
             z[i] = lam[i] * t
             ez[i] = cmath.exp(z[i])
-            e10[i] = t * _dd1(z[i], complex(0.0, 0.0))
-            y[i] = ez[i] * c[i] + e10[i] * d[i]
+            e10[i] = (ez[i] - 1.0) / z[i] if abs(z[i]) >= 0.5 else _dd1(z[i], zero)
+            y[i] = ez[i] * c[i] + t * e10[i] * d[i]
         for a in range(n):
             acc = complex(0.0, 0.0)
             for i in range(n):
@@ -171,12 +190,22 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
             X[ti, a] = acc.real
         if K == 0:
             continue
+        # divided differences e[z_i, z_j] and e[z_i, z_j, 0] by recurrence where the points are
+        # well separated (no cancellation), by the stable formulas where they are close
         for i in range(n):
             for jj in range(n):
-                W[i, jj] = t * _dd1(z[i], z[jj]) * c[jj] + t * t * _dd2_zero(z[i], z[jj]) * d[jj]
+                dz = z[i] - z[jj]
+                e1 = (ez[i] - ez[jj]) / dz if abs(dz) >= 0.5 else _dd1(z[i], z[jj])
+                if abs(z[i]) >= 0.5:
+                    e2 = (e1 - e10[jj]) / z[i]
+                elif abs(z[jj]) >= 0.5:
+                    e2 = (e1 - e10[i]) / z[jj]
+                else:
+                    e2 = _dd2_zero(z[i], z[jj])
+                W[i, jj] = t * e1 * c[jj] + t * t * e2 * d[jj]
         for k in range(K):
             for i in range(n):
-                acc = ez[i] * sigma0[k, i] + e10[i] * g[k, i]
+                acc = ez[i] * sigma0[k, i] + t * e10[i] * g[k, i]
                 for jj in range(n):
                     acc += G[k, i, jj] * W[i, jj]
                 sig[i] = acc
