@@ -12,6 +12,8 @@ $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@echo "compiling the numba kernels once (cached for later runs)..."
+	$(BIN)/python -c "import kinetics; print(f'  done in {kinetics.warm_up():.1f} s')"
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate

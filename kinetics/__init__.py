@@ -10,6 +10,7 @@ from .errors import (DataError, ExpressionError, FitError, KineticsError, Kineti
                      SolverError, UnitError)
 from .model import Compartment, Flow, Model, Observable, Parameter, load_model
 from .simulate import Dose, Event, Infusion, Schedule, Simulation, simulate
+from .compile import warm_up
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "Model", "Compartment", "Parameter", "Flow", "Observable", "load_model",
     "simulate", "Simulation", "Schedule", "Dose", "Infusion", "Event",
     "KineticsError", "ModelError", "ExpressionError", "UnitError", "DataError", "SolverError", "FitError",
-    "KineticsWarning", "__version__",
+    "KineticsWarning", "warm_up", "__version__",
 ]

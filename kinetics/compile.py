@@ -355,3 +355,21 @@ _STATUS = {
     3: "the solution became non-finite (it overflowed)",
     4: "a singular matrix was met in the implicit solver",
 }
+
+
+def warm_up() -> float:
+    """Compile (or load from numba's disk cache) every compiled kernel on tiny problems; returns
+    the seconds taken. ``make`` runs this once after installing, so that a user's first
+    simulation does not pay the one-off machine-code compilation."""
+    import time
+
+    from . import linear, rosenbrock
+    start = time.perf_counter()
+    A = np.array([[-1.0, 0.0], [1.0, -2.0]])
+    Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
+    for M in (A, Ac):
+        linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]))
+        linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)), np.zeros((2, 1)))
+    if rosenbrock.numba_available():
+        rosenbrock.warm_up()
+    return time.perf_counter() - start
