@@ -157,32 +157,35 @@ def cmd_compare(args):
 def cmd_steady(args):
     import json
 
+    import pandas as pd
+
     from .steady import compare_scenarios, steady_state
     model = _load(args.model)
-    values = {}
-    if args.fit:
-        values = _fit_values(args.fit, model)
+    values = _fit_values(args.fit, model) if args.fit else {}
     values.update(_parse_assignments(args.set))
     scale = _parse_assignments(args.scale, "--scale")
-    result = steady_state(model, values or None)
-    if not scale and not args.set or not (scale or args.set):
-        pass
+    baseline = steady_state(model, values or None)
+    out = baseline.to_dict()
+    table = uncertainty = None
+    if scale:
+        table = compare_scenarios(model, values or None, {"scenario": {"scale": scale}})
+        out["scenario"] = steady_state(model, values or None, scale=scale).to_dict()
+    if args.fit:
+        from .uncertainty import steady_state_uncertainty
+        uncertainty = steady_state_uncertainty(model, args.fit, n_samples=args.samples)
+        out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
-        out = result.to_dict()
-        if scale or args.set:
-            out["scenario"] = steady_state(model, values or None, scale=scale or None).to_dict() if scale else out
         print(json.dumps(out, indent=2, default=float))
         return 0
-    if scale:
-        baseline = steady_state(model, values or None)
-        print(baseline.report())
-        table = compare_scenarios(model, values or None, {"scenario": {"scale": scale}})
-        import pandas as pd
-        with pd.option_context("display.width", 160, "display.max_columns", 20):
+    print(baseline.report())
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        if table is not None:
             print("\n[[What-if: " + ", ".join(f"{k} x {v:g}" for k, v in scale.items()) + "]]")
             print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
-        return 0
-    print(result.report())
+        if uncertainty is not None:
+            print(f"\n[[95 % intervals from the fit in {args.fit}]] (delta method on the log scale; sampling: "
+                  f"{args.samples} parameter draws)")
+            print(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     return 0
 
 
@@ -249,7 +252,8 @@ def build_parser():
     p.add_argument("model", help="model file (.toml) or bundled model name")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--scale", action="append", metavar="NAME=FACTOR", help="what-if: scale a parameter, shown beside the baseline")
-    p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit")
+    p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit, with 95 %% intervals")
+    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals (default 300)")
     p.add_argument("--json", action="store_true", help="print JSON (DESIGN.md contract)")
     p.set_defaults(func=cmd_steady)
 
@@ -265,10 +269,15 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    warnings.simplefilter("default", KineticsWarning)
-    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", KineticsWarning)
+            original = warnings.formatwarning
+            warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+            try:
+                return args.func(args) or 0
+            finally:
+                warnings.formatwarning = original
     except (KineticsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         if args.debug:
             raise

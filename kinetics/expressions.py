@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from collections.abc import Mapping
 
 import sympy as sp
 
 from .errors import ExpressionError
 
-__all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "TIME"]
+__all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "to_text", "TIME"]
 
 #: The symbol for time in every model.
 TIME = sp.Symbol("t", real=True)
@@ -25,6 +26,7 @@ TIME = sp.Symbol("t", real=True)
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
 MAX_CONSTANT_EXPONENT = 1000
+MAX_CONSTANT_DIGITS = 400
 
 
 def _piecewise(*args):
@@ -98,10 +100,21 @@ def _describe(node) -> str:
     return type(node).__name__
 
 
+def _is_condition(expr) -> bool:
+    return isinstance(expr, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)) and not isinstance(expr, sp.Expr)
+
+
 class _Builder:
     def __init__(self, symbols: Mapping[str, sp.Symbol], allow_time: bool):
         self.symbols = symbols
         self.allow_time = allow_time
+
+    def value(self, node, depth):
+        """Build a node that must be a number, not a condition."""
+        result = self.build(node, depth)
+        if _is_condition(result):
+            self.fail("uses a condition as a number; conditions belong inside piecewise(value, condition, otherwise)")
+        return result
 
     def fail(self, message):
         raise ExpressionError(message)
@@ -134,9 +147,9 @@ class _Builder:
                       "; declare it as a compartment or parameter"))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
-                return -self.build(node.operand, d)
+                return -self.value(node.operand, d)
             if isinstance(node.op, ast.UAdd):
-                return self.build(node.operand, d)
+                return self.value(node.operand, d)
             if isinstance(node.op, ast.Not):
                 return sp.Not(self.build(node.operand, d, boolean=True))
             self.fail(f"uses the operator {type(node.op).__name__}, which is not allowed")
@@ -144,9 +157,11 @@ class _Builder:
             op = _BINARY.get(type(node.op))
             if op is None:
                 self.fail(f"uses {_describe(node)}, which is not allowed")
-            left, right = self.build(node.left, d), self.build(node.right, d)
-            if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number and abs(float(right)) > MAX_CONSTANT_EXPONENT:
-                self.fail(f"raises a number to the power {right}; too large")
+            left, right = self.value(node.left, d), self.value(node.right, d)
+            if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number:
+                magnitude = abs(float(right)) * math.log10(max(abs(float(left)), 10.0))
+                if abs(float(right)) > MAX_CONSTANT_EXPONENT or magnitude > MAX_CONSTANT_DIGITS:
+                    self.fail(f"raises the number {left} to the power {right}; the result is too large")
             return op(left, right)
         if isinstance(node, ast.Compare):
             parts, left = [], self.build(node.left, d)
@@ -169,7 +184,10 @@ class _Builder:
                 self.fail(f"calls '{name}', which is not an allowed function (allowed: {', '.join(sorted(FUNCTIONS))})")
             if node.keywords:
                 self.fail(f"passes keyword arguments to '{name}'")
-            args = [self.build(a, d) for a in node.args]
+            if name == "piecewise":
+                args = [self.build(a, d) for a in node.args]
+            else:
+                args = [self.value(a, d) for a in node.args]
             try:
                 return FUNCTIONS[name](*args)
             except (ValueError, TypeError) as exc:
@@ -209,6 +227,57 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
         result = _Builder(symbols, allow_time).build(tree)
     except RecursionError:
         raise ExpressionError(f"is nested deeper than {MAX_DEPTH} levels") from None
-    if isinstance(result, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)) and not isinstance(result, sp.Expr):
+    except ExpressionError:
+        raise
+    except (TypeError, ValueError) as exc:  # sympy refusing an operation on what we built
+        raise ExpressionError(f"could not be built ({exc})") from None
+    if _is_condition(result):
         raise ExpressionError("is a condition, not a value (conditions belong inside piecewise)")
+    if result.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise ExpressionError("is infinite or undefined (a division by zero or a number too large for a float?)")
+    if result.has(sp.I):
+        raise ExpressionError("is a complex number (the square root or log of a negative constant?)")
     return result
+
+
+class _TextPrinter(sp.printing.str.StrPrinter):
+    """Prints sympy expressions back in the model-file syntax."""
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        return f"step({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr):
+        parts = []
+        for value, cond in expr.args:
+            if cond is sp.true:
+                parts.append(self._print(value))
+                break
+            parts += [self._print(value), self._print(cond)]
+        else:
+            parts.append("0")
+        return "piecewise(" + ", ".join(parts) + ")"
+
+    def _print_And(self, expr):
+        return "(" + " and ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " or ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(not {self._print(expr.args[0])})"
+
+
+def to_text(expr) -> str:
+    """An expression as model-file text that :func:`parse_expression` reads back."""
+    if isinstance(expr, str):
+        return expr
+    return _TextPrinter().doprint(expr)

@@ -156,6 +156,17 @@ def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
 
 
 def solve_affine(A, b, x0, taus, dA=None, db=None, s0=None, method="auto"):
+    """See :func:`_solve_affine`; output times at 0 return the initial values exactly."""
+    X, S, used = _solve_affine(A, b, x0, taus, dA, db, s0, method)
+    at_start = np.asarray(taus) == 0
+    if at_start.any():
+        X[at_start] = x0
+        if S is not None:
+            S[at_start] = s0
+    return X, S, used
+
+
+def _solve_affine(A, b, x0, taus, dA=None, db=None, s0=None, method="auto"):
     """States (and sensitivities) of x' = A x + b at times ``taus`` (sorted, >= 0) from x(0) = x0.
 
     ``dA`` (K, n, n), ``db`` (K, n) and ``s0`` (n, K) give K sensitivity directions. Returns

@@ -22,7 +22,7 @@ from pathlib import Path
 import sympy as sp
 
 from .errors import ExpressionError, KineticsWarning, ModelError, UnitError
-from .expressions import RESERVED, TIME, parse_expression
+from .expressions import RESERVED, TIME, parse_expression, to_text
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
 __all__ = ["Compartment", "Parameter", "Flow", "Observable", "Model", "load_model"]
@@ -229,7 +229,7 @@ class Model:
                 for key in sorted(unknown):
                     errors.add(where, f"unknown key '{key}'{_suggest(key, keys)}; allowed: {', '.join(sorted(keys))}")
                 if unknown:
-                    continue
+                    continue  # the rest of the model is still validated below
                 try:
                     if section == "compartments":
                         model.add_compartment(name, entry.get("initial", 0.0), entry.get("unit"), entry.get("description", ""))
@@ -252,7 +252,19 @@ class Model:
                         model.add_observable(name, entry["expr"], entry.get("unit"), entry.get("description", ""))
                 except ModelError as exc:
                     errors.add(where, str(exc))
-        errors.raise_if_any()
+        if errors.items:
+            # report format problems together with whatever validation finds in the rest
+            try:
+                model.validate()
+            except ModelError as exc:
+                declared = set(model.compartments) | set(model.parameters) | set(model.flows) | set(model.observables)
+                skipped = {name for section in _ENTRY_KEYS for name in (data.get(section) or {}) if isinstance(data.get(section), dict)} - declared
+                for line in str(exc).split("\n"):
+                    line = line.strip().removeprefix("- ")
+                    # leave out consequences of the entries that could not be read at all
+                    if line.startswith("[") and line not in errors.items and not any(f"'{n}'" in line for n in skipped):
+                        errors.items.append(line)
+            errors.raise_if_any()
         model.validate()
         return model
 
@@ -262,11 +274,11 @@ class Model:
             return {k: v for k, v in d.items() if v not in (None, "") and not (isinstance(v, float) and math.isinf(v))}
         return {
             "name": self.name, "description": self.description, "time_unit": self.time_unit,
-            "compartments": {c.name: clean({"initial": c.initial, "unit": c.unit, "description": c.description}) for c in self.compartments.values()},
+            "compartments": {c.name: clean({"initial": c.initial if isinstance(c.initial, (int, float, str)) else to_text(c.initial), "unit": c.unit, "description": c.description}) for c in self.compartments.values()},
             "parameters": {p.name: clean({"value": p.value, "min": p.min, "max": p.max, "fixed": p.fixed or None, "unit": p.unit,
                                           "description": p.description}) for p in self.parameters.values()},
-            "flows": {f.name: clean({"from": f.source, "to": f.target, "rate": str(f.rate), "description": f.description}) for f in self.flows.values()},
-            "observables": {o.name: clean({"expr": str(o.expr), "unit": o.unit, "description": o.description}) for o in self.observables.values()},
+            "flows": {f.name: clean({"from": f.source, "to": f.target, "rate": to_text(f.rate), "description": f.description}) for f in self.flows.values()},
+            "observables": {o.name: clean({"expr": to_text(o.expr), "unit": o.unit, "description": o.description}) for o in self.observables.values()},
         }
 
     # -------------------------------------------------------------- validation

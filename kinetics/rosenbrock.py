@@ -1,0 +1,1024 @@
+"""Compiled stiff integrator (Rodas5P) for small nonlinear systems, driven by instruction tapes.
+
+The model enters as data (:class:`kinetics.tape.Tape`), so the numba machine code is compiled
+once, cached on disk (``__pycache__`` beside this file) and reused for every model.
+
+Method
+    Rodas5P: an 8-stage, order-5 Rosenbrock-Wanner method with an embedded order-4 error
+    estimate; L-stable and stiffly accurate, with an order-4 dense output. Coefficients from
+    G. Steinebach, "Construction of Rosenbrock-Wanner method Rodas5P and numerical benchmarks
+    within the Julia Differential Equations package", BIT Numer. Math. 63, 27 (2023), in the
+    transformed ("W") form used by Hairer & Wanner, *Solving Ordinary Differential Equations
+    II*, 2nd ed., Sect. IV.7 (the form of their code RODAS): stage vectors ``k_i`` solve
+    ``(I/(h*gamma) - J) k_i = f(t + c_i h, y + sum_j a_ij k_j) + sum_j (C_ij/h) k_j
+    + h d_i df/dt``; ``y1 = y + a_61 k_1 + ... + k_6 + k_7 + k_8``, error estimate ``k_8``.
+
+Step control
+    Hairer's initial-step heuristic (HW I, Sect. II.4), the error norm of RODAS
+    (``sk_i = atol_i + rtol*max(|y_i|, |y1_i|)``, root mean square), and Gustafsson's
+    predictive step-size controller as in RODAS (exponent 1/5 for the order-4 estimate).
+    A new Jacobian and LU factorization (partial pivoting, written out for small systems) per
+    step; after a rejection only the factorization is redone.
+
+Output times
+    By default the state at each output time comes from the dense output of the step that
+    covers it (``dense_output=True``); ``dense_output=False`` instead shortens steps to land on
+    every output time. Both are accurate; dense output takes fewer steps.
+
+Time-dependent right-hand sides
+    The Rosenbrock stages need ``df/dt``. Pass a ``dfdt`` tape (:func:`build_tapes` makes one
+    symbolically whenever the right-hand side contains ``t``); without it, a right-hand side
+    that reads input 0 gets a central finite difference with step ``eps**(1/3)*max(|t|, h)``.
+    Integrate piecewise across discontinuities in ``t`` (doses, switches): restart there.
+
+Status codes: see the ``STATUS_*`` constants and :data:`STATUS_MESSAGES`. On failure the rows
+of ``Y`` for output times not reached are nan.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import tape as _tape
+from .tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AVAILABLE, Tape,
+                   run_tape)
+
+__all__ = [
+    "integrate", "numba_available", "build_tapes", "warm_up",
+    "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
+    "STATUS_SINGULAR", "STATUS_MESSAGES",
+]
+
+STATUS_OK = 0
+STATUS_MAX_STEPS = 1
+STATUS_STEP_UNDERFLOW = 2
+STATUS_NONFINITE = 3
+STATUS_SINGULAR = 4
+_STATUS_BAD_INPUT = 5  # internal: the wrapper raises ValueError instead
+
+STATUS_MESSAGES = {
+    STATUS_OK: "ok",
+    STATUS_MAX_STEPS: "too many steps (max_steps reached)",
+    STATUS_STEP_UNDERFLOW: "step size underflow (h below rounding level of t)",
+    STATUS_NONFINITE: "non-finite values (rhs, Jacobian or state became inf/nan)",
+    STATUS_SINGULAR: "singular iteration matrix I/(h*gamma) - J",
+}
+
+
+def numba_available() -> bool:
+    """Whether numba is importable (the compiled integrator needs it)."""
+    return NUMBA_AVAILABLE
+
+
+# --------------------------------------------------------------------------- Rodas5P tableau
+# Steinebach (2023), Table/Appendix of the BIT paper; same numbers as the reference
+# implementation in OrdinaryDiffEq.jl (Rodas5PTableau).
+GAMMA = 0.21193756319429014
+
+A21 = 3.0
+A31 = 2.849394379747939
+A32 = 0.45842242204463923
+A41 = -6.954028509809101
+A42 = 2.489845061869568
+A43 = -10.358996098473584
+A51 = 2.8029986275628964
+A52 = 0.5072464736228206
+A53 = -0.3988312541770524
+A54 = -0.04721187230404641
+A61 = -7.502846399306121
+A62 = 2.561846144803919
+A63 = -11.627539656261098
+A64 = -0.18268767659942256
+A65 = 0.030198172008377946
+
+C21 = -14.155112264123755
+C31 = -17.97296035885952
+C32 = -2.859693295451294
+C41 = 147.12150275711716
+C42 = -1.41221402718213
+C43 = 71.68940251302358
+C51 = 165.43517024871676
+C52 = -0.4592823456491126
+C53 = 42.90938336958603
+C54 = -5.961986721573306
+C61 = 24.854864614690072
+C62 = -3.0009227002832186
+C63 = 47.4931110020768
+C64 = 5.5814197821558125
+C65 = -0.6610691825249471
+C71 = 30.91273214028599
+C72 = -3.1208243349937974
+C73 = 77.79954646070892
+C74 = 34.28646028294783
+C75 = -19.097331116725623
+C76 = -28.087943162872662
+C81 = 37.80277123390563
+C82 = -3.2571969029072276
+C83 = 112.26918849496327
+C84 = 66.9347231244047
+C85 = -40.06618937091002
+C86 = -54.66780262877968
+C87 = -9.48861652309627
+
+CC2 = 0.6358126895828704
+CC3 = 0.4095798393397535
+CC4 = 0.9769306725060716
+CC5 = 0.4288403609558664
+
+D1 = 0.21193756319429014
+D2 = -0.42387512638858027
+D3 = -0.3384627126235924
+D4 = 1.8046452872882734
+D5 = 2.325825639765069
+
+# Dense output: y(t + theta h) = (1-theta) y0 + theta (y1 + (1-theta)(q1 + theta (q2 + theta q3)))
+# with q_r = sum_j H_rj k_j.
+H21 = 25.948786856663858
+H22 = -2.5579724845846235
+H23 = 10.433815404888879
+H24 = -2.3679251022685204
+H25 = 0.524948541321073
+H26 = 1.1241088310450404
+H27 = 0.4272876194431874
+H28 = -0.17202221070155493
+H31 = -9.91568850695171
+H32 = -0.9689944594115154
+H33 = 3.0438037242978453
+H34 = -24.495224566215796
+H35 = 20.176138334709044
+H36 = 15.98066361424651
+H37 = -6.789040303419874
+H38 = -6.710236069923372
+H41 = 11.419903575922262
+H42 = 2.8879645146136994
+H43 = 72.92137995996029
+H44 = 80.12511834622643
+H45 = -52.072871366152654
+H46 = -59.78993625266729
+H47 = -0.15582684282751913
+H48 = 4.883087185713722
+
+# Step-size control, RODAS defaults: h_new = h/fac with fac = h/h_new in [1/6, 5].
+SAFE = 0.9
+FACMIN = 1.0 / 6.0   # at most 6x larger
+FACMAX = 5.0         # at most 5x smaller
+EXPO = 0.2           # 1/(q+1), q = 4 the order of the embedded estimate
+EPS = 2.220446049250313e-16
+MAX_SINGULAR = 6
+
+# --------------------------------------------------------------------------- numba kernels
+
+if NUMBA_AVAILABLE:
+    from numba import njit as _njit
+
+    def _jit(fn=None, *, inline="never"):
+        def deco(f):
+            return _njit(cache=True, error_model="numpy", inline=inline)(f)
+        return deco(fn) if fn is not None else deco
+else:  # pragma: no cover
+    def _jit(fn=None, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+
+@_jit
+def _lu_factor(M, piv):
+    """Dense in-place LU with partial pivoting (row swaps applied to whole rows, LAPACK getrf
+    convention). Returns False for an exactly singular or non-finite matrix."""
+    n = M.shape[0]
+    for k in range(n):
+        p = k
+        big = abs(M[k, k])
+        for i in range(k + 1, n):
+            v = abs(M[i, k])
+            if v > big:
+                big = v
+                p = i
+        if not (big > 0.0) or big == math.inf:
+            return False
+        piv[k] = p
+        if p != k:
+            for j in range(n):
+                tmp = M[k, j]
+                M[k, j] = M[p, j]
+                M[p, j] = tmp
+        inv = 1.0 / M[k, k]
+        for i in range(k + 1, n):
+            l = M[i, k] * inv
+            M[i, k] = l
+            if l != 0.0:
+                for j in range(k + 1, n):
+                    M[i, j] -= l * M[k, j]
+    return True
+
+
+@_jit
+def _lu_solve(M, piv, b):
+    """Solve M x = b in place with the factors from :func:`_lu_factor`."""
+    n = M.shape[0]
+    for k in range(n):
+        p = piv[k]
+        if p != k:
+            tmp = b[k]
+            b[k] = b[p]
+            b[p] = tmp
+    for i in range(1, n):
+        s = b[i]
+        for j in range(i):
+            s -= M[i, j] * b[j]
+        b[i] = s
+    for i in range(n - 1, -1, -1):
+        s = b[i]
+        for j in range(i + 1, n):
+            s -= M[i, j] * b[j]
+        b[i] = s / M[i, i]
+
+
+@_jit
+def _set_inputs(reg, t, y):
+    reg[0] = t
+    for i in range(y.shape[0]):
+        reg[1 + i] = y[i]
+
+
+# NOTE on the disk cache: numba keys a cached function on its own source file only. Every
+# function here that calls into kinetics.tape (or uses its layout constants) therefore lives
+# inside the closure built by _make_solver, whose cache key includes a hash of tape.py; the
+# module-level helpers below take plain numbers and arrays.
+
+
+@_jit
+def _gather(o, reg, out, idx):
+    """out[i] = reg[idx[o + i]]: a tape's outputs, with ``o`` the offset of its output
+    indices in ``idx`` (the program)."""
+    ui = idx.view(np.uint64)
+    for i in range(out.shape[0]):
+        out[i] = reg[ui[o + i]]
+
+
+@_jit
+def _registers(n_reg, n_in, consts, params, n):
+    """A register file with the constants and the parameters in place."""
+    reg = np.zeros(n_reg)
+    for i in range(consts.shape[0]):
+        reg[n_in + i] = consts[i]
+    for i in range(params.shape[0]):
+        reg[1 + n + i] = params[i]
+    return reg
+
+
+@_jit
+def _all_finite(x):
+    for i in range(x.shape[0]):
+        if not math.isfinite(x[i]):
+            return False
+    return True
+
+
+@_jit
+def _rms_scaled(x, y, rtol, atol_s, atol_v):
+    n = x.shape[0]
+    s = 0.0
+    for i in range(n):
+        sk = (atol_v[i] if atol_v.shape[0] > 0 else atol_s) + rtol * abs(y[i])
+        v = x[i] / sk
+        s += v * v
+    return math.sqrt(s / n)
+
+
+@_jit
+def _valid(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0, times, rtol,
+           atol_s, atol_v):
+    """Consistency of the arguments of the integrator (the wrapper explains failures)."""
+    n_in = 1 + n + m
+    if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != n:
+        return False
+    if tmode == 1 and (d_nin != n_in or d_nout != n):
+        return False
+    if atol_v.shape[0] != 0 and atol_v.shape[0] != n:
+        return False
+    for i in range(atol_v.shape[0]):
+        if not (atol_v[i] > 0.0) or atol_v[i] == math.inf:
+            return False
+    if atol_v.shape[0] == 0 and (not (atol_s > 0.0) or atol_s == math.inf):
+        return False
+    if not (rtol >= 0.0) or rtol == math.inf or not math.isfinite(t0):
+        return False
+    for i in range(times.shape[0]):
+        if not math.isfinite(times[i]) or times[i] < t0 or (i > 0 and times[i] < times[i - 1]):
+            return False
+    return True
+
+
+@_jit
+def _initial_h0(y, f0, rtol, atol_s, atol_v, span):
+    d0 = _rms_scaled(y, y, rtol, atol_s, atol_v)
+    d1 = _rms_scaled(f0, y, rtol, atol_s, atol_v)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    return min(h0, span)
+
+
+@_jit
+def _initial_h(y, f0, f1, h0, rtol, atol_s, atol_v):
+    """Second half of Hairer's initial step: f1 = f(t0 + h0, y0 + h0 f0) (overwritten)."""
+    for i in range(y.shape[0]):
+        f1[i] -= f0[i]
+    d1 = _rms_scaled(f0, y, rtol, atol_s, atol_v)
+    d2 = _rms_scaled(f1, y, rtol, atol_s, atol_v) / h0
+    dm = max(d1, d2)
+    if not (dm > 1e-15):
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / dm) ** EXPO
+    h = min(100.0 * h0, h1)
+    if not (h > 0.0):
+        h = 1e-6
+    return h
+
+
+@_jit
+def _dense_output(theta, y0, y1, K, out):
+    """Rodas5P's order-4 interpolant at t0 + theta*h (HW II, IV.7 form, coefficients TH)."""
+    th1 = 1.0 - theta
+    for i in range(y0.shape[0]):
+        q1 = 0.0
+        q2 = 0.0
+        q3 = 0.0
+        for j in range(8):
+            kj = K[j, i]
+            q1 += TH[0, j] * kj
+            q2 += TH[1, j] * kj
+            q3 += TH[2, j] * kj
+        out[i] = th1 * y0[i] + theta * (y1[i] + th1 * (q1 + theta * (q2 + theta * q3)))
+
+
+# Sparse LU plan (int64), for elimination in the natural order without row exchanges:
+#   [n, rowptr (n+1), colptr (n+1), rowidx (nL), colidx (nU), Lr (nL), Lc (nL), Ur (nU), Uc (nU),
+#    pos (n + nL + nU)]
+# For pivot k, rowidx[rowptr[k]:rowptr[k+1]] are the rows i > k with L[i, k] structurally
+# nonzero and colidx[colptr[k]:colptr[k+1]] the columns j > k with U[k, j] nonzero (fill-in
+# included). (Lr, Lc) lists the L entries column by column and (Ur, Uc) the U entries from
+# the last row up: the order in which the triangular solves use them as flat loops. ``pos``
+# lists the flat positions i*n+j of every entry of the pattern (diagonal and fill included).
+PIVOT_THRESHOLD = 0.1  # threshold partial pivoting test; below it: dense LU with pivoting
+
+
+@_jit
+def _sparse_lu(M, plan, dinv, Lv, Uv):
+    """In-place LU of the flat (row-major) n*n array M in the natural order along ``plan``; then gathers the factors for
+    :func:`_sparse_solve`: ``Lv`` (multipliers) and ``Uv`` (U scaled by its row's pivot
+    inverse). Returns False when a pivot fails the threshold test
+    ``|M_kk| >= PIVOT_THRESHOLD * max_i>k |M_ik|`` (or is zero/non-finite); the caller then
+    refactors with partial pivoting."""
+    n = plan[0]
+    rp = 1
+    cp = n + 2
+    nl = plan[rp + n]
+    nu = plan[cp + n]
+    ri = 2 * n + 3
+    ci = ri + nl
+    for k in range(n):
+        piv = M[k * n + k]
+        amax = 0.0
+        for q in range(plan[rp + k], plan[rp + k + 1]):
+            v = abs(M[plan[ri + q] * n + k])
+            if v > amax:
+                amax = v
+        apiv = abs(piv)
+        if not (apiv >= PIVOT_THRESHOLD * amax) or not (apiv > 0.0) or apiv == math.inf:
+            return False
+        d = 1.0 / piv
+        dinv[k] = d
+        c0 = plan[cp + k]
+        c1 = plan[cp + k + 1]
+        for q in range(plan[rp + k], plan[rp + k + 1]):
+            i = plan[ri + q]
+            l = M[i * n + k] * d
+            M[i * n + k] = l
+            if l != 0.0:
+                for r in range(c0, c1):
+                    j = plan[ci + r]
+                    M[i * n + j] -= l * M[k * n + j]
+    lr = ci + nu
+    lc = lr + nl
+    ur = lc + nl
+    uc = ur + nu
+    for q in range(nl):
+        Lv[q] = M[plan[lr + q] * n + plan[lc + q]]
+    for q in range(nu):
+        i = plan[ur + q]
+        Uv[q] = M[i * n + plan[uc + q]] * dinv[i]
+    return True
+
+
+@_jit(inline="always")
+def _sparse_solve(plan, dinv, Lv, Uv, b):
+    """Solve with the factors of :func:`_sparse_lu`: three flat loops."""
+    n = plan[0]
+    nl = plan[1 + n]
+    nu = plan[n + 2 + n]
+    lr = 2 * n + 3 + nl + nu
+    lc = lr + nl
+    ur = lc + nl
+    uc = ur + nu
+    up = plan.view(np.uint64)  # unsigned indices: no negative-index handling
+    for q in range(nl):
+        b[up[lr + q]] -= Lv[q] * b[up[lc + q]]
+    for i in range(n):
+        b[i] *= dinv[i]
+    for q in range(nu):
+        b[up[ur + q]] -= Uv[q] * b[up[uc + q]]
+
+
+@_jit
+def _make_lu_plan(pattern):
+    """Symbolic LU (natural order) of a boolean n x n pattern; the diagonal is added."""
+    n = pattern.shape[0]
+    P = pattern.copy()
+    for k in range(n):
+        P[k, k] = True
+    for k in range(n):
+        for i in range(k + 1, n):
+            if P[i, k]:
+                for j in range(k + 1, n):
+                    if P[k, j]:
+                        P[i, j] = True
+    nl = 0
+    nu = 0
+    for i in range(n):
+        for j in range(n):
+            if P[i, j]:
+                if i > j:
+                    nl += 1
+                elif i < j:
+                    nu += 1
+    plan = np.zeros(2 * n + 3 + 3 * nl + 3 * nu + n + nl + nu, dtype=np.int64)
+    plan[0] = n
+    rp = 1
+    cp = n + 2
+    ri = 2 * n + 3
+    ci = ri + nl
+    lr = ci + nu
+    lc = lr + nl
+    ur = lc + nl
+    uc = ur + nu
+    q = 0
+    r = 0
+    for k in range(n):
+        plan[rp + k] = q
+        for i in range(k + 1, n):
+            if P[i, k]:
+                plan[ri + q] = i
+                plan[lr + q] = i
+                plan[lc + q] = k
+                q += 1
+        plan[cp + k] = r
+        for j in range(k + 1, n):
+            if P[k, j]:
+                plan[ci + r] = j
+                r += 1
+    plan[rp + n] = q
+    plan[cp + n] = r
+    r = 0
+    for k in range(n - 1, -1, -1):
+        for j in range(k + 1, n):
+            if P[k, j]:
+                plan[ur + r] = k
+                plan[uc + r] = j
+                r += 1
+    fp = uc + nu
+    r = 0
+    for i in range(n):
+        for j in range(n):
+            if P[i, j]:
+                plan[fp + r] = i * n + j
+                r += 1
+    return plan
+
+
+def _jacobian_pattern(jac: Tape, n: int) -> np.ndarray:
+    """Structural nonzeros of a Jacobian tape: an output that is the constant 0 is zero."""
+    out = jac.out_index
+    n_in = jac.n_inputs
+    const_idx = out - n_in
+    is_const = (out >= n_in) & (const_idx < len(jac.consts))
+    zero = np.zeros(out.shape[0], dtype=bool)
+    zero[is_const] = jac.consts[const_idx[is_const]] == 0.0
+    return (~zero).reshape(n, n)
+
+
+def lu_plan(jac: Tape, n: int) -> np.ndarray:
+    """The sparse-LU plan for ``I/(h*gamma) - J`` (cached on the tape)."""
+    plan = jac.aux.get("lu_plan")
+    if plan is None or plan[0] != n:
+        if jac.n_outputs != n * n or n == 0:
+            raise ValueError(f"jac tape has {jac.n_outputs} outputs, expected {n} states "
+                             f"squared = {n * n}")
+        plan = _make_lu_plan(_jacobian_pattern(jac, n))
+        jac.aux["lu_plan"] = plan
+    return plan
+
+
+# Dense-output weights: q_r = sum_j TH[r-1, j] k_j (r = 1, 2, 3), see H21..H48 above.
+TH = np.array([
+    [H21, H22, H23, H24, H25, H26, H27, H28],
+    [H31, H32, H33, H34, H35, H36, H37, H38],
+    [H41, H42, H43, H44, H45, H46, H47, H48],
+], dtype=np.float64)
+
+def _make_solver(dependency_hash):
+    """Build the integrator. It closes over ``dependency_hash`` (a hash of tape.py) so that
+    numba's disk cache, which keys entries on this file only, is invalidated when the tape
+    interpreter it inlines changes."""
+
+    @_jit
+    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+              times, rtol, atol_s, atol_v, max_steps, first_step, dense):
+        if dependency_hash == -1:  # never true; makes the hash a closure variable
+            rtol = rtol + 0.0
+        n = y0.shape[0]
+        m = params.shape[0]
+        nt = times.shape[0]
+        Y = np.full((nt, n), np.nan)
+        # ---------------------------------------------------------------- validation
+        if not _valid(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
+                      dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
+                      atol_v):
+            return Y, _STATUS_BAD_INPUT, 0, 0
+        # ---------------------------------------------------------------- set-up
+        zero = np.int64(0)
+        regf = _registers(fprog[H_NIN] + fprog[H_NCONST] + fprog[H_NINSTR], fprog[H_NIN],
+                          fconsts, params, n)
+        run_tape(fprog, regf, zero, fprog[H_NFIXED])   # parameter-only prologue
+        regj = _registers(jprog[H_NIN] + jprog[H_NCONST] + jprog[H_NINSTR], jprog[H_NIN],
+                          jconsts, params, n)
+        run_tape(jprog, regj, zero, jprog[H_NFIXED])
+        if tmode == 1:
+            regd = _registers(dprog[H_NIN] + dprog[H_NCONST] + dprog[H_NINSTR], dprog[H_NIN],
+                              dconsts, params, n)
+            run_tape(dprog, regd, zero, dprog[H_NFIXED])
+        else:
+            regd = np.zeros(1)
+        f_k0 = fprog[H_NFIXED]
+        f_k1 = fprog[H_NINSTR]
+        fo = HEADER + 4 * f_k1
+        j_k0 = jprog[H_NFIXED]
+        j_k1 = jprog[H_NINSTR]
+        jo = HEADER + 4 * j_k1
+        do = HEADER + 4 * dprog[H_NINSTR]
+        sk_atol = np.empty(n)
+        for i in range(n):
+            sk_atol[i] = atol_v[i] if atol_v.shape[0] > 0 else atol_s
+
+        iout = 0
+        while iout < nt and times[iout] == t0:
+            for i in range(n):
+                Y[iout, i] = y0[i]
+            iout += 1
+        if iout == nt:
+            return Y, STATUS_OK, 0, 0
+        tend = times[nt - 1]
+
+        y = y0.copy()
+        y1 = np.empty(n)
+        f0 = np.empty(n)
+        fa = np.empty(n)
+        fb = np.empty(n)
+        dT = np.zeros(n)
+        M = np.zeros(n * n)        # sparse factors (flat, row-major)
+        Md = np.zeros((n, n))      # dense factors (fallback with partial pivoting)
+        uplan = plan.view(np.uint64)
+        ujprog = jprog.view(np.uint64)
+        ujo = np.uint64(jo)
+        n_lo = plan[1 + n]
+        n_up = plan[2 + 2 * n]
+        fp = 2 * n + 3 + 3 * n_lo + 3 * n_up
+        n_pat = n + n_lo + n_up
+        piv = np.zeros(n, dtype=np.int64)
+        dinv = np.zeros(n)
+        Lv = np.zeros(max(plan[1 + n], 1))
+        Uv = np.zeros(max(plan[2 + 2 * n], 1))
+        K = np.empty((8, n))
+        k1 = K[0]
+        k2 = K[1]
+        k3 = K[2]
+        k4 = K[3]
+        k5 = K[4]
+        k6 = K[5]
+        k7 = K[6]
+        k8 = K[7]
+
+        t = t0
+        _set_inputs(regf, t, y)
+        run_tape(fprog, regf, f_k0, f_k1)
+        _gather(fo, regf, f0, fprog)
+        nfev = 1
+        if not _all_finite(f0):
+            return Y, STATUS_NONFINITE, 0, nfev
+
+        # ---------------------------------------------------------------- initial step
+        if first_step > 0.0:
+            h = first_step
+        else:
+            # Hairer's heuristic (HW I, II.4): one extra rhs evaluation at t + h0
+            h0 = _initial_h0(y, f0, rtol, atol_s, atol_v, tend - t)
+            for i in range(n):
+                fb[i] = y[i] + h0 * f0[i]
+            _set_inputs(regf, t + h0, fb)
+            run_tape(fprog, regf, f_k0, f_k1)
+            _gather(fo, regf, fa, fprog)
+            nfev += 1
+            h = _initial_h(y, f0, fa, h0, rtol, atol_s, atol_v)
+        h = min(h, tend - t)
+
+        status = STATUS_OK
+        nsteps = 0
+        naccept = 0
+        nsing = 0
+        reject = False
+        last_nonfinite = False
+        need_jac = True
+        hacc = 0.0
+        erracc = 0.0
+        cbrt_eps = 6.055454452393343e-06
+        sparse = True
+
+        while True:
+            # ---- choose the step
+            target = tend if dense else times[iout]
+            last = False
+            if t + 1.0001 * h >= target:
+                h = target - t
+                last = True
+            if 0.1 * abs(h) <= abs(t) * EPS or not (h > 0.0):
+                status = STATUS_NONFINITE if last_nonfinite else STATUS_STEP_UNDERFLOW
+                break
+            if nsteps >= max_steps:
+                status = STATUS_MAX_STEPS
+                break
+            # ---- Jacobian (and df/dt) at (t, y): once per accepted point
+            if need_jac:
+                _set_inputs(regj, t, y)
+                run_tape(jprog, regj, j_k0, j_k1)
+                for q in range(n_pat):
+                    if not math.isfinite(regj[ujprog[ujo + uplan[fp + q]]]):
+                        status = STATUS_NONFINITE
+                if status != STATUS_OK:
+                    break
+                if tmode == 1:
+                    _set_inputs(regd, t, y)
+                    run_tape(dprog, regd, dprog[H_NFIXED], dprog[H_NINSTR])
+                    _gather(do, regd, dT, dprog)
+                elif tmode == 2:
+                    # central difference; the step scales with the step size (the time
+                    # scale being resolved) but stays well above the spacing of t's floats
+                    delta = cbrt_eps * max(h, cbrt_eps * abs(t))
+                    tp = t + delta
+                    tm = t - delta
+                    _set_inputs(regf, tp, y)
+                    run_tape(fprog, regf, f_k0, f_k1)
+                    _gather(fo, regf, fa, fprog)
+                    _set_inputs(regf, tm, y)
+                    run_tape(fprog, regf, f_k0, f_k1)
+                    _gather(fo, regf, fb, fprog)
+                    nfev += 2
+                    for i in range(n):
+                        dT[i] = (fa[i] - fb[i]) / (tp - tm)
+                need_jac = False
+            # ---- iteration matrix I/(h gamma) - J and its LU factors
+            # (the Jacobian values stay in regj until the next evaluation)
+            inv_hg = 1.0 / (h * GAMMA)
+            for q in range(n_pat):
+                pos = uplan[fp + q]
+                M[pos] = -regj[ujprog[ujo + pos]]
+            for i in range(n):
+                M[i * n + i] += inv_hg
+            sparse = _sparse_lu(M, plan, dinv, Lv, Uv)
+            if not sparse:
+                for i in range(n):
+                    for j in range(n):
+                        Md[i, j] = -regj[jprog[jo + i * n + j]]
+                    Md[i, i] += inv_hg
+                if not _lu_factor(Md, piv):
+                    nsing += 1
+                    if nsing >= MAX_SINGULAR:
+                        status = STATUS_SINGULAR
+                        break
+                    h *= 0.5
+                    reject = True
+                    continue
+            nsteps += 1
+            ih = 1.0 / h
+            # ---- stages (the scheme in the module docstring, written out per stage;
+            # one call site each for the rhs and the linear solve keeps the code small)
+            for st in range(8):
+                kst = K[st]
+                if st == 0:
+                    hd = h * D1
+                    for i in range(n):
+                        kst[i] = f0[i] + hd * dT[i]
+                else:
+                    if st == 1:
+                        for i in range(n):
+                            regf[1 + i] = y[i] + A21 * k1[i]
+                        regf[0] = t + CC2 * h
+                    elif st == 2:
+                        for i in range(n):
+                            regf[1 + i] = y[i] + A31 * k1[i] + A32 * k2[i]
+                        regf[0] = t + CC3 * h
+                    elif st == 3:
+                        for i in range(n):
+                            regf[1 + i] = y[i] + A41 * k1[i] + A42 * k2[i] + A43 * k3[i]
+                        regf[0] = t + CC4 * h
+                    elif st == 4:
+                        for i in range(n):
+                            regf[1 + i] = (y[i] + A51 * k1[i] + A52 * k2[i] + A53 * k3[i]
+                                           + A54 * k4[i])
+                        regf[0] = t + CC5 * h
+                    elif st == 5:
+                        for i in range(n):
+                            regf[1 + i] = (y[i] + A61 * k1[i] + A62 * k2[i] + A63 * k3[i]
+                                           + A64 * k4[i] + A65 * k5[i])
+                        regf[0] = t + h
+                    elif st == 6:
+                        for i in range(n):
+                            regf[1 + i] += k6[i]
+                    else:
+                        for i in range(n):
+                            regf[1 + i] += k7[i]
+                    run_tape(fprog, regf, f_k0, f_k1)
+                    if st == 1:
+                        hd = h * D2
+                        for i in range(n):
+                            kst[i] = regf[fprog[fo + i]] + hd * dT[i] + ih * (C21 * k1[i])
+                    elif st == 2:
+                        hd = h * D3
+                        for i in range(n):
+                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                                      + ih * (C31 * k1[i] + C32 * k2[i]))
+                    elif st == 3:
+                        hd = h * D4
+                        for i in range(n):
+                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                                      + ih * (C41 * k1[i] + C42 * k2[i] + C43 * k3[i]))
+                    elif st == 4:
+                        hd = h * D5
+                        for i in range(n):
+                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                                      + ih * (C51 * k1[i] + C52 * k2[i] + C53 * k3[i]
+                                              + C54 * k4[i]))
+                    elif st == 5:
+                        for i in range(n):
+                            kst[i] = regf[fprog[fo + i]] + ih * (
+                                C61 * k1[i] + C62 * k2[i] + C63 * k3[i] + C64 * k4[i]
+                                + C65 * k5[i])
+                    elif st == 6:
+                        for i in range(n):
+                            kst[i] = regf[fprog[fo + i]] + ih * (
+                                C71 * k1[i] + C72 * k2[i] + C73 * k3[i] + C74 * k4[i]
+                                + C75 * k5[i] + C76 * k6[i])
+                    else:
+                        for i in range(n):
+                            kst[i] = regf[fprog[fo + i]] + ih * (
+                                C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
+                                + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
+                if sparse:
+                    _sparse_solve(plan, dinv, Lv, Uv, kst)
+                else:
+                    _lu_solve(Md, piv, kst)
+            nfev += 7
+
+            # ---- error estimate; regf[1:] still holds u_7
+            s2 = 0.0
+            for i in range(n):
+                y1[i] = regf[1 + i] + k8[i]
+                sk = sk_atol[i] + rtol * max(abs(y[i]), abs(y1[i]))
+                v = k8[i] / sk
+                s2 += v * v
+                if not math.isfinite(y1[i]):
+                    s2 = math.inf
+            err = math.sqrt(s2 / n)
+            if not (err <= 1e300):  # nan or inf: reject hard
+                last_nonfinite = True
+                reject = True
+                h *= 0.2
+                continue
+            last_nonfinite = False
+            fac = max(FACMIN, min(FACMAX, err ** EXPO / SAFE))
+            hnew = h / fac
+            if err <= 1.0:
+                # ---- accept
+                if naccept > 0:
+                    facgus = (hacc / h) * (err * err / erracc) ** EXPO / SAFE
+                    facgus = max(FACMIN, min(FACMAX, facgus))
+                    fac = max(fac, facgus)
+                    hnew = h / fac
+                hacc = h
+                erracc = max(1e-2, err)
+                naccept += 1
+                nsing = 0
+                t_old = t
+                t = target if last else t + h
+                # dense output for every output time in (t_old, t]
+                while iout < nt and times[iout] <= t:
+                    to = times[iout]
+                    if to == t:
+                        for i in range(n):
+                            Y[iout, i] = y1[i]
+                    else:
+                        _dense_output((to - t_old) / h, y, y1, K, Y[iout])
+                    iout += 1
+                for i in range(n):
+                    y[i] = y1[i]
+                if iout >= nt:
+                    break
+                _set_inputs(regf, t, y)
+                run_tape(fprog, regf, f_k0, f_k1)
+                _gather(fo, regf, f0, fprog)
+                nfev += 1
+                if not _all_finite(f0):
+                    status = STATUS_NONFINITE
+                    break
+                need_jac = True
+                if reject:
+                    hnew = min(hnew, h)
+                reject = False
+                h = hnew
+            else:
+                # ---- reject
+                if naccept == 0 and nsteps == 1:
+                    hnew = 0.1 * h
+                reject = True
+                h = hnew
+        return Y, status, nsteps, nfev
+
+    return solve
+
+
+if NUMBA_AVAILABLE:
+    _solve = _make_solver(_tape.tape_source_hash())
+else:  # pragma: no cover
+    _solve = None
+
+_EMPTY_I = np.zeros(HEADER, dtype=np.int64)
+_EMPTY_F = np.zeros(0, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def integrate(rhs: Tape, jac: Tape, y0, params, t0: float, times, rtol: float, atol,
+              max_steps: int = 100000, first_step: float = 0.0, *, dfdt: Tape | None = None,
+              dense_output: bool = True):
+    """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
+
+    ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
+    p_0..p_{m-1}]``; ``rhs`` and ``dfdt`` have n outputs, ``jac`` n*n (row-major,
+    ``d f_i/d y_j`` at ``i*n + j``). ``times``: ascending, all >= ``t0``; a time equal to
+    ``t0`` returns ``y0``. ``atol``: a scalar or one value per state. ``max_steps`` bounds
+    the attempted steps; ``first_step`` (> 0) overrides the initial-step heuristic.
+
+    Returns ``(Y, status, n_steps, n_rhs)``: ``Y`` of shape ``(len(times), n)`` (nan rows
+    where a failed integration did not reach), ``status`` 0 for success or one of the
+    ``STATUS_*`` codes, ``n_steps`` attempted steps (accepted + rejected), ``n_rhs``
+    right-hand-side evaluations. Raises ``ImportError`` without numba and ``ValueError`` for
+    inconsistent input.
+    """
+    if _solve is None:
+        raise ImportError("kinetics.rosenbrock.integrate needs numba; install it with "
+                          "`pip install numba` or the `kinetics[fast]` extra")
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    params = np.ascontiguousarray(params, dtype=np.float64)
+    times = np.ascontiguousarray(times, dtype=np.float64)
+    if y0.ndim != 1 or params.ndim != 1 or times.ndim != 1:
+        raise ValueError(f"y0, params and times must be 1-D arrays; got shapes {y0.shape}, "
+                         f"{params.shape}, {times.shape}")
+    if type(atol) is float:
+        atol_s = atol
+        atol_v = _EMPTY_F
+    elif np.ndim(atol) == 0:
+        atol_s = float(atol)
+        atol_v = _EMPTY_F
+    else:
+        atol_s = 0.0
+        atol_v = np.ascontiguousarray(atol, dtype=np.float64)
+    if dfdt is None:
+        tmode = 2 if rhs.uses_input[0] else 0
+        dprog = _EMPTY_I
+        dconsts = _EMPTY_F
+    else:
+        tmode = 1
+        dprog = dfdt.prog
+        dconsts = dfdt.consts
+    plan = jac.aux.get("lu_plan")
+    if plan is None or plan[0] != y0.shape[0]:
+        plan = lu_plan(jac, y0.shape[0])
+    Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
+                                       dconsts, tmode, plan, y0, params, float(t0), times,
+                                       float(rtol), atol_s, atol_v, int(max_steps),
+                                       float(first_step), bool(dense_output))
+    if status == _STATUS_BAD_INPUT:
+        raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
+                                            atol_s, atol_v))
+    return Y, status, n_steps, n_rhs
+
+
+def _explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_v) -> str:
+    n, m = y0.shape[0] if y0.ndim == 1 else -1, params.shape[0] if params.ndim == 1 else -1
+    n_in = 1 + n + m
+    if y0.ndim != 1 or n == 0:
+        return f"y0 must be a non-empty 1-D array, got shape {y0.shape}"
+    for name, tp, n_out in (("rhs", rhs, n), ("jac", jac, n * n), ("dfdt", dfdt, n)):
+        if tp is None:
+            continue
+        if tp.n_inputs != n_in:
+            return (f"{name} tape has {tp.n_inputs} inputs, expected 1 + {n} states + {m} "
+                    f"parameters = {n_in}")
+        if tp.n_outputs != n_out:
+            return f"{name} tape has {tp.n_outputs} outputs, expected {n_out}"
+    if atol_v.shape[0] not in (0, n):
+        return f"atol has {atol_v.shape[0]} values for {n} states"
+    if atol_v.shape[0] and not np.all((atol_v > 0) & np.isfinite(atol_v)):
+        return "atol must be positive and finite"
+    if not atol_v.shape[0] and not (0 < atol_s < np.inf):
+        return f"atol must be positive and finite, got {atol_s}"
+    if not 0 <= rtol < np.inf:
+        return f"rtol must be finite and >= 0, got {rtol}"
+    if not np.isfinite(t0):
+        return f"t0 must be finite, got {t0}"
+    if times.ndim != 1 or not np.all(np.isfinite(times)):
+        return "times must be a 1-D array of finite values"
+    if np.any(times < t0):
+        return f"times must be >= t0 = {t0}; got {times.min()}"
+    return "times must be sorted ascending"
+
+
+def _derivatives(exprs, wrt, symbols):
+    """d expr / d w for each expr (rows) and w in ``wrt`` (columns), for real arguments:
+    non-real symbols are differentiated as real ones (so ``Abs``' derivative is ``sign``),
+    and the derivatives of step functions (``DiracDelta``, ``floor``, ``ceiling``) are taken
+    as 0, their value almost everywhere."""
+    import sympy as sp
+
+    to_real = {s: sp.Dummy(s.name, real=True) for s in symbols if not s.is_real}
+    back = {v: k for k, v in to_real.items()}
+    exprs_r = [e.xreplace(to_real) for e in exprs]
+    wrt_r = [to_real.get(w, w) for w in wrt]
+
+    def clean(d):
+        if d.has(sp.DiracDelta):
+            d = d.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
+        if d.has(sp.Derivative):
+            d = d.replace(lambda e: isinstance(e, sp.Derivative)
+                          and isinstance(e.expr, (sp.floor, sp.ceiling)), lambda e: sp.S.Zero)
+        return d.xreplace(back)
+
+    return [[clean(sp.diff(e, w)) for w in wrt_r] for e in exprs_r]
+
+
+def build_tapes(rhs_exprs, t, states, params):
+    """Tapes for :func:`integrate` from sympy right-hand sides.
+
+    Returns ``(rhs, jac, dfdt)``: ``jac`` by symbolic differentiation (derivatives of step
+    functions taken as 0); ``dfdt`` a tape of ``df/dt`` if some right-hand side contains
+    ``t``, else None. The tapes' inputs are ``[t, *states, *params]`` with the parameters
+    marked fixed (subexpressions of parameters only are evaluated once per integration).
+    """
+    import sympy as sp
+
+    rhs_exprs = [sp.sympify(e) for e in rhs_exprs]
+    states = list(states)
+    params = list(params)
+    if len(rhs_exprs) != len(states):
+        raise ValueError(f"{len(rhs_exprs)} right-hand sides for {len(states)} states")
+    inputs = [t, *states, *params]
+    nv = 1 + len(states)
+    rhs = Tape.from_exprs(rhs_exprs, inputs, n_varying=nv)
+    jac_rows = _derivatives(rhs_exprs, states, inputs)
+    jac = Tape.from_exprs([d for row in jac_rows for d in row], inputs, n_varying=nv)
+    dfdt = None
+    if any(f.has(t) for f in rhs_exprs):
+        dfdt_exprs = [row[0] for row in _derivatives(rhs_exprs, [t], inputs)]
+        dfdt = Tape.from_exprs(dfdt_exprs, inputs, n_varying=nv)
+    lu_plan(jac, len(states))
+    return rhs, jac, dfdt
+
+
+def warm_up() -> float:
+    """Compile (or load from the disk cache) the integrator on a tiny problem; returns the
+    seconds taken. Call it once at start-up to move the one-off cost out of a timed loop."""
+    import time
+
+    import sympy as sp
+
+    start = time.perf_counter()
+    if _solve is None:
+        return 0.0
+    tt, x, k = sp.symbols("t x k")
+    rhs, jac, _ = build_tapes([-k * x], tt, [x], [k])
+    integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    return time.perf_counter() - start

@@ -1,0 +1,852 @@
+"""Model expressions compiled to data: a straight-line instruction tape.
+
+A :class:`Tape` evaluates a list of sympy expressions of a fixed list of input symbols. It is
+plain numpy data (an ``int64`` program and a ``float64`` constant pool), so one compiled
+interpreter (:func:`run_tape`, numba, cached on disk) evaluates every model: a new model never
+triggers a new numba compilation.
+
+Register file
+    ``reg[0:n_inputs]`` holds the inputs, ``reg[n_inputs:n_inputs+n_consts]`` the constants,
+    and instruction ``k`` writes ``reg[n_inputs + n_consts + k]``.
+
+Program layout (``Tape.prog``, int64)
+    ``prog[0:HEADER]`` is the header (see the ``H_*`` indices), then four int64 per
+    instruction ``(opcode, a, b, c)`` with ``a, b, c`` register indices (for ``POWI`` ``b`` is
+    the integer exponent itself), then ``n_outputs`` output register indices.
+
+Fixed prologue
+    With ``n_varying`` given, inputs ``n_varying:`` are declared fixed across evaluations
+    (model parameters). Instructions that depend only on fixed inputs and constants are moved
+    to the front (``n_fixed`` of them); a caller that keeps the register file between calls
+    runs them once and then only ``run_tape(prog, reg, n_fixed, n_instr)`` per evaluation.
+
+Semantics (IEEE double; no exceptions are raised inside the kernel)
+    - Division by zero, log of a negative number etc. give inf/nan as in numpy.
+    - ``Min``/``Max`` propagate nan.
+    - ``Heaviside(x, H0)``: 0 for x < 0, 1 for x > 0, ``H0`` at x == 0 (sympy's default
+      ``Heaviside(x)`` carries ``H0 = 1/2``; the model language's ``step(x)`` uses 1), nan
+      for nan.
+    - Relationals, ``And``, ``Or``, ``Not`` give 1.0 / 0.0; a condition is true when nonzero.
+    - ``Piecewise`` evaluates every branch and selects (no short-circuit); a Piecewise without a
+      final ``True`` branch gives nan where no condition holds (sympy leaves it undefined).
+    - ``sign(0) = 0``; ``log(x, b)`` is already ``log(x)/log(b)`` in sympy.
+
+numba is optional: without it, the kernels below run as plain Python (slow, but
+:meth:`Tape.evaluate` still works).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+try:  # numba is an optional dependency (the "fast" extra)
+    import numba as _numba
+
+    NUMBA_AVAILABLE = True
+
+    def _jit(fn):
+        return _numba.njit(cache=True, error_model="numpy")(fn)
+
+except ImportError:  # pragma: no cover - exercised only without numba
+    _numba = None
+    NUMBA_AVAILABLE = False
+
+    def _jit(fn):
+        return fn
+
+
+__all__ = ["Tape", "run_tape", "eval_tape", "tape_source_hash", "NUMBA_AVAILABLE"]
+
+#: Bump when the program layout changes.
+TAPE_VERSION = 1
+
+# Header fields of ``prog``.
+H_VERSION = 0
+H_NIN = 1
+H_NCONST = 2
+H_NINSTR = 3
+H_NFIXED = 4
+H_NOUT = 5
+H_NVARYING = 6
+H_FLAGS = 7
+HEADER = 8
+#: ``prog[H_FLAGS]`` bit: input ``i`` (i < 62) is read by some instruction or output.
+# (bits 0..61 record inputs 0..61; inputs beyond 61 are not tracked in the flags.)
+
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U4 = np.uint64(4)
+_U_HEADER = np.uint64(HEADER)
+
+# Opcodes, most frequent first (the interpreter tests them in this order).
+OP_MUL = 0
+OP_ADD = 1
+OP_SUB = 2
+OP_MULADD = 3    # reg[a] * reg[b] + reg[c]   (two roundings, as the unfused pair)
+OP_NMULADD = 4   # reg[c] - reg[a] * reg[b]
+OP_MULSUB = 5    # reg[a] * reg[b] - reg[c]
+OP_DIV = 6
+OP_NEG = 7
+OP_SQUARE = 8
+OP_POWI = 9      # reg[a] ** b with the integer b stored in the instruction
+OP_POW = 10
+OP_SQRT = 11
+OP_EXP = 12
+OP_LOG = 13
+OP_MIN = 14
+OP_MAX = 15
+OP_ABS = 16
+OP_SELECT = 17   # reg[a] != 0 ? reg[b] : reg[c]
+OP_LT = 18
+OP_LE = 19
+OP_GT = 20
+OP_GE = 21
+OP_EQ = 22
+OP_NE = 23
+OP_AND = 24
+OP_OR = 25
+OP_NOT = 26
+OP_HEAVISIDE = 27  # x = reg[a], value at 0 = reg[b]
+OP_SIGN = 28
+OP_SIN = 29
+OP_COS = 30
+OP_TAN = 31
+OP_SINH = 32
+OP_COSH = 33
+OP_TANH = 34
+OP_ASIN = 35
+OP_ACOS = 36
+OP_ATAN = 37
+OP_ATAN2 = 38
+OP_FLOOR = 39
+OP_CEIL = 40
+OP_LOG10 = 41
+OP_LOG2 = 42
+OP_EXP2 = 43
+OP_EXPM1 = 44
+OP_LOG1P = 45
+OP_ERF = 46
+OP_ERFC = 47
+OP_COPY = 48
+N_OPS = 49
+
+#: Number of register operands per opcode (POWI reads one register; its b is a literal).
+OP_ARITY = {OP_MULADD: 3, OP_NMULADD: 3, OP_MULSUB: 3, OP_SELECT: 3, OP_POWI: 1}
+for _op in (OP_MUL, OP_ADD, OP_SUB, OP_DIV, OP_POW, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT, OP_GE,
+            OP_EQ, OP_NE, OP_AND, OP_OR, OP_HEAVISIDE, OP_ATAN2):
+    OP_ARITY[_op] = 2
+for _op in range(N_OPS):
+    OP_ARITY.setdefault(_op, 1)
+
+OP_NAMES = {v: k[3:] for k, v in list(globals().items())
+            if k.startswith("OP_") and isinstance(v, int)}
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@_jit
+def run_tape(prog, reg, k0, k1):
+    """Execute instructions ``k0 <= k < k1`` of ``prog`` on the register file ``reg``."""
+    # Indices are handled as unsigned integers: numba then skips its negative-index
+    # wrap-around code, which is about 40 % of the machine instructions of this loop.
+    up = prog.view(np.uint64)
+    base = up[H_NIN] + up[H_NCONST]
+    for k in range(k0, k1):
+        uk = np.uint64(k)
+        p = _U_HEADER + _U4 * uk
+        op = prog[p]
+        a = up[p + _U1]
+        b = up[p + _U2]
+        if op == OP_MUL:
+            v = reg[a] * reg[b]
+        elif op == OP_ADD:
+            v = reg[a] + reg[b]
+        elif op == OP_SUB:
+            v = reg[a] - reg[b]
+        elif op == OP_MULADD:
+            v = reg[a] * reg[b] + reg[up[p + _U3]]
+        elif op == OP_NMULADD:
+            v = reg[up[p + _U3]] - reg[a] * reg[b]
+        elif op == OP_MULSUB:
+            v = reg[a] * reg[b] - reg[up[p + _U3]]
+        elif op == OP_DIV:
+            v = reg[a] / reg[b]
+        elif op == OP_NEG:
+            v = -reg[a]
+        elif op == OP_SQUARE:
+            x = reg[a]
+            v = x * x
+        elif op == OP_POWI:
+            x = reg[a]
+            e = prog[p + _U2]  # the exponent itself, signed
+            n = e if e >= 0 else -e
+            r = 1.0
+            while n > 0:
+                if n & 1:
+                    r *= x
+                x *= x
+                n >>= 1
+            v = r if e >= 0 else 1.0 / r
+        elif op == OP_POW:
+            v = reg[a] ** reg[b]
+        elif op == OP_SQRT:
+            v = math.sqrt(reg[a])
+        elif op == OP_EXP:
+            v = math.exp(reg[a])
+        elif op == OP_LOG:
+            x = reg[a]
+            if x > 0.0:
+                v = math.log(x)
+            elif x == 0.0:
+                v = -math.inf
+            else:
+                v = math.nan
+        elif op == OP_MIN:
+            x = reg[a]
+            y = reg[b]
+            if x != x or y != y:
+                v = math.nan
+            else:
+                v = x if x <= y else y
+        elif op == OP_MAX:
+            x = reg[a]
+            y = reg[b]
+            if x != x or y != y:
+                v = math.nan
+            else:
+                v = x if x >= y else y
+        elif op == OP_ABS:
+            v = abs(reg[a])
+        elif op == OP_SELECT:
+            v = reg[b] if reg[a] != 0.0 else reg[up[p + _U3]]
+        elif op == OP_LT:
+            v = 1.0 if reg[a] < reg[b] else 0.0
+        elif op == OP_LE:
+            v = 1.0 if reg[a] <= reg[b] else 0.0
+        elif op == OP_GT:
+            v = 1.0 if reg[a] > reg[b] else 0.0
+        elif op == OP_GE:
+            v = 1.0 if reg[a] >= reg[b] else 0.0
+        elif op == OP_EQ:
+            v = 1.0 if reg[a] == reg[b] else 0.0
+        elif op == OP_NE:
+            v = 1.0 if reg[a] != reg[b] else 0.0
+        elif op == OP_AND:
+            v = 1.0 if (reg[a] != 0.0 and reg[b] != 0.0) else 0.0
+        elif op == OP_OR:
+            v = 1.0 if (reg[a] != 0.0 or reg[b] != 0.0) else 0.0
+        elif op == OP_NOT:
+            v = 1.0 if reg[a] == 0.0 else 0.0
+        elif op == OP_HEAVISIDE:
+            x = reg[a]
+            if x < 0.0:
+                v = 0.0
+            elif x > 0.0:
+                v = 1.0
+            elif x == 0.0:
+                v = reg[b]
+            else:
+                v = math.nan
+        elif op == OP_SIGN:
+            x = reg[a]
+            if x > 0.0:
+                v = 1.0
+            elif x < 0.0:
+                v = -1.0
+            elif x == 0.0:
+                v = 0.0
+            else:
+                v = math.nan
+        elif op == OP_SIN:
+            v = math.sin(reg[a])
+        elif op == OP_COS:
+            v = math.cos(reg[a])
+        elif op == OP_TAN:
+            v = math.tan(reg[a])
+        elif op == OP_SINH:
+            v = math.sinh(reg[a])
+        elif op == OP_COSH:
+            v = math.cosh(reg[a])
+        elif op == OP_TANH:
+            v = math.tanh(reg[a])
+        elif op == OP_ASIN:
+            x = reg[a]
+            v = math.asin(x) if -1.0 <= x <= 1.0 else math.nan
+        elif op == OP_ACOS:
+            x = reg[a]
+            v = math.acos(x) if -1.0 <= x <= 1.0 else math.nan
+        elif op == OP_ATAN:
+            v = math.atan(reg[a])
+        elif op == OP_ATAN2:
+            v = math.atan2(reg[a], reg[b])
+        elif op == OP_FLOOR:
+            x = reg[a]
+            v = math.floor(x) if math.isfinite(x) else x
+        elif op == OP_CEIL:
+            x = reg[a]
+            v = math.ceil(x) if math.isfinite(x) else x
+        elif op == OP_LOG10:
+            x = reg[a]
+            if x > 0.0:
+                v = math.log10(x)
+            elif x == 0.0:
+                v = -math.inf
+            else:
+                v = math.nan
+        elif op == OP_LOG2:
+            x = reg[a]
+            if x > 0.0:
+                v = math.log2(x)
+            elif x == 0.0:
+                v = -math.inf
+            else:
+                v = math.nan
+        elif op == OP_EXP2:
+            v = 2.0 ** reg[a]
+        elif op == OP_EXPM1:
+            v = math.expm1(reg[a])
+        elif op == OP_LOG1P:
+            x = reg[a]
+            if x > -1.0:
+                v = math.log1p(x)
+            elif x == -1.0:
+                v = -math.inf
+            else:
+                v = math.nan
+        elif op == OP_ERF:
+            v = math.erf(reg[a])
+        elif op == OP_ERFC:
+            v = math.erfc(reg[a])
+        elif op == OP_COPY:
+            v = reg[a]
+        else:
+            v = math.nan
+        reg[base + uk] = v
+
+
+@_jit
+def tape_load(prog, consts, reg):
+    """Copy the constant pool into ``reg`` (inputs are the caller's job)."""
+    n_in = prog[H_NIN]
+    for i in range(prog[H_NCONST]):
+        reg[n_in + i] = consts[i]
+
+
+@_jit
+def tape_outputs_offset(prog):
+    """Index in ``prog`` of the first output register index."""
+    return HEADER + 4 * prog[H_NINSTR]
+
+
+@_jit
+def eval_tape(prog, consts, inputs, reg, out):
+    """Evaluate the whole tape: ``out[i] = expr_i(inputs)``. ``reg`` is scratch of length
+    ``n_registers``."""
+    n_in = prog[H_NIN]
+    for i in range(n_in):
+        reg[i] = inputs[i]
+    tape_load(prog, consts, reg)
+    run_tape(prog, reg, np.int64(0), prog[H_NINSTR])
+    o = HEADER + 4 * prog[H_NINSTR]
+    for i in range(prog[H_NOUT]):
+        out[i] = reg[prog[o + i]]
+
+
+@_jit
+def eval_tape_many(prog, consts, inputs, out):
+    """Evaluate the tape for each row of ``inputs`` (2-D) into the rows of ``out``."""
+    n_reg = prog[H_NIN] + prog[H_NCONST] + prog[H_NINSTR]
+    reg = np.empty(n_reg)
+    for r in range(inputs.shape[0]):
+        eval_tape(prog, consts, inputs[r], reg, out[r])
+
+
+def tape_source_hash() -> int:
+    """A 63-bit hash of this file: numba-compiled code elsewhere that calls the kernels here
+    closes over it so that its disk cache is invalidated when this file changes (numba keys
+    a cache entry on the caller's own file only)."""
+    data = Path(__file__).read_bytes()
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+# --------------------------------------------------------------------------- compiler
+
+_UNARY_FUNCS = {
+    sp.exp: OP_EXP,
+    sp.log: OP_LOG,
+    sp.Abs: OP_ABS,
+    sp.sign: OP_SIGN,
+    sp.sin: OP_SIN,
+    sp.cos: OP_COS,
+    sp.tan: OP_TAN,
+    sp.sinh: OP_SINH,
+    sp.cosh: OP_COSH,
+    sp.tanh: OP_TANH,
+    sp.asin: OP_ASIN,
+    sp.acos: OP_ACOS,
+    sp.atan: OP_ATAN,
+    sp.floor: OP_FLOOR,
+    sp.ceiling: OP_CEIL,
+    sp.erf: OP_ERF,
+    sp.erfc: OP_ERFC,
+}
+try:  # C99-style functions from sympy.codegen, if a caller uses them
+    from sympy.codegen import cfunctions as _cf
+
+    _UNARY_FUNCS.update({_cf.log10: OP_LOG10, _cf.log2: OP_LOG2, _cf.exp2: OP_EXP2,
+                         _cf.expm1: OP_EXPM1, _cf.log1p: OP_LOG1P, _cf.Sqrt: OP_SQRT})
+except ImportError:  # pragma: no cover
+    pass
+
+_RELATIONAL = {
+    sp.StrictLessThan: OP_LT,
+    sp.LessThan: OP_LE,
+    sp.StrictGreaterThan: OP_GT,
+    sp.GreaterThan: OP_GE,
+    sp.Equality: OP_EQ,
+    sp.Unequality: OP_NE,
+}
+_COMMUTATIVE = {OP_ADD, OP_MUL, OP_MIN, OP_MAX, OP_EQ, OP_NE, OP_AND, OP_OR}
+
+# Operand references while building: ("i", k) input, ("c", k) constant, ("t", k) temporary.
+
+
+class _Builder:
+    def __init__(self, inputs):
+        self.inputs = {}
+        for i, s in enumerate(inputs):
+            if not isinstance(s, sp.Symbol):
+                raise ValueError(f"tape inputs must be sympy Symbols, got {s!r}")
+            if s in self.inputs:
+                raise ValueError(f"tape input {s} is listed twice")
+            self.inputs[s] = i
+        self.consts: list[float] = []
+        self.const_ref: dict[str, tuple] = {}
+        self.instrs: list[tuple] = []  # (op, a, b, c) with operand refs (b may be an int for POWI)
+        self.value_number: dict[tuple, tuple] = {}
+        self.memo: dict[sp.Basic, tuple] = {}
+
+    # -- leaves
+    def const(self, value) -> tuple:
+        v = float(value)
+        key = repr(v)
+        ref = self.const_ref.get(key)
+        if ref is None:
+            ref = ("c", len(self.consts))
+            self.consts.append(v)
+            self.const_ref[key] = ref
+        return ref
+
+    def emit(self, op, a, b=None, c=None) -> tuple:
+        if op in _COMMUTATIVE and repr(b) < repr(a):
+            a, b = b, a
+        key = (op, a, b, c)
+        ref = self.value_number.get(key)
+        if ref is None:
+            ref = ("t", len(self.instrs))
+            self.instrs.append(key)
+            self.value_number[key] = ref
+        return ref
+
+    # -- expressions
+    def build(self, e) -> tuple:
+        ref = self.memo.get(e)
+        if ref is None:
+            ref = self._build(e)
+            self.memo[e] = ref
+        return ref
+
+    def _fold(self, op, refs):
+        acc = refs[0]
+        for r in refs[1:]:
+            acc = self.emit(op, acc, r)
+        return acc
+
+    def _product(self, factors):
+        refs = [self.build(f) for f in factors]
+        return self._fold(OP_MUL, refs) if refs else None
+
+    def _build(self, e) -> tuple:
+        if isinstance(e, sp.Symbol):
+            if e in self.inputs:
+                return ("i", self.inputs[e])
+            raise ValueError(f"symbol {e} is not among the tape inputs")
+        if e is sp.true or isinstance(e, sp.logic.boolalg.BooleanTrue):
+            return self.const(1.0)
+        if e is sp.false or isinstance(e, sp.logic.boolalg.BooleanFalse):
+            return self.const(0.0)
+        if e is sp.zoo or e is sp.nan:  # complex infinity (e.g. 1/0): no real value
+            return self.const(math.nan)
+        if isinstance(e, (sp.Number, sp.NumberSymbol)):
+            return self.const(float(e))
+        if isinstance(e, sp.Add):
+            return self._add(e)
+        if isinstance(e, sp.Mul):
+            return self._mul(e)
+        if isinstance(e, sp.Pow):
+            return self._pow(e)
+        func = e.func
+        if func in _UNARY_FUNCS:
+            if len(e.args) != 1:
+                raise ValueError(f"{func.__name__} with {len(e.args)} arguments is not supported in a tape")
+            return self.emit(_UNARY_FUNCS[func], self.build(e.args[0]))
+        if func in (sp.Min, sp.Max):
+            refs = [self.build(a) for a in e.args]
+            return self._fold(OP_MIN if func is sp.Min else OP_MAX, refs)
+        if func is sp.atan2:
+            return self.emit(OP_ATAN2, self.build(e.args[0]), self.build(e.args[1]))
+        if func is sp.Heaviside:
+            x = self.build(e.args[0])
+            h0 = e.args[1] if len(e.args) > 1 else sp.S.Half
+            if h0 is None:
+                h0 = sp.S.Half
+            return self.emit(OP_HEAVISIDE, x, self.build(h0))
+        if func in _RELATIONAL:
+            return self.emit(_RELATIONAL[func], self.build(e.args[0]), self.build(e.args[1]))
+        if func in (sp.And, sp.Or):
+            refs = [self.build(a) for a in e.args]
+            return self._fold(OP_AND if func is sp.And else OP_OR, refs)
+        if func is sp.Not:
+            return self.emit(OP_NOT, self.build(e.args[0]))
+        if isinstance(e, sp.Piecewise):
+            acc = None  # value where no condition holds: nan unless a True branch exists
+            for value, cond in reversed(e.args):
+                if cond is sp.true:
+                    acc = self.build(value)
+                elif cond is sp.false:
+                    continue
+                else:
+                    if acc is None:
+                        acc = self.const(math.nan)
+                    acc = self.emit(OP_SELECT, self.build(cond), self.build(value), acc)
+            return acc if acc is not None else self.const(math.nan)
+        name = getattr(func, "__name__", type(e).__name__)
+        raise ValueError(f"unsupported sympy node {name} in tape expression: {e}")
+
+    def _add(self, e):
+        pos, neg = [], []
+        for term in e.args:
+            coeff, rest = term.as_coeff_Mul()
+            if coeff.is_negative and coeff.is_finite:
+                neg.append(-coeff * rest if rest is not sp.S.One else -coeff)
+            else:
+                pos.append(term)
+        if pos:
+            acc = self._fold(OP_ADD, [self.build(t) for t in pos])
+            for t in neg:
+                acc = self.emit(OP_SUB, acc, self.build(t))
+            return acc
+        acc = self._fold(OP_ADD, [self.build(t) for t in neg])
+        return self.emit(OP_NEG, acc)
+
+    def _mul(self, e):
+        coeff, rest = e.as_coeff_Mul()
+        num, den = [], []
+        negate = False
+        if coeff is not sp.S.One:
+            if coeff.is_negative:
+                negate = True
+                coeff = -coeff
+            if isinstance(coeff, sp.Rational) and not isinstance(coeff, sp.Integer):
+                if coeff.p != 1:
+                    num.append(sp.Integer(coeff.p))
+                den.append(sp.Integer(coeff.q))
+            elif coeff is not sp.S.One:
+                num.append(coeff)
+        for f in sp.Mul.make_args(rest):
+            if isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative:
+                den.append(sp.Pow(f.base, -f.exp))
+            else:
+                num.append(f)
+        n = self._product(num)
+        d = self._product(den)
+        if d is not None:
+            acc = self.emit(OP_DIV, n if n is not None else self.const(1.0), d)
+        else:
+            acc = n if n is not None else self.const(1.0)
+        return self.emit(OP_NEG, acc) if negate else acc
+
+    def _pow(self, e):
+        base, ex = e.args
+        if ex.is_Number and ex.is_finite:
+            fe = float(ex)
+            if fe == int(fe) and abs(fe) <= 64:
+                n = int(fe)
+                if n == 0:
+                    return self.const(1.0)
+                x = self.build(base)
+                if n == 1:
+                    return x
+                if n == -1:
+                    return self.emit(OP_DIV, self.const(1.0), x)
+                m = abs(n)
+                if m == 2:
+                    r = self.emit(OP_SQUARE, x)
+                elif m == 3:
+                    r = self.emit(OP_MUL, self.emit(OP_SQUARE, x), x)
+                elif m == 4:
+                    r = self.emit(OP_SQUARE, self.emit(OP_SQUARE, x))
+                else:
+                    r = self.emit(OP_POWI, x, m)
+                return r if n > 0 else self.emit(OP_DIV, self.const(1.0), r)
+            if fe == 0.5:
+                return self.emit(OP_SQRT, self.build(base))
+            if fe == -0.5:
+                return self.emit(OP_DIV, self.const(1.0), self.emit(OP_SQRT, self.build(base)))
+            if fe == 1.5:
+                x = self.build(base)
+                return self.emit(OP_MUL, x, self.emit(OP_SQRT, x))
+            return self.emit(OP_POW, self.build(base), self.const(fe))
+        if base is sp.E:
+            return self.emit(OP_EXP, self.build(ex))
+        return self.emit(OP_POW, self.build(base), self.build(ex))
+
+
+class Tape:
+    """A compiled straight-line program evaluating expressions of ``inputs``.
+
+    Attributes: ``prog`` (int64 program, see the module docstring), ``consts`` (float64),
+    ``n_inputs``, ``n_outputs``, ``n_instructions``, ``n_fixed``, ``n_varying``,
+    ``n_registers``, ``uses_input`` (bool array: which inputs the outputs depend on).
+    """
+
+    __slots__ = ("prog", "consts", "n_inputs", "n_outputs", "n_instructions", "n_fixed",
+                 "n_varying", "n_registers", "uses_input", "_reg", "aux")
+
+    def __init__(self, prog: np.ndarray, consts: np.ndarray, uses_input: np.ndarray):
+        self.prog = np.ascontiguousarray(prog, dtype=np.int64)
+        self.consts = np.ascontiguousarray(consts, dtype=np.float64)
+        if self.prog[H_VERSION] != TAPE_VERSION:
+            raise ValueError(f"tape version {self.prog[H_VERSION]} is not {TAPE_VERSION}")
+        self.n_inputs = int(self.prog[H_NIN])
+        self.n_outputs = int(self.prog[H_NOUT])
+        self.n_instructions = int(self.prog[H_NINSTR])
+        self.n_fixed = int(self.prog[H_NFIXED])
+        self.n_varying = int(self.prog[H_NVARYING])
+        self.n_registers = self.n_inputs + int(self.prog[H_NCONST]) + self.n_instructions
+        self.uses_input = np.asarray(uses_input, dtype=bool)
+        self._reg = np.empty(self.n_registers)
+        #: Per-tape cache for users of the tape (e.g. the integrator's sparse-LU plan).
+        self.aux: dict = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_exprs(cls, exprs, inputs, n_varying: int | None = None) -> "Tape":
+        """Compile ``exprs`` (sympy expressions of the symbols ``inputs``) to a tape.
+
+        ``n_varying``: the first ``n_varying`` inputs change from one evaluation to the
+        next, the rest stay fixed over many evaluations (e.g. model parameters during one
+        integration); instructions depending only on fixed inputs form the prologue
+        (``n_fixed``). Default: every input varies (no prologue).
+
+        Raises ``ValueError`` naming an unsupported sympy node or an unknown symbol.
+        """
+        inputs = list(inputs)
+        n_in = len(inputs)
+        if n_varying is None:
+            n_varying = n_in
+        if not 0 <= n_varying <= n_in:
+            raise ValueError(f"n_varying={n_varying} must lie in [0, {n_in}]")
+        exprs = [sp.sympify(e) for e in exprs]
+        b = _Builder(inputs)
+        # Trivial outputs (numbers, inputs) bypass CSE; that keeps big sparse Jacobians cheap.
+        nontrivial = [i for i, e in enumerate(exprs) if not (e.is_Number or e.is_Symbol
+                                                             or isinstance(e, sp.NumberSymbol))]
+        out_refs: list = [None] * len(exprs)
+        if nontrivial:
+            dummies = (sp.Dummy(f"cse{i}") for i in itertools.count())
+            replacements, reduced = sp.cse([exprs[i] for i in nontrivial], symbols=dummies,
+                                           order="none")
+            for sym, sub in replacements:
+                b.memo[sym] = b.build(sub)
+            for i, r in zip(nontrivial, reduced):
+                out_refs[i] = b.build(r)
+        for i, e in enumerate(exprs):
+            if out_refs[i] is None:
+                out_refs[i] = b.build(e)
+        return cls._assemble(b, out_refs, n_in, n_varying)
+
+    @classmethod
+    def _assemble(cls, b: _Builder, out_refs, n_in, n_varying) -> "Tape":
+        instrs = list(b.instrs)
+
+        def refs_of(ins):
+            return [r for r in ins[1:1 + OP_ARITY[ins[0]]]]
+
+        def is_temp(r):
+            return isinstance(r, tuple) and r[0] == "t"
+
+        # Liveness: keep only instructions reachable from the outputs.
+        def liveness():
+            live = [False] * len(instrs)
+            stack = [r[1] for r in out_refs if r[0] == "t"]
+            while stack:
+                k = stack.pop()
+                if live[k]:
+                    continue
+                live[k] = True
+                for r in refs_of(instrs[k]):
+                    if is_temp(r) and not live[r[1]]:
+                        stack.append(r[1])
+            return live
+
+        live = liveness()
+        # Which instructions vary (depend on an input < n_varying)?  Builder order is
+        # topological, so one forward pass suffices.
+        varying = [False] * len(instrs)
+        for k, ins in enumerate(instrs):
+            varying[k] = any((r[0] == "i" and r[1] < n_varying) or (is_temp(r) and varying[r[1]])
+                             for r in refs_of(ins))
+        # Fuse a single-use MUL into the ADD/SUB that consumes it (fewer dispatches; the
+        # arithmetic and its rounding are unchanged).
+        uses = [0] * len(instrs)
+        for k, ins in enumerate(instrs):
+            if live[k]:
+                for r in refs_of(ins):
+                    if is_temp(r):
+                        uses[r[1]] += 1
+        for r in out_refs:
+            if is_temp(r):
+                uses[r[1]] += 1
+
+        def fusable(r, k):
+            return (is_temp(r) and instrs[r[1]][0] == OP_MUL and uses[r[1]] == 1
+                    and varying[r[1]] == varying[k])
+
+        for k, ins in enumerate(instrs):
+            if not live[k] or ins[0] not in (OP_ADD, OP_SUB):
+                continue
+            op, x, y, _ = ins
+            if op == OP_ADD and fusable(y, k):
+                m = instrs[y[1]]
+                instrs[k] = (OP_MULADD, m[1], m[2], x)
+                live[y[1]] = False
+            elif op == OP_ADD and fusable(x, k):
+                m = instrs[x[1]]
+                instrs[k] = (OP_MULADD, m[1], m[2], y)
+                live[x[1]] = False
+            elif op == OP_SUB and fusable(y, k):
+                m = instrs[y[1]]
+                instrs[k] = (OP_NMULADD, m[1], m[2], x)
+                live[y[1]] = False
+            elif op == OP_SUB and fusable(x, k):
+                m = instrs[x[1]]
+                instrs[k] = (OP_MULSUB, m[1], m[2], y)
+                live[x[1]] = False
+
+        order = [k for k in range(len(instrs)) if live[k] and not varying[k]]
+        n_fixed = len(order)
+        order += [k for k in range(len(instrs)) if live[k] and varying[k]]
+        n_const = len(b.consts)
+        new_index = {k: i for i, k in enumerate(order)}
+
+        def reg(r):
+            kind, i = r
+            if kind == "i":
+                return i
+            if kind == "c":
+                return n_in + i
+            return n_in + n_const + new_index[i]
+
+        n_instr = len(order)
+        n_out = len(out_refs)
+        prog = np.zeros(HEADER + 4 * n_instr + n_out, dtype=np.int64)
+        prog[H_VERSION] = TAPE_VERSION
+        prog[H_NIN] = n_in
+        prog[H_NCONST] = n_const
+        prog[H_NINSTR] = n_instr
+        prog[H_NFIXED] = n_fixed
+        prog[H_NOUT] = n_out
+        prog[H_NVARYING] = n_varying
+        uses_in = np.zeros(n_in, dtype=bool)
+        for j, k in enumerate(order):
+            ins = instrs[k]
+            p = HEADER + 4 * j
+            prog[p] = ins[0]
+            for q, r in enumerate(refs_of(ins)):
+                prog[p + 1 + q] = reg(r)
+                if r[0] == "i":
+                    uses_in[r[1]] = True
+            if ins[0] == OP_POWI:
+                prog[p + 2] = ins[2]
+        o = HEADER + 4 * n_instr
+        for i, r in enumerate(out_refs):
+            prog[o + i] = reg(r)
+            if r[0] == "i":
+                uses_in[r[1]] = True
+        flags = 0
+        for i in range(min(n_in, 62)):
+            if uses_in[i]:
+                flags |= 1 << i
+        prog[H_FLAGS] = flags
+        return cls(prog, np.asarray(b.consts, dtype=np.float64), uses_in)
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def out_index(self) -> np.ndarray:
+        """Register index of each output."""
+        o = HEADER + 4 * self.n_instructions
+        return self.prog[o:o + self.n_outputs]
+
+    @property
+    def code(self) -> np.ndarray:
+        """The instructions as an ``(n_instructions, 4)`` view ``(op, a, b, c)``."""
+        return self.prog[HEADER:HEADER + 4 * self.n_instructions].reshape(-1, 4)
+
+    def evaluate(self, inputs) -> np.ndarray:
+        """Outputs for one input vector (1-D), or one row of outputs per row of a 2-D array."""
+        x = np.ascontiguousarray(inputs, dtype=np.float64)
+        if x.ndim == 2:
+            if x.shape[1] != self.n_inputs:
+                raise ValueError(f"expected {self.n_inputs} inputs per row, got {x.shape[1]}")
+            out = np.empty((x.shape[0], self.n_outputs))
+            eval_tape_many(self.prog, self.consts, x, out)
+            return out
+        if x.shape != (self.n_inputs,):
+            raise ValueError(f"expected {self.n_inputs} inputs, got shape {x.shape}")
+        out = np.empty(self.n_outputs)
+        eval_tape(self.prog, self.consts, x, self._reg, out)
+        return out
+
+    def depends_on(self, index: int) -> bool:
+        """Whether some output depends on input ``index``."""
+        return bool(self.uses_input[index])
+
+    def describe(self) -> str:
+        """A readable listing of the program (for debugging)."""
+        n_in, n_c = self.n_inputs, len(self.consts)
+
+        def name(r):
+            if r < n_in:
+                return f"in{r}"
+            if r < n_in + n_c:
+                return repr(float(self.consts[r - n_in]))
+            return f"r{r - n_in - n_c}"
+
+        lines = []
+        for k, (op, a, b_, c) in enumerate(self.code):
+            args = [name(r) for r in (a, b_, c)[:OP_ARITY[int(op)]]]
+            if op == OP_POWI:
+                args.append(str(b_))
+            mark = "  (fixed)" if k < self.n_fixed else ""
+            lines.append(f"r{k} = {OP_NAMES[int(op)]}({', '.join(args)}){mark}")
+        lines.append("out = [" + ", ".join(name(int(r)) for r in self.out_index) + "]")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Tape(n_inputs={self.n_inputs}, n_outputs={self.n_outputs}, "
+                f"n_instructions={self.n_instructions}, n_fixed={self.n_fixed})")
+
+    def __getstate__(self):
+        return {"prog": self.prog, "consts": self.consts, "uses_input": self.uses_input}
+
+    def __setstate__(self, state):
+        self.__init__(state["prog"], state["consts"], state["uses_input"])

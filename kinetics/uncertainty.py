@@ -1,0 +1,164 @@
+"""Uncertainty of predictions from a fit: steady states and PK figures with 95 % intervals,
+by the delta method (covariance and derivatives) and by sampling parameter sets (from MCMC
+samples when the fit has them, else from the covariance on the scale the fit used: log10
+for log-scaled parameters, so draws stay positive)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import KineticsError
+
+__all__ = ["FitSummary", "load_fit_summary", "predict_with_uncertainty", "steady_state_uncertainty", "pk_uncertainty"]
+
+
+class FitSummary:
+    """What prediction uncertainty needs from a fit: best values, free names, covariance."""
+
+    def __init__(self, model_name, values, free, covariance, log_scale, samples=None):
+        self.model_name = model_name
+        self.values = dict(values)              # every fit parameter -> best value
+        self.free = list(free)
+        self.covariance = np.asarray(covariance, dtype=float)   # natural scale, free x free
+        self.log_scale = np.asarray(log_scale, dtype=bool)
+        self.samples = samples                  # (n, len(free)) natural-scale draws, or None
+
+    def draws(self, n, seed=0):
+        """Parameter sets (dicts) for sampling: MCMC samples if present, else the covariance."""
+        rng = np.random.default_rng(seed)
+        if self.samples is not None and len(self.samples):
+            rows = self.samples[rng.integers(0, len(self.samples), n)]
+        else:
+            best = np.array([self.values[name] for name in self.free])
+            jac = np.where(self.log_scale, best * math.log(10.0), 1.0)    # d natural / d internal
+            cov_internal = self.covariance / np.outer(jac, jac)
+            centre = np.where(self.log_scale, np.log10(np.where(self.log_scale, best, 1.0)), best)
+            internal = rng.multivariate_normal(centre, cov_internal, size=n, check_valid="ignore")
+            rows = np.where(self.log_scale, 10.0 ** internal, internal)
+        out = []
+        for row in rows:
+            values = dict(self.values)
+            values.update(zip(self.free, map(float, row)))
+            out.append(values)
+        return out
+
+
+def load_fit_summary(fit) -> FitSummary:
+    """From a :class:`~kinetics.fit.FitResult` or a fit folder (``result.json``)."""
+    from .fit import FitResult
+    if isinstance(fit, FitResult):
+        p = fit.problem
+        samples = fit.mcmc["samples"] if fit.mcmc else None
+        return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples)
+    path = Path(fit) / "result.json" if Path(fit).is_dir() else Path(fit)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KineticsError(f"{path}: no result.json; run 'kinetics fit CASE --out DIR' first") from None
+    params = data["parameters"]
+    free = [n for n, e in params.items() if e.get("free")]
+    sd = np.array([params[n]["stderr"] if params[n]["stderr"] is not None else np.nan for n in free])
+    corr = np.array(data.get("correlation", {}).get("matrix") or np.eye(len(free)), dtype=float)
+    corr = np.where(np.isfinite(corr), corr, 0.0)
+    np.fill_diagonal(corr, 1.0)
+    if not np.isfinite(sd).all():
+        raise KineticsError(f"{path}: some free parameters have no standard error, so no interval can be propagated")
+    cov = corr * np.outer(sd, sd)
+    log_scale = [bool(params[n].get("log_scale", True)) for n in free]
+    return FitSummary(data["model"]["name"], {n: e["value"] for n, e in params.items()}, free, cov, log_scale)
+
+
+def predict_with_uncertainty(quantities, fit, n_samples=300, seed=0, relative_step=1e-6) -> pd.DataFrame:
+    """95 % intervals of the numbers ``quantities(values_dict) -> {name: number}`` computes.
+
+    Delta method: central finite differences along each free parameter (step relative to its
+    value), propagated through the covariance; the interval is taken on the log scale for
+    positive quantities (so it stays positive). Sampling: percentiles over parameter draws;
+    draws whose prediction fails are counted, not hidden."""
+    summary = fit if isinstance(fit, FitSummary) else load_fit_summary(fit)
+    base = quantities(summary.values)
+    names = list(base)
+    grads = np.zeros((len(names), len(summary.free)))
+    for k, pname in enumerate(summary.free):
+        h = relative_step * max(abs(summary.values[pname]), 1e-12)
+        up, down = dict(summary.values), dict(summary.values)
+        up[pname] += h
+        down[pname] -= h
+        qu, qd = quantities(up), quantities(down)
+        grads[:, k] = [(qu[n] - qd[n]) / (2 * h) for n in names]
+    sd = np.sqrt(np.clip(np.einsum("qk,kl,ql->q", grads, summary.covariance, grads), 0, None))
+    samples = {n: [] for n in names}
+    failed = 0
+    for values in summary.draws(n_samples, seed):
+        try:
+            q = quantities(values)
+        except Exception:  # noqa: BLE001 - a parameter draw without a prediction (e.g. unstable)
+            failed += 1
+            continue
+        for n in names:
+            samples[n].append(q[n])
+    rows = []
+    for i, n in enumerate(names):
+        est = float(base[n])
+        if est > 0:
+            rel = sd[i] / est
+            lo, hi = est * math.exp(-1.96 * rel), est * math.exp(1.96 * rel)
+        else:
+            lo, hi = est - 1.96 * sd[i], est + 1.96 * sd[i]
+        s = np.array(samples[n], dtype=float)
+        slo, shi = (np.percentile(s, [2.5, 97.5]) if len(s) > 10 else (np.nan, np.nan))
+        rows.append({"quantity": n, "estimate": est, "stderr": float(sd[i]), "delta_lo": lo, "delta_hi": hi,
+                     "sample_lo": float(slo), "sample_hi": float(shi), "n_samples": int(len(s))})
+    table = pd.DataFrame(rows)
+    table.attrs["failed_samples"] = failed
+    return table
+
+
+def _model_for(model, summary):
+    from .library import resolve_model_path
+    from .model import Model, load_model
+    if not isinstance(model, Model):
+        model = load_model(resolve_model_path(model))
+    if summary.model_name != model.name:
+        raise KineticsError(f"the fit is of model '{summary.model_name}', not '{model.name}'")
+    return model
+
+
+def steady_state_uncertainty(model, fit, n_samples=300, seed=0) -> pd.DataFrame:
+    """Steady values (bounded compartments), sink inflow rates and fluxes with 95 % intervals."""
+    from .steady import steady_state
+    summary = fit if isinstance(fit, FitSummary) else load_fit_summary(fit)
+    model = _model_for(model, summary)
+    names = set(model.parameters)
+
+    def quantities(values):
+        ss = steady_state(model, {k: v for k, v in values.items() if k in names})
+        out = {f"{k}": v for k, v in ss.values.items()}
+        out.update({f"{k} (inflow rate)": v for k, v in ss.sinks.items()})
+        out.update({f"flux {k}": v for k, v in ss.fluxes.items()})
+        return out
+
+    return predict_with_uncertainty(quantities, summary, n_samples, seed)
+
+
+def pk_uncertainty(model, fit, dose, observable, n_samples=300, seed=0, t_last=None) -> pd.DataFrame:
+    """PK figures (AUC, CL, Vss, MRT, half-lives, ...) with 95 % intervals from a fit."""
+    from .pk import pk_summary
+    summary = fit if isinstance(fit, FitSummary) else load_fit_summary(fit)
+    model = _model_for(model, summary)
+    names = set(model.parameters)
+
+    def quantities(values):
+        d = pk_summary(model, dose, observable, {k: v for k, v in values.items() if k in names}, t_last=t_last).to_dict()
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[key] = float(value)
+        return out
+
+    return predict_with_uncertainty(quantities, summary, n_samples, seed)

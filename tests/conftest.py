@@ -1,0 +1,84 @@
+"""Shared fixtures and helpers for the kinetics test suite.
+
+``MODEL_TEXT`` is a small valid model (3 compartments, 5 parameters, 4 flows, 1 observable,
+all with units). Tests of bad input derive variants from it with :func:`variant`, which
+insists that the text being replaced occurs exactly once, so a variant can never silently
+equal the valid model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+
+MODEL_TEXT = """\
+name = "mini"
+description = "A small test model: endosome to MVB to plasma"
+time_unit = "h"
+
+[compartments]
+EE  = { initial = 100, unit = "particles", description = "early endosomes" }
+MVB = { initial = 0, unit = "particles" }
+P   = { initial = 0, unit = "particles", description = "exosomes in plasma" }
+
+[parameters]
+s_endo = { value = 10, unit = "particles/h", min = 0, max = 1e6 }
+k_mat  = { value = 0.5, unit = "1/h", min = 1e-3, max = 100 }
+k_sec  = { value = 0.2, unit = "1/h", min = 1e-3, max = 100 }
+k_cl   = { value = 1.0, unit = "1/h", min = 1e-3, max = 100, fixed = true }
+V      = { value = 2.0, unit = "mL", fixed = true }
+
+[flows]
+endocytosis = { to = "EE", rate = "s_endo" }
+maturation  = { from = "EE", to = "MVB", rate = "k_mat * EE" }
+secretion   = { from = "MVB", to = "P", rate = "k_sec * MVB" }
+clearance   = { from = "P", rate = "k_cl * P" }
+
+[observables]
+plasma_conc = { expr = "P / V", unit = "particles/mL" }
+"""
+
+COMPARTMENTS = ["EE", "MVB", "P"]
+PARAMETERS = ["s_endo", "k_mat", "k_sec", "k_cl", "V"]
+OBSERVABLES = ["plasma_conc"]
+
+
+def write_model(tmp_path, text: str, name: str = "model.toml") -> Path:
+    """Write ``text`` as a model file in ``tmp_path`` and return its path."""
+    path = Path(tmp_path) / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def variant(old: str, new: str, text: str = MODEL_TEXT) -> str:
+    """``text`` with the single occurrence of ``old`` replaced by ``new``."""
+    count = text.count(old)
+    assert count == 1, f"test bug: {old!r} occurs {count} times in the model text"
+    return text.replace(old, new)
+
+
+def model_error(path) -> str:
+    """Load ``path``, expect a ModelError, and return its message."""
+    from kinetics import ModelError, load_model
+
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    return str(info.value)
+
+
+@pytest.fixture
+def model_text() -> str:
+    return MODEL_TEXT
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    """The small valid model written to ``tmp_path/model.toml``."""
+    return write_model(tmp_path, MODEL_TEXT)
