@@ -102,6 +102,8 @@ class FitProblem:
         self.fit_values = np.array([values[n] for n in self.fit_names])
         self.fit_bounds = np.array([bounds[n] for n in self.fit_names])
         # ---- free parameters
+        if isinstance(free, str):
+            raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{free}\"]")
         free = list(free)
         if not free:
             raise DataError(f"{origin}: [fit] free is empty: name the parameters to estimate")
@@ -167,6 +169,11 @@ class FitProblem:
         for oname, entry in self.observable_spec.items():
             if oname not in series_names:
                 raise DataError(f"{origin}: [observables.{oname}] is not an observable or compartment of the model")
+            if not isinstance(entry, dict):
+                raise DataError(f"{origin}: [observables.{oname}] must be a table like {{ scale = \"gain\", offset = \"background\" }}")
+            unknown = set(entry) - {"scale", "offset"}
+            if unknown:
+                raise DataError(f"{origin}: [observables.{oname}] unknown key(s) {', '.join(sorted(unknown))}; allowed: scale, offset")
             maps = {}
             for key in ("scale", "offset"):
                 if key in entry:
