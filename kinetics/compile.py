@@ -237,6 +237,8 @@ class CompiledModel:
     def observe(self, X, times, p, S=None, D=None):
         """Observables (m, o) of states X (m, n) and, with S, D, their sensitivities (m, o, K)."""
         m = X.shape[0]
+        if not self.observable_names:
+            return np.empty((m, 0)), (None if S is None else np.empty((m, 0, S.shape[2])))
         times = np.asarray(times, dtype=float)
         args = (times, list(X.T), list(map(float, p)))
         Y = self._obs(m, *args)

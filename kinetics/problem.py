@@ -152,6 +152,7 @@ class FitProblem:
                 except ExpressionError as exc:
                     raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
             G = sp.Matrix(g)
+            identity = not cond.overrides
             try:
                 schedule = Schedule(compiled, np.unique(rows["time"].to_numpy(float)), cond.doses, cond.events,
                                     cond.initial, where=where)
@@ -162,6 +163,7 @@ class FitProblem:
             self._plans.append({
                 "name": cname, "schedule": schedule, "rows": rows,
                 "g": sp.lambdify([phi], list(G), "math"), "dg": sp.lambdify([phi], G.jacobian(phi), "numpy"),
+                "identity": identity,
                 "t_index": t_index, "s_index": s_index,
             })
         # ---- observable scale/offset (expressions of fit parameters)
@@ -197,7 +199,11 @@ class FitProblem:
         self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
         self.nfev = 0
         self.njev = 0
-        self._cache_key = None
+        P = compiled.n_params
+        self._identity_D = np.zeros((P, len(self.free)))
+        for k, i in enumerate(self.free_index):
+            if i < P:
+                self._identity_D[i, k] = 1.0
 
     def _measurable_names(self):
         return self.compiled.state_names + self.compiled.observable_names
@@ -244,11 +250,18 @@ class FitProblem:
         K = self.n_free
         preds, jacs = [], []
         phil = list(map(float, phi))
+        P = self.compiled.n_params
         for plan in self._plans:
-            p = np.array(plan["g"](phil), dtype=float)
+            if plan["identity"]:  # no overrides: model parameters are the first P fit parameters
+                p = phi[:P]
+            else:
+                p = np.array(plan["g"](phil), dtype=float)
             D = None
             if jacobian:
-                D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+                if plan["identity"]:
+                    D = self._identity_D * dphi
+                else:
+                    D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
             X, Y, S, dY = plan["schedule"].run(p, D)
             series = np.hstack([X, Y])
             f = series[plan["t_index"], plan["s_index"]]

@@ -161,6 +161,7 @@ class Schedule:
                 cuts.add(float(event.time))
         self.breakpoints = sorted(cuts)
         self._state_index = state_index
+        self._simple = not self.inputs and not self.events
 
     # ------------------------------------------------------------------
     def _apply_discontinuities(self, tb, x, p, D, u):
@@ -206,6 +207,14 @@ class Schedule:
         if not np.isfinite(p).all():
             raise SolverError(self._failure("parameter values are not finite", p))
         x, S = self.initial_conditions(p, D)
+        if self._simple:
+            # no dose, infusion or event: one segment (the fitting inner loop's common case)
+            try:
+                X, S = c.solve(p, x, self.times, self.t0, None, S, D, rtol, atol, method)
+            except SolverError as exc:
+                raise SolverError(self._failure(str(exc), p)) from None
+            Y, dY = c.observe(X, self.times, p, S, D)
+            return X, Y, S, dY
         x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
         times = self.times
         m = len(times)

@@ -61,6 +61,7 @@ from .compile import CompiledModel, _heaviside, _ScalarPrinter
 from .errors import ModelError, SolverError
 from .expressions import TIME
 from .linear import solve_affine
+from .model import Model, load_model
 
 __all__ = ["steady_state", "SteadyState", "compare_scenarios", "steady_plan", "SteadyPlan"]
 
@@ -76,8 +77,6 @@ _PLANS: "weakref.WeakKeyDictionary[CompiledModel, SteadyPlan]" = weakref.WeakKey
 
 # --------------------------------------------------------------------------------- helpers
 def _as_compiled(model) -> CompiledModel:
-    from .model import Model, load_model
-
     if isinstance(model, CompiledModel):
         return model
     if isinstance(model, Model):
@@ -102,7 +101,7 @@ def _lambdify(args, exprs):
 
 def steady_plan(model) -> "SteadyPlan":
     """The cached :class:`SteadyPlan` of a model (built once per compiled model)."""
-    compiled = _as_compiled(model)
+    compiled = model if type(model) is CompiledModel else _as_compiled(model)
     plan = _PLANS.get(compiled)
     if plan is None:
         plan = _PLANS[compiled] = SteadyPlan(compiled)
@@ -229,45 +228,33 @@ class SteadyPlan:
 
     # ------------------------------------------------------------- affine fast path
     def _build_affine(self):
+        """One generated function of p returning, flat: A_BB (dense, column-major), -b_B,
+        A_SB (dense, row-major), b_S, then the off-diagonal entries and the column sums of
+        A_BB (simplified symbolically) for the stability test."""
         nb, ns = len(self.B), len(self.S)
         zero = {s: 0 for s in self._x}
         AB, ASB = self._JBB, self._JSB
         bB = [e.xreplace(zero) for e in self._fB]
         bS = [e.xreplace(zero) for e in self._fS]
-        a_ent = [(i, j) for j in range(nb) for i in range(nb) if AB[i, j] != 0]
-        b_ent = [i for i in range(nb) if bB[i] != 0]
-        sa_ent = [(i, j) for i in range(ns) for j in range(nb) if ASB[i, j] != 0]
-        sb_ent = [i for i in range(ns) if bS[i] != 0]
-        exprs = [AB[i, j] for i, j in a_ent] + [bB[i] for i in b_ent] + [ASB[i, j] for i, j in sa_ent] + [bS[i] for i in sb_ent]
+        offdiag = [AB[i, j] for j in range(nb) for i in range(nb) if i != j and AB[i, j] != 0]
+        colsums = [sp.expand(sum(AB[i, j] for i in range(nb))) for j in range(nb)]
+        exprs = ([AB[i, j] for j in range(nb) for i in range(nb)] + [-e for e in bB]
+                 + [ASB[i, j] for i in range(ns) for j in range(nb)] + bS + offdiag + colsums)
         self._fast = _lambdify([self._p], exprs)
-        k1 = len(a_ent)
-        k2 = k1 + len(b_ent)
-        k3 = k2 + len(sa_ent)
-        self._cut = (k1, k2, k3)
-        self._a_flat = np.array([j * nb + i for i, j in a_ent], dtype=np.intp)      # Fortran order
-        self._a_row = np.array([i for i, _ in a_ent], dtype=np.intp)
-        self._a_col = np.array([j for _, j in a_ent], dtype=np.intp)
-        self._a_offdiag = self._a_row != self._a_col
-        self._b_idx = np.array(b_ent, dtype=np.intp)
-        self._sa_row = np.array([i for i, _ in sa_ent], dtype=np.intp)
-        self._sa_col = np.array([j for _, j in sa_ent], dtype=np.intp)
-        self._sb_idx = np.array(sb_ent, dtype=np.intp)
+        k1 = nb * nb
+        k2 = k1 + nb
+        k3 = k2 + ns * nb
+        k4 = k3 + ns
+        k5 = k4 + len(offdiag)
+        self._cut = (k1, k2, k3, k4, k5)
 
     def matrices(self, p):
         """(A_BB, b_B, A_SB, b_S) of the bounded subsystem and the sinks at parameters ``p``."""
         nb, ns = len(self.B), len(self.S)
-        vals = np.asarray(self._fast(list(map(float, p))), dtype=float).reshape(-1)
-        k1, k2, k3 = self._cut
-        flat = np.zeros(nb * nb)
-        flat[self._a_flat] = vals[:k1]
-        A = flat.reshape((nb, nb), order="F")
-        b = np.zeros(nb)
-        b[self._b_idx] = vals[k1:k2]
-        ASB = np.zeros((ns, nb))
-        ASB[self._sa_row, self._sa_col] = vals[k2:k3]
-        bS = np.zeros(ns)
-        bS[self._sb_idx] = vals[k3:]
-        return A, b, ASB, bS
+        v = np.array(self._fast(list(map(float, p))), dtype=float)
+        k1, k2, k3, k4, _ = self._cut
+        return (v[:k1].reshape((nb, nb), order="F").copy(), -v[k1:k2], v[k2:k3].reshape((ns, nb)).copy(),
+                v[k3:k4].copy())
 
     def solve(self, p, *, check=True):
         """Exact steady state of an affine model at the parameter vector ``p``: returns
@@ -275,38 +262,34 @@ class SteadyPlan:
         :attr:`sink_names`. Raises :class:`SolverError` when A is singular; with ``check``,
         also when the steady state is unstable. (The per-call work of the fast path.)"""
         x, r, stable = self._solve_linear(p)
-        if check and stable is False:
-            self._raise_unstable(p, x, self._eigen_at(x, p))
+        if check and stable is None:
+            ev = _eigvals(self.matrices(p)[0])
+            if _unstable(ev):
+                self._raise_unstable(p, x, ev)
         return x, r
 
     def _solve_linear(self, p):
-        """(x_B, r_S, stable) where stable is True when the compartmental-matrix test proves it
-        and None when eigenvalues are needed to tell."""
-        nb = len(self.B)
-        vals = np.array(self._fast(p.tolist() if isinstance(p, np.ndarray) else list(map(float, p))), dtype=float)
-        k1, k2, k3 = self._cut
-        rhs = np.zeros(nb)
-        rhs[self._b_idx] = vals[k1:k2]
-        np.negative(rhs, out=rhs)
-        stable = True
-        x = rhs
+        """(x_B, r_S, stable): stable is True when the compartmental-matrix test proves it
+        (off-diagonal entries >= 0, column sums <= 0, nonsingular) and None when eigenvalues
+        are needed to tell."""
+        vals = self._fast(p.tolist() if isinstance(p, np.ndarray) else list(map(float, p)))
+        k1, k2, k3, k4, k5 = self._cut
+        nb = k2 - k1
+        v = np.array(vals, dtype=float)
         if nb:
-            flat = np.zeros(nb * nb)
-            av = vals[:k1]
-            flat[self._a_flat] = av
-            A = flat.reshape((nb, nb), order="F")
-            lu, _, x, info = _dgesv(A, rhs)
-            pivots = np.abs(lu.diagonal())
-            if info != 0 or not pivots.min() > SINGULAR_RCOND * pivots.max() or not np.isfinite(x).all():
-                self._raise_singular(A, -rhs, p)
-            # a compartmental (Metzler, columns diagonally dominant) nonsingular matrix is stable
-            if not (av[self._a_offdiag].min(initial=0.0) >= 0 and A.sum(axis=0).max() <= 0):
-                stable = None
-        r = np.zeros(len(self.S))
-        if len(r):
-            r[self._sb_idx] = vals[k3:]
-            if len(self._sa_row):
-                r += np.bincount(self._sa_row, weights=vals[k2:k3] * x[self._sa_col], minlength=len(r))
+            A = v[:k1].reshape((nb, nb), order="F")
+            lu, _, x, info = _dgesv(A, v[k1:k2])
+            d = np.abs(lu.diagonal())
+            if info != 0 or not d.min() > SINGULAR_RCOND * d.max():
+                self._raise_singular(A.copy(), -v[k1:k2], p)
+            off, sums = vals[k4:k5], vals[k5:]
+            stable = True if (not off or min(off) >= 0) and max(sums) <= 0 else None
+        else:
+            x, stable = v[k1:k2], True
+        if k4 > k3:
+            r = v[k2:k3].reshape((k4 - k3, nb)) @ x + v[k3:k4] if nb else v[k3:k4].copy()
+        else:
+            r = v[k3:k4]
         return x, r, stable
 
     # --------------------------------------------------------- generated callables
@@ -603,6 +586,9 @@ class SteadyPlan:
     def _raise_singular(self, A, b, p):
         """A x = -b has no unique solution: no steady state, or a family of them."""
         nb = len(self.B)
+        if not (np.isfinite(A).all() and np.isfinite(b).all()):
+            raise SolverError(f"model '{self.name}': the steady-state equations are not finite at these parameter values "
+                              f"(a rate divides by zero or overflows); check the values: {self._params_text(p)}")
         U, s, Vt = np.linalg.svd(A)
         tol = max(s.max(initial=0.0), 1e-300) * 1e-10
         null_left = U[:, s <= tol] if (s <= tol).any() else U[:, -1:]
@@ -956,7 +942,7 @@ def _settling_times(ss: SteadyState) -> dict | None:
 
 
 # -------------------------------------------------------------------------- entry points
-def _parameter_vector(compiled, parameters, scale):
+def _parameter_vector(compiled, parameters, scale, check=True):
     p = compiled.parameter_vector(parameters)
     if scale:
         index = {name: i for i, name in enumerate(compiled.parameter_names)}
@@ -967,9 +953,14 @@ def _parameter_vector(compiled, parameters, scale):
                 raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{_suggest(name, index)}; "
                                  f"its parameters are {', '.join(compiled.parameter_names)}")
             p[index[name]] *= float(factor)
-    if not np.isfinite(p).all():
-        raise ModelError(f"model '{compiled.name}': parameter values must be finite numbers")
+    if check and not np.isfinite(p).all():
+        _raise_not_finite(compiled, p)
     return p
+
+
+def _raise_not_finite(compiled, p):
+    bad = [n for n, v in zip(compiled.parameter_names, p) if not math.isfinite(v)]
+    raise ModelError(f"model '{compiled.name}': parameter values must be finite numbers; got {', '.join(f'{n}={p[compiled.parameter_names.index(n)]}' for n in bad)}")
 
 
 def steady_state(model, parameters=None, *, scale=None, method: str = "auto", allow_unstable: bool = False) -> SteadyState:
@@ -992,15 +983,21 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
     """
     plan = steady_plan(model)
     c = plan.compiled
-    p = _parameter_vector(c, parameters, scale)
+    fast = plan.affine and method in ("auto", "exact-linear")
+    p = _parameter_vector(c, parameters, scale, check=not fast)
     if method not in ("auto", "exact-linear", "symbolic", "newton"):
         raise ValueError(f"method must be 'auto', 'exact-linear', 'symbolic' or 'newton', not {method!r}")
     if plan.time_dependent:
         raise ModelError(f"model '{plan.name}' has no time-invariant steady state: the rate of "
                          f"{'flow' if len(plan.time_flows) == 1 else 'flows'} {_names(plan.time_flows)} depends on the time t. "
                          "Replace the time dependence by a constant (or a parameter) to ask for a steady state.")
-    if plan.affine and method in ("auto", "exact-linear"):
+    if fast:
         x, r, stable = plan._solve_linear(p)
+        if not math.isfinite(x.sum() + r.sum()):
+            if not np.isfinite(p).all():
+                _raise_not_finite(c, p)
+            raise SolverError(f"model '{plan.name}': the steady state is not finite at these parameter values "
+                              f"({plan._params_text(p)}); check them")
         ev = None
         if stable is None:
             ev = _eigvals(plan.matrices(p)[0])
