@@ -189,6 +189,35 @@ def cmd_steady(args):
     return 0
 
 
+def cmd_pk(args):
+    import json
+
+    import pandas as pd
+
+    from .pk import pk_summary
+    model = _load(args.model)
+    doses = _parse_doses([args.dose])
+    dose = {"compartment": doses[0]["compartment"], "amount": doses[0]["amount"]}
+    values = _fit_values(args.fit, model) if args.fit else {}
+    values.update(_parse_assignments(args.set))
+    summary = pk_summary(model, dose, args.observable, values or None, t_last=args.t_last)
+    out = summary.to_dict()
+    uncertainty = None
+    if args.fit:
+        from .uncertainty import pk_uncertainty
+        uncertainty = pk_uncertainty(model, args.fit, dose, args.observable, n_samples=args.samples, t_last=args.t_last)
+        out["uncertainty"] = uncertainty.to_dict(orient="records")
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+        return 0
+    print(summary.report())
+    if uncertainty is not None:
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(f"\n[[95 % intervals from the fit in {args.fit}]]")
+            print(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    return 0
+
+
 def _fit_values(folder, model):
     """Best-fit values of a saved fit (result.json) for the model's parameters."""
     import json
@@ -256,6 +285,17 @@ def build_parser():
     p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals (default 300)")
     p.add_argument("--json", action="store_true", help="print JSON (DESIGN.md contract)")
     p.set_defaults(func=cmd_steady)
+
+    p = sub.add_parser("pk", help="pharmacokinetic summary of a bolus dose (AUC, CL, Vss, MRT, half-lives)")
+    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("--dose", required=True, metavar="COMP=AMOUNT", help="bolus at t = 0, e.g. plasma=1e10")
+    p.add_argument("--observable", required=True, help="measured compartment or observable (e.g. a concentration)")
+    p.add_argument("--t-last", type=float, help="last sampling time, for AUC(0-tlast)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
+    p.add_argument("--fit", metavar="DIR", help="use a saved fit's estimates, with 95 %% intervals")
+    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pk)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

@@ -477,6 +477,10 @@ class FitResult:
         from .report import plot_profiles
         return plot_profiles(self)
 
+    def plot_corner(self):
+        from .report import plot_corner
+        return plot_corner(self)
+
     def save(self, folder) -> list:
         """Write result.json, report.txt and the plots into ``folder`` (each atomically)."""
         from .report import save_result

@@ -11,7 +11,7 @@ import numpy as np
 
 from .fileio import atomic_path, atomic_write
 
-__all__ = ["fit_report", "result_dict", "plot_fit", "plot_residuals", "plot_profiles", "save_result"]
+__all__ = ["fit_report", "result_dict", "plot_fit", "plot_residuals", "plot_profiles", "plot_corner", "save_result"]
 
 
 def _fmt(v, digits=5):
@@ -281,6 +281,37 @@ def plot_profiles(result):
     return fig
 
 
+def plot_corner(result, bins=30):
+    """Corner-style plot of MCMC samples: histograms on the diagonal, pair scatter below."""
+    import matplotlib.pyplot as plt
+    if not result.mcmc:
+        return None
+    samples, names = result.mcmc["samples"], result.mcmc["names"]
+    k = len(names)
+    log = result.problem.log_mask
+    data = np.where(log, np.log10(np.clip(samples, 1e-300, None)), samples)
+    labels = [f"log10 {n}" if lg else n for n, lg in zip(names, log)]
+    fig, axes = plt.subplots(k, k, figsize=(2.2 * k + 1, 2.2 * k + 1), squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(data[:, i], bins=bins, color="tab:blue", alpha=0.8)
+                ax.set_yticks([])
+            else:
+                ax.plot(data[:, j], data[:, i], ",", alpha=0.3, color="tab:blue")
+            if i == k - 1:
+                ax.set_xlabel(labels[j], fontsize="small")
+            if j == 0 and i > 0:
+                ax.set_ylabel(labels[i], fontsize="small")
+    fig.suptitle(f"posterior samples ({len(samples)})", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
 def _save_figure(fig, path):
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp:
@@ -307,4 +338,8 @@ def save_result(result, folder) -> list:
     if fig is not None:
         _save_figure(fig, folder / "profiles.png")
         written.append(folder / "profiles.png")
+    fig = plot_corner(result)
+    if fig is not None:
+        _save_figure(fig, folder / "corner.png")
+        written.append(folder / "corner.png")
     return written

@@ -275,6 +275,8 @@ class SteadyPlan:
         vals = self._fast(p.tolist() if isinstance(p, np.ndarray) else list(map(float, p)))
         k1, k2, k3, k4, k5 = self._cut
         nb = k2 - k1
+        if not math.isfinite(math.fsum(vals[:k4])):
+            self._raise_not_finite(p)
         v = np.array(vals, dtype=float)
         if nb:
             A = v[:k1].reshape((nb, nb), order="F")
@@ -583,12 +585,17 @@ class SteadyPlan:
                 f"those outflows (a rate constant, or the Vmax of a saturable flow) or lower the inflow. "
                 f"Parameter values: {self._params_text(p)}.")
 
+    def _raise_not_finite(self, p):
+        if not np.isfinite(np.asarray(p, dtype=float)).all():
+            _raise_not_finite(self.compiled, np.asarray(p, dtype=float))
+        raise SolverError(f"model '{self.name}': the steady-state equations are not finite at these parameter values "
+                          f"(a rate divides by zero or overflows); check the values: {self._params_text(p)}")
+
     def _raise_singular(self, A, b, p):
         """A x = -b has no unique solution: no steady state, or a family of them."""
         nb = len(self.B)
         if not (np.isfinite(A).all() and np.isfinite(b).all()):
-            raise SolverError(f"model '{self.name}': the steady-state equations are not finite at these parameter values "
-                              f"(a rate divides by zero or overflows); check the values: {self._params_text(p)}")
+            self._raise_not_finite(p)
         U, s, Vt = np.linalg.svd(A)
         tol = max(s.max(initial=0.0), 1e-300) * 1e-10
         null_left = U[:, s <= tol] if (s <= tol).any() else U[:, -1:]
@@ -993,11 +1000,6 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
                          "Replace the time dependence by a constant (or a parameter) to ask for a steady state.")
     if fast:
         x, r, stable = plan._solve_linear(p)
-        if not math.isfinite(x.sum() + r.sum()):
-            if not np.isfinite(p).all():
-                _raise_not_finite(c, p)
-            raise SolverError(f"model '{plan.name}': the steady state is not finite at these parameter values "
-                              f"({plan._params_text(p)}); check them")
         ev = None
         if stable is None:
             ev = _eigvals(plan.matrices(p)[0])
