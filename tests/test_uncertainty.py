@@ -68,3 +68,30 @@ def test_model_mismatch_is_refused():
     s = FitSummary("other_model", {"release": 1.0, "loss": 1.0}, ["loss"], np.eye(1), [True])
     with pytest.raises(KineticsError, match="not 'production'"):
         steady_state_uncertainty(production_model(), s)
+
+
+def test_mcmc_samples_and_corner_plot(tmp_path):
+    pytest.importorskip("emcee")
+    import pandas as pd
+
+    from kinetics import simulate
+    from kinetics.fit import fit
+    from kinetics.problem import Condition, FitProblem
+    from kinetics.uncertainty import load_fit_summary
+
+    m = production_model()
+    times = np.linspace(0.5, 12, 12)
+    truth = simulate(m, times)["medium"]
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({"time": times, "observable": "medium", "value": truth * (1 + 0.05 * rng.standard_normal(12))})
+    result = fit(FitProblem(m, data, ["release", "loss"], noise="proportional"), profiles=False, progress=False,
+                 mcmc={"steps": 400, "walkers": 16, "burn": 100})
+    samples = result.mcmc["samples"]
+    assert samples.shape[1] == 2 and len(samples) > 1000
+    medians = np.median(samples, axis=0)
+    np.testing.assert_allclose(medians, result.values, rtol=0.1)
+    assert "[[MCMC]]" in result.fit_report()
+    written = result.save(tmp_path)
+    assert (tmp_path / "corner.png").exists() and tmp_path / "corner.png" in written
+    # prediction intervals then draw from the posterior samples
+    assert load_fit_summary(result).samples is samples
