@@ -6,7 +6,7 @@ traceback only with ``--debug``)."""
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -329,6 +329,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head and the like
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":

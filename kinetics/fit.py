@@ -143,8 +143,18 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             bar.update(1)
         rest = starts[1:]
         if executor == "auto":
-            # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits
-            executor = "process" if first["seconds"] * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
+            # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
+            # The first start may include one-off compilation, so time a second one before deciding.
+            if rest:
+                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev))
+                results.append(second)
+                if bar:
+                    bar.update(1)
+                rest = rest[1:]
+                per_start = min(first["seconds"], second["seconds"])
+            else:
+                per_start = first["seconds"]
+            executor = "process" if per_start * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
         if executor == "process":
             executor = own_pool = ProcessPoolExecutor(max_workers=os.cpu_count())
         if isinstance(executor, Executor) and rest:
@@ -304,13 +314,23 @@ class FitResult:
         scale = self.rss / (N - K) if p.noise in ("constant", "proportional") and N > K else 1.0
         try:
             cov = np.linalg.pinv(J.T @ J) * scale
+            # parameters in the Jacobian's null space are not determined at all: pinv would hide
+            # that behind small numbers, so give them infinite variance
+            _, sv, vt = np.linalg.svd(J, full_matrices=True)
+            rank = int(np.sum(sv > sv.max() * max(J.shape) * np.finfo(float).eps)) if sv.size and sv.max() > 0 else 0
+            if rank < K:
+                undetermined = np.abs(vt[rank:]).max(axis=0) > 1e-6
+                cov[undetermined, :] = np.nan
+                cov[:, undetermined] = np.nan
+                cov[undetermined, undetermined] = np.inf
         except np.linalg.LinAlgError:
             cov = np.full((K, K), np.nan)
         self.covariance_internal = cov
         natural = p.to_natural(self.x)
         deriv = np.where(p.log_mask, natural * math.log(10.0), 1.0)
         self.covariance = cov * np.outer(deriv, deriv)
-        sd = np.sqrt(np.clip(np.diag(self.covariance), 0, None))
+        with np.errstate(invalid="ignore"):
+            sd = np.sqrt(np.clip(np.diag(self.covariance), 0, None))
         with np.errstate(invalid="ignore", divide="ignore"):
             self.correlation = self.covariance / np.outer(sd, sd)
         self.stderr = sd

@@ -125,10 +125,18 @@ def _eigen(A):
     return lam, V, Vinv
 
 
-try:  # the compiled eigen path (optional dependency numba)
-    from . import _linear_kernel
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    _linear_kernel = None
+_linear_kernel = False  # imported on first use: numba is optional and slow to import
+
+
+def _kernel():
+    global _linear_kernel
+    if _linear_kernel is False:
+        try:
+            from . import _linear_kernel as kernel
+        except ImportError:  # pragma: no cover - exercised where numba is absent
+            kernel = None
+        _linear_kernel = kernel
+    return _linear_kernel
 
 _EMPTY3 = np.zeros((0, 0, 0))
 
@@ -174,7 +182,7 @@ def _solve_affine(A, b, x0, taus, dA=None, db=None, s0=None, method="auto"):
     """
     taus = np.ascontiguousarray(taus, dtype=float)
     want_sens = dA is not None
-    if method in ("auto", "eigen") and _linear_kernel is not None:
+    if method in ("auto", "eigen") and _kernel() is not None:
         out = _solve_eigen_compiled(A, b, x0, taus, dA, db, s0)
         if out is not None:
             return (*out, "eigen")

@@ -20,6 +20,7 @@ noise parameters estimated by an outer search (:mod:`kinetics.fit`).
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,7 +416,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     if not conditions:
         conditions = [Condition("default")]
     noise = fit.get("noise", "proportional")
-    data_path = base / spec["data"]
+    data_path = Path(os.path.normpath(base / spec["data"]))
     # data are loaded with the model's names known, so errors name unknown observables at once
     names = model.compile().state_names + model.compile().observable_names
     default_condition = conditions[0].name if len(conditions) == 1 else "default"

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import tape as _tape
 from .tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AVAILABLE, Tape,
-                   run_tape)
+                   run_tape, tape_outputs)
 
 __all__ = [
     "integrate", "numba_available", "build_tapes", "warm_up",
@@ -249,15 +249,6 @@ def _set_inputs(reg, t, y):
 
 
 @_jit
-def _gather(o, reg, out, idx):
-    """out[i] = reg[idx[o + i]]: a tape's outputs, with ``o`` the offset of its output
-    indices in ``idx`` (the program)."""
-    ui = idx.view(np.uint64)
-    for i in range(out.shape[0]):
-        out[i] = reg[ui[o + i]]
-
-
-@_jit
 def _registers(n_reg, n_in, consts, params, n):
     """A register file with the constants and the parameters in place."""
     reg = np.zeros(n_reg)
@@ -358,34 +349,32 @@ def _dense_output(theta, y0, y1, K, out):
 
 # Sparse LU plan (int64), for elimination in the natural order without row exchanges:
 #   [n, rowptr (n+1), colptr (n+1), rowidx (nL), colidx (nU), Lr (nL), Lc (nL), Ur (nU), Uc (nU),
-#    pos (n + nL + nU)]
+#    pos (n + nL + nU), lpos (nL), upos (nU)]
 # For pivot k, rowidx[rowptr[k]:rowptr[k+1]] are the rows i > k with L[i, k] structurally
 # nonzero and colidx[colptr[k]:colptr[k+1]] the columns j > k with U[k, j] nonzero (fill-in
 # included). (Lr, Lc) lists the L entries column by column and (Ur, Uc) the U entries from
 # the last row up: the order in which the triangular solves use them as flat loops. ``pos``
-# lists the flat positions i*n+j of every entry of the pattern (diagonal and fill included).
+# lists the flat positions i*n+j of every entry of the pattern (diagonal and fill included),
+# lpos and upos those of (Lr, Lc) and (Ur, Uc).
 PIVOT_THRESHOLD = 0.1  # threshold partial pivoting test; below it: dense LU with pivoting
 
 
-@_jit
-def _sparse_lu(M, plan, dinv, Lv, Uv):
-    """In-place LU of the flat (row-major) n*n array M in the natural order along ``plan``; then gathers the factors for
-    :func:`_sparse_solve`: ``Lv`` (multipliers) and ``Uv`` (U scaled by its row's pivot
-    inverse). Returns False when a pivot fails the threshold test
-    ``|M_kk| >= PIVOT_THRESHOLD * max_i>k |M_ik|`` (or is zero/non-finite); the caller then
-    refactors with partial pivoting."""
-    n = plan[0]
-    rp = 1
-    cp = n + 2
-    nl = plan[rp + n]
-    nu = plan[cp + n]
-    ri = 2 * n + 3
-    ci = ri + nl
+@_jit(inline="always")
+def _sparse_lu(M, n, un, rowptr, rowidx, colptr, colidx, lpos, upos, urow, dinv, Lv, Uv):
+    """In-place LU of the flat (row-major) n*n array M in the natural order along the plan's
+    (unsigned) index arrays; then gathers the factors for :func:`_sparse_solve`: ``Lv`` (the
+    multipliers) and ``Uv`` (U scaled by its row's pivot inverse). Returns False when a pivot
+    fails the threshold test ``|M_kk| >= PIVOT_THRESHOLD * max_i>k |M_ik|`` (or is zero or
+    non-finite); the caller then refactors with partial pivoting."""
     for k in range(n):
-        piv = M[k * n + k]
+        uk = np.uint64(k)
+        ku = uk * un
+        piv = M[ku + uk]
+        q0 = rowptr[k]
+        q1 = rowptr[k + 1]
         amax = 0.0
-        for q in range(plan[rp + k], plan[rp + k + 1]):
-            v = abs(M[plan[ri + q] * n + k])
+        for q in range(q0, q1):
+            v = abs(M[rowidx[q] * un + uk])
             if v > amax:
                 amax = v
         apiv = abs(piv)
@@ -393,45 +382,32 @@ def _sparse_lu(M, plan, dinv, Lv, Uv):
             return False
         d = 1.0 / piv
         dinv[k] = d
-        c0 = plan[cp + k]
-        c1 = plan[cp + k + 1]
-        for q in range(plan[rp + k], plan[rp + k + 1]):
-            i = plan[ri + q]
-            l = M[i * n + k] * d
-            M[i * n + k] = l
+        c0 = colptr[k]
+        c1 = colptr[k + 1]
+        for q in range(q0, q1):
+            iu = rowidx[q] * un
+            l = M[iu + uk] * d
+            M[iu + uk] = l
             if l != 0.0:
                 for r in range(c0, c1):
-                    j = plan[ci + r]
-                    M[i * n + j] -= l * M[k * n + j]
-    lr = ci + nu
-    lc = lr + nl
-    ur = lc + nl
-    uc = ur + nu
-    for q in range(nl):
-        Lv[q] = M[plan[lr + q] * n + plan[lc + q]]
-    for q in range(nu):
-        i = plan[ur + q]
-        Uv[q] = M[i * n + plan[uc + q]] * dinv[i]
+                    j = colidx[r]
+                    M[iu + j] -= l * M[ku + j]
+    for q in range(lpos.shape[0]):
+        Lv[q] = M[lpos[q]]
+    for q in range(upos.shape[0]):
+        Uv[q] = M[upos[q]] * dinv[urow[q]]
     return True
 
 
 @_jit(inline="always")
-def _sparse_solve(plan, dinv, Lv, Uv, b):
-    """Solve with the factors of :func:`_sparse_lu`: three flat loops."""
-    n = plan[0]
-    nl = plan[1 + n]
-    nu = plan[n + 2 + n]
-    lr = 2 * n + 3 + nl + nu
-    lc = lr + nl
-    ur = lc + nl
-    uc = ur + nu
-    up = plan.view(np.uint64)  # unsigned indices: no negative-index handling
-    for q in range(nl):
-        b[up[lr + q]] -= Lv[q] * b[up[lc + q]]
+def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
+    """Solve with the factors of :func:`_sparse_lu`: three flat loops (unsigned indices)."""
+    for q in range(Lr.shape[0]):
+        b[Lr[q]] -= Lv[q] * b[Lc[q]]
     for i in range(n):
         b[i] *= dinv[i]
-    for q in range(nu):
-        b[up[ur + q]] -= Uv[q] * b[up[uc + q]]
+    for q in range(Ur.shape[0]):
+        b[Ur[q]] -= Uv[q] * b[Uc[q]]
 
 
 @_jit
@@ -456,7 +432,7 @@ def _make_lu_plan(pattern):
                     nl += 1
                 elif i < j:
                     nu += 1
-    plan = np.zeros(2 * n + 3 + 3 * nl + 3 * nu + n + nl + nu, dtype=np.int64)
+    plan = np.zeros(2 * n + 3 + 4 * nl + 4 * nu + n + nl + nu, dtype=np.int64)
     plan[0] = n
     rp = 1
     cp = n + 2
@@ -497,6 +473,12 @@ def _make_lu_plan(pattern):
             if P[i, j]:
                 plan[fp + r] = i * n + j
                 r += 1
+    lp = fp + n + nl + nu
+    upp = lp + nl
+    for q in range(nl):
+        plan[lp + q] = plan[lr + q] * n + plan[lc + q]
+    for q in range(nu):
+        plan[upp + q] = plan[ur + q] * n + plan[uc + q]
     return plan
 
 
@@ -565,11 +547,9 @@ def _make_solver(dependency_hash):
             regd = np.zeros(1)
         f_k0 = fprog[H_NFIXED]
         f_k1 = fprog[H_NINSTR]
-        fo = HEADER + 4 * f_k1
         j_k0 = jprog[H_NFIXED]
         j_k1 = jprog[H_NINSTR]
         jo = HEADER + 4 * j_k1
-        do = HEADER + 4 * dprog[H_NINSTR]
         sk_atol = np.empty(n)
         for i in range(n):
             sk_atol[i] = atol_v[i] if atol_v.shape[0] > 0 else atol_s
@@ -588,16 +568,37 @@ def _make_solver(dependency_hash):
         f0 = np.empty(n)
         fa = np.empty(n)
         fb = np.empty(n)
+        du = np.empty(n)
         dT = np.zeros(n)
         M = np.zeros(n * n)        # sparse factors (flat, row-major)
         Md = np.zeros((n, n))      # dense factors (fallback with partial pivoting)
+        # the sparse-LU plan as unsigned index arrays (see _make_lu_plan)
         uplan = plan.view(np.uint64)
-        ujprog = jprog.view(np.uint64)
-        ujo = np.uint64(jo)
         n_lo = plan[1 + n]
         n_up = plan[2 + 2 * n]
-        fp = 2 * n + 3 + 3 * n_lo + 3 * n_up
+        un = np.uint64(n)
+        p_ri = 2 * n + 3
+        p_ci = p_ri + n_lo
+        p_lr = p_ci + n_up
+        p_lc = p_lr + n_lo
+        p_ur = p_lc + n_lo
+        p_uc = p_ur + n_up
+        p_fp = p_uc + n_up
         n_pat = n + n_lo + n_up
+        p_lp = p_fp + n_pat
+        p_up = p_lp + n_lo
+        rowptr = uplan[1:n + 2]
+        colptr = uplan[n + 2:2 * n + 3]
+        rowidx = uplan[p_ri:p_ci]
+        colidx = uplan[p_ci:p_lr]
+        Lr = uplan[p_lr:p_lc]
+        Lc = uplan[p_lc:p_ur]
+        Ur = uplan[p_ur:p_uc]
+        Uc = uplan[p_uc:p_fp]
+        fpos = uplan[p_fp:p_lp]
+        lpos = uplan[p_lp:p_up]
+        upos = uplan[p_up:p_up + n_up]
+        jout = jprog.view(np.uint64)[jo:jo + n * n]   # register of each Jacobian entry
         piv = np.zeros(n, dtype=np.int64)
         dinv = np.zeros(n)
         Lv = np.zeros(max(plan[1 + n], 1))
@@ -615,7 +616,7 @@ def _make_solver(dependency_hash):
         t = t0
         _set_inputs(regf, t, y)
         run_tape(fprog, regf, f_k0, f_k1)
-        _gather(fo, regf, f0, fprog)
+        tape_outputs(fprog, regf, f0)
         nfev = 1
         if not _all_finite(f0):
             return Y, STATUS_NONFINITE, 0, nfev
@@ -630,7 +631,7 @@ def _make_solver(dependency_hash):
                 fb[i] = y[i] + h0 * f0[i]
             _set_inputs(regf, t + h0, fb)
             run_tape(fprog, regf, f_k0, f_k1)
-            _gather(fo, regf, fa, fprog)
+            tape_outputs(fprog, regf, fa)
             nfev += 1
             h = _initial_h(y, f0, fa, h0, rtol, atol_s, atol_v)
         h = min(h, tend - t)
@@ -665,14 +666,14 @@ def _make_solver(dependency_hash):
                 _set_inputs(regj, t, y)
                 run_tape(jprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
-                    if not math.isfinite(regj[ujprog[ujo + uplan[fp + q]]]):
+                    if not math.isfinite(regj[jout[fpos[q]]]):
                         status = STATUS_NONFINITE
                 if status != STATUS_OK:
                     break
                 if tmode == 1:
                     _set_inputs(regd, t, y)
                     run_tape(dprog, regd, dprog[H_NFIXED], dprog[H_NINSTR])
-                    _gather(do, regd, dT, dprog)
+                    tape_outputs(dprog, regd, dT)
                 elif tmode == 2:
                     # central difference; the step scales with the step size (the time
                     # scale being resolved) but stays well above the spacing of t's floats
@@ -681,10 +682,10 @@ def _make_solver(dependency_hash):
                     tm = t - delta
                     _set_inputs(regf, tp, y)
                     run_tape(fprog, regf, f_k0, f_k1)
-                    _gather(fo, regf, fa, fprog)
+                    tape_outputs(fprog, regf, fa)
                     _set_inputs(regf, tm, y)
                     run_tape(fprog, regf, f_k0, f_k1)
-                    _gather(fo, regf, fb, fprog)
+                    tape_outputs(fprog, regf, fb)
                     nfev += 2
                     for i in range(n):
                         dT[i] = (fa[i] - fb[i]) / (tp - tm)
@@ -693,11 +694,12 @@ def _make_solver(dependency_hash):
             # (the Jacobian values stay in regj until the next evaluation)
             inv_hg = 1.0 / (h * GAMMA)
             for q in range(n_pat):
-                pos = uplan[fp + q]
-                M[pos] = -regj[ujprog[ujo + pos]]
+                pos = fpos[q]
+                M[pos] = -regj[jout[pos]]
             for i in range(n):
                 M[i * n + i] += inv_hg
-            sparse = _sparse_lu(M, plan, dinv, Lv, Uv)
+            sparse = _sparse_lu(M, n, un, rowptr, rowidx, colptr, colidx, lpos, upos, Ur, dinv,
+                                Lv, Uv)
             if not sparse:
                 for i in range(n):
                     for j in range(n):
@@ -751,43 +753,44 @@ def _make_solver(dependency_hash):
                         for i in range(n):
                             regf[1 + i] += k7[i]
                     run_tape(fprog, regf, f_k0, f_k1)
+                    tape_outputs(fprog, regf, du)
                     if st == 1:
                         hd = h * D2
                         for i in range(n):
-                            kst[i] = regf[fprog[fo + i]] + hd * dT[i] + ih * (C21 * k1[i])
+                            kst[i] = du[i] + hd * dT[i] + ih * (C21 * k1[i])
                     elif st == 2:
                         hd = h * D3
                         for i in range(n):
-                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                            kst[i] = (du[i] + hd * dT[i]
                                       + ih * (C31 * k1[i] + C32 * k2[i]))
                     elif st == 3:
                         hd = h * D4
                         for i in range(n):
-                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                            kst[i] = (du[i] + hd * dT[i]
                                       + ih * (C41 * k1[i] + C42 * k2[i] + C43 * k3[i]))
                     elif st == 4:
                         hd = h * D5
                         for i in range(n):
-                            kst[i] = (regf[fprog[fo + i]] + hd * dT[i]
+                            kst[i] = (du[i] + hd * dT[i]
                                       + ih * (C51 * k1[i] + C52 * k2[i] + C53 * k3[i]
                                               + C54 * k4[i]))
                     elif st == 5:
                         for i in range(n):
-                            kst[i] = regf[fprog[fo + i]] + ih * (
+                            kst[i] = du[i] + ih * (
                                 C61 * k1[i] + C62 * k2[i] + C63 * k3[i] + C64 * k4[i]
                                 + C65 * k5[i])
                     elif st == 6:
                         for i in range(n):
-                            kst[i] = regf[fprog[fo + i]] + ih * (
+                            kst[i] = du[i] + ih * (
                                 C71 * k1[i] + C72 * k2[i] + C73 * k3[i] + C74 * k4[i]
                                 + C75 * k5[i] + C76 * k6[i])
                     else:
                         for i in range(n):
-                            kst[i] = regf[fprog[fo + i]] + ih * (
+                            kst[i] = du[i] + ih * (
                                 C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
                                 + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
                 if sparse:
-                    _sparse_solve(plan, dinv, Lv, Uv, kst)
+                    _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
                     _lu_solve(Md, piv, kst)
             nfev += 7
@@ -838,7 +841,7 @@ def _make_solver(dependency_hash):
                     break
                 _set_inputs(regf, t, y)
                 run_tape(fprog, regf, f_k0, f_k1)
-                _gather(fo, regf, f0, fprog)
+                tape_outputs(fprog, regf, f0)
                 nfev += 1
                 if not _all_finite(f0):
                     status = STATUS_NONFINITE
@@ -997,7 +1000,7 @@ def build_tapes(rhs_exprs, t, states, params):
         raise ValueError(f"{len(rhs_exprs)} right-hand sides for {len(states)} states")
     inputs = [t, *states, *params]
     nv = 1 + len(states)
-    rhs = Tape.from_exprs(rhs_exprs, inputs, n_varying=nv)
+    rhs = Tape.from_exprs(rhs_exprs, inputs, n_varying=nv, linear=range(1, nv))
     jac_rows = _derivatives(rhs_exprs, states, inputs)
     jac = Tape.from_exprs([d for row in jac_rows for d in row], inputs, n_varying=nv)
     dfdt = None

@@ -16,7 +16,7 @@ Methods (``SteadyState.method``)
     ``"symbolic"``
         Nonlinear models that sympy can solve: the bounded subsystem is split into strongly
         connected blocks (solved one after the other, earlier ones substituted); linear blocks
-        by LU, small polynomial blocks (at most 3 states, Bezout number at most 4) by
+        by LU, small polynomial blocks (at most 3 states, Bezout number at most 2: quadratics) by
         ``sympy.solve``. The candidate solutions are evaluated at the parameter values and the
         one that is real, non-negative, a root to rounding and stable is taken. Where more
         than one qualifies, the one reached from the model's initial state (Newton path) wins.
@@ -69,8 +69,12 @@ __all__ = ["steady_state", "SteadyState", "compare_scenarios", "steady_plan", "S
 SINGULAR_RCOND = 1e-13
 #: Largest nonlinear block (number of states) handed to ``sympy.solve``, and its Bezout bound.
 MAX_SYMBOLIC_BLOCK = 3
-MAX_SYMBOLIC_DEGREE = 4
+MAX_SYMBOLIC_DEGREE = 2
+#: Longer symbolic expressions are not reported (the values still come from them).
+MAX_EXPRESSION_LENGTH = 600
 MAX_CANDIDATES = 16
+#: Larger linear blocks get no symbolic expression (the numeric solution is unaffected).
+MAX_LINEAR_BLOCK = 8
 
 _PLANS: "weakref.WeakKeyDictionary[CompiledModel, SteadyPlan]" = weakref.WeakKeyDictionary()
 
@@ -271,28 +275,34 @@ class SteadyPlan:
     def _solve_linear(self, p):
         """(x_B, r_S, stable): stable is True when the compartmental-matrix test proves it
         (off-diagonal entries >= 0, column sums <= 0, nonsingular) and None when eigenvalues
-        are needed to tell."""
+        are needed to tell. Kept to a handful of numpy calls: at this size their fixed cost,
+        not the arithmetic, is the time."""
         vals = self._fast(p.tolist() if isinstance(p, np.ndarray) else list(map(float, p)))
         k1, k2, k3, k4, k5 = self._cut
         nb = k2 - k1
-        if not math.isfinite(math.fsum(vals[:k4])):
+        if not math.isfinite(sum(vals[:k4])):
             self._raise_not_finite(p)
-        v = np.array(vals, dtype=float)
+        stable = True
         if nb:
+            v = np.array(vals[:k2])
             A = v[:k1].reshape((nb, nb), order="F")
-            lu, _, x, info = _dgesv(A, v[k1:k2])
-            d = np.abs(lu.diagonal())
-            if info != 0 or not d.min() > SINGULAR_RCOND * d.max():
-                self._raise_singular(A.copy(), -v[k1:k2], p)
+            lu, _, x, info = _dgesv(A, v[k1:])
+            d = [abs(e) for e in lu.diagonal().tolist()]
+            if info != 0 or not min(d) > SINGULAR_RCOND * max(d):
+                self._raise_singular(A.copy(), -v[k1:], p)
             off, sums = vals[k4:k5], vals[k5:]
-            stable = True if (not off or min(off) >= 0) and max(sums) <= 0 else None
+            if not ((not off or min(off) >= 0) and max(sums) <= 0):
+                stable = None
         else:
-            x, stable = v[k1:k2], True
-        if k4 > k3:
-            r = v[k2:k3].reshape((k4 - k3, nb)) @ x + v[k3:k4] if nb else v[k3:k4].copy()
-        else:
-            r = v[k3:k4]
-        return x, r, stable
+            x = np.zeros(0)
+        ns = k4 - k3
+        if not ns:
+            return x, np.zeros(0), stable
+        if ns * nb <= 64:
+            xl = x.tolist()
+            r = [vals[k3 + i] + sum(a * b for a, b in zip(vals[k2 + i * nb:k2 + (i + 1) * nb], xl)) for i in range(ns)]
+            return x, np.array(r), stable
+        return x, np.array(vals[k2:k3]).reshape((ns, nb)) @ x + np.array(vals[k3:k4]), stable
 
     # --------------------------------------------------------- generated callables
     @cached_property
@@ -379,6 +389,8 @@ class SteadyPlan:
         M = sp.Matrix(eqs).jacobian(u)
         uset = set(u)
         if all(not (e.free_symbols & uset) for e in M) and not any(e.has(TIME) for e in eqs):
+            if len(u) > MAX_LINEAR_BLOCK:
+                return None
             rhs = sp.Matrix(eqs).xreplace({s: 0 for s in u})
             if M.det() == 0:
                 return None
@@ -408,7 +420,11 @@ class SteadyPlan:
         cands = self.symbolic_candidates
         if not cands:
             return []
-        return [_lambdify([self._p], exprs) for exprs in cands]
+        # evaluated with cmath: roots written with I (casus irreducibilis) can still be real
+        import cmath
+        printer = _ScalarPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False})
+        return [sp.lambdify([self._p], list(exprs), modules=[{"_heaviside": _heaviside, "math": cmath}, "math"],
+                            printer=printer, cse=True, docstring_limit=0) for exprs in cands]
 
     @cached_property
     def _candidate_strings(self):
@@ -421,10 +437,12 @@ class SteadyPlan:
     def _expression_strings(self, exprs):
         sub = dict(zip(self._xB, exprs))
         strings = {}
-        for name, e in zip(self.bounded_names, exprs):
-            strings[name] = str(_simplify(e))
-        for name, e in zip(self.sink_names, self._fS):
-            strings[name] = str(_simplify(e.xreplace(sub)))
+        items = list(zip(self.bounded_names, exprs)) + [(n, e.xreplace(sub)) for n, e in zip(self.sink_names, self._fS)]
+        for name, e in items:
+            e = _simplify(e)
+            text = str(e)
+            if not e.has(sp.I) and len(text) <= MAX_EXPRESSION_LENGTH:
+                strings[name] = text
         return strings
 
     @cached_property
@@ -439,6 +457,7 @@ class SteadyPlan:
         """Indices and values of symbolic candidates that are real, finite, non-negative,
         roots to rounding and not unstable at ``p``."""
         out = []
+        self._last_complete = True
         pl = list(map(float, p))
         for k, fn in enumerate(self._candidate_fns):
             try:
@@ -446,6 +465,7 @@ class SteadyPlan:
                     vals = fn(pl)
                 z = np.array([complex(v) for v in vals])
             except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+                self._last_complete = False
                 continue
             if not np.isfinite(z).all() or (np.abs(z.imag) > 1e-9 * (1 + np.abs(z.real))).any():
                 continue
@@ -460,7 +480,7 @@ class SteadyPlan:
             ev = self._eigen_at(x, p)
             if _unstable(ev):
                 continue
-            out.append((k, x))
+            out.append((k, x, ev))
         return out
 
     def _residual_ok(self, x, p, F=None):
@@ -598,26 +618,34 @@ class SteadyPlan:
             self._raise_not_finite(p)
         U, s, Vt = np.linalg.svd(A)
         tol = max(s.max(initial=0.0), 1e-300) * 1e-10
-        null_left = U[:, s <= tol] if (s <= tol).any() else U[:, -1:]
-        null_right = Vt[s <= tol].T if (s <= tol).any() else Vt[-1:].T
-        y = null_left[:, 0]
-        grows = abs(float(y @ b)) > 1e-9 * (np.abs(y) @ np.abs(b) + 1e-300) and np.abs(b).max(initial=0.0) > 0
+        zero = s <= tol
+        if not zero.any():
+            zero[-1] = True
+        left, right = U[:, zero], Vt[zero].T
+
+        def support(M):
+            w = np.abs(M).max(axis=1)
+            return {i for i in range(nb) if w[i] > 1e-8 * max(w.max(), 1e-300)}
+
+        trap = support(left) & support(right) or support(right)
+        members = [self.bounded_names[i] for i in sorted(trap)]
+        one = len(members) == 1
+        grows = np.linalg.norm(left.T @ b) > 1e-9 * (np.abs(left).T @ np.abs(b)).max(initial=0.0) and np.abs(b).max(initial=0.0) > 0
         if grows:
-            members = [self.bounded_names[i] for i in range(nb) if abs(y[i]) > 1e-6 * np.abs(y).max()]
-            depends = []
-            for name in members:
-                users = [k for k, e in zip(self.flow_names, self.rate_exprs)
-                         if self._x[self.state_names.index(name)] in e.free_symbols and self.flows[k].source != name]
-                depends += users
-            why = (f" It is not a sink because {_names(sorted(set(depends)))} depend{'s' if len(set(depends)) == 1 else ''} on it."
-                   if depends else "")
+            why = ""
+            lonely = [m for m in members if not any(fl.source == m for fl in self.flows.values())]
+            if lonely:
+                users = sorted({k for k, e in zip(self.flow_names, self.rate_exprs)
+                                for m in lonely if self._x[self.state_names.index(m)] in e.free_symbols})
+                if users:
+                    why = (f" {_names(lonely)} {'is' if len(lonely) == 1 else 'are'} not a sink because "
+                           f"{'flow' if len(users) == 1 else 'flows'} {_names(users)} depend{'s' if len(users) == 1 else ''} on "
+                           f"{'it' if len(lonely) == 1 else 'them'}.")
             raise SolverError(
-                f"model '{self.name}' has no steady state: {_names(members)} accumulate{'s' if len(members) == 1 else ''} "
-                f"without bound (the material entering {'it' if len(members) == 1 else 'them'} has no outflow that depends on "
-                f"{'its' if len(members) == 1 else 'their'} amount).{why} Add an outflow from {_names(members)} "
+                f"model '{self.name}' has no steady state: {_names(members)} {'accumulates' if one else 'accumulate'} "
+                f"without bound (material keeps entering and nothing removes it at a rate that depends on "
+                f"{'its' if one else 'their'} amount).{why} Add an outflow from {_names(members)} "
                 f"(or check for a rate constant set to 0). Parameter values: {self._params_text(p)}.")
-        v = null_right[:, 0]
-        members = [self.bounded_names[i] for i in range(nb) if abs(v[i]) > 1e-6 * np.abs(v).max()]
         raise SolverError(
             f"model '{self.name}' has no unique steady state: {_names(members)} exchange material without losing any, "
             f"so their total is conserved and the level they settle to depends on the initial amounts. "
@@ -677,7 +705,6 @@ class SteadyState:
         self.method = method
         self.model_name = plan.name
         self.time_unit = plan.time_unit
-        self.parameters = dict(zip(plan.parameter_names, p.tolist()))
         self.values = dict(zip(plan.bounded_names, xB.tolist()))
         self.sinks = dict(zip(plan.sink_names, rS.tolist()))
         self._stable = stable
@@ -685,6 +712,11 @@ class SteadyState:
         self._candidate = candidate
 
     # ---------------------------------------------------------------- lazy parts
+    @cached_property
+    def parameters(self) -> dict:
+        """The parameter values used (after ``parameters`` and ``scale``)."""
+        return dict(zip(self._plan.parameter_names, self._p.tolist()))
+
     @property
     def x_bounded(self) -> np.ndarray:
         """Steady values of the bounded compartments as an array (order of ``values``)."""
@@ -950,7 +982,10 @@ def _settling_times(ss: SteadyState) -> dict | None:
 
 # -------------------------------------------------------------------------- entry points
 def _parameter_vector(compiled, parameters, scale, check=True):
-    p = compiled.parameter_vector(parameters)
+    if type(parameters) is np.ndarray and parameters.shape == (compiled.n_params,) and parameters.dtype == np.float64:
+        p = parameters.copy()
+    else:
+        p = compiled.parameter_vector(parameters)
     if scale:
         index = {name: i for i, name in enumerate(compiled.parameter_names)}
         p = p.copy()
@@ -1010,12 +1045,12 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
         raise ModelError(f"model '{plan.name}' is not affine-linear (some flow rate is nonlinear in the amounts), so "
                          "method='exact-linear' does not apply; use 'auto', 'symbolic' or 'newton'")
     candidate = None
-    x = None
+    x = ev = None
     used = "newton"
     if method in ("auto", "symbolic"):
         admissible = plan._symbolic_admissible(p)
-        if len(admissible) == 1:
-            candidate, x = admissible[0]
+        if len(admissible) == 1 and (plan._last_complete or method == "symbolic"):
+            candidate, x, ev = admissible[0]
             used = "symbolic"
         elif method == "symbolic" and not admissible:
             if plan.symbolic_candidates is None:
@@ -1026,10 +1061,8 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
                               "use method='newton' to search from the initial state")
     if x is None:
         x = plan.newton_from_simulation(p, c.initial_state(p))
-    if len(plan.B):
-        ev = plan._eigen_at(x, p)
-    else:
-        ev = np.zeros(0)
+    if ev is None:
+        ev = plan._eigen_at(x, p) if len(plan.B) else np.zeros(0)
     if _unstable(ev) and not allow_unstable:
         plan._raise_unstable(p, x, ev)
     r = plan.sink_rates(x, p) if len(plan.S) else np.zeros(0)

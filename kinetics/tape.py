@@ -12,7 +12,18 @@ Register file
 Program layout (``Tape.prog``, int64)
     ``prog[0:HEADER]`` is the header (see the ``H_*`` indices), then four int64 per
     instruction ``(opcode, a, b, c)`` with ``a, b, c`` register indices (for ``POWI`` ``b`` is
-    the integer exponent itself), then ``n_outputs`` output register indices.
+    the integer exponent itself), then ``n_outputs`` output register indices, then the linear
+    section: ``n_linear`` output rows, ``n_linear`` coefficient registers, ``n_linear`` input
+    registers. Output ``i`` is ``reg[out[i]] + sum over the linear terms q with row i of
+    reg[coef[q]] * reg[input[q]]`` (see :func:`tape_outputs`).
+
+Linear section
+    With ``linear`` given to :meth:`Tape.from_exprs`, terms ``c * x_j`` of an output (a sum)
+    with ``x_j`` one of those inputs and ``c`` free of varying inputs are taken out of the
+    instruction stream into this sparse matrix-vector product (``c`` lands in the fixed
+    prologue). Mass-action compartment models are mostly such terms; the product costs a
+    fraction of interpreted instructions. It changes the order of the additions, so outputs
+    may differ from a direct evaluation in the last bits.
 
 Fixed prologue
     With ``n_varying`` given, inputs ``n_varying:`` are declared fixed across evaluations
@@ -64,7 +75,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
 __all__ = ["Tape", "run_tape", "eval_tape", "tape_source_hash", "NUMBA_AVAILABLE"]
 
 #: Bump when the program layout changes.
-TAPE_VERSION = 1
+TAPE_VERSION = 2
 
 # Header fields of ``prog``.
 H_VERSION = 0
@@ -75,7 +86,8 @@ H_NFIXED = 4
 H_NOUT = 5
 H_NVARYING = 6
 H_FLAGS = 7
-HEADER = 8
+H_NLIN = 8
+HEADER = 10
 #: ``prog[H_FLAGS]`` bit: input ``i`` (i < 62) is read by some instruction or output.
 # (bits 0..61 record inputs 0..61; inputs beyond 61 are not tracked in the flags.)
 
@@ -347,6 +359,24 @@ def tape_outputs_offset(prog):
 
 
 @_jit
+def tape_outputs(prog, reg, out):
+    """Gather the outputs after :func:`run_tape`: the output registers plus the linear
+    section. ``out`` has ``n_outputs`` entries."""
+    up = prog.view(np.uint64)
+    o = HEADER + 4 * prog[H_NINSTR]
+    for i in range(out.shape[0]):
+        out[i] = reg[up[o + i]]
+    nl = prog[H_NLIN]
+    if nl > 0:
+        lr = o + out.shape[0]
+        rows = up[lr:lr + nl]
+        coef = up[lr + nl:lr + 2 * nl]
+        xin = up[lr + 2 * nl:lr + 3 * nl]
+        for q in range(nl):
+            out[rows[q]] += reg[coef[q]] * reg[xin[q]]
+
+
+@_jit
 def eval_tape(prog, consts, inputs, reg, out):
     """Evaluate the whole tape: ``out[i] = expr_i(inputs)``. ``reg`` is scratch of length
     ``n_registers``."""
@@ -355,9 +385,7 @@ def eval_tape(prog, consts, inputs, reg, out):
         reg[i] = inputs[i]
     tape_load(prog, consts, reg)
     run_tape(prog, reg, np.int64(0), prog[H_NINSTR])
-    o = HEADER + 4 * prog[H_NINSTR]
-    for i in range(prog[H_NOUT]):
-        out[i] = reg[prog[o + i]]
+    tape_outputs(prog, reg, out)
 
 
 @_jit
@@ -610,16 +638,44 @@ class _Builder:
         return self.emit(OP_POW, self.build(base), self.build(ex))
 
 
+def _split_linear(exprs, inputs, n_varying, linear):
+    """Split each expression into a remainder and terms ``c * x_j`` (x_j = inputs[j] with j in
+    ``linear``, c free of the varying inputs). Returns (remainders, [(row, j, c)])."""
+    linear = sorted(set(int(j) for j in linear))
+    for j in linear:
+        if not 0 <= j < n_varying:
+            raise ValueError(f"linear input index {j} is not a varying input (< {n_varying})")
+    varying = [inputs[j] for j in range(n_varying)]
+    index = {inputs[j]: j for j in linear}
+    remainders, terms = [], []
+    for row, e in enumerate(exprs):
+        coeffs: dict[int, sp.Expr] = {}
+        rest = []
+        for term in sp.Add.make_args(e):
+            c, x = term.as_independent(*varying, as_Add=False)
+            j = index.get(x)
+            if j is None or c.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+                rest.append(term)
+            else:
+                coeffs[j] = coeffs.get(j, sp.S.Zero) + c
+        remainders.append(sp.Add(*rest))
+        for j, c in coeffs.items():
+            if c != 0:
+                terms.append((row, j, c))
+    return remainders, terms
+
+
 class Tape:
     """A compiled straight-line program evaluating expressions of ``inputs``.
 
     Attributes: ``prog`` (int64 program, see the module docstring), ``consts`` (float64),
     ``n_inputs``, ``n_outputs``, ``n_instructions``, ``n_fixed``, ``n_varying``,
-    ``n_registers``, ``uses_input`` (bool array: which inputs the outputs depend on).
+    ``n_linear`` (terms in the linear section), ``n_registers``, ``uses_input`` (bool array:
+    which inputs the outputs depend on).
     """
 
     __slots__ = ("prog", "consts", "n_inputs", "n_outputs", "n_instructions", "n_fixed",
-                 "n_varying", "n_registers", "uses_input", "_reg", "aux")
+                 "n_varying", "n_linear", "n_registers", "uses_input", "_reg", "aux")
 
     def __init__(self, prog: np.ndarray, consts: np.ndarray, uses_input: np.ndarray):
         self.prog = np.ascontiguousarray(prog, dtype=np.int64)
@@ -631,6 +687,7 @@ class Tape:
         self.n_instructions = int(self.prog[H_NINSTR])
         self.n_fixed = int(self.prog[H_NFIXED])
         self.n_varying = int(self.prog[H_NVARYING])
+        self.n_linear = int(self.prog[H_NLIN])
         self.n_registers = self.n_inputs + int(self.prog[H_NCONST]) + self.n_instructions
         self.uses_input = np.asarray(uses_input, dtype=bool)
         self._reg = np.empty(self.n_registers)
@@ -639,13 +696,17 @@ class Tape:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_exprs(cls, exprs, inputs, n_varying: int | None = None) -> "Tape":
+    def from_exprs(cls, exprs, inputs, n_varying: int | None = None,
+                   linear=None) -> "Tape":
         """Compile ``exprs`` (sympy expressions of the symbols ``inputs``) to a tape.
 
         ``n_varying``: the first ``n_varying`` inputs change from one evaluation to the
         next, the rest stay fixed over many evaluations (e.g. model parameters during one
         integration); instructions depending only on fixed inputs form the prologue
         (``n_fixed``). Default: every input varies (no prologue).
+
+        ``linear``: indices of varying inputs whose terms with fixed coefficients go to the
+        linear section (see the module docstring). Default: none.
 
         Raises ``ValueError`` naming an unsupported sympy node or an unknown symbol.
         """
@@ -656,6 +717,11 @@ class Tape:
         if not 0 <= n_varying <= n_in:
             raise ValueError(f"n_varying={n_varying} must lie in [0, {n_in}]")
         exprs = [sp.sympify(e) for e in exprs]
+        lin_terms: list[tuple[int, int, sp.Expr]] = []
+        if linear:
+            exprs, lin_terms = _split_linear(exprs, inputs, n_varying, linear)
+        n_user = len(exprs)
+        exprs = exprs + [c for _, _, c in lin_terms]
         b = _Builder(inputs)
         # Trivial outputs (numbers, inputs) bypass CSE; that keeps big sparse Jacobians cheap.
         nontrivial = [i for i, e in enumerate(exprs) if not (e.is_Number or e.is_Symbol
@@ -672,11 +738,13 @@ class Tape:
         for i, e in enumerate(exprs):
             if out_refs[i] is None:
                 out_refs[i] = b.build(e)
-        return cls._assemble(b, out_refs, n_in, n_varying)
+        lin = [(row, j, out_refs[n_user + q]) for q, (row, j, _) in enumerate(lin_terms)]
+        return cls._assemble(b, out_refs[:n_user], n_in, n_varying, lin)
 
     @classmethod
-    def _assemble(cls, b: _Builder, out_refs, n_in, n_varying) -> "Tape":
+    def _assemble(cls, b: _Builder, out_refs, n_in, n_varying, lin=()) -> "Tape":
         instrs = list(b.instrs)
+        all_refs = list(out_refs) + [c for _, _, c in lin]
 
         def refs_of(ins):
             return [r for r in ins[1:1 + OP_ARITY[ins[0]]]]
@@ -687,7 +755,7 @@ class Tape:
         # Liveness: keep only instructions reachable from the outputs.
         def liveness():
             live = [False] * len(instrs)
-            stack = [r[1] for r in out_refs if r[0] == "t"]
+            stack = [r[1] for r in all_refs if r[0] == "t"]
             while stack:
                 k = stack.pop()
                 if live[k]:
@@ -713,7 +781,7 @@ class Tape:
                 for r in refs_of(ins):
                     if is_temp(r):
                         uses[r[1]] += 1
-        for r in out_refs:
+        for r in all_refs:
             if is_temp(r):
                 uses[r[1]] += 1
 
@@ -758,7 +826,8 @@ class Tape:
 
         n_instr = len(order)
         n_out = len(out_refs)
-        prog = np.zeros(HEADER + 4 * n_instr + n_out, dtype=np.int64)
+        n_lin = len(lin)
+        prog = np.zeros(HEADER + 4 * n_instr + n_out + 3 * n_lin, dtype=np.int64)
         prog[H_VERSION] = TAPE_VERSION
         prog[H_NIN] = n_in
         prog[H_NCONST] = n_const
@@ -766,6 +835,7 @@ class Tape:
         prog[H_NFIXED] = n_fixed
         prog[H_NOUT] = n_out
         prog[H_NVARYING] = n_varying
+        prog[H_NLIN] = n_lin
         uses_in = np.zeros(n_in, dtype=bool)
         for j, k in enumerate(order):
             ins = instrs[k]
@@ -782,6 +852,14 @@ class Tape:
             prog[o + i] = reg(r)
             if r[0] == "i":
                 uses_in[r[1]] = True
+        lo = o + n_out
+        for q, (row, j, c) in enumerate(lin):
+            prog[lo + q] = row
+            prog[lo + n_lin + q] = reg(c)
+            prog[lo + 2 * n_lin + q] = j
+            uses_in[j] = True
+            if c[0] == "i":
+                uses_in[c[1]] = True
         flags = 0
         for i in range(min(n_in, 62)):
             if uses_in[i]:
@@ -839,6 +917,11 @@ class Tape:
             mark = "  (fixed)" if k < self.n_fixed else ""
             lines.append(f"r{k} = {OP_NAMES[int(op)]}({', '.join(args)}){mark}")
         lines.append("out = [" + ", ".join(name(int(r)) for r in self.out_index) + "]")
+        lo = HEADER + 4 * self.n_instructions + self.n_outputs
+        nl = self.n_linear
+        for q in range(nl):
+            row, c, j = self.prog[lo + q], self.prog[lo + nl + q], self.prog[lo + 2 * nl + q]
+            lines.append(f"out[{row}] += {name(int(c))} * in{j}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
