@@ -22,7 +22,6 @@ import math
 
 import numpy as np
 import sympy as sp
-from scipy.integrate import solve_ivp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
@@ -323,6 +322,7 @@ class CompiledModel:
         return X, Y[:, n:].reshape(len(times), n, K)
 
     def _solve_lsoda(self, system, num, y0, p, u, D, times, t0, rtol, atol):
+        from scipy.integrate import solve_ivp  # only this fallback needs it (slow to import)
         pl, ul = list(p), list(u)
         if D is None:
             f, J = num["f"], num["J"]

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import sympy as sp
 
 from .compile import DEFAULT_ATOL, DEFAULT_RTOL
@@ -306,15 +305,17 @@ class Simulation:
         raise KeyError(f"unknown name '{name}'")
 
     @property
-    def wide(self) -> pd.DataFrame:
+    def wide(self):
         """One row per time: ``time``, then a column per compartment and per observable."""
+        import pandas as pd
         data = {"time": self.times}
         for name in self.names:
             data[name] = self[name]
         return pd.DataFrame(data)
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self):
         """Tidy (long) table: ``time``, ``name``, ``kind`` (compartment/observable), ``value``."""
+        import pandas as pd
         frames = []
         for name in self.names:
             kind = "observable" if name in self.observable_names else "compartment"
