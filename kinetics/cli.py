@@ -181,7 +181,7 @@ def cmd_steady(args):
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         if table is not None:
             print("\n[[What-if: " + ", ".join(f"{k} x {v:g}" for k, v in scale.items()) + "]]")
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            print(table.to_string(float_format=lambda v: f"{v:.5g}"))
         if uncertainty is not None:
             print(f"\n[[95 % intervals from the fit in {args.fit}]] (delta method on the log scale; sampling: "
                   f"{args.samples} parameter draws)")

@@ -71,7 +71,8 @@ def _lambdify(args, exprs, vector=False):
     if not exprs:
         return lambda *a: []
     printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax}, "numpy" if vector else "math"]
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
+               "numpy" if vector else "math"]
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 
 

@@ -35,12 +35,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sympy as sp
 from scipy.linalg import expm
-from scipy.optimize import brentq
 
 from .errors import ModelError, SolverError
 from .expressions import TIME
 from .linear import _eigen, solve_affine
-from .steady import _eigvals, steady_plan
+from .steady import _eigvals, _find_root, steady_plan
 
 __all__ = ["pk_summary", "PKSummary"]
 
@@ -129,7 +128,7 @@ def _minutes(time_unit):
 def _unit_text(expr):
     from .units import format_unit
     try:
-        return format_unit(sp.simplify(expr))
+        return format_unit(expr)  # units are monomials: sympy combines their powers itself
     except Exception:  # noqa: BLE001 - units are a courtesy
         return None
 
@@ -151,7 +150,7 @@ def _units(model, dose_comp, obs_unit):
         out["auc"] = _unit_text(O * T)
         out["aumc"] = _unit_text(O * T ** 2)
     if O is not None and D is not None:
-        ratio = sp.simplify(D / O)
+        ratio = D / O
         out["clearance"] = _unit_text(ratio / T)
         out["vss"] = _unit_text(ratio)
         if ratio == DIMENSIONLESS:
@@ -213,23 +212,17 @@ def pk_summary(model, dose, observable: str, parameters=None, t_last: float | No
     c = plan.compiled
     p = c.parameter_vector(parameters)
     comp, amount = _dose(c, dose)
-    expr, obs_unit = _observable(c, plan, observable)
     if t_last is not None and not (isinstance(t_last, (int, float)) and t_last > 0 and math.isfinite(t_last)):
         raise ModelError(f"t_last must be a positive time, got {t_last!r}")
-    sinks = [plan._x[i] for i in plan.S]
-    used_sinks = [s.name for s in sinks if s in expr.free_symbols]
-    if used_sinks:
-        raise ModelError(f"observable '{observable}' of model '{c.name}' depends on {', '.join(used_sinks)}, which only "
-                         "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
-                         "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
-    xB = plan._xB
-    linear_obs = (TIME not in expr.free_symbols
-                  and all(not (sp.diff(expr, s).free_symbols & set(c._x_syms)) for s in xB))
+    key = ("pk", comp, observable)
+    prepared = plan.cache.get(key)
+    if prepared is None:
+        prepared = plan.cache[key] = _prepare(plan, comp, observable)
+    expr, linear_obs, units, concentration, why = prepared
     exact = c.affine and linear_obs
     if method == "exact" and not exact:
         raise ModelError(f"model '{c.name}': the exact PK path needs an affine-linear model and an observable linear in the "
                          "compartments; use method='auto' or 'numeric'")
-    units, concentration, why = _units(c.model, comp, obs_unit)
     summary = (_exact if exact and method != "numeric" else _numeric)(plan, p, comp, amount, expr, t_last)
     summary.update(model_name=c.name, observable=observable, dose_compartment=comp, dose=amount,
                    time_unit=c.model.time_unit, units=units, t_last=None if t_last is None else float(t_last),
@@ -250,11 +243,28 @@ def pk_summary(model, dose, observable: str, parameters=None, t_last: float | No
     return PKSummary(**summary)
 
 
+def _prepare(plan, comp, observable):
+    """Symbolic work per (model, dose compartment, observable), cached on the plan."""
+    c = plan.compiled
+    expr, obs_unit = _observable(c, plan, observable)
+    sinks = [plan._x[i] for i in plan.S]
+    used_sinks = [s.name for s in sinks if s in expr.free_symbols]
+    if used_sinks:
+        raise ModelError(f"observable '{observable}' of model '{c.name}' depends on {', '.join(used_sinks)}, which only "
+                         "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
+                         "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
+    linear_obs = (TIME not in expr.free_symbols
+                  and all(not (sp.diff(expr, s).free_symbols & set(c._x_syms)) for s in plan._xB))
+    units, concentration, why = _units(c.model, comp, obs_unit)
+    return expr, linear_obs, units, concentration, why
+
+
 # ----------------------------------------------------------------------------- exact path
 def _gradient(plan, expr, p):
-    xB = plan._xB
-    grads = [sp.diff(expr, s) for s in xB]
-    fn = sp.lambdify([plan._p], grads, "math")
+    key = ("pk-gradient", expr)
+    fn = plan.cache.get(key)
+    if fn is None:
+        fn = plan.cache[key] = sp.lambdify([plan._p], [sp.diff(expr, s) for s in plan._xB], "math")
     return np.array(fn(list(map(float, p))), dtype=float).reshape(-1)
 
 
@@ -328,7 +338,7 @@ def _exact(plan, p, comp, amount, expr, t_last):
     if k > 0:
         lo, hi = grid[k - 1], grid[min(k + 1, len(grid) - 1)]
         if dy_at(lo) > 0 > dy_at(hi):
-            tmax = float(brentq(dy_at, lo, hi, xtol=1e-15 * hi, rtol=4 * np.finfo(float).eps))
+            tmax = float(_find_root(dy_at, lo, hi, xtol=1e-15 * hi))
         else:
             tmax = float(grid[k])
         cmax = float(y_at([tmax])[0])
@@ -360,7 +370,11 @@ def _numeric(plan, p, comp, amount, expr, t_last):
     x0 = c.initial_state(p)
     xd = x0.copy()
     xd[c.state_names.index(comp)] += amount
-    obs_fn = sp.lambdify([TIME, c._x_syms, plan._p], expr, "numpy")
+    key = ("pk-numeric", expr)
+    if key not in plan.cache:
+        plan.cache[key] = (sp.lambdify([TIME, c._x_syms, plan._p], expr, "numpy"),
+                           sp.lambdify([TIME, c._x_syms, plan._p], [sp.diff(expr, s) for s in plan._xB], "math"))
+    obs_fn, grad = plan.cache[key]
     pl = list(map(float, p))
     rtol, atol = 1e-10, 1e-12 * max(1.0, float(np.abs(xd).max()))
 
@@ -381,7 +395,6 @@ def _numeric(plan, p, comp, amount, expr, t_last):
 
     # linearisation at the baseline: time scales and the low-dose phases
     J = plan.jacobian_bounded(x0[B], p)
-    grad = sp.lambdify([TIME, c._x_syms, plan._p], [sp.diff(expr, s) for s in plan._xB], "math")
     cvec = np.array(grad(0.0, list(map(float, x0)), pl), dtype=float).reshape(-1)
     d = np.zeros(len(B))
     if comp in plan.bounded_names:

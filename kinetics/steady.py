@@ -11,15 +11,18 @@ Sinks and the bounded subsystem
 Methods (``SteadyState.method``)
     ``"exact-linear"``
         Affine-linear models: A x = -b on the bounded subsystem (LAPACK ``dgesv``). The
-        per-call work is A, b at the new parameters (generated code, index arrays precomputed
-        once per model) and one solve; see :func:`steady_plan` for the bare fast path.
+        per-call work is one generated function giving A, b (and the sinks' rows) at the new
+        parameters, one solve and a compartmental-matrix stability test (eigenvalues only when
+        that test is inconclusive); see :func:`steady_plan` for the bare fast path.
     ``"symbolic"``
         Nonlinear models that sympy can solve: the bounded subsystem is split into strongly
         connected blocks (solved one after the other, earlier ones substituted); linear blocks
         by LU, small polynomial blocks (at most 3 states, Bezout number at most 2: quadratics) by
         ``sympy.solve``. The candidate solutions are evaluated at the parameter values and the
         one that is real, non-negative, a root to rounding and stable is taken. Where more
-        than one qualifies, the one reached from the model's initial state (Newton path) wins.
+        than one qualifies (or a candidate cannot be evaluated), the Newton path decides: the
+        steady state reached from the model's initial state wins, and its expression is the
+        candidate it matches.
     ``"newton"``
         Otherwise: simulate from the model's initial state to a horizon set by the slowest
         eigenvalue of the linearisation (growing tenfold until done), then damped Newton on the
@@ -35,7 +38,8 @@ Stability, settling time, fluxes, sensitivities
     whose steady value is smaller than its largest distance from it along the way (for example
     a steady value of 0), within 5 % of that largest distance instead. For one compartment
     filling from zero at rate constant k this is ln(20)/k exactly. Exact (root-finding on the
-    exact solution) for affine models, from a dense simulation for nonlinear ones.
+    exact solution) for affine models, from a dense simulation for nonlinear ones;
+    ``settling_times`` gives the time per compartment.
     Sensitivities d ln x / d ln p by the implicit function theorem: dx/dp = -J^-1 df/dp at the
     steady state (for sinks, the derivative of their inflow rate).
 
@@ -171,6 +175,40 @@ def _eigvals(M) -> np.ndarray:
     return wr + 1j * wi if wi.any() else wr
 
 
+def _find_root(f, a, b, xtol=0.0, maxiter=200):
+    """A root of the continuous function f in [a, b] where f(a), f(b) differ in sign:
+    regula falsi with the Illinois modification (superlinear), to ``xtol`` or rounding.
+    (Own code so that steady states do not need scipy.optimize, slow to import.)"""
+    fa, fb = f(a), f(b)
+    if fa == 0:
+        return a
+    if fb == 0:
+        return b
+    if (fa > 0) == (fb > 0):
+        raise ValueError("f(a) and f(b) must differ in sign")
+    side = 0
+    c_old = a
+    for _ in range(maxiter):
+        c = (a * fb - b * fa) / (fb - fa)
+        if not (min(a, b) <= c <= max(a, b)) or not math.isfinite(c):
+            c = 0.5 * (a + b)
+        fc = f(c)
+        if fc == 0 or abs(c - c_old) <= max(xtol, 4 * np.finfo(float).eps * abs(c)):
+            return c
+        c_old = c
+        if (fc > 0) == (fb > 0):
+            b, fb = c, fc
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a, fa = c, fc
+            if side == 1:
+                fb *= 0.5
+            side = 1
+    return c
+
+
 def _simplify(expr):
     try:
         return sp.factor(expr)
@@ -227,6 +265,8 @@ class SteadyPlan:
             for end in (fl.source, fl.target):
                 if end in index:
                     self._incidence[index[end], k] = 1.0
+        #: derived per-model artefacts of other modules (e.g. :mod:`kinetics.pk`), keyed by them
+        self.cache: dict = {}
         if self.affine and not self.time_dependent:
             self._build_affine()
 
@@ -870,7 +910,7 @@ class SteadyState:
             lines.append(f"{'compartment':<{w}}  {'value':>{wv}}  {'unit':<{wu}}  expression")
             lines += [f"{a:<{w}}  {b:>{wv}}  {c:<{wu}}  {d}".rstrip() for a, b, c, d in rows]
         if sink_rows:
-            lines += ["", f"{'sink':<{w}}  {'rate':>{wv}}  {'unit':<{wu}}  expression  (accumulates: steady inflow rate)"]
+            lines += ([""] if rows else []) + [f"{'sink':<{w}}  {'rate':>{wv}}  {'unit':<{wu}}  expression  (accumulates: steady inflow rate)"]
             lines += [f"{a:<{w}}  {b:>{wv}}  {c:<{wu}}  {d}".rstrip() for a, b, c, d in sink_rows]
         ev = ", ".join(_fmt(z) for z in self.eigenvalues) or "none"
         lines += ["", f"stable: {'yes' if self.stable else 'no'} (eigenvalues per {tu}: {ev})"]
@@ -899,7 +939,8 @@ class SteadyState:
     def __repr__(self):
         vals = ", ".join(f"{k}={_fmt(v)}" for k, v in self.values.items())
         sinks = ", ".join(f"{k}: {_fmt(v)}/{self.time_unit}" for k, v in self.sinks.items())
-        return f"<SteadyState of '{self.model_name}' ({self.method}): {vals}" + (f"; sinks {sinks}" if sinks else "") + ">"
+        parts = [p for p in (vals, f"sinks {sinks}" if sinks else "") if p]
+        return f"<SteadyState of '{self.model_name}' ({self.method}): {'; '.join(parts) or 'no compartments'}>"
 
 
 def _json_float(v):
@@ -961,11 +1002,9 @@ def _settling_times(ss: SteadyState) -> dict | None:
             continue
         t_lo, t_hi = float(times[k]), float(times[k + 1])
         if plan.affine:
-            from scipy.optimize import brentq
-
             def g(t, i=i):
                 return float(abs(states([t])[0, i] - x_star[i]) / tol[i] - 1.0)
-            out[name] = float(brentq(g, t_lo, t_hi, xtol=1e-14 * max(t_hi, 1e-300), rtol=4 * np.finfo(float).eps, maxiter=200))
+            out[name] = float(_find_root(g, t_lo, t_hi, xtol=1e-14 * t_hi))
         else:
             # a fine grid across the crossing, then linear interpolation of the margin
             fine = np.linspace(t_lo, t_hi, 201)
@@ -1096,17 +1135,19 @@ def compare_scenarios(model, baseline: dict | None, scenarios: dict) -> pd.DataF
     """
     plan = steady_plan(model)
     c = plan.compiled
+    if "baseline" in (scenarios or {}):
+        raise ModelError("a scenario may not be called 'baseline' (that column is the baseline itself); rename it")
     base_set, base_scale = _split_scenario(baseline, "baseline")
     p_base = _parameter_vector(c, base_set, base_scale)
     results = {"baseline": steady_state(c, p_base)}
     for name, spec in (scenarios or {}).items():
         s_set, s_scale = _split_scenario(spec, f"scenario '{name}'")
         values = dict(zip(c.parameter_names, p_base.tolist()))
-        for k, v in s_set.items():
-            if k not in values:
-                c.parameter_vector({k: v})  # raises the standard unknown-parameter error
-            values[k] = float(v)
         try:
+            for k, v in s_set.items():
+                if k not in values:
+                    c.parameter_vector({k: v})  # raises the standard unknown-parameter error
+                values[k] = float(v)
             results[name] = steady_state(c, values, scale=s_scale)
         except (SolverError, ModelError) as exc:
             raise type(exc)(f"scenario '{name}': {exc}") from None
