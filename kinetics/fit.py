@@ -29,6 +29,8 @@ __all__ = ["fit", "FitResult", "CHI2_95"]
 #: 95 % threshold of the profile likelihood ratio (chi-square, 1 degree of freedom).
 CHI2_95 = float(chi2.ppf(0.95, 1))
 _LOCAL_METHODS = ("least_squares", "leastsq")
+_PENALTY = 1e10          # residual returned where the model cannot be simulated
+_FAILED_RSS = 1e19       # an optimum this bad sits on penalty residuals
 _GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
 
 
@@ -56,7 +58,7 @@ class _Objective:
                 r = self.problem.residuals(x, self.weights)
         except SolverError:
             # a failed simulation in a trial step is a bad step, not the end of the fit
-            return np.full(self.problem.n_data, 1e10)
+            return np.full(self.problem.n_data, _PENALTY)
         return r
 
     def jacobian(self, params):
@@ -232,7 +234,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         raise FitError(f"{problem.origin}: every start failed; first message: {runs[0]['message']}. "
                        "Check the bounds and starting values in the fit spec.")
     best = min(finite, key=lambda r: r["rss"])
-    result = FitResult(problem, best["x"], best["rss"], weights, noise_params, runs, local_method,
+    x_best, rss_best = best["x"], best["rss"]
+    if problem.noise == "proportional":
+        # sigma_i = s |f_i|: weighting by the measured values (the starts) biases the curve low,
+        # so reweight by the fitted curve until the estimate stops moving (generalized least squares)
+        x_best, rss_best, weights = _reweight_by_prediction(problem, x_best, use_jacobian, max_nfev)
+    result = FitResult(problem, x_best, rss_best, weights, noise_params, runs, local_method,
                        time.perf_counter() - t_start, use_jacobian)
     if profiles:
         result.compute_profiles(progress=progress)
@@ -240,6 +247,21 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.sample(**(mcmc if isinstance(mcmc, dict) else {}))
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=20, tol=1e-9):
+    weights = problem.prediction_weights(x)
+    rss = math.inf
+    for _ in range(max_rounds):
+        x_new, rss, _ = _local_fit(problem, x, weights, None, "least_squares", use_jacobian, max_nfev)
+        new_weights = problem.prediction_weights(x_new)
+        moved = np.max(np.abs(x_new - x)) if len(x) else 0.0
+        x = x_new
+        if moved < tol and np.allclose(new_weights, weights, rtol=1e-9):
+            break
+        weights = new_weights
+        rss = float(np.sum((weights * (problem.y - problem.predict(x)[0])) ** 2))
+    return x, rss, weights
 
 
 def _fit_combined_noise(problem, use_jacobian, max_nfev):
@@ -371,6 +393,8 @@ class FitResult:
             j = p.free.index(name)
             sd = math.sqrt(max(self.covariance_internal[j, j], 0)) if np.isfinite(self.covariance_internal[j, j]) else 0.1
             step0 = min(max(sd, 1e-3), 0.5) if p.log_mask[j] else max(sd, 1e-6 * (abs(self.x[j]) + 1))
+            # log10 parameters: 6 decades either side; linear ones: a million standard errors
+            max_distance = 6.0 if p.log_mask[j] else 1e6 * max(sd, 1e-6 * (abs(self.x[j]) + 1))
             points = [(self.x[j], 0.0)]
             ends = {}
             for direction in (-1, 1):
@@ -380,11 +404,17 @@ class FitResult:
                 closed = False
                 for _ in range(max_steps):
                     v = prev_v + direction * step
+                    # never wander further than max_distance from the estimate (an unbounded flat profile)
+                    limit = self.x[j] + direction * max_distance
+                    if direction * (limit - bound) < 0:
+                        bound = limit
                     at_bound = (direction < 0 and v <= bound) or (direction > 0 and v >= bound)
                     if at_bound:
                         v = bound
                     xs[j] = v
                     xs, rss, _ = _local_fit(p, xs, self.weights, fixed={j}, use_jacobian=self.use_jacobian)
+                    if not np.isfinite(rss) or rss >= _FAILED_RSS:
+                        break  # the model cannot be simulated out here: the side stays open
                     d = self._profile_delta(rss)
                     points.append((v, d))
                     if d >= threshold:

@@ -11,9 +11,9 @@ Parameters live on three levels:
   parameter with an expression of fit parameters (``Vmax = "Vmax * f_depleted"``).
 
 The residual of data point i is w_i (y_i - f_i) with weights fixed by the noise model
-(constant: 1, proportional: 1/|y_i|, data: 1/sigma_i); the common noise scale s is estimated
-in closed form, s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see
-:meth:`FitProblem.loglik`). The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two
+(constant: 1, proportional: 1/|f_i| at the fitted curve, found by iterative reweighting that
+starts from 1/|y_i|; data: 1/sigma_i); the common noise scale s is estimated in closed form,
+s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see :meth:`FitProblem.loglik`). The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two
 noise parameters estimated by an outer search (:mod:`kinetics.fit`).
 """
 
@@ -140,6 +140,8 @@ class FitProblem:
         self._plans = []
         series_names = compiled.state_names + compiled.observable_names
         for cname, cond in self.conditions.items():
+            if cname not in data.conditions:
+                continue  # a condition without measurements contributes nothing to the fit
             rows = data.for_condition(cname)
             if rows.empty:
                 continue
@@ -304,6 +306,13 @@ class FitProblem:
         w = self.weights if noise_weights is None else noise_weights
         return w * (self.y - f), -w[:, None] * J
 
+    def prediction_weights(self, internal):
+        """Proportional-noise weights 1/|f_i| at the predictions (floored to avoid division by 0)."""
+        f, _ = self.predict(internal)
+        scale = np.abs(f)
+        floor = 1e-9 * max(float(scale.max()), 1e-300)
+        return 1.0 / np.maximum(scale, floor)
+
     def combined_weights(self, a, b):
         """Weights 1/sigma_i for the combined noise model sigma_i = sqrt(a^2 + b^2 y_i^2)."""
         return 1.0 / np.sqrt(a * a + b * b * self.y * self.y)
@@ -397,6 +406,15 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     if unknown:
         key = sorted(unknown)[0]
         raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
+    for key, kind, what in (("multistart", int, "a whole number of starts (>= 1)"), ("seed", int, "a whole number"),
+                            ("log_scale", bool, "true or false"), ("profiles", bool, "true or false"),
+                            ("noise", str, "one of constant, proportional, combined, data"),
+                            ("method", str, "an optimizer name"), ("max_nfev", int, "a whole number"),
+                            ("free", list, "a list of parameter names")):
+        if key in fit and (not isinstance(fit[key], kind) or (kind is int and isinstance(fit[key], bool))):
+            raise DataError(f"{origin}: [fit] {key} = {fit[key]!r} must be {what}")
+    if isinstance(fit.get("multistart"), int) and fit["multistart"] < 1:
+        raise DataError(f"{origin}: [fit] multistart must be at least 1")
     conditions = []
     for cname, centry in spec.get("conditions", {}).items():
         where = f"{origin}: [conditions.{cname}]"

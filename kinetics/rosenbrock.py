@@ -1,7 +1,17 @@
 """Compiled stiff integrator (Rodas5P) for small nonlinear systems, driven by instruction tapes.
 
 The model enters as data (:class:`kinetics.tape.Tape`), so the numba machine code is compiled
-once, cached on disk (``__pycache__`` beside this file) and reused for every model.
+once, cached on disk and reused for every model: a new model never triggers a compilation.
+
+Disk cache
+    numba's ``cache=True``: the compiled code goes to ``__pycache__`` beside this file (the
+    source tree for an editable install), or, where that is not writable, to numba's user-wide
+    cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
+    loads it (about 0.05 s, plus numba's own start-up of a few tenths of a second on the first
+    compiled call of the process); with an empty cache it compiles (tens of seconds, once per
+    machine and numba/Python version). numba invalidates an entry when its own source file
+    changes; the integrator additionally keys on a hash of ``tape.py`` (whose interpreter it
+    inlines), see :func:`_make_solver`. :func:`warm_up` triggers the load or the compilation.
 
 Method
     Rodas5P: an 8-stage, order-5 Rosenbrock-Wanner method with an embedded order-4 error
@@ -17,8 +27,14 @@ Step control
     Hairer's initial-step heuristic (HW I, Sect. II.4), the error norm of RODAS
     (``sk_i = atol_i + rtol*max(|y_i|, |y1_i|)``, root mean square), and Gustafsson's
     predictive step-size controller as in RODAS (exponent 1/5 for the order-4 estimate).
-    A new Jacobian and LU factorization (partial pivoting, written out for small systems) per
-    step; after a rejection only the factorization is redone.
+
+Linear algebra
+    A new Jacobian and LU factorization of ``I/(h*gamma) - J`` per step (after a rejection
+    only the factorization is redone). The factorization follows the Jacobian's sparsity:
+    a symbolic LU in the natural order (fill-in included) is computed once per Jacobian tape
+    and run as a flat program with a threshold-pivoting test (``|pivot| >= 0.1 * max |column
+    below|``, always met by compartmental, diagonally dominant matrices); if the test fails,
+    that step uses a dense LU with partial pivoting instead.
 
 Output times
     By default the state at each output time comes from the dense output of the step that
@@ -28,7 +44,8 @@ Output times
 Time-dependent right-hand sides
     The Rosenbrock stages need ``df/dt``. Pass a ``dfdt`` tape (:func:`build_tapes` makes one
     symbolically whenever the right-hand side contains ``t``); without it, a right-hand side
-    that reads input 0 gets a central finite difference with step ``eps**(1/3)*max(|t|, h)``.
+    that reads input 0 gets a central finite difference with step
+    ``eps**(1/3) * max(h, eps**(1/3) * |t|)`` (two more rhs evaluations per step).
     Integrate piecewise across discontinuities in ``t`` (doses, switches): restart there.
 
 Status codes: see the ``STATUS_*`` constants and :data:`STATUS_MESSAGES`. On failure the rows
@@ -166,6 +183,7 @@ FACMIN = 1.0 / 6.0   # at most 6x larger
 FACMAX = 5.0         # at most 5x smaller
 EXPO = 0.2           # 1/(q+1), q = 4 the order of the embedded estimate
 EPS = 2.220446049250313e-16
+_ERRMIN_E = 1e-2 ** EXPO  # RODAS keeps max(1e-2, err) of the last accepted step
 MAX_SINGULAR = 6
 
 # --------------------------------------------------------------------------- numba kernels
@@ -347,51 +365,55 @@ def _dense_output(theta, y0, y1, K, out):
         out[i] = th1 * y0[i] + theta * (y1[i] + th1 * (q1 + theta * (q2 + theta * q3)))
 
 
-# Sparse LU plan (int64), for elimination in the natural order without row exchanges:
-#   [n, rowptr (n+1), colptr (n+1), rowidx (nL), colidx (nU), Lr (nL), Lc (nL), Ur (nU), Uc (nU),
-#    pos (n + nL + nU), lpos (nL), upos (nU)]
-# For pivot k, rowidx[rowptr[k]:rowptr[k+1]] are the rows i > k with L[i, k] structurally
-# nonzero and colidx[colptr[k]:colptr[k+1]] the columns j > k with U[k, j] nonzero (fill-in
-# included). (Lr, Lc) lists the L entries column by column and (Ur, Uc) the U entries from
-# the last row up: the order in which the triangular solves use them as flat loops. ``pos``
-# lists the flat positions i*n+j of every entry of the pattern (diagonal and fill included),
-# lpos and upos those of (Lr, Lc) and (Ur, Uc).
+# Sparse LU plan (int64), for elimination in the natural order without row exchanges of a
+# matrix with a fixed pattern (the Jacobian's plus the diagonal plus fill-in). Layout:
+#   plan[P_N], plan[P_NL], plan[P_NU], plan[P_NPAT], plan[P_NOPS]: n, entries of L below and
+#   of U above the diagonal, entries of the pattern, operations of the LU program;
+#   plan[P_xxx] for the other P_* names: offsets of the sections
+#     LR, LC (nL): L entries column by column, the order of the forward substitution,
+#     UR, UC (nU): U entries from the last row up, the order of the back substitution,
+#     FPOS (npat): flat positions i*n+j of the pattern, LPOS (nL), UPOS (nU): of L and U,
+#     OPS (3*nops): the factorization as a flat program of (code, a, b):
+#        AMAX  (0, pos, -): amax = max(amax, |M[pos]|) over the column below a pivot
+#        PIVOT (1, k, pos): threshold test of M[pos] against amax, dinv[k] = 1/M[pos]
+#        MULT  (2, pos, k): l = M[pos] *= dinv[k]
+#        UPD   (3, pos_ij, pos_kj): M[pos_ij] -= l * M[pos_kj]
+# Flat loops with unsigned indices: at these sizes loop set-up, not arithmetic, is the cost.
+P_N, P_NL, P_NU, P_NPAT, P_NOPS = 0, 1, 2, 3, 4
+P_LR, P_LC, P_UR, P_UC, P_FPOS, P_LPOS, P_UPOS, P_OPS = 5, 6, 7, 8, 9, 10, 11, 12
+PLAN_HEADER = 13
 PIVOT_THRESHOLD = 0.1  # threshold partial pivoting test; below it: dense LU with pivoting
 
 
 @_jit(inline="always")
-def _sparse_lu(M, n, un, rowptr, rowidx, colptr, colidx, lpos, upos, urow, dinv, Lv, Uv):
-    """In-place LU of the flat (row-major) n*n array M in the natural order along the plan's
-    (unsigned) index arrays; then gathers the factors for :func:`_sparse_solve`: ``Lv`` (the
-    multipliers) and ``Uv`` (U scaled by its row's pivot inverse). Returns False when a pivot
-    fails the threshold test ``|M_kk| >= PIVOT_THRESHOLD * max_i>k |M_ik|`` (or is zero or
+def _sparse_lu(M, ops, lpos, upos, urow, dinv, Lv, Uv):
+    """In-place LU of the flat (row-major) n*n array M by the plan's LU program ``ops``
+    (uint64); then gathers the factors for :func:`_sparse_solve`: ``Lv`` (the multipliers)
+    and ``Uv`` (U scaled by its row's pivot inverse). Returns False when a pivot fails the
+    threshold test ``|M_kk| >= PIVOT_THRESHOLD * max_i>k |M_ik|`` (or is zero or
     non-finite); the caller then refactors with partial pivoting."""
-    for k in range(n):
-        uk = np.uint64(k)
-        ku = uk * un
-        piv = M[ku + uk]
-        q0 = rowptr[k]
-        q1 = rowptr[k + 1]
-        amax = 0.0
-        for q in range(q0, q1):
-            v = abs(M[rowidx[q] * un + uk])
+    amax = 0.0
+    l = 0.0
+    for q in range(0, ops.shape[0], 3):
+        code = np.int64(ops[q])
+        a = ops[q + 1]
+        b = ops[q + 2]
+        if code == 3:
+            M[a] -= l * M[b]
+        elif code == 2:
+            l = M[a] * dinv[b]
+            M[a] = l
+        elif code == 0:
+            v = abs(M[a])
             if v > amax:
                 amax = v
-        apiv = abs(piv)
-        if not (apiv >= PIVOT_THRESHOLD * amax) or not (apiv > 0.0) or apiv == math.inf:
-            return False
-        d = 1.0 / piv
-        dinv[k] = d
-        c0 = colptr[k]
-        c1 = colptr[k + 1]
-        for q in range(q0, q1):
-            iu = rowidx[q] * un
-            l = M[iu + uk] * d
-            M[iu + uk] = l
-            if l != 0.0:
-                for r in range(c0, c1):
-                    j = colidx[r]
-                    M[iu + j] -= l * M[ku + j]
+        else:
+            piv = M[b]
+            apiv = abs(piv)
+            if not (apiv >= PIVOT_THRESHOLD * amax and apiv > 0.0 and apiv < math.inf):
+                return False
+            dinv[a] = 1.0 / piv
+            amax = 0.0
     for q in range(lpos.shape[0]):
         Lv[q] = M[lpos[q]]
     for q in range(upos.shape[0]):
@@ -425,60 +447,72 @@ def _make_lu_plan(pattern):
                         P[i, j] = True
     nl = 0
     nu = 0
-    for i in range(n):
-        for j in range(n):
-            if P[i, j]:
-                if i > j:
-                    nl += 1
-                elif i < j:
-                    nu += 1
-    plan = np.zeros(2 * n + 3 + 4 * nl + 4 * nu + n + nl + nu, dtype=np.int64)
-    plan[0] = n
-    rp = 1
-    cp = n + 2
-    ri = 2 * n + 3
-    ci = ri + nl
-    lr = ci + nu
-    lc = lr + nl
-    ur = lc + nl
-    uc = ur + nu
+    nupd = 0
+    for k in range(n):
+        for i in range(k + 1, n):
+            if P[i, k]:
+                nl += 1
+                for j in range(k + 1, n):
+                    if P[k, j]:
+                        nupd += 1
+            if P[k, i]:
+                nu += 1
+    npat = n + nl + nu
+    nops = 2 * nl + n + nupd
+    plan = np.zeros(PLAN_HEADER + 3 * nl + 3 * nu + npat + 3 * nops, dtype=np.int64)
+    plan[P_N] = n
+    plan[P_NL] = nl
+    plan[P_NU] = nu
+    plan[P_NPAT] = npat
+    plan[P_NOPS] = nops
+    o = PLAN_HEADER
+    for name, size in ((P_LR, nl), (P_LC, nl), (P_UR, nu), (P_UC, nu), (P_FPOS, npat),
+                       (P_LPOS, nl), (P_UPOS, nu), (P_OPS, 3 * nops)):
+        plan[name] = o
+        o += size
     q = 0
     r = 0
     for k in range(n):
-        plan[rp + k] = q
+        # the column below the pivot: threshold test, pivot, multipliers and updates
         for i in range(k + 1, n):
             if P[i, k]:
-                plan[ri + q] = i
-                plan[lr + q] = i
-                plan[lc + q] = k
-                q += 1
-        plan[cp + k] = r
-        for j in range(k + 1, n):
-            if P[k, j]:
-                plan[ci + r] = j
+                plan[plan[P_OPS] + 3 * r] = 0
+                plan[plan[P_OPS] + 3 * r + 1] = i * n + k
                 r += 1
-    plan[rp + n] = q
-    plan[cp + n] = r
+        plan[plan[P_OPS] + 3 * r] = 1
+        plan[plan[P_OPS] + 3 * r + 1] = k
+        plan[plan[P_OPS] + 3 * r + 2] = k * n + k
+        r += 1
+        for i in range(k + 1, n):
+            if P[i, k]:
+                plan[plan[P_LR] + q] = i
+                plan[plan[P_LC] + q] = k
+                plan[plan[P_LPOS] + q] = i * n + k
+                q += 1
+                plan[plan[P_OPS] + 3 * r] = 2
+                plan[plan[P_OPS] + 3 * r + 1] = i * n + k
+                plan[plan[P_OPS] + 3 * r + 2] = k
+                r += 1
+                for j in range(k + 1, n):
+                    if P[k, j]:
+                        plan[plan[P_OPS] + 3 * r] = 3
+                        plan[plan[P_OPS] + 3 * r + 1] = i * n + j
+                        plan[plan[P_OPS] + 3 * r + 2] = k * n + j
+                        r += 1
     r = 0
     for k in range(n - 1, -1, -1):
         for j in range(k + 1, n):
             if P[k, j]:
-                plan[ur + r] = k
-                plan[uc + r] = j
+                plan[plan[P_UR] + r] = k
+                plan[plan[P_UC] + r] = j
+                plan[plan[P_UPOS] + r] = k * n + j
                 r += 1
-    fp = uc + nu
     r = 0
     for i in range(n):
         for j in range(n):
             if P[i, j]:
-                plan[fp + r] = i * n + j
+                plan[plan[P_FPOS] + r] = i * n + j
                 r += 1
-    lp = fp + n + nl + nu
-    upp = lp + nl
-    for q in range(nl):
-        plan[lp + q] = plan[lr + q] * n + plan[lc + q]
-    for q in range(nu):
-        plan[upp + q] = plan[ur + q] * n + plan[uc + q]
     return plan
 
 
@@ -512,6 +546,7 @@ TH = np.array([
     [H41, H42, H43, H44, H45, H46, H47, H48],
 ], dtype=np.float64)
 
+
 def _make_solver(dependency_hash):
     """Build the integrator. It closes over ``dependency_hash`` (a hash of tape.py) so that
     numba's disk cache, which keys entries on this file only, is invalidated when the tape
@@ -533,16 +568,19 @@ def _make_solver(dependency_hash):
             return Y, _STATUS_BAD_INPUT, 0, 0
         # ---------------------------------------------------------------- set-up
         zero = np.int64(0)
+        ufprog = fprog.view(np.uint64)
+        ujprog = jprog.view(np.uint64)
+        udprog = dprog.view(np.uint64)
         regf = _registers(fprog[H_NIN] + fprog[H_NCONST] + fprog[H_NINSTR], fprog[H_NIN],
                           fconsts, params, n)
-        run_tape(fprog, regf, zero, fprog[H_NFIXED])   # parameter-only prologue
+        run_tape(ufprog, regf, zero, fprog[H_NFIXED])   # parameter-only prologue
         regj = _registers(jprog[H_NIN] + jprog[H_NCONST] + jprog[H_NINSTR], jprog[H_NIN],
                           jconsts, params, n)
-        run_tape(jprog, regj, zero, jprog[H_NFIXED])
+        run_tape(ujprog, regj, zero, jprog[H_NFIXED])
         if tmode == 1:
             regd = _registers(dprog[H_NIN] + dprog[H_NCONST] + dprog[H_NINSTR], dprog[H_NIN],
                               dconsts, params, n)
-            run_tape(dprog, regd, zero, dprog[H_NFIXED])
+            run_tape(udprog, regd, zero, dprog[H_NFIXED])
         else:
             regd = np.zeros(1)
         f_k0 = fprog[H_NFIXED]
@@ -574,35 +612,20 @@ def _make_solver(dependency_hash):
         Md = np.zeros((n, n))      # dense factors (fallback with partial pivoting)
         # the sparse-LU plan as unsigned index arrays (see _make_lu_plan)
         uplan = plan.view(np.uint64)
-        n_lo = plan[1 + n]
-        n_up = plan[2 + 2 * n]
-        un = np.uint64(n)
-        p_ri = 2 * n + 3
-        p_ci = p_ri + n_lo
-        p_lr = p_ci + n_up
-        p_lc = p_lr + n_lo
-        p_ur = p_lc + n_lo
-        p_uc = p_ur + n_up
-        p_fp = p_uc + n_up
-        n_pat = n + n_lo + n_up
-        p_lp = p_fp + n_pat
-        p_up = p_lp + n_lo
-        rowptr = uplan[1:n + 2]
-        colptr = uplan[n + 2:2 * n + 3]
-        rowidx = uplan[p_ri:p_ci]
-        colidx = uplan[p_ci:p_lr]
-        Lr = uplan[p_lr:p_lc]
-        Lc = uplan[p_lc:p_ur]
-        Ur = uplan[p_ur:p_uc]
-        Uc = uplan[p_uc:p_fp]
-        fpos = uplan[p_fp:p_lp]
-        lpos = uplan[p_lp:p_up]
-        upos = uplan[p_up:p_up + n_up]
-        jout = jprog.view(np.uint64)[jo:jo + n * n]   # register of each Jacobian entry
+        n_pat = plan[P_NPAT]
+        Lr = uplan[plan[P_LR]:plan[P_LR] + plan[P_NL]]
+        Lc = uplan[plan[P_LC]:plan[P_LC] + plan[P_NL]]
+        Ur = uplan[plan[P_UR]:plan[P_UR] + plan[P_NU]]
+        Uc = uplan[plan[P_UC]:plan[P_UC] + plan[P_NU]]
+        fpos = uplan[plan[P_FPOS]:plan[P_FPOS] + n_pat]
+        lpos = uplan[plan[P_LPOS]:plan[P_LPOS] + plan[P_NL]]
+        upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
+        lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
+        jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
         piv = np.zeros(n, dtype=np.int64)
         dinv = np.zeros(n)
-        Lv = np.zeros(max(plan[1 + n], 1))
-        Uv = np.zeros(max(plan[2 + 2 * n], 1))
+        Lv = np.zeros(max(plan[P_NL], 1))
+        Uv = np.zeros(max(plan[P_NU], 1))
         K = np.empty((8, n))
         k1 = K[0]
         k2 = K[1]
@@ -612,11 +635,12 @@ def _make_solver(dependency_hash):
         k6 = K[5]
         k7 = K[6]
         k8 = K[7]
+        Ks = (k1, k2, k3, k4, k5, k6, k7, k8)
 
         t = t0
         _set_inputs(regf, t, y)
-        run_tape(fprog, regf, f_k0, f_k1)
-        tape_outputs(fprog, regf, f0)
+        run_tape(ufprog, regf, f_k0, f_k1)
+        tape_outputs(ufprog, regf, f0)
         nfev = 1
         if not _all_finite(f0):
             return Y, STATUS_NONFINITE, 0, nfev
@@ -630,8 +654,8 @@ def _make_solver(dependency_hash):
             for i in range(n):
                 fb[i] = y[i] + h0 * f0[i]
             _set_inputs(regf, t + h0, fb)
-            run_tape(fprog, regf, f_k0, f_k1)
-            tape_outputs(fprog, regf, fa)
+            run_tape(ufprog, regf, f_k0, f_k1)
+            tape_outputs(ufprog, regf, fa)
             nfev += 1
             h = _initial_h(y, f0, fa, h0, rtol, atol_s, atol_v)
         h = min(h, tend - t)
@@ -644,7 +668,7 @@ def _make_solver(dependency_hash):
         last_nonfinite = False
         need_jac = True
         hacc = 0.0
-        erracc = 0.0
+        erracc_e = 1.0   # max(1e-2, err of the last accepted step) ** EXPO
         cbrt_eps = 6.055454452393343e-06
         sparse = True
 
@@ -664,7 +688,7 @@ def _make_solver(dependency_hash):
             # ---- Jacobian (and df/dt) at (t, y): once per accepted point
             if need_jac:
                 _set_inputs(regj, t, y)
-                run_tape(jprog, regj, j_k0, j_k1)
+                run_tape(ujprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
                     if not math.isfinite(regj[jout[fpos[q]]]):
                         status = STATUS_NONFINITE
@@ -672,8 +696,8 @@ def _make_solver(dependency_hash):
                     break
                 if tmode == 1:
                     _set_inputs(regd, t, y)
-                    run_tape(dprog, regd, dprog[H_NFIXED], dprog[H_NINSTR])
-                    tape_outputs(dprog, regd, dT)
+                    run_tape(udprog, regd, dprog[H_NFIXED], dprog[H_NINSTR])
+                    tape_outputs(udprog, regd, dT)
                 elif tmode == 2:
                     # central difference; the step scales with the step size (the time
                     # scale being resolved) but stays well above the spacing of t's floats
@@ -681,11 +705,11 @@ def _make_solver(dependency_hash):
                     tp = t + delta
                     tm = t - delta
                     _set_inputs(regf, tp, y)
-                    run_tape(fprog, regf, f_k0, f_k1)
-                    tape_outputs(fprog, regf, fa)
+                    run_tape(ufprog, regf, f_k0, f_k1)
+                    tape_outputs(ufprog, regf, fa)
                     _set_inputs(regf, tm, y)
-                    run_tape(fprog, regf, f_k0, f_k1)
-                    tape_outputs(fprog, regf, fb)
+                    run_tape(ufprog, regf, f_k0, f_k1)
+                    tape_outputs(ufprog, regf, fb)
                     nfev += 2
                     for i in range(n):
                         dT[i] = (fa[i] - fb[i]) / (tp - tm)
@@ -698,8 +722,7 @@ def _make_solver(dependency_hash):
                 M[pos] = -regj[jout[pos]]
             for i in range(n):
                 M[i * n + i] += inv_hg
-            sparse = _sparse_lu(M, n, un, rowptr, rowidx, colptr, colidx, lpos, upos, Ur, dinv,
-                                Lv, Uv)
+            sparse = _sparse_lu(M, lu_ops, lpos, upos, Ur, dinv, Lv, Uv)
             if not sparse:
                 for i in range(n):
                     for j in range(n):
@@ -718,7 +741,7 @@ def _make_solver(dependency_hash):
             # ---- stages (the scheme in the module docstring, written out per stage;
             # one call site each for the rhs and the linear solve keeps the code small)
             for st in range(8):
-                kst = K[st]
+                kst = Ks[st]
                 if st == 0:
                     hd = h * D1
                     for i in range(n):
@@ -752,8 +775,8 @@ def _make_solver(dependency_hash):
                     else:
                         for i in range(n):
                             regf[1 + i] += k7[i]
-                    run_tape(fprog, regf, f_k0, f_k1)
-                    tape_outputs(fprog, regf, du)
+                    run_tape(ufprog, regf, f_k0, f_k1)
+                    tape_outputs(ufprog, regf, du)
                     if st == 1:
                         hd = h * D2
                         for i in range(n):
@@ -811,17 +834,19 @@ def _make_solver(dependency_hash):
                 h *= 0.2
                 continue
             last_nonfinite = False
-            fac = max(FACMIN, min(FACMAX, err ** EXPO / SAFE))
+            err_e = err ** EXPO
+            fac = max(FACMIN, min(FACMAX, err_e / SAFE))
             hnew = h / fac
             if err <= 1.0:
                 # ---- accept
                 if naccept > 0:
-                    facgus = (hacc / h) * (err * err / erracc) ** EXPO / SAFE
+                    # Gustafsson: (hacc/h) * (err**2/erracc)**EXPO / SAFE, with one pow
+                    facgus = (hacc / h) * (err_e * err_e / erracc_e) / SAFE
                     facgus = max(FACMIN, min(FACMAX, facgus))
                     fac = max(fac, facgus)
                     hnew = h / fac
                 hacc = h
-                erracc = max(1e-2, err)
+                erracc_e = max(_ERRMIN_E, err_e)
                 naccept += 1
                 nsing = 0
                 t_old = t
@@ -840,8 +865,8 @@ def _make_solver(dependency_hash):
                 if iout >= nt:
                     break
                 _set_inputs(regf, t, y)
-                run_tape(fprog, regf, f_k0, f_k1)
-                tape_outputs(fprog, regf, f0)
+                run_tape(ufprog, regf, f_k0, f_k1)
+                tape_outputs(ufprog, regf, f0)
                 nfev += 1
                 if not _all_finite(f0):
                     status = STATUS_NONFINITE

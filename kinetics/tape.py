@@ -29,7 +29,7 @@ Fixed prologue
     With ``n_varying`` given, inputs ``n_varying:`` are declared fixed across evaluations
     (model parameters). Instructions that depend only on fixed inputs and constants are moved
     to the front (``n_fixed`` of them); a caller that keeps the register file between calls
-    runs them once and then only ``run_tape(prog, reg, n_fixed, n_instr)`` per evaluation.
+    runs them once and then only ``run_tape(uprog, reg, n_fixed, n_instr)`` per evaluation.
 
 Semantics (IEEE double; no exceptions are raised inside the kernel)
     - Division by zero, log of a negative number etc. give inf/nan as in numpy.
@@ -165,16 +165,17 @@ OP_NAMES = {v: k[3:] for k, v in list(globals().items())
 
 
 @_jit
-def run_tape(prog, reg, k0, k1):
-    """Execute instructions ``k0 <= k < k1`` of ``prog`` on the register file ``reg``."""
-    # Indices are handled as unsigned integers: numba then skips its negative-index
-    # wrap-around code, which is about 40 % of the machine instructions of this loop.
-    up = prog.view(np.uint64)
+def run_tape(up, reg, k0, k1):
+    """Execute instructions ``k0 <= k < k1`` of a program on the register file ``reg``.
+
+    ``up`` is the program viewed as unsigned integers (``prog.view(np.uint64)``, see
+    :attr:`Tape.uprog`): numba then skips its negative-index wrap-around code, which is
+    about 40 % of the machine instructions of this loop."""
     base = up[H_NIN] + up[H_NCONST]
     for k in range(k0, k1):
         uk = np.uint64(k)
         p = _U_HEADER + _U4 * uk
-        op = prog[p]
+        op = np.int64(up[p])
         a = up[p + _U1]
         b = up[p + _U2]
         if op == OP_MUL:
@@ -198,7 +199,7 @@ def run_tape(prog, reg, k0, k1):
             v = x * x
         elif op == OP_POWI:
             x = reg[a]
-            e = prog[p + _U2]  # the exponent itself, signed
+            e = np.int64(up[p + _U2])  # the exponent itself, signed
             n = e if e >= 0 else -e
             r = 1.0
             while n > 0:
@@ -359,21 +360,19 @@ def tape_outputs_offset(prog):
 
 
 @_jit
-def tape_outputs(prog, reg, out):
-    """Gather the outputs after :func:`run_tape`: the output registers plus the linear
-    section. ``out`` has ``n_outputs`` entries."""
-    up = prog.view(np.uint64)
-    o = HEADER + 4 * prog[H_NINSTR]
+def tape_outputs(up, reg, out):
+    """Gather the outputs after :func:`run_tape` (``up``: the program as uint64): the output
+    registers plus the linear section. ``out`` has ``n_outputs`` entries."""
+    o = _U_HEADER + _U4 * up[H_NINSTR]
     for i in range(out.shape[0]):
-        out[i] = reg[up[o + i]]
-    nl = prog[H_NLIN]
-    if nl > 0:
-        lr = o + out.shape[0]
-        rows = up[lr:lr + nl]
-        coef = up[lr + nl:lr + 2 * nl]
-        xin = up[lr + 2 * nl:lr + 3 * nl]
-        for q in range(nl):
-            out[rows[q]] += reg[coef[q]] * reg[xin[q]]
+        out[i] = reg[up[o + np.uint64(i)]]
+    nl = up[H_NLIN]
+    lr = o + up[H_NOUT]
+    lc = lr + nl
+    lx = lc + nl
+    for q in range(nl):
+        uq = np.uint64(q)
+        out[up[lr + uq]] += reg[up[lc + uq]] * reg[up[lx + uq]]
 
 
 @_jit
@@ -384,8 +383,9 @@ def eval_tape(prog, consts, inputs, reg, out):
     for i in range(n_in):
         reg[i] = inputs[i]
     tape_load(prog, consts, reg)
-    run_tape(prog, reg, np.int64(0), prog[H_NINSTR])
-    tape_outputs(prog, reg, out)
+    up = prog.view(np.uint64)
+    run_tape(up, reg, np.int64(0), prog[H_NINSTR])
+    tape_outputs(up, reg, out)
 
 
 @_jit
@@ -674,11 +674,13 @@ class Tape:
     which inputs the outputs depend on).
     """
 
-    __slots__ = ("prog", "consts", "n_inputs", "n_outputs", "n_instructions", "n_fixed",
+    __slots__ = ("prog", "uprog", "consts", "n_inputs", "n_outputs", "n_instructions", "n_fixed",
                  "n_varying", "n_linear", "n_registers", "uses_input", "_reg", "aux")
 
     def __init__(self, prog: np.ndarray, consts: np.ndarray, uses_input: np.ndarray):
         self.prog = np.ascontiguousarray(prog, dtype=np.int64)
+        #: The same program as unsigned integers, the form the kernels take.
+        self.uprog = self.prog.view(np.uint64)
         self.consts = np.ascontiguousarray(consts, dtype=np.float64)
         if self.prog[H_VERSION] != TAPE_VERSION:
             raise ValueError(f"tape version {self.prog[H_VERSION]} is not {TAPE_VERSION}")

@@ -39,7 +39,8 @@ class FitSummary:
             cov_internal = self.covariance / np.outer(jac, jac)
             centre = np.where(self.log_scale, np.log10(np.where(self.log_scale, best, 1.0)), best)
             internal = rng.multivariate_normal(centre, cov_internal, size=n, check_valid="ignore")
-            rows = np.where(self.log_scale, 10.0 ** internal, internal)
+            with np.errstate(over="ignore"):
+                rows = np.where(self.log_scale, 10.0 ** np.clip(internal, -300, 300), internal)
         out = []
         for row in rows:
             values = dict(self.values)

@@ -1,0 +1,277 @@
+"""FitProblem: residuals and their analytic Jacobian over conditions (overrides, doses, initial
+values, events), observable scale/offset, log/linear parameter scales; pickling; and the fit
+spec (fit.toml) loader with its error messages."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kinetics import DataError
+from kinetics.problem import Condition, FitProblem, load_fit_spec
+
+from fitting_helpers import (central_jacobian, clearance_data,
+                             clearance_model, multi_condition_problem, variant_of, write_clearance_case)
+
+REFERENCE_TASK = "/work/shared/reference/fit_task"
+
+
+# ------------------------------------------------------------------ Jacobian
+@pytest.mark.parametrize("nonlinear, log_scale", [(True, True), (False, True), (False, False)],
+                         ids=["michaelis-menten", "affine", "affine-linear-scale"])
+def test_analytic_jacobian_matches_central_differences(nonlinear, log_scale):
+    problem = multi_condition_problem(nonlinear=nonlinear, log_scale=log_scale)
+    # the problem exercises what it claims to: both scales, all conditions, the right solver path
+    expected_log = {"k_mat": log_scale, "k_sec": log_scale, "k_lys": False, "kd": log_scale, "gain": False,
+                    "off": False, "Vmax": log_scale, "Km": log_scale, "k_cl": log_scale}
+    assert dict(zip(problem.free, problem.log_mask.tolist())) == {n: expected_log[n] for n in problem.free}
+    assert problem.condition_names == ["control", "knockdown", "bolus", "switch"]
+    assert problem.compiled.method == ("numerical" if nonlinear else "exact")
+
+    x = problem.start() + np.linspace(-0.05, 0.05, problem.n_free)   # away from the start values
+    r, J = problem.residuals_and_jacobian(x)
+    # the integrator controls its error on states and sensitivities together, so on the numerical
+    # path the residuals agree only to its tolerance
+    np.testing.assert_allclose(r, problem.residuals(x), rtol=1e-6 if nonlinear else 1e-12, atol=1e-9 if nonlinear else 1e-12)
+    assert J.shape == (problem.n_data, problem.n_free)
+    fd = central_jacobian(problem.residuals, x, h=1e-6 if not nonlinear else 1e-5)
+    for k, name in enumerate(problem.free):
+        scale = np.abs(fd[:, k]).max()
+        assert scale > 0, f"residuals do not depend on {name}: the test problem is broken"
+        err = np.abs(J[:, k] - fd[:, k]).max() / scale
+        assert err < (1e-5 if nonlinear else 1e-6), f"d residuals / d {problem.internal_names()[k]}: relative error {err:.2e}"
+
+
+def test_jacobian_columns_follow_the_parameter_scale():
+    """d/d log10(theta) = ln(10) theta d/d theta: the log and linear problems agree."""
+    log_p = multi_condition_problem(nonlinear=False, log_scale=True)
+    lin_p = multi_condition_problem(nonlinear=False, log_scale=False)
+    natural = log_p.to_natural(log_p.start())
+    np.testing.assert_allclose(lin_p.to_natural(lin_p.start()), natural)
+    _, J_log = log_p.residuals_and_jacobian(log_p.to_internal(natural))
+    _, J_lin = lin_p.residuals_and_jacobian(lin_p.to_internal(natural))
+    factor = np.where(log_p.log_mask, natural * math.log(10.0), 1.0)
+    np.testing.assert_allclose(J_log, J_lin * factor, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(log_p.to_natural(log_p.to_internal(natural)), natural, rtol=1e-14)
+
+
+def test_override_scale_and_offset_enter_the_predictions():
+    """Residuals at the truth are noise only: the knock-down override, gain and offset act."""
+    problem = multi_condition_problem(nonlinear=False)
+    truth = {"k_mat": 0.8, "k_sec": 0.3, "k_lys": 0.5, "kd": 0.4, "gain": 1.5, "off": 2.0, "k_cl": 1.2}
+    x = problem.to_internal(np.array([truth[n] for n in problem.free]))
+    r = problem.residuals(x)
+    assert np.sqrt(np.mean(r ** 2)) < 0.08          # 5 % noise
+    for name, wrong in (("kd", 1.0), ("gain", 1.0), ("off", 20.0)):
+        bad = dict(truth, **{name: wrong})
+        r_bad = problem.residuals(problem.to_internal(np.array([bad[n] for n in problem.free])))
+        assert np.sum(r_bad ** 2) > 3 * np.sum(r ** 2), f"{name} does not act on the predictions"
+
+
+def test_problem_pickles_through_its_recipe():
+    problem = multi_condition_problem(nonlinear=False)
+    clone = pickle.loads(pickle.dumps(problem))
+    assert clone is not problem and clone.free == problem.free and clone.condition_names == problem.condition_names
+    x = problem.start() + 0.1
+    r0, J0 = problem.residuals_and_jacobian(x)
+    r1, J1 = clone.residuals_and_jacobian(x)
+    np.testing.assert_array_equal(r0, r1)
+    np.testing.assert_array_equal(J0, J1)
+
+
+def test_spec_loaded_problem_pickles():
+    problem = load_fit_spec(REFERENCE_TASK)
+    clone = pickle.loads(pickle.dumps(problem))
+    x = problem.start()
+    np.testing.assert_array_equal(problem.residuals(x), clone.residuals(x))
+    assert clone.settings == problem.settings and clone.origin == problem.origin
+
+
+# ------------------------------------------------------------------ Python API errors
+def test_python_api_free_name_not_a_parameter_suggests():
+    data = clearance_data(0)
+    with pytest.raises(DataError) as info:
+        FitProblem(clearance_model(), data, ["k_c1", "V"], conditions=[Condition("iv")])
+    message = str(info.value)
+    assert "'k_c1'" in message and "did you mean 'k_cl'" in message
+
+
+def test_python_api_condition_in_data_not_in_spec():
+    data = clearance_data(0).assign(condition="rab27a_kd")
+    with pytest.raises(DataError) as info:
+        FitProblem(clearance_model(), data, ["k_cl"], conditions=[Condition("control"), Condition("knockdown")])
+    message = str(info.value)
+    assert "DataFrame" in message and "rab27a_kd" in message and "[conditions.rab27a_kd]" in message
+
+
+def test_new_fit_level_parameter_needs_a_value():
+    with pytest.raises(DataError, match=r"\[parameters\.kd\].*needs a 'value'"):
+        FitProblem(clearance_model(), clearance_data(0), ["kd"], parameters={"kd": {"min": 0.1}})
+
+
+# ------------------------------------------------------------------ fit spec loading
+@pytest.fixture
+def case(tmp_path):
+    return write_clearance_case(tmp_path / "case")
+
+
+def spec_error(folder) -> str:
+    with pytest.raises(DataError) as info:
+        load_fit_spec(folder)
+    return str(info.value)
+
+
+def rewrite(folder, old, new, name="fit.toml"):
+    path = folder / name
+    path.write_text(variant_of(path.read_text(encoding="utf-8"), old, new), encoding="utf-8")
+    return folder
+
+
+def test_valid_spec_loads(case):
+    problem = load_fit_spec(case)
+    assert problem.free == ["k_cl", "V", "kd"]
+    assert problem.condition_names == ["control", "knockdown"]
+    assert problem.n_data == 16 and problem.noise == "proportional"
+    assert problem.settings["multistart"] == 3
+    # fit.toml itself is accepted as well as its folder
+    assert load_fit_spec(case / "fit.toml").free == problem.free
+
+
+def test_unknown_key_in_fit_section(case):
+    message = spec_error(rewrite(case, "multistart = 3", "mulitstart = 3"))
+    assert str(case / "fit.toml") in message
+    assert "[fit]" in message and "'mulitstart'" in message and "did you mean 'multistart'" in message
+
+
+def test_unknown_top_level_key(case):
+    message = spec_error(rewrite(case, "[fit]", "[fitting]\n[fit]"))
+    assert str(case / "fit.toml") in message and "'fitting'" in message
+
+
+def test_free_name_not_a_parameter_suggests(case):
+    message = spec_error(rewrite(case, '"k_cl", "V", "kd"', '"k_cll", "V", "kd"'))
+    assert str(case / "fit.toml") in message
+    assert "[fit] free" in message and "'k_cll'" in message and "did you mean 'k_cl'" in message
+
+
+def test_free_parameter_listed_twice(case):
+    message = spec_error(rewrite(case, '"k_cl", "V", "kd"', '"k_cl", "V", "k_cl"'))
+    assert "twice" in message
+
+
+def test_free_as_a_string_is_explained(case):
+    """A string is not split into one-letter names (fixed in 284cdee; found by this test)."""
+    message = spec_error(rewrite(case, 'free = ["k_cl", "V", "kd"]', 'free = "k_cl"'))
+    assert str(case / "fit.toml") in message and "[fit] free" in message and "list" in message
+    assert "'k'" not in message
+
+
+def test_override_of_unknown_parameter(case):
+    message = spec_error(rewrite(case, 'overrides = { k_cl = "k_cl * kd" }', 'overrides = { k_cll = "k_cl * kd" }'))
+    assert str(case / "fit.toml") in message and "[conditions.knockdown]" in message
+    assert "'k_cll'" in message and "did you mean 'k_cl'" in message
+
+
+def test_override_expression_with_unknown_name(case):
+    message = spec_error(rewrite(case, 'overrides = { k_cl = "k_cl * kd" }', 'overrides = { k_cl = "k_cl * kdd" }'))
+    assert "[conditions.knockdown]" in message and "kdd" in message
+
+
+def test_condition_in_data_not_in_spec(case):
+    data = pd.read_csv(case / "data.csv")
+    data.loc[data.condition == "knockdown", "condition"] = "rab27a_kd"
+    data.to_csv(case / "data.csv", index=False)
+    message = spec_error(case)
+    assert str(case / "data.csv") in message
+    assert "'rab27a_kd'" in message and "[conditions.rab27a_kd]" in message
+    first_row = int(np.flatnonzero(data.condition == "rab27a_kd")[0]) + 2        # header is row 1
+    assert re.search(rf"rows? {first_row}\b", message), message
+
+
+@pytest.mark.parametrize("dose, fragments", [
+    ('{ compartment = "P", amout = 100, time = 0 }', ["dose 1", "'amount'"]),
+    ('{ compartment = "P", amount = "lots", time = 0 }', ["dose 1", "amount", "number"]),
+    ('{ compartment = "Q", amount = 100, time = 0 }', ["'Q'", "P"]),
+    ('{ compartment = "P", rate = 5, start = 2, end = 1 }', ["infusion", "ends"]),
+    ('{ compartment = "P", amount = 100, time = 0, route = "iv" }', ["dose 1", "route"]),
+], ids=["misspelled-amount", "amount-not-a-number", "unknown-compartment", "infusion-ends-before-start",
+        "unknown-key"])
+def test_bad_dose_table(case, dose, fragments):
+    old = 'doses = [ { compartment = "P", amount = 100, time = 0 } ]\n\n[conditions.knockdown]'
+    message = spec_error(rewrite(case, old, f"doses = [ {dose} ]\n\n[conditions.knockdown]"))
+    assert str(case / "fit.toml") in message and "[conditions.control]" in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_model_path_missing(case):
+    message = spec_error(rewrite(case, 'model = "model.toml"', 'model = "models/nope.toml"'))
+    assert str(case / "fit.toml") in message and "'models/nope.toml'" in message and "not found" in message
+
+
+def test_data_path_missing(case):
+    message = spec_error(rewrite(case, 'data = "data.csv"', 'data = "dat.csv"'))
+    assert "dat.csv" in message and "not found" in message
+
+
+def test_spec_not_found_and_not_toml(tmp_path):
+    assert "fit spec not found" in spec_error(tmp_path)
+    (tmp_path / "fit.toml").write_text("model = \n", encoding="utf-8")
+    assert "not valid TOML" in spec_error(tmp_path)
+
+
+def test_unknown_noise_model(case):
+    message = spec_error(rewrite(case, 'noise = "proportional"', 'noise = "gaussian"'))
+    assert "gaussian" in message and "proportional" in message
+
+
+def test_unknown_key_in_condition(case):
+    message = spec_error(rewrite(case, "overrides = {", "override = {"))
+    assert "[conditions.knockdown]" in message and "'override'" in message and "did you mean 'overrides'" in message
+
+
+def test_parameter_value_outside_bounds(case):
+    message = spec_error(rewrite(case, "kd = { value = 1.0, min = 0.01, max = 100 }",
+                                 "kd = { value = 1000.0, min = 0.01, max = 100 }"))
+    assert "[parameters.kd]" in message and "outside its bounds" in message
+
+
+def test_unknown_key_in_observables_section(case):
+    """A misspelled key is not silently ignored (fixed in 284cdee; found by this test)."""
+    text = (case / "fit.toml").read_text(encoding="utf-8") + '\n[observables.conc]\nscael = "kd"\n'
+    (case / "fit.toml").write_text(text, encoding="utf-8")
+    message = spec_error(case)
+    assert str(case / "fit.toml") in message and "[observables.conc]" in message and "scael" in message
+    assert "scale" in message                      # what is allowed
+
+
+@pytest.mark.parametrize("entry", ['conc = "kd"', 'conc = 2'])
+def test_observables_entry_must_be_a_table(case, entry):
+    text = (case / "fit.toml").read_text(encoding="utf-8") + f"\n[observables]\n{entry}\n"
+    (case / "fit.toml").write_text(text, encoding="utf-8")
+    message = spec_error(case)
+    assert "[observables.conc]" in message and "table" in message
+
+
+def test_observable_scale_with_unknown_name(case):
+    text = (case / "fit.toml").read_text(encoding="utf-8") + '\n[observables.conc]\nscale = "gainn"\n'
+    (case / "fit.toml").write_text(text, encoding="utf-8")
+    message = spec_error(case)
+    assert "[observables.conc]" in message and "gainn" in message
+
+
+def test_reference_fit_task_loads():
+    problem = load_fit_spec(REFERENCE_TASK)
+    assert problem.model.name == "exo_linear"
+    assert problem.free == ["k_mat", "k_lys", "k_sec", "k_pt", "k_tp", "k_cl"]
+    assert problem.noise == "proportional" and problem.n_data == 40
+    assert sorted(problem.data.observables) == ["MVB", "P"]
+    assert problem.settings["multistart"] == 20 and problem.settings["seed"] == 0
+    np.testing.assert_allclose(problem.to_natural(problem.start()), [1.5, 0.26667, 0.6, 0.66667, 1.5, 6.6667])
+    assert problem.log_mask.all()
+    np.testing.assert_allclose(problem.weights, 1 / np.abs(problem.y))

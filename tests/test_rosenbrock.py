@@ -1,0 +1,354 @@
+"""Tests for the instruction tape (kinetics.tape) and the compiled Rodas5P integrator
+(kinetics.rosenbrock)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import sympy as sp
+
+pytest.importorskip("numba")
+
+from scipy.integrate import solve_ivp  # noqa: E402
+from scipy.linalg import expm  # noqa: E402
+from scipy.special import lambertw  # noqa: E402
+
+from kinetics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, build_tapes, integrate,  # noqa: E402
+                                 numba_available)
+from kinetics.tape import Tape  # noqa: E402
+
+T = sp.Symbol("t", real=True)
+
+
+# ----------------------------------------------------------------------------- tape
+
+
+def _lambdify_check(exprs, syms, points, rtol=1e-14):
+    tape = Tape.from_exprs(exprs, syms)
+    got = tape.evaluate(points)
+    f = sp.lambdify(syms, exprs, modules="numpy")
+    want = np.array([np.broadcast_to(np.asarray(v, dtype=float), (points.shape[0],))
+                     for v in f(*points.T)]).T
+    scale = np.maximum(np.abs(want), 1e-300)
+    err = np.abs(got - want) / scale
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert err[ok].max() <= rtol, (err.max(axis=0), exprs)
+    # the 1-D path agrees with the batched one
+    np.testing.assert_array_equal(tape.evaluate(points[0]), got[0])
+    return tape
+
+
+def test_tape_matches_lambdify_on_representative_expressions():
+    x, y, z = sp.symbols("x y z", real=True)
+    exprs = [
+        x + y * z - 3,
+        x - 2 * y**2 + z / 3,
+        sp.exp(-x) * sp.log(y),
+        sp.Min(x, y, z) + sp.Max(x, 1),
+        sp.Piecewise((x, x > y), (y * z, sp.And(x < 1, z >= 0)), (0, True)),
+        sp.Piecewise((x**2, sp.Or(x <= 0.2, sp.Eq(z, 2))), (sp.sqrt(y), sp.Ne(x, y)), (1, True)),
+        sp.Heaviside(x - 0.5) + sp.Heaviside(y - 1, 1),
+        sp.sqrt(y) + y**-0.5 + y**1.5 + x**7 + x**-3 + y**z + x**4 + y ** sp.Rational(1, 3),
+        sp.Abs(x - y) + sp.tanh(x) + sp.sin(y) * sp.cos(z),
+        sp.log(y, 10) + sp.log(z) / 7,
+        400 * y / (50 + y) - 2 * x + 0.5 * z,
+        sp.Max(0, x - y) ** 2 / (1 + z**2),
+        1 / (x * y * z) - x / y / z,
+        sp.exp(sp.Min(x, 2)) * sp.Piecewise((1, sp.Not(x > 0.5)), (2, True)),
+    ]
+    rng = np.random.default_rng(1)
+    points = np.column_stack([rng.uniform(-1, 1, 200), rng.uniform(0.1, 3, 200),
+                              rng.uniform(0.1, 3, 200)])
+    points[:5, 2] = 2.0       # hit the Eq branch
+    points[5:10, 0] = 0.5     # Heaviside at 0 (H0 = 1/2)
+    points[10:15, 1] = 1.0    # Heaviside(x, 1) at 0
+    tape = _lambdify_check(exprs, [x, y, z], points)
+    assert tape.n_outputs == len(exprs)
+
+
+def test_tape_random_expressions():
+    rng = np.random.default_rng(7)
+    x, y = sp.symbols("x y", positive=True)
+    leaves = [x, y, sp.Integer(2), sp.Rational(3, 4), sp.Float(0.37)]
+    unary = [sp.exp, sp.log, sp.sqrt, sp.tanh, lambda a: a**2, lambda a: 1 / a]
+    binary = [lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b,
+              lambda a, b: a / b, lambda a, b: sp.Min(a, b), lambda a, b: sp.Max(a, b)]
+
+    def rand_expr(depth):
+        if depth == 0 or rng.random() < 0.2:
+            return leaves[rng.integers(len(leaves))]
+        if rng.random() < 0.35:
+            arg = rand_expr(depth - 1)
+            op = unary[rng.integers(len(unary))]
+            if op in (sp.exp,):
+                arg = sp.tanh(arg)  # keep values moderate
+            if op in (sp.log, sp.sqrt):
+                arg = 1 + arg**2
+            return op(arg)
+        return binary[rng.integers(len(binary))](rand_expr(depth - 1), rand_expr(depth - 1))
+
+    exprs = [e for e in (rand_expr(4) for _ in range(40)) if not e.has(sp.zoo, sp.nan)][:25]
+    points = np.column_stack([rng.uniform(0.2, 2, 50), rng.uniform(0.2, 2, 50)])
+    # sums of several terms may be associated differently from the printed code
+    _lambdify_check(exprs, [x, y], points, rtol=1e-12)
+
+
+def test_tape_semantics_and_errors():
+    x, y = sp.symbols("x y", real=True)
+    tape = Tape.from_exprs([sp.Heaviside(x), sp.Heaviside(x, 1), sp.Piecewise((1, x > 0)),
+                            x / y, sp.log(x)], [x, y])
+    out = tape.evaluate(np.array([0.0, 0.0]))
+    assert out[0] == 0.5 and out[1] == 1.0
+    assert np.isnan(out[2])                  # Piecewise without an otherwise-branch
+    assert np.isnan(out[3])                  # 0/0 gives nan, no exception
+    assert out[4] == -np.inf
+    with pytest.raises(ValueError, match="gamma"):
+        Tape.from_exprs([sp.gamma(x)], [x])
+    with pytest.raises(ValueError, match="unsupported sympy node f"):
+        Tape.from_exprs([sp.Function("f")(x)], [x])
+    with pytest.raises(ValueError, match="symbol y is not among the tape inputs"):
+        Tape.from_exprs([x + y], [x])
+    with pytest.raises(ValueError, match="ImaginaryUnit"):
+        Tape.from_exprs([sp.I * x], [x])
+
+
+def test_tape_fixed_prologue_and_pickle():
+    x, k1, k2 = sp.symbols("x k1 k2", real=True)
+    exprs = [sp.exp(k1 + k2) * x, (k1 * k2) ** 2]
+    tape = Tape.from_exprs(exprs, [x, k1, k2], n_varying=1)
+    assert tape.n_fixed >= 3                 # exp(k1 + k2), k1*k2 and its square
+    assert tape.n_instructions - tape.n_fixed == 1
+    v = np.array([1.5, 0.3, 0.2])
+    np.testing.assert_allclose(tape.evaluate(v), [np.exp(0.5) * 1.5, 0.06**2], rtol=1e-15)
+    clone = pickle.loads(pickle.dumps(tape))
+    np.testing.assert_array_equal(clone.evaluate(v), tape.evaluate(v))
+    assert "EXP" in tape.describe()
+
+
+# ----------------------------------------------------------------------------- integrator
+
+
+def test_numba_available():
+    assert numba_available()
+
+
+def test_exponential_decay_and_output_at_t0():
+    x, k = sp.symbols("x k")
+    rhs, jac, dfdt = build_tapes([-k * x], T, [x], [k])
+    assert dfdt is None
+    times = np.array([0.0, 0.0, 0.1, 1.0, 5.0, 20.0])
+    Y, status, n_steps, n_rhs = integrate(rhs, jac, [2.0], [0.7], 0.0, times, 1e-10, 1e-14)
+    assert status == STATUS_OK and n_steps > 0 and n_rhs > n_steps
+    np.testing.assert_allclose(Y[:, 0], 2.0 * np.exp(-0.7 * times), rtol=1e-8)
+    assert Y[0, 0] == 2.0 and Y[1, 0] == 2.0
+    # only t0 requested: no step at all
+    Y, status, n_steps, _ = integrate(rhs, jac, [2.0], [0.7], 1.0, [1.0], 1e-8, 1e-10)
+    assert status == STATUS_OK and n_steps == 0 and Y[0, 0] == 2.0
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_chain_abc_closed_form(dense):
+    a, b, c, ka, kb = sp.symbols("A B C ka kb")
+    rhs, jac, _ = build_tapes([-ka * a, ka * a - kb * b, kb * b], T, [a, b, c], [ka, kb])
+    k1, k2 = 1.3, 0.4
+    times = np.logspace(-2, 1.5, 25)
+    Y, status, _, _ = integrate(rhs, jac, [1.0, 0.0, 0.0], [k1, k2], 0.0, times, 1e-10, 1e-14,
+                                dense_output=dense)
+    assert status == STATUS_OK
+    A = np.exp(-k1 * times)
+    B = k1 / (k2 - k1) * (np.exp(-k1 * times) - np.exp(-k2 * times))
+    C = 1 - A - B
+    np.testing.assert_allclose(Y, np.column_stack([A, B, C]), rtol=1e-7)
+
+
+def test_michaelis_menten_elimination_lambertw():
+    p, vmax, km = sp.symbols("P Vmax Km")
+    rhs, jac, _ = build_tapes([-vmax * p / (km + p)], T, [p], [vmax, km])
+    P0, Vm, Km = 500.0, 40.0, 20.0
+    times = np.linspace(0, 20, 41)
+    Y, status, _, _ = integrate(rhs, jac, [P0], [Vm, Km], 0.0, times, 1e-10, 1e-12)
+    assert status == STATUS_OK
+    exact = Km * lambertw(P0 / Km * np.exp((P0 - Vm * times) / Km)).real
+    np.testing.assert_allclose(Y[:, 0], exact, rtol=1e-7, atol=1e-10)
+
+
+def test_robertson_against_radau():
+    y1, y2, y3, k1, k2, k3 = sp.symbols("y1 y2 y3 k1 k2 k3")
+    f = [-k1 * y1 + k3 * y2 * y3, k1 * y1 - k3 * y2 * y3 - k2 * y2**2, k2 * y2**2]
+    rhs, jac, _ = build_tapes(f, T, [y1, y2, y3], [k1, k2, k3])
+    p = np.array([0.04, 3e7, 1e4])
+    times = np.array([1e-4, 1e-2, 1.0, 10.0, 40.0])
+    atol = np.array([1e-10, 1e-14, 1e-10])
+    Y, status, _, _ = integrate(rhs, jac, [1.0, 0.0, 0.0], p, 0.0, times, 1e-8, atol)
+    assert status == STATUS_OK
+    fl = sp.lambdify([y1, y2, y3], [e.subs(dict(zip((k1, k2, k3), p))) for e in f])
+    jl = sp.lambdify([y1, y2, y3], sp.Matrix(f).jacobian([y1, y2, y3]).subs(
+        dict(zip((k1, k2, k3), p))))
+    ref = solve_ivp(lambda t, y: fl(*y), (0, 40), [1.0, 0.0, 0.0], method="Radau",
+                    t_eval=times, rtol=1e-10, atol=[1e-14, 1e-18, 1e-14],
+                    jac=lambda t, y: np.array(jl(*y), dtype=float)).y.T
+    np.testing.assert_allclose(Y, ref, rtol=2e-7, atol=1e-12)  # atol: y3 ~ 1e-8 at t=1e-4
+    np.testing.assert_allclose(Y.sum(axis=1), 1.0, rtol=1e-13)
+
+
+@pytest.mark.parametrize("with_dfdt", [True, False])
+def test_non_autonomous(with_dfdt):
+    x = sp.Symbol("x")
+    rhs, jac, dfdt = build_tapes([-x + sp.sin(T)], T, [x], [])
+    assert dfdt is not None and rhs.depends_on(0)
+    times = np.linspace(0.5, 12, 12)
+    Y, status, _, _ = integrate(rhs, jac, [1.0], [], 0.0, times, 1e-10, 1e-12,
+                                dfdt=dfdt if with_dfdt else None)
+    assert status == STATUS_OK
+    exact = (np.sin(times) - np.cos(times)) / 2 + 1.5 * np.exp(-times)
+    np.testing.assert_allclose(Y[:, 0], exact, rtol=1e-8, atol=1e-12)
+
+
+def test_mass_conservation_closed_system():
+    a, b, c, d = sp.symbols("A B C D")
+    k = sp.symbols("k0:5")
+    flows = [k[0] * a, k[1] * b, k[2] * b * c / (1 + c), k[3] * c**2, k[4] * d]
+    f = [-flows[0] + flows[1] + flows[4],      # A <-> B, D -> A
+         flows[0] - flows[1] - flows[2],       # B -> C (saturable in C)
+         flows[2] - flows[3],                  # C -> D (second order)
+         flows[3] - flows[4]]
+    rhs, jac, _ = build_tapes(f, T, [a, b, c, d], list(k))
+    times = np.logspace(-2, 2, 30)
+    Y, status, _, _ = integrate(rhs, jac, [10.0, 0.0, 1.0, 0.0], [2.0, 0.5, 3.0, 0.7, 0.2],
+                                0.0, times, 1e-8, 1e-10)
+    assert status == STATUS_OK
+    np.testing.assert_allclose(Y.sum(axis=1), 11.0, rtol=1e-13)
+    assert np.all(Y > -1e-9)
+
+
+def test_sparse_and_pivoted_linear_algebra_against_expm():
+    # A random sparse linear system (fill-in) and a rotation (the unpivoted LU fails its
+    # threshold test for large steps, so the dense pivoted LU is used): exact via expm.
+    rng = np.random.default_rng(3)
+    n = 12
+    A = np.where(rng.random((n, n)) < 0.25, rng.normal(size=(n, n)), 0.0)
+    A -= np.diag(np.abs(A).sum(axis=1) + 0.1)
+    A[0, n - 1] = 0.5
+    A[5, 4] = -30.0
+    A[4, 5] = 30.0
+    ys = sp.symbols(f"y0:{n}")
+    f = [sum(sp.Float(A[i, j]) * ys[j] for j in range(n) if A[i, j] != 0) for i in range(n)]
+    rhs, jac, _ = build_tapes(f, T, ys, [])
+    y0 = rng.uniform(0, 1, n)
+    times = np.array([0.05, 0.5, 2.0, 7.0])
+    Y, status, _, _ = integrate(rhs, jac, y0, [], 0.0, times, 1e-10, 1e-13)
+    assert status == STATUS_OK
+    exact = np.array([expm(A * t) @ y0 for t in times])
+    np.testing.assert_allclose(Y, exact, rtol=1e-7, atol=1e-11)
+
+    u, v, w = sp.symbols("u v w")
+    rhs, jac, _ = build_tapes([-w * v, w * u], T, [u, v], [w])
+    times = np.linspace(0, 10, 11)
+    Y, status, _, _ = integrate(rhs, jac, [1.0, 0.0], [10.0], 0.0, times, 1e-10, 1e-12)
+    assert status == STATUS_OK
+    np.testing.assert_allclose(Y, np.column_stack([np.cos(10 * times), np.sin(10 * times)]),
+                               atol=1e-8)
+
+
+# exo_sat (reference model /work/shared/reference/exo_sat.toml), built by hand
+EXO_STATES = sp.symbols("EE MVB LYS P T_ U")
+EXO_PARAMS = sp.symbols("s_endo k_rec k_mat k_lys k_sec k_pt k_tp Vmax Km")
+EXO_VALUES = np.array([1000, 0.3, 0.5, 0.8, 0.2, 2.0, 0.5, 400, 50.0])
+
+
+def exo_sat_rhs():
+    EE, MVB, LYS, P, Tt, U = EXO_STATES
+    s_endo, k_rec, k_mat, k_lys, k_sec, k_pt, k_tp, Vmax, Km = EXO_PARAMS
+    clearance = Vmax * P / (Km + P)
+    return [s_endo - k_rec * EE - k_mat * EE,
+            k_mat * EE - k_lys * MVB - k_sec * MVB,
+            k_lys * MVB,
+            k_sec * MVB - k_pt * P + k_tp * Tt - clearance,
+            k_pt * P - k_tp * Tt,
+            clearance]
+
+
+@pytest.fixture(scope="module")
+def exo_reference():
+    f = exo_sat_rhs()
+    subs = dict(zip(EXO_PARAMS, EXO_VALUES))
+    fl = sp.lambdify([EXO_STATES], [e.subs(subs) for e in f])
+    jl = sp.lambdify([EXO_STATES], sp.Matrix(f).jacobian(EXO_STATES).subs(subs))
+    times = np.logspace(-1, np.log10(48), 20)
+    # Radau at rtol 1e-10 agrees with Radau at rtol 1e-13 to 3e-11 here (checked once).
+    sol = solve_ivp(lambda t, y: fl(y), (0.0, 48.0), np.zeros(6), method="Radau",
+                    t_eval=times, rtol=1e-10, atol=1e-13,
+                    jac=lambda t, y: np.array(jl(y), dtype=float))
+    return times, sol.y.T
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_exo_sat_against_radau(exo_reference, dense):
+    times, ref = exo_reference
+    rhs, jac, dfdt = build_tapes(exo_sat_rhs(), T, EXO_STATES, EXO_PARAMS)
+    assert dfdt is None
+    Y, status, n_steps, _ = integrate(rhs, jac, np.zeros(6), EXO_VALUES, 0.0, times, 1e-8,
+                                      1e-10, dense_output=dense)
+    assert status == STATUS_OK
+    assert np.max(np.abs(Y - ref) / np.abs(ref)) <= 1e-7
+    assert n_steps < 400
+    # the steady state of the bounded part (EE 1250, MVB 625, P 22.727, T 90.909)
+    np.testing.assert_allclose(Y[-1, [0, 1, 3, 4]], [1250, 625, 22.727267, 90.909031],
+                               rtol=1e-6)
+
+
+def test_blow_up_reports_failure():
+    x = sp.Symbol("x")
+    rhs, jac, _ = build_tapes([x**2], T, [x], [])
+    times = np.array([0.5, 0.9, 1.5, 2.0])
+    Y, status, _, _ = integrate(rhs, jac, [1.0], [], 0.0, times, 1e-8, 1e-10)
+    assert status != STATUS_OK
+    np.testing.assert_allclose(Y[:2, 0], [2.0, 10.0], rtol=1e-6)   # 1/(1 - t) before t = 1
+    assert np.all(np.isnan(Y[2:]))
+
+
+def test_max_steps_and_input_validation():
+    x, k = sp.symbols("x k")
+    rhs, jac, _ = build_tapes([-k * x], T, [x], [k])
+    Y, status, n_steps, _ = integrate(rhs, jac, [1.0], [1.0], 0.0, [100.0], 1e-10, 1e-12,
+                                      max_steps=5)
+    assert status == STATUS_MAX_STEPS and n_steps == 5 and np.isnan(Y).all()
+    with pytest.raises(ValueError, match="sorted"):
+        integrate(rhs, jac, [1.0], [1.0], 0.0, [2.0, 1.0], 1e-8, 1e-10)
+    with pytest.raises(ValueError, match=">= t0"):
+        integrate(rhs, jac, [1.0], [1.0], 1.0, [0.5], 1e-8, 1e-10)
+    with pytest.raises(ValueError, match="inputs"):
+        integrate(rhs, jac, [1.0], [1.0, 2.0], 0.0, [1.0], 1e-8, 1e-10)
+    with pytest.raises(ValueError, match="atol"):
+        integrate(rhs, jac, [1.0], [1.0], 0.0, [1.0], 1e-8, 0.0)
+    with pytest.raises(ValueError, match="1-D"):
+        integrate(rhs, jac, [[1.0]], [1.0], 0.0, [1.0], 1e-8, 1e-10)
+    # a vector atol and a user-chosen first step
+    Y, status, _, _ = integrate(rhs, jac, [1.0], [1.0], 0.0, [1.0], 1e-9, np.array([1e-12]),
+                                first_step=1e-3)
+    assert status == STATUS_OK and abs(Y[0, 0] - np.exp(-1)) < 1e-8
+
+
+def test_import_and_tape_without_numba():
+    # numba is optional: the modules import, tapes evaluate (pure Python), integrate explains.
+    import subprocess
+    import sys
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np, sympy as sp\n"
+        "from kinetics import rosenbrock as R\n"
+        "from kinetics.tape import Tape\n"
+        "x, k = sp.symbols('x k')\n"
+        "assert not R.numba_available()\n"
+        "tp = Tape.from_exprs([k * x - sp.exp(x)], [x, k], n_varying=1, linear=[0])\n"
+        "assert abs(tp.evaluate(np.array([0.5, 3.0]))[0] - (1.5 - np.exp(0.5))) < 1e-15\n"
+        "rhs, jac, _ = R.build_tapes([-k * x], sp.Symbol('t'), [x], [k])\n"
+        "try:\n"
+        "    R.integrate(rhs, jac, [1.0], [1.0], 0.0, [1.0], 1e-8, 1e-10)\n"
+        "except ImportError as e:\n"
+        "    assert 'numba' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('no ImportError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
