@@ -220,14 +220,10 @@ def cmd_pk(args):
 
 def _fit_values(folder, model):
     """Best-fit values of a saved fit (result.json) for the model's parameters."""
-    import json
-    path = Path(folder) / "result.json" if Path(folder).is_dir() else Path(folder)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KineticsError(f"{path}: no result.json; run 'kinetics fit CASE --out DIR' first") from None
-    if data.get("model", {}).get("name") != model.name:
-        raise KineticsError(f"{path}: this fit is of model '{data.get('model', {}).get('name')}', not '{model.name}'")
+    from .report import read_result
+    path, data = read_result(folder)
+    if data["model"].get("name") != model.name:
+        raise KineticsError(f"{path}: this fit is of model '{data['model'].get('name')}', not '{model.name}'")
     return {name: entry["value"] for name, entry in data["parameters"].items() if name in model.parameters}
 
 

@@ -8,7 +8,6 @@ comparable: different data (hash) or different noise models.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -35,17 +34,8 @@ def _entry(item, label=None):
     if isinstance(item, FitResult):
         curves = _curves_table(item)
         return label or item.problem.model.name, item.to_dict(), curves, None
-    folder = Path(item)
-    path = folder / "result.json" if folder.is_dir() else folder
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KineticsError(f"{path}: no result.json here; run 'kinetics fit CASE --out {folder}' first") from None
-    except json.JSONDecodeError as exc:
-        raise KineticsError(f"{path}: not a valid result.json ({exc})") from None
-    for key in ("model", "data", "statistics", "parameters"):
-        if key not in data:
-            raise KineticsError(f"{path}: result.json lacks '{key}'; was it written by kinetics fit?")
+    from .report import read_result
+    path, data = read_result(item)
     curves_path = path.parent / "curves.csv"
     curves = pd.read_csv(curves_path) if curves_path.exists() else None
     return label or path.parent.name, data, curves, path.parent

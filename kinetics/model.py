@@ -16,7 +16,7 @@ import keyword
 import math
 import tomllib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp

@@ -250,7 +250,6 @@ class FitProblem:
         phi = self.phi(internal)
         natural = phi[self.free_index]
         dphi = np.where(self.log_mask, natural * math.log(10.0), 1.0)   # d phi_free / d internal
-        K = self.n_free
         preds, jacs = [], []
         phil = list(map(float, phi))
         P = self.compiled.n_params
@@ -369,7 +368,6 @@ def _rebuild(recipe):
 
 def load_fit_spec(path) -> FitProblem:
     """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
-    from .model import load_model
     path = Path(path)
     if path.is_dir():
         path = path / "fit.toml"

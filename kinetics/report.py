@@ -11,7 +11,7 @@ import numpy as np
 
 from .fileio import atomic_path, atomic_write
 
-__all__ = ["fit_report", "result_dict", "plot_fit", "plot_residuals", "plot_profiles", "plot_corner", "save_result"]
+__all__ = ["fit_report", "result_dict", "read_result", "plot_fit", "plot_residuals", "plot_profiles", "plot_corner", "save_result"]
 
 
 def _fmt(v, digits=5):
@@ -95,6 +95,25 @@ def fit_report(result) -> str:
             q = np.percentile(result.mcmc["samples"][:, k], [2.5, 50, 97.5])
             lines.append(f"    {name:<{width}} median {q[1]:.5g}, 95% [{q[0]:.5g}, {q[2]:.5g}]")
     return "\n".join(lines)
+
+
+def read_result(folder):
+    """(path, content) of a saved ``result.json`` (a fit folder or the file itself), checked."""
+    import json
+
+    from .errors import KineticsError
+    folder = Path(folder)
+    path = folder / "result.json" if folder.is_dir() else folder
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KineticsError(f"{path}: no result.json here; run 'kinetics fit CASE --out {folder}' first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KineticsError(f"{path}: not a valid result.json ({exc})") from None
+    for key in ("model", "data", "statistics", "parameters"):
+        if key not in data:
+            raise KineticsError(f"{path}: result.json lacks '{key}'; was it written by kinetics fit?")
+    return path, data
 
 
 def _finite(v):

@@ -42,7 +42,21 @@ Semantics (IEEE double; no exceptions are raised inside the kernel)
       final ``True`` branch gives nan where no condition holds (sympy leaves it undefined).
     - ``sign(0) = 0``; ``log(x, b)`` is already ``log(x)/log(b)`` in sympy.
 
-numba is optional: without it, the kernels below run as plain Python (slow, but
+Supported sympy nodes
+    numbers (Integer, Rational, Float, pi, E, oo; zoo and nan give nan), symbols among the
+    inputs, ``+ - * /``, powers (integer exponents by multiplication, 1/2 and -1/2 by sqrt,
+    others by pow), exp, log, sqrt, Abs, sign, Min/Max (n-ary), Heaviside, Piecewise,
+    relationals (< <= > >= == !=), And/Or/Not, true/false, sin, cos, tan, sinh, cosh, tanh,
+    asin, acos, atan, atan2, floor, ceiling, erf, erfc and sympy.codegen's log10, log2, exp2,
+    expm1, log1p, Sqrt. Anything else raises ``ValueError`` naming the node.
+
+Kernels (numba-compiled, callable from other compiled code)
+    ``run_tape(uprog, reg, k0, k1)`` runs instructions ``k0..k1-1`` on a register file;
+    ``tape_outputs(uprog, reg, out)`` gathers the outputs (including the linear section);
+    ``eval_tape(prog, consts, inputs, reg, out)`` does a whole evaluation. ``uprog`` is
+    :attr:`Tape.uprog`, the program viewed as uint64.
+
+numba is optional: without it, the kernels run as plain Python (slow, but
 :meth:`Tape.evaluate` still works).
 """
 
@@ -72,7 +86,8 @@ except ImportError:  # pragma: no cover - exercised only without numba
         return fn
 
 
-__all__ = ["Tape", "run_tape", "eval_tape", "tape_source_hash", "NUMBA_AVAILABLE"]
+__all__ = ["Tape", "run_tape", "tape_outputs", "eval_tape", "eval_tape_many", "tape_source_hash",
+           "NUMBA_AVAILABLE"]
 
 #: Bump when the program layout changes.
 TAPE_VERSION = 2
@@ -351,12 +366,6 @@ def tape_load(prog, consts, reg):
     n_in = prog[H_NIN]
     for i in range(prog[H_NCONST]):
         reg[n_in + i] = consts[i]
-
-
-@_jit
-def tape_outputs_offset(prog):
-    """Index in ``prog`` of the first output register index."""
-    return HEADER + 4 * prog[H_NINSTR]
 
 
 @_jit
@@ -675,7 +684,7 @@ class Tape:
     """
 
     __slots__ = ("prog", "uprog", "consts", "n_inputs", "n_outputs", "n_instructions", "n_fixed",
-                 "n_varying", "n_linear", "n_registers", "uses_input", "_reg", "aux")
+                 "n_varying", "n_linear", "n_registers", "uses_input", "aux")
 
     def __init__(self, prog: np.ndarray, consts: np.ndarray, uses_input: np.ndarray):
         self.prog = np.ascontiguousarray(prog, dtype=np.int64)
@@ -692,7 +701,6 @@ class Tape:
         self.n_linear = int(self.prog[H_NLIN])
         self.n_registers = self.n_inputs + int(self.prog[H_NCONST]) + self.n_instructions
         self.uses_input = np.asarray(uses_input, dtype=bool)
-        self._reg = np.empty(self.n_registers)
         #: Per-tape cache for users of the tape (e.g. the integrator's sparse-LU plan).
         self.aux: dict = {}
 
@@ -893,7 +901,7 @@ class Tape:
         if x.shape != (self.n_inputs,):
             raise ValueError(f"expected {self.n_inputs} inputs, got shape {x.shape}")
         out = np.empty(self.n_outputs)
-        eval_tape(self.prog, self.consts, x, self._reg, out)
+        eval_tape(self.prog, self.consts, x, np.empty(self.n_registers), out)
         return out
 
     def depends_on(self, index: int) -> bool:

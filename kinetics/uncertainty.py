@@ -5,9 +5,7 @@ for log-scaled parameters, so draws stay positive)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,11 +54,8 @@ def load_fit_summary(fit) -> FitSummary:
         p = fit.problem
         samples = fit.mcmc["samples"] if fit.mcmc else None
         return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples)
-    path = Path(fit) / "result.json" if Path(fit).is_dir() else Path(fit)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KineticsError(f"{path}: no result.json; run 'kinetics fit CASE --out DIR' first") from None
+    from .report import read_result
+    path, data = read_result(fit)
     params = data["parameters"]
     free = [n for n, e in params.items() if e.get("free")]
     sd = np.array([params[n]["stderr"] if params[n]["stderr"] is not None else np.nan for n in free])
