@@ -260,10 +260,7 @@ class CompiledModel:
         num = {"u": u}
         from . import rosenbrock
         if rosenbrock.numba_available():
-            from .tape import Tape
-            inputs = [TIME, *x, *p, *u]
-            num["rhs_tape"] = Tape.from_exprs(list(f), inputs)
-            num["jac_tape"] = Tape.from_exprs(list(self.jacobian_symbolic), inputs)
+            num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = rosenbrock.build_tapes(list(f), TIME, x, [*p, *u])
             num["engine"] = "rosenbrock"
         else:
             num["f"] = _lambdify([TIME, x, p, u], list(f))
@@ -289,11 +286,8 @@ class CompiledModel:
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from .tape import Tape
-            inputs = [TIME, *y, *p, *u, *list(D)]
-            aug = sp.Matrix(rhs)
-            system["rhs_tape"] = Tape.from_exprs(rhs, inputs)
-            system["jac_tape"] = Tape.from_exprs(list(aug.jacobian(y)), inputs)
+            from .rosenbrock import build_tapes
+            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *list(D)])
         else:
             system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
         self._sens_systems[K] = system
@@ -310,7 +304,8 @@ class CompiledModel:
         system = num if D is None else self._sens_system(K)
         if num["engine"] == "rosenbrock":
             from .rosenbrock import integrate
-            Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol)
+            Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
+                                        dfdt=system["dfdt_tape"])
             if status != 0:
                 raise SolverError(_STATUS.get(status, f"the integrator failed (status {status})"))
         else:

@@ -180,7 +180,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
 
 
 def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", progress=True, profiles=True,
-        use_jacobian=True, mcmc=None, max_nfev=None) -> "FitResult":
+        use_jacobian=True, mcmc=None, max_nfev=None, reweight=None) -> "FitResult":
     """Fit ``problem`` (a FitProblem, or a fit folder / fit.toml path) and return a FitResult.
 
     multistart : number of starts (the first from the given values, the rest a Latin hypercube in
@@ -193,6 +193,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         ``concurrent.futures.Executor``.
     profiles : compute profile-likelihood intervals (recommended; costs a few fits per parameter).
     mcmc : None, or a dict ``{"steps": 2000, "walkers": 32, "burn": 500}`` for lmfit's emcee sampler.
+    reweight : proportional noise only: weight by the fitted curve (True, the default; unbiased) or
+        keep the classic weights 1/|y| of the measurements (False; biased by a few per cent at
+        10 % noise, but the objective most other tools minimize).
     """
     from .problem import FitProblem, load_fit_spec
     if not isinstance(problem, FitProblem):
@@ -235,12 +238,17 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                        "Check the bounds and starting values in the fit spec.")
     best = min(finite, key=lambda r: r["rss"])
     x_best, rss_best = best["x"], best["rss"]
-    if problem.noise == "proportional":
+    reweight = settings.get("reweight", True) if reweight is None else reweight
+    extra = (problem.nfev, problem.njev)
+    if problem.noise == "proportional" and reweight:
         # sigma_i = s |f_i|: weighting by the measured values (the starts) biases the curve low,
         # so reweight by the fitted curve until the estimate stops moving (generalized least squares)
         x_best, rss_best, weights = _reweight_by_prediction(problem, x_best, use_jacobian, max_nfev)
+    extra = (problem.nfev - extra[0], problem.njev - extra[1])
     result = FitResult(problem, x_best, rss_best, weights, noise_params, runs, local_method,
                        time.perf_counter() - t_start, use_jacobian)
+    result.nfev += extra[0]
+    result.njev += extra[1]
     if profiles:
         result.compute_profiles(progress=progress)
     if mcmc:
@@ -249,19 +257,36 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     return result
 
 
-def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=20, tol=1e-9):
-    weights = problem.prediction_weights(x)
-    rss = math.inf
+def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=50, tol=1e-7):
+    """Generalized least squares for sigma_i = s |f_i|: Gauss-Newton steps on the weighted
+    residuals, the weights 1/|f_i| renewed from the current curve before every step, until the
+    step vanishes (the fixed point where the fit and its own weights agree; it converges at a
+    rate of about sigma_rel per step). Started from the optimum under measurement weights, this
+    costs a handful of simulations, not a handful of fits. ``tol`` is in internal units (log10)."""
+    lo, hi = problem.internal_bounds()
+    x = np.asarray(x, dtype=float).copy()
+    f, J = problem.predict(x, jacobian=True)
+    step = 1.0
     for _ in range(max_rounds):
-        x_new, rss, _ = _local_fit(problem, x, weights, None, "least_squares", use_jacobian, max_nfev)
-        new_weights = problem.prediction_weights(x_new)
-        moved = np.max(np.abs(x_new - x)) if len(x) else 0.0
-        x = x_new
-        if moved < tol and np.allclose(new_weights, weights, rtol=1e-9):
+        weights = problem.weights_from_prediction(f)
+        r = weights * (problem.y - f)
+        # no steps along directions the data do not see (rcond)
+        delta = np.linalg.lstsq(weights[:, None] * J, r, rcond=1e-10)[0]
+        rss0, step = float(r @ r), min(1.0, 2.0 * step)  # start from the last step length that worked
+        while True:
+            x_new = np.clip(x + step * delta, lo, hi)
+            f_new, J_new = problem.predict(x_new, jacobian=True)
+            r_new = weights * (problem.y - f_new)
+            if float(r_new @ r_new) <= rss0 or step < 1e-3:
+                break
+            step *= 0.5
+        moved = float(np.max(np.abs(x_new - x))) if len(x) else 0.0
+        x, f, J = x_new, f_new, J_new
+        if moved < tol:
             break
-        weights = new_weights
-        rss = float(np.sum((weights * (problem.y - problem.predict(x)[0])) ** 2))
-    return x, rss, weights
+    weights = problem.weights_from_prediction(f)
+    r = weights * (problem.y - f)
+    return x, float(r @ r), weights
 
 
 def _fit_combined_noise(problem, use_jacobian, max_nfev):

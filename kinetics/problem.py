@@ -35,7 +35,7 @@ from .simulate import Schedule, as_event, as_input
 
 __all__ = ["Condition", "FitProblem", "load_fit_spec"]
 
-_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev"}
+_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight"}
 _SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
 _COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
 
@@ -307,7 +307,9 @@ class FitProblem:
 
     def prediction_weights(self, internal):
         """Proportional-noise weights 1/|f_i| at the predictions (floored to avoid division by 0)."""
-        f, _ = self.predict(internal)
+        return self.weights_from_prediction(self.predict(internal)[0])
+
+    def weights_from_prediction(self, f):
         scale = np.abs(f)
         floor = 1e-9 * max(float(scale.max()), 1e-300)
         return 1.0 / np.maximum(scale, floor)
@@ -406,6 +408,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
     for key, kind, what in (("multistart", int, "a whole number of starts (>= 1)"), ("seed", int, "a whole number"),
                             ("log_scale", bool, "true or false"), ("profiles", bool, "true or false"),
+                            ("reweight", bool, "true or false"),
                             ("noise", str, "one of constant, proportional, combined, data"),
                             ("method", str, "an optimizer name"), ("max_nfev", int, "a whole number"),
                             ("free", list, "a list of parameter names")):

@@ -7,11 +7,12 @@ Disk cache
     numba's ``cache=True``: the compiled code goes to ``__pycache__`` beside this file (the
     source tree for an editable install), or, where that is not writable, to numba's user-wide
     cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
-    loads it (about 0.05 s, plus numba's own start-up of a few tenths of a second on the first
-    compiled call of the process); with an empty cache it compiles (tens of seconds, once per
-    machine and numba/Python version). numba invalidates an entry when its own source file
-    changes; the integrator additionally keys on a hash of ``tape.py`` (whose interpreter it
-    inlines), see :func:`_make_solver`. :func:`warm_up` triggers the load or the compilation.
+    loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
+    (about 15 s on a 2-core machine, once per machine and numba/Python version). numba
+    invalidates an entry when its own source file changes; the integrator additionally keys
+    on a hash of ``tape.py`` (whose interpreter it calls), see :func:`_make_solver`.
+    :func:`warm_up` triggers the load or the compilation. The compiled code releases the GIL,
+    so threads (e.g. a ThreadPoolExecutor over fit starts) integrate in parallel.
 
 Method
     Rodas5P: an 8-stage, order-5 Rosenbrock-Wanner method with an embedded order-4 error
@@ -63,7 +64,7 @@ from .tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AV
                    run_tape, tape_outputs)
 
 __all__ = [
-    "integrate", "numba_available", "build_tapes", "warm_up",
+    "integrate", "numba_available", "build_tapes", "warm_up", "lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
     "STATUS_SINGULAR", "STATUS_MESSAGES",
 ]
@@ -193,7 +194,7 @@ if NUMBA_AVAILABLE:
 
     def _jit(fn=None, *, inline="never"):
         def deco(f):
-            return _njit(cache=True, error_model="numpy", inline=inline)(f)
+            return _njit(cache=True, error_model="numpy", nogil=True, inline=inline)(f)
         return deco(fn) if fn is not None else deco
 else:  # pragma: no cover
     def _jit(fn=None, **kwargs):
@@ -432,87 +433,54 @@ def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
         b[Ur[q]] -= Uv[q] * b[Uc[q]]
 
 
-@_jit
-def _make_lu_plan(pattern):
-    """Symbolic LU (natural order) of a boolean n x n pattern; the diagonal is added."""
-    n = pattern.shape[0]
-    P = pattern.copy()
+def _make_lu_plan(pattern) -> np.ndarray:
+    """Symbolic LU (natural order) of a boolean n x n pattern, the diagonal added; the plan
+    layout is described above. Plain numpy: it runs once per Jacobian tape."""
+    P = np.array(pattern, dtype=bool)
+    n = P.shape[0]
+    P[np.arange(n), np.arange(n)] = True
+    rows_of, cols_of = [], []
+    for k in range(n):  # fill-in
+        rows = k + 1 + np.flatnonzero(P[k + 1:, k])
+        cols = k + 1 + np.flatnonzero(P[k, k + 1:])
+        if rows.size and cols.size:
+            P[np.ix_(rows, cols)] = True
+        rows_of.append(rows)
+        cols_of.append(cols)
+    L_r, L_c, ops = [], [], []
     for k in range(n):
-        P[k, k] = True
-    for k in range(n):
-        for i in range(k + 1, n):
-            if P[i, k]:
-                for j in range(k + 1, n):
-                    if P[k, j]:
-                        P[i, j] = True
-    nl = 0
-    nu = 0
-    nupd = 0
-    for k in range(n):
-        for i in range(k + 1, n):
-            if P[i, k]:
-                nl += 1
-                for j in range(k + 1, n):
-                    if P[k, j]:
-                        nupd += 1
-            if P[k, i]:
-                nu += 1
-    npat = n + nl + nu
-    nops = 2 * nl + n + nupd
-    plan = np.zeros(PLAN_HEADER + 3 * nl + 3 * nu + npat + 3 * nops, dtype=np.int64)
-    plan[P_N] = n
-    plan[P_NL] = nl
-    plan[P_NU] = nu
-    plan[P_NPAT] = npat
-    plan[P_NOPS] = nops
-    o = PLAN_HEADER
-    for name, size in ((P_LR, nl), (P_LC, nl), (P_UR, nu), (P_UC, nu), (P_FPOS, npat),
-                       (P_LPOS, nl), (P_UPOS, nu), (P_OPS, 3 * nops)):
-        plan[name] = o
-        o += size
-    q = 0
-    r = 0
-    for k in range(n):
-        # the column below the pivot: threshold test, pivot, multipliers and updates
-        for i in range(k + 1, n):
-            if P[i, k]:
-                plan[plan[P_OPS] + 3 * r] = 0
-                plan[plan[P_OPS] + 3 * r + 1] = i * n + k
-                r += 1
-        plan[plan[P_OPS] + 3 * r] = 1
-        plan[plan[P_OPS] + 3 * r + 1] = k
-        plan[plan[P_OPS] + 3 * r + 2] = k * n + k
-        r += 1
-        for i in range(k + 1, n):
-            if P[i, k]:
-                plan[plan[P_LR] + q] = i
-                plan[plan[P_LC] + q] = k
-                plan[plan[P_LPOS] + q] = i * n + k
-                q += 1
-                plan[plan[P_OPS] + 3 * r] = 2
-                plan[plan[P_OPS] + 3 * r + 1] = i * n + k
-                plan[plan[P_OPS] + 3 * r + 2] = k
-                r += 1
-                for j in range(k + 1, n):
-                    if P[k, j]:
-                        plan[plan[P_OPS] + 3 * r] = 3
-                        plan[plan[P_OPS] + 3 * r + 1] = i * n + j
-                        plan[plan[P_OPS] + 3 * r + 2] = k * n + j
-                        r += 1
-    r = 0
+        rows, cols = rows_of[k], cols_of[k]
+        ops += [(0, i * n + k, 0) for i in rows]           # AMAX over the column below
+        ops.append((1, k, k * n + k))                      # PIVOT
+        for i in rows:
+            L_r.append(i)
+            L_c.append(k)
+            ops.append((2, i * n + k, k))                  # MULT
+            ops += [(3, i * n + j, k * n + j) for j in cols]   # UPD
+    U_r, U_c = [], []
     for k in range(n - 1, -1, -1):
-        for j in range(k + 1, n):
-            if P[k, j]:
-                plan[plan[P_UR] + r] = k
-                plan[plan[P_UC] + r] = j
-                plan[plan[P_UPOS] + r] = k * n + j
-                r += 1
-    r = 0
-    for i in range(n):
-        for j in range(n):
-            if P[i, j]:
-                plan[plan[P_FPOS] + r] = i * n + j
-                r += 1
+        for j in cols_of[k]:
+            U_r.append(k)
+            U_c.append(j)
+    L_r = np.array(L_r, dtype=np.int64)
+    L_c = np.array(L_c, dtype=np.int64)
+    U_r = np.array(U_r, dtype=np.int64)
+    U_c = np.array(U_c, dtype=np.int64)
+    fpos = np.flatnonzero(P.ravel())
+    sections = [(P_LR, L_r), (P_LC, L_c), (P_UR, U_r), (P_UC, U_c), (P_FPOS, fpos),
+                (P_LPOS, L_r * n + L_c), (P_UPOS, U_r * n + U_c),
+                (P_OPS, np.array(ops, dtype=np.int64).ravel())]
+    plan = np.zeros(PLAN_HEADER + sum(len(a) for _, a in sections), dtype=np.int64)
+    plan[P_N] = n
+    plan[P_NL] = len(L_r)
+    plan[P_NU] = len(U_r)
+    plan[P_NPAT] = len(fpos)
+    plan[P_NOPS] = len(ops)
+    o = PLAN_HEADER
+    for field, arr in sections:
+        plan[field] = o
+        plan[o:o + len(arr)] = arr
+        o += len(arr)
     return plan
 
 
@@ -550,7 +518,7 @@ TH = np.array([
 def _make_solver(dependency_hash):
     """Build the integrator. It closes over ``dependency_hash`` (a hash of tape.py) so that
     numba's disk cache, which keys entries on this file only, is invalidated when the tape
-    interpreter it inlines changes."""
+    interpreter it calls changes (every call into kinetics.tape happens inside it)."""
 
     @_jit
     def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
@@ -905,10 +873,15 @@ def integrate(rhs: Tape, jac: Tape, y0, params, t0: float, times, rtol: float, a
     """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
 
     ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
-    p_0..p_{m-1}]``; ``rhs`` and ``dfdt`` have n outputs, ``jac`` n*n (row-major,
-    ``d f_i/d y_j`` at ``i*n + j``). ``times``: ascending, all >= ``t0``; a time equal to
-    ``t0`` returns ``y0``. ``atol``: a scalar or one value per state. ``max_steps`` bounds
-    the attempted steps; ``first_step`` (> 0) overrides the initial-step heuristic.
+    p_0..p_{m-1}]`` (see :func:`build_tapes`); ``rhs`` and ``dfdt`` have n outputs, ``jac``
+    n*n (row-major, ``d f_i/d y_j`` at ``i*n + j``; outputs that are the constant 0 define
+    its sparsity). ``times``: ascending, all >= ``t0``; a time equal to ``t0`` returns ``y0``.
+    ``rtol`` >= 0; ``atol`` > 0, a scalar or one value per state. ``max_steps`` bounds the
+    attempted steps; ``first_step`` (> 0) overrides the initial-step heuristic. ``dfdt``:
+    tape of df/dt for a right-hand side that reads t (else a finite difference is used).
+    ``dense_output``: interpolate the output times (default) or shorten steps to hit them;
+    for exo_sat at rtol 1e-8 the first takes 150 steps (max. rel. error 8e-9), the second
+    160 (1e-9): faster at equal tolerance, slower at equal accuracy.
 
     Returns ``(Y, status, n_steps, n_rhs)``: ``Y`` of shape ``(len(times), n)`` (nan rows
     where a failed integration did not reach), ``status`` 0 for success or one of the
@@ -1005,7 +978,11 @@ def _derivatives(exprs, wrt, symbols):
                           and isinstance(e.expr, (sp.floor, sp.ceiling)), lambda e: sp.S.Zero)
         return d.xreplace(back)
 
-    return [[clean(sp.diff(e, w)) for w in wrt_r] for e in exprs_r]
+    rows = []
+    for e in exprs_r:
+        free = e.free_symbols
+        rows.append([clean(sp.diff(e, w)) if w in free else sp.S.Zero for w in wrt_r])
+    return rows
 
 
 def build_tapes(rhs_exprs, t, states, params):

@@ -76,7 +76,7 @@ try:  # numba is an optional dependency (the "fast" extra)
     NUMBA_AVAILABLE = True
 
     def _jit(fn):
-        return _numba.njit(cache=True, error_model="numpy")(fn)
+        return _numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
 
 except ImportError:  # pragma: no cover - exercised only without numba
     _numba = None
@@ -533,7 +533,8 @@ class _Builder:
         func = e.func
         if func in _UNARY_FUNCS:
             if len(e.args) != 1:
-                raise ValueError(f"{func.__name__} with {len(e.args)} arguments is not supported in a tape")
+                raise ValueError(f"{func.__name__} with {len(e.args)} arguments is not "
+                                 "supported in a tape")
             return self.emit(_UNARY_FUNCS[func], self.build(e.args[0]))
         if func in (sp.Min, sp.Max):
             refs = [self.build(a) for a in e.args]

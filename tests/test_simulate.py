@@ -279,3 +279,21 @@ def test_math_functions_in_rates_on_both_paths():
     sim = simulate(m2, early, rtol=1e-10, atol=1e-12)
     c = 0.7 * math.exp(-0.7)
     assert_close(sim["X"], (math.sqrt(2.0) - c / 2 * early) ** 2, 1e-6)
+
+
+def test_scipy_lsoda_fallback_without_numba(monkeypatch):
+    """Without numba the nonlinear path runs on scipy's LSODA, sensitivities included."""
+    from scipy.special import lambertw
+
+    from kinetics import rosenbrock
+    monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
+    model = saturable_model()
+    sim = simulate(model, T, sensitivities=["Vmax"], rtol=1e-10, atol=1e-12)
+    assert model.compile()._numeric["engine"] == "lsoda"
+    Vmax, Km, P0 = 40.0, 60.0, 500.0
+    exact = Km * np.real(lambertw(P0 / Km * np.exp((P0 - Vmax * T) / Km)))
+    assert_close(sim["P"], exact, 1e-7)
+    h = 1e-4
+    up = Km * np.real(lambertw(P0 / Km * np.exp((P0 - (Vmax + h) * T) / Km)))
+    down = Km * np.real(lambertw(P0 / Km * np.exp((P0 - (Vmax - h) * T) / Km)))
+    assert_close(sim.sensitivity("P", "Vmax"), (up - down) / (2 * h), 1e-5)
