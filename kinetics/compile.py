@@ -79,13 +79,17 @@ def _lambdify(args, exprs, vector=False):
 class _SparseArray:
     """A numeric array whose nonzero entries are expressions of scalar arguments."""
 
-    def __init__(self, args, array: np.ndarray):
-        self.shape = array.shape
-        flat = array.reshape(-1)
-        self.index = np.array([i for i, e in enumerate(flat) if e != 0], dtype=np.intp)
-        self.size = flat.size
-        self.const = all(not flat[i].free_symbols for i in self.index)
-        self._fn = _lambdify(args, [flat[i] for i in self.index])
+    def __init__(self, args, array=None, *, shape=None, entries=None):
+        if array is not None:
+            shape = array.shape
+            flat = array.reshape(-1)
+            entries = {i: e for i, e in enumerate(flat) if e != 0}
+        self.shape = tuple(shape)
+        self.size = int(np.prod(self.shape))
+        self.index = np.array(sorted(entries), dtype=np.intp)
+        exprs = [entries[i] for i in self.index]
+        self.const = all(not sp.sympify(e).free_symbols for e in exprs)
+        self._fn = _lambdify(args, exprs)
         self._cached = None
 
     def __call__(self, *args) -> np.ndarray:
@@ -145,7 +149,7 @@ class CompiledModel:
         # initial values x0(p) and their derivatives
         x0 = sp.Matrix(sym["initial"])
         self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object))
-        self._dx0 = _SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P)) if P else None
+        self._dx0 = _SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P)) if P and any(x0) else None
         # observables h(t, x, p)
         obs = sp.Matrix(list(sym["observables"].values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
@@ -159,13 +163,17 @@ class CompiledModel:
             b = f.xreplace(zero)
             self._A = _SparseArray(self._p_args, np.array(A, dtype=object).reshape(n, n))
             self._b = _SparseArray(self._p_args, np.array(list(b), dtype=object))
-            dA = np.empty((P, n, n), dtype=object)
-            db = np.empty((P, n), dtype=object)
-            for k, pk in enumerate(p):
-                dA[k] = np.array(A.diff(pk), dtype=object).reshape(n, n)
-                db[k] = np.array(list(b.diff(pk)), dtype=object)
-            self._dA = _SparseArray(self._p_args, dA)
-            self._db = _SparseArray(self._p_args, db)
+            # derivatives only where an entry depends on a parameter (large models: P x n x n is huge)
+            index = {pk: k for k, pk in enumerate(p)}
+            dA, db = {}, {}
+            for (i, j), entry in A.todok().items():
+                for sym in entry.free_symbols & index.keys():
+                    dA[(index[sym] * n + i) * n + j] = entry.diff(sym)
+            for i, entry in enumerate(b):
+                for sym in entry.free_symbols & index.keys():
+                    db[index[sym] * n + i] = entry.diff(sym)
+            self._dA = _SparseArray(self._p_args, shape=(P, n, n), entries={k: v for k, v in dA.items() if v != 0})
+            self._db = _SparseArray(self._p_args, shape=(P, n), entries={k: v for k, v in db.items() if v != 0})
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
         self.method = "exact" if self.affine else "numerical"
@@ -221,6 +229,7 @@ class CompiledModel:
             A, b = self._A(pl), self._b(pl)
             if inflow is not None:
                 b = b + inflow
+            # (no memory of which method worked last time: results must not depend on call history)
             if D is None:
                 X, _, _ = solve_affine(A, b, x0, times - t0)
                 return X, None

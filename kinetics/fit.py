@@ -44,16 +44,20 @@ class _Objective:
         self.names = problem.internal_names()
         self._key = None
         self._J = None
+        self._r = None
 
     def vector(self, params):
         return np.array([params[n].value for n in self.names])
 
     def residual(self, params):
         x = self.vector(params)
+        key = x.tobytes()
+        if key == self._key and self._r is not None:
+            return self._r  # lmfit re-evaluates the final point: it is already known
         try:
             if self.use_jacobian:
                 r, J = self.problem.residuals_and_jacobian(x, self.weights)
-                self._key, self._J = x.tobytes(), J
+                self._key, self._J, self._r = key, J, r
             else:
                 r = self.problem.residuals(x, self.weights)
         except SolverError:
@@ -65,7 +69,7 @@ class _Objective:
         x = self.vector(params)
         if self._key != x.tobytes():
             try:
-                _, self._J = self.problem.residuals_and_jacobian(x, self.weights)
+                self._r, self._J = self.problem.residuals_and_jacobian(x, self.weights)
             except SolverError:
                 return np.zeros((self.problem.n_data, sum(params[n].vary for n in self.names)))
             self._key = x.tobytes()
@@ -96,7 +100,7 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
         warnings.simplefilter("ignore")
         result = minimizer.minimize(method=method, **kws)
     x = objective.vector(result.params)
-    r = problem.residuals(x, weights)
+    r = objective.residual(result.params)  # cached when the optimizer's last point is the result
     return x, float(r @ r), result
 
 
