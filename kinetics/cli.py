@@ -232,6 +232,14 @@ def cmd_demo(args):
     return demo.run(Path(args.out))
 
 
+def _add_prediction_options(p):
+    """Options shared by the commands that predict from a model (steady, pk)."""
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
+    p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit, with 95 %% intervals")
+    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals (default 300)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="kinetics", description="Compartment kinetics of exosome production and clearance.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -275,11 +283,8 @@ def build_parser():
 
     p = sub.add_parser("steady", help="steady state, stability, fluxes and sensitivities of a model")
     p.add_argument("model", help="model file (.toml) or bundled model name")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--scale", action="append", metavar="NAME=FACTOR", help="what-if: scale a parameter, shown beside the baseline")
-    p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit, with 95 %% intervals")
-    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals (default 300)")
-    p.add_argument("--json", action="store_true", help="print JSON (DESIGN.md contract)")
+    _add_prediction_options(p)
     p.set_defaults(func=cmd_steady)
 
     p = sub.add_parser("pk", help="pharmacokinetic summary of a bolus dose (AUC, CL, Vss, MRT, half-lives)")
@@ -287,10 +292,7 @@ def build_parser():
     p.add_argument("--dose", required=True, metavar="COMP=AMOUNT", help="bolus at t = 0, e.g. plasma=1e10")
     p.add_argument("--observable", required=True, help="measured compartment or observable (e.g. a concentration)")
     p.add_argument("--t-last", type=float, help="last sampling time, for AUC(0-tlast)")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
-    p.add_argument("--fit", metavar="DIR", help="use a saved fit's estimates, with 95 %% intervals")
-    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_prediction_options(p)
     p.set_defaults(func=cmd_pk)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
