@@ -215,3 +215,139 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
                     acc += V[a, i] * sig[i]
                 S[ti, a, k] = acc.real
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Real eigenvalues (feed-forward compartment graphs, most models): the same algorithm in real
+# arithmetic, about twice as fast as the complex kernel.
+
+@njit(cache=True, error_model="numpy")
+def _phi1r(h):
+    if h == 0.0:
+        return 1.0
+    return math.expm1(h) / h
+
+
+@njit(cache=True, error_model="numpy")
+def _dphi1r(m):
+    if abs(m) < 0.2:
+        total, power, fact = 0.0, 1.0, 2.0
+        for k in range(16):
+            total += (k + 1) * power / fact
+            power *= m
+            fact *= k + 3
+        return total
+    return (math.exp(m) * (m - 1.0) + 1.0) / (m * m)
+
+
+@njit(cache=True, error_model="numpy")
+def _dd1r(a, b):
+    if b > a:
+        a, b = b, a
+    return math.exp(a) * _phi1r(b - a)
+
+
+@njit(cache=True, error_model="numpy")
+def _dd2_zero_r(a, b):
+    if a >= b and a >= 0.0:
+        pivot, x, y = a, b - a, -a
+    elif b > a and b >= 0.0:
+        pivot, x, y = b, a - b, -b
+    else:
+        pivot, x, y = 0.0, a, b
+    h = x - y
+    if abs(h) <= _CLOSE * (1.0 + max(abs(x), abs(y))):
+        psi = _dphi1r(0.5 * (x + y))
+    else:
+        psi = (_phi1r(x) - _phi1r(y)) / h
+    return math.exp(pivot) * psi
+
+
+@njit(cache=True, error_model="numpy")
+def eigen_solve_real(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
+    """:func:`eigen_solve` for real eigenvalues ``lam`` and real eigenvectors ``V``."""
+    n = lam.shape[0]
+    m = taus.shape[0]
+    K = dA.shape[0]
+    Vinv = np.empty((n, n))
+    if not _invert(V, Vinv):
+        return False
+    norm_v, norm_inv = 0.0, 0.0
+    for jj in range(n):
+        cv, ci = 0.0, 0.0
+        for i in range(n):
+            cv += abs(V[i, jj])
+            ci += abs(Vinv[i, jj])
+        norm_v = max(norm_v, cv)
+        norm_inv = max(norm_inv, ci)
+    if not norm_v * norm_inv <= max_condition:
+        return False
+    c = np.zeros(n)
+    d = np.zeros(n)
+    for i in range(n):
+        for jj in range(n):
+            c[i] += Vinv[i, jj] * x0[jj]
+            d[i] += Vinv[i, jj] * b[jj]
+    G = np.zeros((K, n, n))
+    g = np.zeros((K, n))
+    sigma0 = np.zeros((K, n))
+    tmp = np.zeros((n, n))
+    for k in range(K):
+        tmp[:, :] = 0.0
+        for p in range(n):
+            for q in range(n):
+                v = dA[k, p, q]
+                if v != 0.0:
+                    for jj in range(n):
+                        tmp[p, jj] += v * V[q, jj]
+        for i in range(n):
+            for p in range(n):
+                w = Vinv[i, p]
+                if w != 0.0:
+                    for jj in range(n):
+                        G[k, i, jj] += w * tmp[p, jj]
+                    g[k, i] += w * db[k, p]
+                    sigma0[k, i] += w * s0[p, k]
+    y = np.empty(n)
+    ez = np.empty(n)
+    e10 = np.empty(n)
+    z = np.empty(n)
+    W = np.empty((n, n))
+    sig = np.empty(n)
+    for ti in range(m):
+        t = taus[ti]
+        for i in range(n):
+            z[i] = lam[i] * t
+            ez[i] = math.exp(z[i])
+            e10[i] = (ez[i] - 1.0) / z[i] if abs(z[i]) >= 0.5 else _phi1r(z[i])
+            y[i] = ez[i] * c[i] + t * e10[i] * d[i]
+        for a in range(n):
+            acc = 0.0
+            for i in range(n):
+                acc += V[a, i] * y[i]
+            X[ti, a] = acc
+        if K == 0:
+            continue
+        for i in range(n):
+            for jj in range(n):
+                dz = z[i] - z[jj]
+                e1 = (ez[i] - ez[jj]) / dz if abs(dz) >= 0.5 else _dd1r(z[i], z[jj])
+                if abs(z[i]) >= 0.5:
+                    e2 = (e1 - e10[jj]) / z[i]
+                elif abs(z[jj]) >= 0.5:
+                    e2 = (e1 - e10[i]) / z[jj]
+                else:
+                    e2 = _dd2_zero_r(z[i], z[jj])
+                W[i, jj] = t * e1 * c[jj] + t * t * e2 * d[jj]
+        for k in range(K):
+            for i in range(n):
+                acc = ez[i] * sigma0[k, i] + t * e10[i] * g[k, i]
+                for jj in range(n):
+                    acc += G[k, i, jj] * W[i, jj]
+                sig[i] = acc
+            for a in range(n):
+                acc = 0.0
+                for i in range(n):
+                    acc += V[a, i] * sig[i]
+                S[ti, a, k] = acc
+    return True

@@ -155,9 +155,13 @@ def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
     else:
         K = dA.shape[0]
         S = np.empty((m, n, K))
-    ok = _linear_kernel.eigen_solve(wr, wi, vr, np.ascontiguousarray(b, dtype=float), np.ascontiguousarray(x0, dtype=float),
-                                    taus, np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
-                                    np.ascontiguousarray(s0, dtype=float), MAX_EIGEN_CONDITION, X, S)
+    args = (np.ascontiguousarray(b, dtype=float), np.ascontiguousarray(x0, dtype=float), taus,
+            np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
+            np.ascontiguousarray(s0, dtype=float), MAX_EIGEN_CONDITION, X, S)
+    if wi.any():
+        ok = _linear_kernel.eigen_solve(wr, wi, vr, *args)
+    else:  # real spectrum: real arithmetic
+        ok = _linear_kernel.eigen_solve_real(wr, np.ascontiguousarray(vr), *args)
     if not ok:
         return None
     return X, (S if K else None)

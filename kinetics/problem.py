@@ -265,10 +265,10 @@ class FitProblem:
                 else:
                     D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
             X, Y, S, dY = plan["schedule"].run(p, D)
-            series = np.hstack([X, Y])
+            series = np.hstack([X, Y]) if Y.shape[1] else X
             f = series[plan["t_index"], plan["s_index"]]
             if jacobian:
-                dseries = np.concatenate([S, dY], axis=1) if dY is not None and dY.size else S
+                dseries = np.concatenate([S, dY], axis=1) if dY is not None and dY.shape[1] else S
                 J = dseries[plan["t_index"], plan["s_index"], :]
             for oname, maps in self._obs_maps.items():
                 names = self._measurable_names()
