@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -78,11 +79,22 @@ class _Objective:
 
 
 def _params(problem, x, fixed=None):
+    """lmfit Parameters at internal values ``x`` (those in ``fixed`` held). Building Parameters
+    costs about a millisecond (an asteval interpreter each), so one set per problem is kept and
+    only its values and flags are renewed; lmfit copies it into each fit's result."""
     lo, hi = problem.internal_bounds()
-    params = lmfit.Parameters()
-    for i, (name, value) in enumerate(zip(problem.internal_names(), x)):
-        params.add(name, value=float(np.clip(value, lo[i], hi[i])), min=lo[i], max=hi[i],
-                   vary=not (fixed is not None and i in fixed))
+    names = problem.internal_names()
+    cache = problem.__dict__.setdefault("_lmfit_params", {})   # per thread: executors may be thread pools
+    params = cache.get(threading.get_ident())
+    if params is None or list(params) != names:
+        params = lmfit.Parameters()
+        for i, name in enumerate(names):
+            params.add(name, value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i])
+        cache[threading.get_ident()] = params
+    for i, name in enumerate(names):
+        par = params[name]
+        par.set(value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i],
+                vary=not (fixed is not None and i in fixed))
     return params
 
 
@@ -369,6 +381,7 @@ class FitResult:
             # that behind small numbers, so give them infinite variance
             _, sv, vt = np.linalg.svd(J, full_matrices=True)
             rank = int(np.sum(sv > sv.max() * max(J.shape) * np.finfo(float).eps)) if sv.size and sv.max() > 0 else 0
+            self._rank = rank
             if rank < K:
                 undetermined = np.abs(vt[rank:]).max(axis=0) > 1e-6
                 cov[undetermined, :] = np.nan
@@ -376,6 +389,7 @@ class FitResult:
                 cov[undetermined, undetermined] = np.inf
         except np.linalg.LinAlgError:
             cov = np.full((K, K), np.nan)
+            self._rank = 0
         self.covariance_internal = cov
         natural = p.to_natural(self.x)
         deriv = np.where(p.log_mask, natural * math.log(10.0), 1.0)
@@ -386,8 +400,7 @@ class FitResult:
             self.correlation = self.covariance / np.outer(sd, sd)
         self.stderr = sd
         self.values = natural
-        rank = np.linalg.matrix_rank(J) if np.isfinite(J).all() else 0
-        self.jacobian_rank = int(rank)
+        self.jacobian_rank = int(self._rank) if np.isfinite(J).all() else 0
 
     @property
     def params(self) -> lmfit.Parameters:
