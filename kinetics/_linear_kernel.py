@@ -192,8 +192,9 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
             continue
         # divided differences e[z_i, z_j] and e[z_i, z_j, 0] by recurrence where the points are
         # well separated (no cancellation), by the stable formulas where they are close
+        # (both are symmetric in i, j: each pair is evaluated once)
         for i in range(n):
-            for jj in range(n):
+            for jj in range(i, n):
                 dz = z[i] - z[jj]
                 e1 = (ez[i] - ez[jj]) / dz if abs(dz) >= 0.5 else _dd1(z[i], z[jj])
                 if abs(z[i]) >= 0.5:
@@ -203,6 +204,7 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
                 else:
                     e2 = _dd2_zero(z[i], z[jj])
                 W[i, jj] = t * e1 * c[jj] + t * t * e2 * d[jj]
+                W[jj, i] = t * e1 * c[i] + t * t * e2 * d[i]
         for k in range(K):
             for i in range(n):
                 acc = ez[i] * sigma0[k, i] + t * e10[i] * g[k, i]
@@ -329,7 +331,7 @@ def eigen_solve_real(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
         if K == 0:
             continue
         for i in range(n):
-            for jj in range(n):
+            for jj in range(i, n):
                 dz = z[i] - z[jj]
                 e1 = (ez[i] - ez[jj]) / dz if abs(dz) >= 0.5 else _dd1r(z[i], z[jj])
                 if abs(z[i]) >= 0.5:
@@ -339,6 +341,7 @@ def eigen_solve_real(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
                 else:
                     e2 = _dd2_zero_r(z[i], z[jj])
                 W[i, jj] = t * e1 * c[jj] + t * t * e2 * d[jj]
+                W[jj, i] = t * e1 * c[i] + t * t * e2 * d[i]
         for k in range(K):
             for i in range(n):
                 acc = ez[i] * sigma0[k, i] + t * e10[i] * g[k, i]
@@ -350,4 +353,71 @@ def eigen_solve_real(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
                 for i in range(n):
                     acc += V[a, i] * sig[i]
                 S[ti, a, k] = acc
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The fitting inner loop: values and sensitivities at data rows in one call.
+
+@njit(cache=True, error_model="numpy")
+def affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, series, t_index, max_condition, f, J):
+    """Values f (N,) and sensitivities J (N, K) at data rows r: series ``series[r]`` at time
+    ``taus[t_index[r]]`` of x' = A x + b, given LAPACK's eigen output (wr, wi, vr) of A. Series s
+    is C[s] . x + e[s]; dC (P or 0, s, n), de (P or 0, s) are the parameter derivatives of C, e.
+    The K sensitivity directions are dA = sum_l dA_full[l] D[l, k] (likewise db), from s0 (n, K).
+    Rows at tau = 0 use x0, s0 exactly. Returns False when the eigenvector matrix is too
+    ill-conditioned (the caller uses expm) or a value is not finite."""
+    n = b.shape[0]
+    P, K = D.shape
+    m = taus.shape[0]
+    dA = np.zeros((K, n, n))
+    db = np.zeros((K, n))
+    for l in range(P):
+        for k in range(K):
+            w = D[l, k]
+            if w != 0.0:
+                for i in range(n):
+                    db[k, i] += w * db_full[l, i]
+                    for j in range(n):
+                        dA[k, i, j] += w * dA_full[l, i, j]
+    X = np.empty((m, n))
+    S = np.empty((m, n, K))
+    real = True
+    for i in range(n):
+        if wi[i] != 0.0:
+            real = False
+    if real:
+        ok = eigen_solve_real(wr, np.ascontiguousarray(vr), b, x0, taus, dA, db, s0, max_condition, X, S)
+    else:
+        ok = eigen_solve(wr, wi, np.ascontiguousarray(vr), b, x0, taus, dA, db, s0, max_condition, X, S)
+    if not ok:
+        return False
+    for ti in range(m):
+        if taus[ti] == 0.0:
+            X[ti, :] = x0
+            S[ti, :, :] = s0
+    n_dp = dC.shape[0]
+    for r in range(t_index.shape[0]):
+        ti = t_index[r]
+        sr = series[r]
+        acc = e[sr]
+        for a in range(n):
+            acc += C[sr, a] * X[ti, a]
+        f[r] = acc
+        if not math.isfinite(acc):
+            return False
+        for k in range(K):
+            acc = 0.0
+            for a in range(n):
+                acc += C[sr, a] * S[ti, a, k]
+            for l in range(n_dp):
+                w = D[l, k]
+                if w != 0.0:
+                    dh = de[l, sr]
+                    for a in range(n):
+                        dh += dC[l, sr, a] * X[ti, a]
+                    acc += w * dh
+            J[r, k] = acc
+            if not math.isfinite(acc):
+                return False
     return True

@@ -122,6 +122,50 @@ class _VectorArray:
         return out.reshape((m, *self.shape))
 
 
+class _AffineSeries:
+    """The measurable series (states, then observables) where every observable is affine in
+    the states with no explicit time, h = C(p) x + e(p) (the usual case): their coefficients
+    as numbers at p, so that fitting reads data points straight from the states."""
+
+    @classmethod
+    def build(cls, args, obs, x, p):
+        xs = set(x)
+        if TIME in obs.free_symbols:
+            return None
+        C = obs.jacobian(x) if len(obs) else sp.zeros(0, len(x))
+        if any(e.free_symbols & xs for e in C):
+            return None
+        e = sp.Matrix([sp.expand(h - sum((C[i, j] * x[j] for j in range(len(x))), sp.S.Zero)) for i, h in enumerate(obs)])
+        if any(v.free_symbols & xs for v in e):
+            return None
+        return cls(args, C, e, p)
+
+    def __init__(self, args, C, e, p):
+        n, o, P = C.shape[1], C.shape[0], len(p)
+        self.n, self.size = n, n + o
+        full_C = sp.Matrix.vstack(sp.eye(n), C) if o else sp.eye(n)
+        full_e = list(sp.zeros(n, 1)) + list(e)
+        self._C = _SparseArray(args, np.array(full_C, dtype=object).reshape(n + o, n))
+        self._e = _SparseArray(args, np.array(full_e, dtype=object))
+        #: True when no coefficient depends on a parameter
+        self.constant = self._C.const and self._e.const
+        if self.constant or not P:
+            self._dC = self._de = None
+        else:
+            self._dC = _SparseArray(args, np.array([full_C.diff(q) for q in p], dtype=object).reshape(P, n + o, n))
+            self._de = _SparseArray(args, np.array([[v.diff(q) for v in full_e] for q in p], dtype=object).reshape(P, n + o))
+
+    def coefficients(self, pl):
+        """(C (s, n), e (s,)) of all s series at parameter list ``pl``."""
+        return self._C(pl), self._e(pl)
+
+    def derivatives(self, pl):
+        """(dC (P, s, n), de (P, s)); empty (0, s, n), (0, s) when nothing depends on p."""
+        if self._dC is None:
+            return np.zeros((0, self.size, self.n)), np.zeros((0, self.size))
+        return self._dC(pl), self._de(pl)
+
+
 class CompiledModel:
     """The numerical form of a model. Build with ``model.compile()`` (cached)."""
 
@@ -157,6 +201,7 @@ class CompiledModel:
         self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
         self._dobs_dx = _VectorArray(vec_args, np.array(obs.jacobian(x), dtype=object).reshape(len(obs), n)) if len(obs) else None
         self._dobs_dp = _VectorArray(vec_args, np.array(obs.jacobian(p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
+        self.affine_observables = _AffineSeries.build(self._p_args, obs, x, p)
         if self.affine:
             zero = {s: 0 for s in x}
             A = J
@@ -377,6 +422,9 @@ def warm_up() -> float:
     for M in (A, Ac):
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]))
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)), np.zeros((2, 1)))
+        series = (np.eye(2), np.zeros(2), np.zeros((0, 2, 2)), np.zeros((0, 2)), np.array([0, 1], dtype=np.intp))
+        linear.affine_rows(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
+                           np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
     if rosenbrock.numba_available():
         rosenbrock.warm_up()
     return time.perf_counter() - start

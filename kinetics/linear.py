@@ -24,7 +24,7 @@ from scipy.linalg import expm
 from scipy.linalg.lapack import dgecon as _dgecon, dgeev as _dgeev, dgetrf as _dgetrf, dgetrs as _dgetrs, dlange as _dlange
 from scipy.linalg.lapack import zgecon as _zgecon, zgetrf as _zgetrf, zgetrs as _zgetrs, zlange as _zlange
 
-__all__ = ["solve_affine", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
+__all__ = ["solve_affine", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
 
 #: Above this condition number of the eigenvector matrix the expm path is used instead.
 MAX_EIGEN_CONDITION = 1e5
@@ -165,6 +165,28 @@ def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
     if not ok:
         return None
     return X, (S if K else None)
+
+
+def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
+    """Data rows of the exact solution in one compiled call (the fitting inner loop).
+
+    ``series`` is (C, e, dC, de, index): row r reads C[index[r]] . x(taus[t_index[r]]) +
+    e[index[r]]; dC, de are the parameter derivatives of C, e (empty when constant). Returns
+    the values f (N,) and their sensitivities J (N, K) along the directions
+    dA = sum_l dA_full[l] D[l, k] (likewise db), from s(0) = s0 (n, K); or None where the
+    compiled eigen path does not apply (numba missing, ill-conditioned eigenvectors, a
+    non-finite value): callers then use :func:`solve_affine`."""
+    if _kernel() is None:
+        return None
+    wr, wi, _, vr, info = _dgeev(A, compute_vl=0, overwrite_a=0)
+    if info != 0:
+        return None
+    C, e, dC, de, index = series
+    N, K = len(t_index), D.shape[1]
+    f, J = np.empty(N), np.empty((N, K))
+    ok = _linear_kernel.affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index, t_index,
+                                    MAX_EIGEN_CONDITION, f, J)
+    return (f, J) if ok else None
 
 
 def solve_affine(A, b, x0, taus, dA=None, db=None, s0=None, method="auto"):

@@ -118,6 +118,7 @@ class FitProblem:
         self.free_index = np.array([self.fit_names.index(n) for n in free], dtype=int)
         lo, hi = self.fit_bounds[self.free_index].T
         self.log_mask = np.array([self.log_scale and l > 0 for l in lo])
+        self._all_log = bool(self.log_mask.all())
         # ---- symbols for override / scale expressions
         self._symbols = {n: sp.Symbol(n, real=True) for n in self.fit_names}
         phi = [self._symbols[n] for n in self.fit_names]
@@ -168,6 +169,7 @@ class FitProblem:
                 "g": sp.lambdify([phi], list(G), "math"), "dg": sp.lambdify([phi], G.jacobian(phi), "numpy"),
                 "identity": identity,
                 "t_index": t_index, "s_index": s_index,
+                "row_evaluator": schedule.row_evaluator(t_index, s_index),
             })
         # ---- observable scale/offset (expressions of fit parameters)
         self._obs_maps = {}
@@ -203,6 +205,10 @@ class FitProblem:
         self.nfev = 0
         self.njev = 0
         P = compiled.n_params
+        # the one-call shortcut for data rows (see Schedule.row_evaluator), when every condition
+        # has one and no observable scale/offset applies
+        self._row_evaluators = not self._obs_maps and all(p["row_evaluator"] is not None for p in self._plans)
+        self._no_directions = np.zeros((P, 0))
         self._identity_D = np.zeros((P, len(self.free)))
         for k, i in enumerate(self.free_index):
             if i < P:
@@ -222,6 +228,8 @@ class FitProblem:
 
     def to_natural(self, internal):
         internal = np.asarray(internal, dtype=float)
+        if self._all_log:
+            return 10.0 ** internal
         return np.where(self.log_mask, 10.0 ** internal, internal)
 
     def internal_bounds(self):
@@ -251,7 +259,7 @@ class FitProblem:
         natural = phi[self.free_index]
         dphi = np.where(self.log_mask, natural * math.log(10.0), 1.0)   # d phi_free / d internal
         preds, jacs = [], []
-        phil = list(map(float, phi))
+        phil = phi.tolist()
         P = self.compiled.n_params
         for plan in self._plans:
             if plan["identity"]:  # no overrides: model parameters are the first P fit parameters
@@ -264,6 +272,13 @@ class FitProblem:
                     D = self._identity_D * dphi
                 else:
                     D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+            if self._row_evaluators:
+                out = plan["row_evaluator"](p, D if jacobian else self._no_directions)
+                if out is not None:
+                    preds.append(out[0])
+                    if jacobian:
+                        jacs.append(out[1])
+                    continue
             X, Y, S, dY = plan["schedule"].run(p, D)
             series = np.hstack([X, Y]) if Y.shape[1] else X
             f = series[plan["t_index"], plan["s_index"]]

@@ -22,6 +22,7 @@ from .compile import DEFAULT_ATOL, DEFAULT_RTOL
 from .errors import ExpressionError, ModelError, SolverError
 from .expressions import parse_expression
 from .fileio import atomic_path
+from .linear import affine_rows
 
 __all__ = ["Dose", "Infusion", "Event", "Schedule", "Simulation", "simulate"]
 
@@ -252,10 +253,60 @@ class Schedule:
             raise SolverError(self._failure("the solution is not finite", p))
         return X, Y, SS, dY
 
+    def row_evaluator(self, t_index, s_index):
+        """The fitting inner loop's shortcut, or None where it does not apply: a callable
+        ``(p, D) -> (f, J) or None`` giving the values (N,) and sensitivities (N, K) of data rows
+        that read series ``s_index`` (states, then observables) at output times ``t_index``.
+
+        It applies to affine models whose observables are affine in the states (amounts,
+        concentrations, sums, fractions), simulated in one segment (doses at the start only),
+        and does in one compiled call what :meth:`run` does in a dozen. A call returns None
+        where the exact eigen path declines (ill-conditioned, not finite): use :meth:`run`."""
+        c = self.compiled
+        if not (c.affine and c.affine_observables is not None):
+            return None
+        if self.breakpoints or self.events or any(not isinstance(item, Dose) for item in self.inputs):
+            return None
+        return _RowEvaluator(self, np.asarray(s_index, dtype=np.intp), np.asarray(t_index, dtype=np.intp))
+
     def _failure(self, message, p):
         values = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.compiled.parameter_names, p))
         return (f"simulation of model '{self.compiled.name}' failed: {message}. Parameter values: {values}. "
                 "Check that these values are plausible (bounds in the model or fit spec), or loosen --rtol/--atol.")
+
+
+class _RowEvaluator:
+    """See :meth:`Schedule.row_evaluator`."""
+
+    def __init__(self, schedule, s_index, t_index):
+        c = schedule.compiled
+        self.schedule = schedule
+        self.series = c.affine_observables
+        self.s_index, self.t_index = s_index, t_index
+        self.taus = np.ascontiguousarray(schedule.times - schedule.t0)
+        self.doses = np.zeros(c.n_states)
+        for item in schedule.inputs:            # all bolus doses, at t0 (no breakpoints)
+            if item.time == schedule.t0:
+                self.doses[schedule._state_index[item.compartment]] += item.amount
+        # what depends on no parameter (the usual case) is computed once
+        self.fixed_start = c._dx0 is None and not schedule._initial
+        self._fixed_series = None
+        if self.series.constant:
+            defaults = c.default_parameters.tolist()
+            self._fixed_series = (*self.series.coefficients(defaults), *self.series.derivatives(defaults), s_index)
+
+    def __call__(self, p, D):
+        c = self.schedule.compiled
+        pl = p.tolist()
+        if not all(map(math.isfinite, pl)):
+            return None        # run() reports it
+        if self.fixed_start:
+            x0, S0 = c.initial_state(pl), np.zeros((c.n_states, D.shape[1]))
+        else:
+            x0, S0 = self.schedule.initial_conditions(p, D)
+        series = self._fixed_series or (*self.series.coefficients(pl), *self.series.derivatives(pl), self.s_index)
+        return affine_rows(c._A(pl), c._b(pl), x0 + self.doses, self.taus, c._dA(pl), c._db(pl),
+                           np.ascontiguousarray(D), np.ascontiguousarray(S0), series, self.t_index)
 
 
 class Simulation:

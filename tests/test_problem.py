@@ -275,3 +275,118 @@ def test_reference_fit_task_loads():
     np.testing.assert_allclose(problem.to_natural(problem.start()), [1.5, 0.26667, 0.6, 0.66667, 1.5, 6.6667])
     assert problem.log_mask.all()
     np.testing.assert_allclose(problem.weights, 1 / np.abs(problem.y))
+
+
+# ------------------------------------------------------- the one-call shortcut for data rows
+def _shortcut_problem(model=None, observed=("P", "MVB", "release", "total"), seed=4):
+    """Affine conditions that all take Schedule.row_evaluator: an initial value that is an
+    expression of a free parameter, a bolus at t = 0, an override; observables whose
+    coefficient (release = k_sec * MVB) or offset (total = EE + MVB + bg) is a parameter;
+    data rows at t = 0."""
+    from kinetics import simulate
+    from fitting_helpers import add_noise, secretion_model, tidy
+
+    m = model or secretion_model(nonlinear=False)
+    if model is None:
+        m.add_parameter("bg", 5.0, min=0.1, max=100, unit="particles")
+        m.add_observable("total", "EE + MVB + bg", unit="particles")
+    times = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0])
+    conditions = [Condition("control"), Condition("knockdown", overrides={"k_sec": "k_sec * kd"}),
+                  Condition("bolus", doses=[{"compartment": "P", "amount": 80.0, "time": 0.0}],
+                            initial={"MVB": "k_sec * 100"})]
+    rng = np.random.default_rng(seed)
+    frames = []
+    for c in conditions:
+        sim = simulate(m, times, doses=c.doses, initial=c.initial)
+        frames.append(add_noise(tidy(sim, list(observed), condition=c.name), rng, rel=0.05))
+    data = pd.concat(frames, ignore_index=True)
+    free = [n for n in ("k_mat", "k_sec", "k_lys", "k_cl", "bg") if n in m.parameters] + ["kd"]
+    return FitProblem(m, data, free, conditions=conditions, parameters={"kd": {"value": 0.6, "min": 1e-3, "max": 10}},
+                      noise="constant")
+
+
+def _general_path(problem, x, jacobian=True):
+    problem._row_evaluators = False
+    try:
+        return problem.predict(x, jacobian=jacobian)
+    finally:
+        problem._row_evaluators = True
+
+
+def test_row_shortcut_matches_the_general_path_and_finite_differences():
+    problem = _shortcut_problem()
+    assert problem._row_evaluators and all(plan["row_evaluator"] is not None for plan in problem._plans)
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        x = problem.start() + rng.uniform(-0.4, 0.4, problem.n_free)
+        f, J = problem.predict(x, jacobian=True)
+        f_general, J_general = _general_path(problem, x)
+        np.testing.assert_allclose(f, f_general, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(J, J_general, rtol=1e-10, atol=1e-10 * np.abs(J_general).max())
+        np.testing.assert_allclose(problem.predict(x)[0], f, rtol=1e-14, atol=0)   # without sensitivities
+    fd = central_jacobian(lambda z: problem.predict(z)[0], x, h=1e-6)
+    for k, name in enumerate(problem.free):
+        scale = np.abs(fd[:, k]).max()
+        assert scale > 0, f"predictions do not depend on {name}: the test problem is broken"
+        assert np.abs(J[:, k] - fd[:, k]).max() / scale < 1e-6, name
+
+
+def test_row_shortcut_rows_at_time_zero_are_the_initial_values_exactly():
+    problem = _shortcut_problem()
+    f, _ = problem.predict(problem.start(), jacobian=True)
+    rows = problem._plans[2]["rows"]                      # the bolus condition
+    at_zero = (rows["time"].to_numpy() == 0) & (rows["observable"].to_numpy() == "P")
+    offset = sum(len(plan["rows"]) for plan in problem._plans[:2])
+    assert f[offset:][at_zero].tolist() == [80.0]
+
+
+def test_row_shortcut_with_complex_eigenvalues():
+    """A cycle EE -> MVB -> P -> EE has a complex pair of eigenvalues: the complex kernel."""
+    from fitting_helpers import secretion_model
+    from kinetics.linear import _dgeev
+
+    m = secretion_model(nonlinear=False)
+    m.add_parameter("k_back", 2.0, min=1e-3, max=100, unit="1/h")
+    m.add_flow("recycling", "k_back * P", source="P", target="EE")
+    m.parameters["k_mat"].value, m.parameters["k_sec"].value = 3.0, 3.0
+    problem = _shortcut_problem(m, observed=("P", "MVB", "release"))
+    p = problem.phi(problem.start())[:problem.compiled.n_params]
+    assert np.any(_dgeev(problem.compiled.affine_matrices(p)[0])[1] != 0), "the test model has a real spectrum"
+    x = problem.start() + 0.1
+    f, J = problem.predict(x, jacobian=True)
+    f_general, J_general = _general_path(problem, x)
+    np.testing.assert_allclose(f, f_general, rtol=1e-11)
+    np.testing.assert_allclose(J, J_general, rtol=1e-9, atol=1e-9 * np.abs(J_general).max())
+
+
+def test_row_shortcut_declines_and_the_general_path_answers():
+    """Equal rates along a chain make the eigenvectors nearly parallel: the shortcut returns
+    None and predict() falls back to the expm path, with the same answer as the general path."""
+    from kinetics import Model, simulate
+    from fitting_helpers import tidy
+
+    m = Model("chain", time_unit="h")
+    names = [f"X{i}" for i in range(12)]
+    for name in names:
+        m.add_compartment(name, initial=100.0 if name == "X0" else 0.0, unit="particles")
+    m.add_parameter("k", 1.0, min=1e-3, max=100, unit="1/h")
+    for a, b in zip(names, names[1:]):
+        m.add_flow(f"{a}_to_{b}", f"k * {a}", source=a, target=b)
+    m.add_flow("out", f"k * {names[-1]}", source=names[-1])
+    data = tidy(simulate(m, [0.5, 2.0, 6.0]), [names[-1]])
+    problem = FitProblem(m, data, ["k"], noise="constant")
+    x = problem.start()
+    plan = problem._plans[0]
+    assert plan["row_evaluator"](problem.phi(x)[:1], problem._identity_D) is None
+    f, J = problem.predict(x, jacobian=True)
+    np.testing.assert_allclose(f, data["value"].to_numpy(), rtol=1e-10)
+    f_general, J_general = _general_path(problem, x)
+    np.testing.assert_array_equal(f, f_general)
+    np.testing.assert_array_equal(J, J_general)
+
+
+def test_row_shortcut_does_not_apply_where_the_plan_has_segments():
+    problem = multi_condition_problem(nonlinear=False)
+    has_shortcut = {plan["name"]: plan["row_evaluator"] is not None for plan in problem._plans}
+    assert has_shortcut == {"control": True, "knockdown": True, "bolus": False, "switch": False}
+    assert not problem._row_evaluators       # all conditions must have one, and no scale/offset
