@@ -427,4 +427,6 @@ def warm_up() -> float:
                            np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
     if rosenbrock.numba_available():
         rosenbrock.warm_up()
+        from . import trust_region
+        trust_region.warm_up()
     return time.perf_counter() - start

@@ -30,6 +30,7 @@ __all__ = ["fit", "FitResult", "CHI2_95"]
 #: 95 % threshold of the profile likelihood ratio (chi-square, 1 degree of freedom).
 CHI2_95 = float(chi2.ppf(0.95, 1))
 _LOCAL_METHODS = ("least_squares", "leastsq")
+_ENGINES = ("auto", "lmfit")
 _PENALTY = 1e10          # residual returned where the model cannot be simulated
 _FAILED_RSS = 1e19       # an optimum this bad sits on penalty residuals
 _GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
@@ -98,8 +99,51 @@ def _params(problem, x, fixed=None):
     return params
 
 
-def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
-    """One local optimization; returns (x_best, rss, lmfit MinimizerResult)."""
+def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None,
+               engine="auto"):
+    """One local optimization; returns (x_best, rss, result) where result has ``success`` and
+    ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
+    scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
+    its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
+    if engine != "lmfit" and method == "least_squares" and use_jacobian:
+        return _trf_fit(problem, x0, weights, fixed, max_nfev)
+    return _lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
+
+
+class _Failed:
+    success = False
+
+    def __init__(self, message):
+        self.message = message
+
+
+def _trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
+    """:func:`_local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
+    from .trust_region import least_squares_trf
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
+    if len(free) == len(base):
+        def fun_and_jac(z):
+            return problem.residuals_and_jacobian(z, weights)
+    else:
+        def fun_and_jac(z):
+            x = base.copy()
+            x[free] = z
+            r, J = problem.residuals_and_jacobian(x, weights)
+            return r, J[:, free]
+    try:
+        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
+                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
+    except SolverError as exc:   # at the start point: no fit from here
+        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    return x, float(res.fun @ res.fun), res
+
+
+def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
+    """:func:`_local_fit` through lmfit's Minimizer; the result is lmfit's MinimizerResult."""
     objective = _Objective(problem, weights, use_jacobian)
     params = _params(problem, x0, fixed)
     kws = {}
@@ -128,11 +172,11 @@ def _latin_starts(problem, n, seed):
 
 
 def _run_start(args):
-    problem, x0, weights, method, use_jacobian, max_nfev = args
+    problem, x0, weights, method, use_jacobian, max_nfev, engine = args
     t = time.perf_counter()
     n0, j0 = problem.nfev, problem.njev
     try:
-        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev)
+        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine)
         out = {"x": x, "rss": rss, "success": bool(res.success), "message": str(res.message)}
     except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
         out = {"x": x0, "rss": math.inf, "success": False, "message": f"{type(exc).__name__}: {exc}"}
@@ -150,12 +194,12 @@ def _progress(total, enabled):
         return None
 
 
-def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev):
+def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
     bar = _progress(len(starts), progress)
     results = []
     own_pool = None
     try:
-        first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev))
+        first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev, engine))
         results.append(first)
         if bar:
             bar.update(1)
@@ -164,7 +208,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
             # The first start may include one-off compilation, so time a second one before deciding.
             if rest:
-                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev))
+                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine))
                 results.append(second)
                 if bar:
                     bar.update(1)
@@ -176,14 +220,14 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
         if executor == "process":
             executor = own_pool = ProcessPoolExecutor(max_workers=os.cpu_count())
         if isinstance(executor, Executor) and rest:
-            jobs = [(problem, x, weights, method, use_jacobian, max_nfev) for x in rest]
+            jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine) for x in rest]
             for out in executor.map(_run_start, jobs):
                 results.append(out)
                 if bar:
                     bar.update(1)
         else:
             for x in rest:
-                out = _run_start((problem, x, weights, method, use_jacobian, max_nfev))
+                out = _run_start((problem, x, weights, method, use_jacobian, max_nfev, engine))
                 results.append(out)
                 if bar:
                     bar.update(1)
@@ -196,7 +240,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
 
 
 def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", progress=True, profiles=True,
-        use_jacobian=True, mcmc=None, max_nfev=None, reweight=None) -> "FitResult":
+        use_jacobian=True, mcmc=None, max_nfev=None, reweight=None, engine=None) -> "FitResult":
     """Fit ``problem`` (a FitProblem, or a fit folder / fit.toml path) and return a FitResult.
 
     multistart : number of starts (the first from the given values, the rest a Latin hypercube in
@@ -212,6 +256,10 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     reweight : proportional noise only: weight by the fitted curve (True, the default; unbiased) or
         keep the classic weights 1/|y| of the measurements (False; biased by a few per cent at
         10 % noise, but the objective most other tools minimize).
+    engine : ``"auto"`` (default): with ``least_squares`` and the analytic Jacobian, the starts
+        and profile fits run on :mod:`kinetics.trust_region`, a compiled port of the
+        trust-region reflective algorithm that lmfit's least_squares calls in scipy, and the best
+        start is finished by lmfit; ``"lmfit"``: every local fit through lmfit's Minimizer.
     """
     from .problem import FitProblem, load_fit_spec
     if not isinstance(problem, FitProblem):
@@ -221,6 +269,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     seed = seed if seed is not None else settings.get("seed", 0)
     method = method or settings.get("method", "least_squares")
     max_nfev = max_nfev or settings.get("max_nfev")
+    engine = engine or settings.get("engine", "auto")
+    if engine not in _ENGINES:
+        raise FitError(f"{problem.origin}: unknown engine '{engine}'; use one of {', '.join(_ENGINES)}")
     if method not in _LOCAL_METHODS + _GLOBAL_METHODS:
         raise FitError(f"{problem.origin}: unknown optimization method '{method}'; use one of "
                        f"{', '.join(_LOCAL_METHODS + _GLOBAL_METHODS)}")
@@ -231,7 +282,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     noise_params = {}
     weights = None
     if problem.noise == "combined":
-        weights, noise_params = _fit_combined_noise(problem, use_jacobian, max_nfev)
+        weights, noise_params = _fit_combined_noise(problem, use_jacobian, max_nfev, engine)
     if method in _GLOBAL_METHODS:
         lo, hi = problem.internal_bounds()
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
@@ -241,12 +292,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
             warnings.simplefilter("ignore")
             kws = {"seed": seed} if method == "differential_evolution" else {}
             res = lmfit.minimize(objective.residual, _params(problem, problem.start()), method=method, **kws)
-        polished = _run_start((problem, objective.vector(res.params), weights, "least_squares", use_jacobian, max_nfev))
+        polished = _run_start((problem, objective.vector(res.params), weights, "least_squares", use_jacobian, max_nfev, engine))
         runs = [polished]
         local_method = f"{method} + least_squares"
     else:
         starts = _latin_starts(problem, multistart, seed)
-        runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev)
+        runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]
     if not finite:
@@ -256,13 +307,19 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     x_best, rss_best = best["x"], best["rss"]
     reweight = settings.get("reweight", True) if reweight is None else reweight
     extra = (problem.nfev, problem.njev)
+    if engine != "lmfit" and use_jacobian and local_method.endswith("least_squares"):
+        # the best start is finished by lmfit itself: from a converged point its least_squares
+        # confirms the optimum in a few evaluations (and would take over if it found better)
+        x_lm, rss_lm, _ = _lmfit_fit(problem, x_best, weights, None, "least_squares", use_jacobian, max_nfev)
+        if rss_lm < rss_best:
+            x_best, rss_best = x_lm, rss_lm
     if problem.noise == "proportional" and reweight:
         # sigma_i = s |f_i|: weighting by the measured values (the starts) biases the curve low,
         # so reweight by the fitted curve until the estimate stops moving (generalized least squares)
         x_best, rss_best, weights = _reweight_by_prediction(problem, x_best, use_jacobian, max_nfev)
     extra = (problem.nfev - extra[0], problem.njev - extra[1])
     result = FitResult(problem, x_best, rss_best, weights, noise_params, runs, local_method,
-                       time.perf_counter() - t_start, use_jacobian)
+                       time.perf_counter() - t_start, use_jacobian, engine)
     result.nfev += extra[0]
     result.njev += extra[1]
     if profiles:
@@ -305,16 +362,17 @@ def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=50, t
     return x, float(r @ r), weights
 
 
-def _fit_combined_noise(problem, use_jacobian, max_nfev):
+def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
     """Outer search over the two noise parameters of the combined model (log scale)."""
-    x, rss, _ = _local_fit(problem, problem.start(), np.ones(problem.n_data), None, "least_squares", use_jacobian, max_nfev)
+    x, rss, _ = _local_fit(problem, problem.start(), np.ones(problem.n_data), None, "least_squares", use_jacobian, max_nfev,
+                           engine)
     s = math.sqrt(rss / problem.n_data)
     state = {"x": x}
 
     def negloglik(log_ab):
         a, b = np.exp(log_ab)
         w = problem.combined_weights(a, b)
-        xs, r2, _ = _local_fit(problem, state["x"], w, None, "least_squares", use_jacobian, max_nfev)
+        xs, r2, _ = _local_fit(problem, state["x"], w, None, "least_squares", use_jacobian, max_nfev, engine)
         state["x"] = xs
         return -problem.loglik(r2, w)
 
@@ -330,7 +388,7 @@ class FitResult:
     ``params`` is an :class:`lmfit.Parameters` on the natural scale (stderr from the covariance),
     ``ci95`` the profile-likelihood intervals, ``identifiable`` their closure."""
 
-    def __init__(self, problem, x, rss, weights, noise_params, runs, method, seconds, use_jacobian):
+    def __init__(self, problem, x, rss, weights, noise_params, runs, method, seconds, use_jacobian, engine="auto"):
         self.problem = problem
         self.x = np.asarray(x, dtype=float)
         self.rss = float(rss)
@@ -340,6 +398,7 @@ class FitResult:
         self.method = method
         self.seconds = seconds
         self.use_jacobian = use_jacobian
+        self.engine = engine
         # model evaluations of the optimization (simulations; those with sensitivities counted in njev)
         self.nfev = int(sum(r["nfev"] for r in runs))
         self.njev = int(sum(r["njev"] for r in runs))
@@ -454,7 +513,7 @@ class FitResult:
                     if at_bound:
                         v = bound
                     xs[j] = v
-                    xs, rss, _ = _local_fit(p, xs, self.weights, fixed={j}, use_jacobian=self.use_jacobian)
+                    xs, rss, _ = _local_fit(p, xs, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
                     if not np.isfinite(rss) or rss >= _FAILED_RSS:
                         break  # the model cannot be simulated out here: the side stays open
                     d = self._profile_delta(rss)
@@ -466,7 +525,8 @@ class FitResult:
                             guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
                             xg = xs.copy()
                             xg[j] = guess
-                            xg, rg, _ = _local_fit(p, xg, self.weights, fixed={j}, use_jacobian=self.use_jacobian)
+                            xg, rg, _ = _local_fit(p, xg, self.weights, fixed={j}, use_jacobian=self.use_jacobian,
+                                                   engine=self.engine)
                             dg = self._profile_delta(rg)
                             points.append((guess, dg))
                             if abs(dg - threshold) < 0.02:

@@ -35,7 +35,8 @@ from .simulate import Schedule, as_event, as_input
 
 __all__ = ["Condition", "FitProblem", "load_fit_spec"]
 
-_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight"}
+_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight",
+             "engine"}
 _SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
 _COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
 
@@ -426,6 +427,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
                             ("reweight", bool, "true or false"),
                             ("noise", str, "one of constant, proportional, combined, data"),
                             ("method", str, "an optimizer name"), ("max_nfev", int, "a whole number"),
+                            ("engine", str, '"auto" or "lmfit"'),
                             ("free", list, "a list of parameter names")):
         if key in fit and (not isinstance(fit[key], kind) or (kind is int and isinstance(fit[key], bool))):
             raise DataError(f"{origin}: [fit] {key} = {fit[key]!r} must be {what}")
