@@ -33,6 +33,8 @@ from .errors import DataError, ExpressionError, ModelError
 from .expressions import parse_expression
 from .simulate import Schedule, as_event, as_input
 
+_LN10 = math.log(10.0)
+
 __all__ = ["Condition", "FitProblem", "load_fit_spec"]
 
 _FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight",
@@ -258,28 +260,16 @@ class FitProblem:
         """Predictions f (N,) at the data points, and df/d(internal theta) (N, K) if asked."""
         phi = self.phi(internal)
         natural = phi[self.free_index]
-        dphi = np.where(self.log_mask, natural * math.log(10.0), 1.0)   # d phi_free / d internal
-        preds, jacs = [], []
+        # d phi_free / d internal
+        dphi = natural * _LN10 if self._all_log else np.where(self.log_mask, natural * _LN10, 1.0)
         phil = phi.tolist()
-        P = self.compiled.n_params
+        if self._row_evaluators:
+            out = self._predict_rows(phi, phil, dphi, jacobian)
+            if out is not None:
+                return out
+        preds, jacs = [], []
         for plan in self._plans:
-            if plan["identity"]:  # no overrides: model parameters are the first P fit parameters
-                p = phi[:P]
-            else:
-                p = np.array(plan["g"](phil), dtype=float)
-            D = None
-            if jacobian:
-                if plan["identity"]:
-                    D = self._identity_D * dphi
-                else:
-                    D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
-            if self._row_evaluators:
-                out = plan["row_evaluator"](p, D if jacobian else self._no_directions)
-                if out is not None:
-                    preds.append(out[0])
-                    if jacobian:
-                        jacs.append(out[1])
-                    continue
+            p, D = self._plan_parameters(plan, phi, phil, dphi, jacobian)
             X, Y, S, dY = plan["schedule"].run(p, D)
             series = np.hstack([X, Y]) if Y.shape[1] else X
             f = series[plan["t_index"], plan["s_index"]]
@@ -309,6 +299,31 @@ class FitProblem:
             self.njev += 1
             return np.concatenate(preds), np.concatenate(jacs, axis=0)
         return np.concatenate(preds), None
+
+    def _plan_parameters(self, plan, phi, phil, dphi, jacobian):
+        """Model parameters p of a condition and, with ``jacobian``, D = dp/d(internal theta)."""
+        if plan["identity"]:  # no overrides: model parameters are the first P fit parameters
+            p = phi[:self.compiled.n_params]
+            return p, (self._identity_D * dphi if jacobian else None)
+        p = np.array(plan["g"](phil), dtype=float)
+        return p, (np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi if jacobian else None)
+
+    def _predict_rows(self, phi, phil, dphi, jacobian):
+        """:meth:`predict` by the one-call row evaluators; None if one declines (ill-conditioned)."""
+        preds, jacs = [], []
+        for plan in self._plans:
+            p, D = self._plan_parameters(plan, phi, phil, dphi, jacobian)
+            out = plan["row_evaluator"](p, D if jacobian else self._no_directions)
+            if out is None:
+                return None
+            preds.append(out[0])
+            jacs.append(out[1])
+        self.nfev += 1
+        if jacobian:
+            self.njev += 1
+        if len(preds) == 1:
+            return preds[0], (jacs[0] if jacobian else None)
+        return np.concatenate(preds), (np.concatenate(jacs, axis=0) if jacobian else None)
 
     def residuals(self, internal, noise_weights=None):
         """Weighted residuals w (y - f)."""

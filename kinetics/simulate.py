@@ -290,10 +290,13 @@ class _RowEvaluator:
                 self.doses[schedule._state_index[item.compartment]] += item.amount
         # what depends on no parameter (the usual case) is computed once
         self.fixed_start = c._dx0 is None and not schedule._initial
+        defaults = c.default_parameters.tolist()
         self._fixed_series = None
         if self.series.constant:
-            defaults = c.default_parameters.tolist()
             self._fixed_series = (*self.series.coefficients(defaults), *self.series.derivatives(defaults), s_index)
+        # dA, db are constant when A, b are linear in the parameters (mass action)
+        self._dA = c._dA(defaults) if c._dA.const else None
+        self._db = c._db(defaults) if c._db.const else None
 
     def __call__(self, p, D):
         c = self.schedule.compiled
@@ -305,7 +308,9 @@ class _RowEvaluator:
         else:
             x0, S0 = self.schedule.initial_conditions(p, D)
         series = self._fixed_series or (*self.series.coefficients(pl), *self.series.derivatives(pl), self.s_index)
-        return affine_rows(c._A(pl), c._b(pl), x0 + self.doses, self.taus, c._dA(pl), c._db(pl),
+        dA = self._dA if self._dA is not None else c._dA(pl)
+        db = self._db if self._db is not None else c._db(pl)
+        return affine_rows(c._A(pl), c._b(pl), x0 + self.doses, self.taus, dA, db,
                            np.ascontiguousarray(D), np.ascontiguousarray(S0), series, self.t_index)
 
 
