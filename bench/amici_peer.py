@@ -50,9 +50,16 @@ def _env(python: str) -> dict:
 
 def run_amici_peer(problem_spec: dict, python: str, timeout: float = 900) -> dict | None:
     """Run ``peer_amici.py`` with ``python`` on ``problem_spec`` (see ``task_spec``) and return
-    its figures, or None (with a one-line reason printed) if it cannot run there."""
+    its figures, or None (with a one-line reason printed) if it cannot run there.
+
+    The figures: ``versions``, ``compile_s`` (model import and compile, or loading it from the
+    cache; not in any fit time), and per optimizer (``default``: pyPESTO's default L-BFGS-B;
+    ``ls_trf``: its least-squares variant) a ``single`` and a ``multi`` dict with ``median_s``,
+    ``seconds``, ``n_fval``/``n_grad``/``n_res``/``n_sres``, ``amici_simulations``,
+    ``with_sensitivities``, ``rss`` (single) or ``best_rss``/``n_at_best`` (multi)."""
     if not python or not Path(python).exists():
-        print(f"AMICI + pyPESTO not measured: no Python interpreter at {python!r} (set KINETICS_AMICI_PYTHON).")
+        print(f"AMICI + pyPESTO not measured: no Python interpreter at {python!r} "
+              "(set KINETICS_AMICI_PYTHON).")
         return None
     env = _env(python)
     try:
@@ -96,6 +103,7 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
     ``_latin_starts``). Compiled models are cached in ``cache_dir`` (default: the
     ``KINETICS_AMICI_CACHE`` variable, else a folder in the system's temporary directory)."""
     import csv
+    import tomllib
 
     import numpy as np
 
@@ -113,7 +121,6 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
     values = dict(zip(problem.fit_names, map(float, problem.fit_values)))
     fixed = {n: values.get(n, float(p.value)) for n, p in model.parameters.items() if n not in problem.free}
     spec_path = task_dir / "fit.toml" if task_dir.is_dir() else task_dir
-    import tomllib
     spec = tomllib.loads(spec_path.read_text(encoding="utf-8"))
     with open(spec_path.parent / spec["data"], newline="") as f:
         rows = [(float(r["time"]), r["observable"], float(r["value"])) for r in csv.DictReader(f)]
@@ -121,7 +128,8 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
     if unknown:
         raise ValueError(f"the AMICI peer observes compartments only; not compartments: {sorted(unknown)}")
     if cache_dir is None:
-        cache_dir = os.environ.get("KINETICS_AMICI_CACHE") or Path(tempfile.gettempdir()) / "kinetics_amici_cache"
+        cache_dir = (os.environ.get("KINETICS_AMICI_CACHE")
+                     or Path(tempfile.gettempdir()) / "kinetics_amici_cache")
     return {
         "model_name": model.name,
         "sbml": sbml_text(model),
