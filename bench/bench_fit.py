@@ -1,10 +1,12 @@
 """Fit benchmark: the reference fit task (``../shared/reference/fit_task``: six rates of
 exo_linear from P and MVB time courses, start off by 3x), kinetics against scipy
-``least_squares`` over libRoadRunner simulations, measured in the same run.
+``least_squares`` over libRoadRunner simulations and, where an interpreter with amici and
+pypesto is named by KINETICS_AMICI_PYTHON, AMICI + pyPESTO, all measured in the same run.
 
     .venv/bin/python bench/bench_fit.py [--quick]
+    KINETICS_AMICI_PYTHON=/path/to/amici-venv/bin/python .venv/bin/python bench/bench_fit.py
 
-Both minimize the same objective: residuals (y - f)/|y| (proportional noise), in log10
+All minimize the same objective: residuals (y - f)/|y| (proportional noise), in log10
 parameter space, from the start in fit.toml, within the model's bounds.
 """
 
@@ -22,6 +24,7 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from amici_peer import find_amici_python, run_amici_peer, task_spec  # noqa: E402
 from common import (QUICK, REFERENCE, RoadRunnerModel, fmt_time, machine_summary, paired_ratio,  # noqa: E402
                     roadrunner_available, table)
 import kinetics  # noqa: E402
@@ -29,7 +32,8 @@ from kinetics.fit import fit  # noqa: E402
 from kinetics.problem import load_fit_spec  # noqa: E402
 
 TASK = REFERENCE / "fit_task"
-#: PEERS.md figures, not re-measured here (AMICI builds from source in about 5 minutes).
+#: PEERS.md figures (another machine; AMICI is re-measured here when KINETICS_AMICI_PYTHON names an
+#: interpreter with amici and pypesto: see amici_peer.py)
 AMICI_MULTISTART_S = 1.95
 AMICI_SINGLE_S = 0.058
 PEERS_RR_LSQ_S = 0.048
@@ -96,7 +100,7 @@ def main():
     if not (TASK / "fit.toml").exists():
         print(f"\nThe reference fit task is not at {TASK} (set KINETICS_REFERENCE): skipped.")
         return
-    reps_single, reps_nojac, reps_multi = (2, 1, 1) if QUICK else (20, 8, 3)
+    reps_single, reps_slow, reps_multi = (2, 1, 1) if QUICK else (20, 8, 5)
 
     t_spec, problem = timed(lambda: load_fit_spec(TASK))
     kinetics_fit(problem, multistart=1)                        # first call: lazy set-up, not timed
@@ -106,13 +110,15 @@ def main():
         peer.run()
 
     # single start, interleaved repeats
-    t_k, t_nj, t_p, t_rw = [], [], [], []
+    t_k, t_lm, t_nj, t_p, t_rw = [], [], [], [], []
     for i in range(reps_single):
         dt, rk = timed(lambda: kinetics_fit(problem, multistart=1))
         t_k.append(dt)
         dt, rrw = timed(lambda: kinetics_fit(problem, multistart=1, reweight=True))
         t_rw.append(dt)
-        if i < reps_nojac:
+        if i < reps_slow:
+            dt, rlm = timed(lambda: kinetics_fit(problem, multistart=1, engine="lmfit"))
+            t_lm.append(dt)
             dt, rnj = timed(lambda: kinetics_fit(problem, multistart=1, use_jacobian=False))
             t_nj.append(dt)
         if peer:
@@ -128,13 +134,16 @@ def main():
 
     # 20 starts, serial
     starts = 20
-    t_m = []
-    for _ in range(reps_multi):
+    from kinetics.fit import _latin_starts        # the same 20 starts for every tool
+    design = _latin_starts(problem, starts, 0)
+    t_m, t_mlm = [], []
+    for i in range(reps_multi):
         dt, rm = timed(lambda: kinetics_fit(problem, multistart=starts, seed=0))
         t_m.append(dt)
+        if i == 0:
+            dt, rmlm = timed(lambda: kinetics_fit(problem, multistart=starts, seed=0, engine="lmfit"))
+            t_mlm.append(dt)
     if peer:
-        from kinetics.fit import _latin_starts        # the same 20 starts as kinetics
-        design = _latin_starts(problem, starts, 0)
         t0 = time.perf_counter()
         best, nsim_total, at_best_p = math.inf, 0, []
         for x0 in design:
@@ -145,32 +154,53 @@ def main():
         t_pm = time.perf_counter() - t0
         n_best_p = int(np.sum(np.array(at_best_p) - best < 1e-3 * best))
 
+    # AMICI + pyPESTO in its own interpreter, on the same task and the same 20 starts
+    amici = None
+    python = find_amici_python()
+    if python:
+        print(f"\n(measuring AMICI + pyPESTO with {python} ...)", flush=True)
+        amici = run_amici_peer(task_spec(TASK, design, 2 if QUICK else 5, 1), python)
+    # kinetics again after AMICI (the machine's load drifts): the multi-start median covers both
+    for _ in range(1 if QUICK else 2):
+        dt, rm = timed(lambda: kinetics_fit(problem, multistart=starts, seed=0))
+        t_m.append(dt)
+
     med = np.median
     chi2 = lambda rss: rss / NOISE_REL ** 2     # noqa: E731
     print("\n### Single start (from fit.toml's start)\n")
-    rows = [["kinetics fit (lmfit least_squares, analytic Jacobian)", fmt_time(med(t_k)),
+    rows = [["kinetics `fit` (least_squares with the analytic Jacobian; compiled TRF, lmfit finishes)", fmt_time(med(t_k)),
              f"{rk.nfev} ({rk.njev} with sensitivities)", f"{rk.rss:.6g}", f"{chi2(rk.rss):.4g}"],
-            ["kinetics fit, use_jacobian=False (finite differences)", fmt_time(med(t_nj)),
+            ["kinetics `fit(engine=\"lmfit\")` (every step in lmfit's least_squares)", fmt_time(med(t_lm)),
+             f"{rlm.nfev} ({rlm.njev} with sensitivities)", f"{rlm.rss:.6g}", f"{chi2(rlm.rss):.4g}"],
+            ["kinetics `fit(use_jacobian=False)` (lmfit, finite differences)", fmt_time(med(t_nj)),
              f"{rnj.nfev}", f"{rnj.rss:.6g}", f"{chi2(rnj.rss):.4g}"],
-            ["kinetics fit, default proportional noise (reweighted at the fitted curve: another objective)",
+            ["kinetics `fit`, default proportional noise (reweighted at the fitted curve: another objective)",
              fmt_time(med(t_rw)), f"{rrw.nfev} ({rrw.njev} with sensitivities)", "-", "-"]]
     if peer:
         rows.append(["scipy least_squares (trf, 2-point) + libRoadRunner", fmt_time(med(t_p)), f"{nsim_p}",
                      f"{rss_p:.6g}", f"{chi2(rss_p):.4g}"])
-    rows.append(["AMICI forward sensitivities + pyPESTO (PEERS.md, not re-measured)", fmt_time(AMICI_SINGLE_S),
+    for key, label in (("default", "AMICI + pyPESTO, default optimizer (L-BFGS-B)"),
+                       ("ls_trf", "AMICI + pyPESTO, `ls_trf` (least squares)")):
+        if amici and amici.get(key) and amici[key].get("single"):
+            one = amici[key]["single"]
+            rows.append([label + ", this run", fmt_time(one["median_s"]),
+                         f"{one['amici_simulations']} ({one['with_sensitivities']} with sensitivities)",
+                         f"{one['rss']:.6g}", f"{chi2(one['rss']):.4g}"])
+    rows.append(["AMICI forward sensitivities + pyPESTO (PEERS.md, another machine)", fmt_time(AMICI_SINGLE_S),
                  "24 (+13 with sensitivities)", "-", "19.96 (PEERS.md)"])
     print(table(["method", "wall time (median)", "model evaluations", "final objective: sum of ((y - f)/y)²",
                  "chi-square (sigma = 5 % of y)"], rows))
-    print(f"\nkinetics: median of {len(t_k)} fits (use_jacobian=False: {len(t_nj)}); least_squares + "
-          f"libRoadRunner: median of {len(t_p)}, interleaved with them. Fit spec loading (model "
+    print(f"\nkinetics: median of {len(t_k)} fits (engine=\"lmfit\" and use_jacobian=False: {len(t_lm)}); "
+          f"least_squares + libRoadRunner: median of {len(t_p)}, interleaved with them. Fit spec loading (model "
           f"compile, data checks), done once and not timed: {fmt_time(t_spec)}. The first kinetics fit "
           f"(lazy set-up) is not timed either.")
     if peer:
         print(f"\nSame-run ratio, single start: least_squares + libRoadRunner ÷ kinetics = "
-              f"{paired_ratio(t_p, t_k):.1f}x, i.e. kinetics ÷ peer = {paired_ratio(t_k, t_p):.2f} (median of the "
-              f"per-repeat ratios; target: peer ÷ kinetics >= 5); kinetics with its Jacobian needs "
-              f"{rk.nfev} simulations ({rk.njev} of them with sensitivities) against "
-              f"{rnj.nfev} with finite differences and {nsim_p} for least_squares + libRoadRunner.")
+              f"{paired_ratio(t_p, t_k):.1f}x (median of the per-repeat ratios; target >= 5); with "
+              f"engine=\"lmfit\": {med(t_p) / med(t_lm):.1f}x. kinetics with its Jacobian needs "
+              f"{rk.nfev} simulations ({rk.njev} of them with sensitivities; {rk.nfev - rk.runs[0]['nfev']} "
+              f"of them lmfit's finishing steps) against {rnj.nfev} with finite differences and "
+              f"{nsim_p} for least_squares + libRoadRunner.")
         print(f"\nSame minimum: kinetics' optimum scored by the peer's own objective (libRoadRunner "
               f"simulations): {rss_peer_obj_at_k:.6g}, against the peer's {rss_p:.6g}. Estimates:")
         print()
@@ -183,28 +213,42 @@ def main():
               "from the truth to the same objective value.")
 
     print(f"\n### Multi-start: {starts} starts (Latin hypercube in log10 space, seed 0), serial\n")
-    rows = [["kinetics fit(multistart=20, seed=0, executor=None)", fmt_time(med(t_m)),
-             f"{rm.nfev} ({rm.njev} with sensitivities)", f"{rm.n_at_best}/{starts}", f"{rm.rss:.6g}"]]
+    rows = [["kinetics `fit(multistart=20, seed=0, executor=None)`", fmt_time(med(t_m)),
+             f"{rm.nfev} ({rm.njev} with sensitivities)", f"{rm.n_at_best}/{starts}", f"{rm.rss:.6g}"],
+            ["kinetics, `engine=\"lmfit\"`", fmt_time(med(t_mlm)),
+             f"{rmlm.nfev} ({rmlm.njev} with sensitivities)", f"{rmlm.n_at_best}/{starts}", f"{rmlm.rss:.6g}"]]
     if peer:
         rows.append(["scipy least_squares + libRoadRunner, same 20 starts", fmt_time(t_pm), f"{nsim_total}",
                      f"{n_best_p}/{starts}", f"{best:.6g}"])
-    rows.append(["AMICI + pyPESTO, 20 starts (PEERS.md, not re-measured)", fmt_time(AMICI_MULTISTART_S),
+    amici_multi = {}
+    for key, label in (("default", "AMICI + pyPESTO, default optimizer (L-BFGS-B)"),
+                       ("ls_trf", "AMICI + pyPESTO, `ls_trf`")):
+        if amici and amici.get(key) and amici[key].get("multi"):
+            many = amici[key]["multi"]
+            amici_multi[key] = many["median_s"]
+            rows.append([label + ", same 20 starts, this run", fmt_time(many["median_s"]),
+                         f"{many['amici_simulations']} ({many['with_sensitivities']} with sensitivities)",
+                         f"{many['n_at_best']}/{starts}", f"{many['best_rss']:.6g}"])
+    rows.append(["AMICI + pyPESTO, 20 starts (PEERS.md, another machine)", fmt_time(AMICI_MULTISTART_S),
                  "662 (+511 with sensitivities)", "-", "-"])
     print(table(["method", "wall time", "model evaluations", "starts at the best optimum", "best objective"], rows))
+    print(f"\nkinetics: median of {len(t_m)} runs ({reps_multi} before AMICI, the rest after); engine=\"lmfit\", "
+          "least_squares + libRoadRunner and AMICI: one run each. Model evaluations count simulations; "
+          "for kinetics every simulation the optimizer asks for also returns the sensitivities "
+          "(the Jacobian comes from the same solve).")
     if peer:
-        print(f"\nSame-run ratio, 20 starts: kinetics ÷ least_squares + libRoadRunner = {med(t_m) / t_pm:.2f}.")
-    print(f"\nkinetics: median of {len(t_m)} runs; least_squares + libRoadRunner: one run. "
-          "Model evaluations count simulations; for kinetics every simulation the optimizer asks for "
-          "also returns the sensitivities (the Jacobian comes from the same solve).")
-    print(f"\nAMICI + pyPESTO was not re-measured (it builds from source in about 5 minutes): "
-          f"{AMICI_MULTISTART_S} s is the PEERS.md figure from another machine. kinetics here ÷ that "
-          f"figure = {med(t_m) / AMICI_MULTISTART_S:.2f} (target <= 0.1).")
-    if peer:
-        speed = med(t_p) / PEERS_RR_LSQ_S
-        print(f"This machine ran least_squares + libRoadRunner {speed:.1f}x slower than PEERS.md's "
-              f"{PEERS_RR_LSQ_S * 1e3:.0f} ms; scaled by that factor, AMICI + pyPESTO would take about "
-              f"{AMICI_MULTISTART_S * speed:.2g} s here, and kinetics ÷ that estimate = "
-              f"{med(t_m) / (AMICI_MULTISTART_S * speed):.2f} (an estimate, not a measurement).")
+        print(f"\nSame-run ratio, 20 starts: kinetics ÷ least_squares + libRoadRunner = {med(t_m) / t_pm:.3f}.")
+    for key, label in (("default", "pyPESTO's default optimizer"), ("ls_trf", "pyPESTO's ls_trf")):
+        if key in amici_multi:
+            print(f"Same-run ratio, 20 starts: kinetics ÷ AMICI + pyPESTO ({label}) = "
+                  f"{med(t_m) / amici_multi[key]:.3f} (target <= 0.1).")
+    print(f"Against the PEERS.md figure ({AMICI_MULTISTART_S} s, another machine): kinetics here ÷ that = "
+          f"{med(t_m) / AMICI_MULTISTART_S:.3f}.")
+    if amici:
+        print(f"\nAMICI {amici['versions'].get('amici')}, pyPESTO {amici['versions'].get('pypesto')}; its model "
+              f"import and compile ({amici['compile_s']:.1f} s{', done in this run' if amici.get('compiled_now') else ', loaded from its cache'}) "
+              "is not in any time. The PEERS.md counts (24 simulations + 13 with sensitivities per start) "
+              "are not reproduced by either pyPESTO optimizer here.")
     sys.stdout.flush()
 
 
