@@ -113,7 +113,8 @@ def cmd_fit(args):
           f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})")
     result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
                  executor=None if args.serial else "auto", progress=not args.no_progress,
-                 profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None)
+                 profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None,
+                 engine=args.engine)
     print(result.fit_report())
     written = result.save(out)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
@@ -268,6 +269,8 @@ def build_parser():
     p.add_argument("--multistart", type=int, help="number of starts (default: the spec's)")
     p.add_argument("--seed", type=int, help="seed of the multi-start design (default: the spec's)")
     p.add_argument("--method", help="least_squares (default), leastsq, differential_evolution, basinhopping, ...")
+    p.add_argument("--engine", choices=["auto", "lmfit"],
+                   help="where local fits run: auto (default; compiled trust-region steps, lmfit finishes) or lmfit (every step)")
     p.add_argument("--no-profiles", action="store_true", help="skip profile-likelihood intervals")
     p.add_argument("--mcmc", type=int, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
     p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")

@@ -22,6 +22,12 @@ def _fmt(v, digits=5):
     return f"{v:.{digits}g}"
 
 
+def _method_text(result) -> str:
+    compiled = (getattr(result, "engine", "lmfit") == "auto" and result.method.endswith("least_squares")
+                and result.use_jacobian)
+    return f"{result.method}  ({'compiled trust-region steps, finished by lmfit' if compiled else 'lmfit'})"
+
+
 def fit_report(result) -> str:
     """lmfit-style text report, plus likelihood statistics and profile intervals."""
     p = result.problem
@@ -29,7 +35,7 @@ def fit_report(result) -> str:
         f"[[Fit of model '{p.model.name}' to {p.data.path or 'a DataFrame'}]]",
         f"    noise model        = {p.noise}" + "".join(f"\n    {k:<18} = {v:.5g}" for k, v in result.noise_params.items()),
         f"    conditions         = {', '.join(p.condition_names)}",
-        f"    method             = {result.method}",
+        f"    method             = {_method_text(result)}",
         f"    starts             = {result.n_starts} ({result.n_at_best} reached the best optimum)",
         f"    model evaluations  = {result.nfev} ({result.njev} with sensitivities)",
         f"    data points        = {result.n_data}",
@@ -153,6 +159,7 @@ def result_dict(result) -> dict:
         "optimizer": {"method": result.method, "success": bool(result.success), "message": str(result.message),
                       "n_starts": int(result.n_starts), "n_at_best": int(result.n_at_best), "nfev": int(result.nfev),
                       "njev": int(result.njev), "analytic_jacobian": bool(result.use_jacobian),
+                      "engine": getattr(result, "engine", "auto"),
                       "seconds": float(result.seconds)},
         "correlation": {"names": list(p.free), "matrix": [[_finite(v) for v in row] for row in result.correlation]},
         "profiles": result.profiles,

@@ -500,6 +500,15 @@ def test_cli_fit_writes_the_outputs(tmp_path, capsys):
     kd = saved["parameters"]["kd"]
     assert kd["free"] and kd["identifiable"] is True and kd["ci95"][0] < 0.5 < kd["ci95"][1]
     assert "[[Variables]]" in stdout and "kd" in stdout
+    assert saved["optimizer"]["engine"] == "auto" and "finished by lmfit" in stdout
+
+    code = main(["fit", str(case), "--out", str(tmp_path / "lmfit"), "--no-progress", "--serial", "--no-profiles",
+                 "--engine", "lmfit"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    saved_lmfit = json.loads((tmp_path / "lmfit" / "result.json").read_text(encoding="utf-8"))
+    assert saved_lmfit["optimizer"]["engine"] == "lmfit" and "least_squares  (lmfit)" in stdout
+    assert saved_lmfit["statistics"]["chisqr"] == pytest.approx(saved["statistics"]["chisqr"], rel=1e-7)
 
 
 def test_cli_fit_failing_spec_exits_1_with_one_paragraph(tmp_path, capsys):
