@@ -5,72 +5,89 @@ One compiled call does what costs a dozen numpy calls (each a few µs at these s
 the complex eigenvector matrix from LAPACK's real output, invert it, check its conditioning,
 and evaluate states and sensitivities at every output time with the divided differences of
 the exponential. Compiled once and cached on disk (``cache=True``).
+
+The algorithm is written once, generic in the scalar type: numba compiles it for float64
+(real spectra, most models: about twice as fast) and for complex128 (complex spectra).
 """
 
 from __future__ import annotations
 
-import cmath
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 _CLOSE = 1e-5
 
+# The scalar helpers below take float or complex arguments: they use only operations numba has
+# for both (np.exp, abs, .real, arithmetic; a float literal unifies to complex where the data
+# is complex), except expm1, which is dispatched on the type at compile time.
 
-@njit(cache=True, error_model="numpy")
-def _expm1c(h):
-    if h.imag == 0.0:
-        return complex(math.expm1(h.real), 0.0)
-    x, y = h.real, h.imag
-    s = math.sin(0.5 * y)
-    return complex(math.expm1(x) * math.cos(y) - 2.0 * s * s, math.exp(x) * math.sin(y))
+
+def _expm1(h):
+    """exp(h) - 1, accurate for small |h|, for a real or a complex scalar (numba only)."""
+    raise NotImplementedError("compiled only: see the overload below")
+
+
+@overload(_expm1, jit_options={"error_model": "numpy"})
+def _expm1_typed(h):
+    if not isinstance(h, types.Complex):
+        return lambda h: math.expm1(h)
+
+    def complex_expm1(h):
+        if h.imag == 0.0:
+            return complex(math.expm1(h.real), 0.0)
+        x, y = h.real, h.imag
+        s = math.sin(0.5 * y)
+        return complex(math.expm1(x) * math.cos(y) - 2.0 * s * s, math.exp(x) * math.sin(y))
+    return complex_expm1
 
 
 @njit(cache=True, error_model="numpy")
 def _phi1(h):
+    """phi1(h) = (e^h - 1) / h = e[h, 0]."""
     if h == 0:
-        return complex(1.0, 0.0)
-    return _expm1c(h) / h
+        return 1.0
+    return _expm1(h) / h
 
 
 @njit(cache=True, error_model="numpy")
 def _dphi1(m):
+    """phi1'(m), by its series near 0."""
     if abs(m) < 0.2:
-        total = complex(0.0, 0.0)
-        power = complex(1.0, 0.0)
-        fact = 2.0
+        total, power, fact = 0.0, 1.0, 2.0
         for k in range(16):
             total += (k + 1) * power / fact
             power *= m
             fact *= k + 3
         return total
-    return (cmath.exp(m) * (m - 1.0) + 1.0) / (m * m)
+    return (np.exp(m) * (m - 1.0) + 1.0) / (m * m)
 
 
 @njit(cache=True, error_model="numpy")
 def _dd1(a, b):
+    """e[a, b], pivoting on the point with the larger real part."""
     if b.real > a.real:
         a, b = b, a
-    return cmath.exp(a) * _phi1(b - a)
+    return np.exp(a) * _phi1(b - a)
 
 
 @njit(cache=True, error_model="numpy")
 def _dd2_zero(a, b):
-    """e[a, b, 0], pivoting on the point with the largest real part."""
-    zero = complex(0.0, 0.0)
+    """e[a, b, 0], pivoting on the point with the largest real part (a, b are small here)."""
     if a.real >= b.real and a.real >= 0.0:
-        pivot, x, y = a, b - a, zero - a
+        pivot, x, y = a, b - a, -a
     elif b.real > a.real and b.real >= 0.0:
-        pivot, x, y = b, a - b, zero - b
+        pivot, x, y = b, a - b, -b
     else:
-        pivot, x, y = zero, a, b
+        pivot, x, y = a - a, a, b  # a - a: an exact zero of a's type
     h = x - y
     if abs(h) <= _CLOSE * (1.0 + max(abs(x), abs(y))):
         psi = _dphi1(0.5 * (x + y))
     else:
         psi = (_phi1(x) - _phi1(y)) / h
-    return cmath.exp(pivot) * psi
+    return np.exp(pivot) * psi
 
 
 @njit(cache=True, error_model="numpy")
@@ -107,29 +124,15 @@ def _invert(V, Vinv):
 
 
 @njit(cache=True, error_model="numpy")
-def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
-    """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b. Returns False (outputs
-    untouched) when the eigenvector matrix is singular or worse conditioned than allowed."""
-    n = wr.shape[0]
+def _eigen_core(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
+    """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b from the eigenvalues
+    ``lam`` and eigenvectors ``V`` of A, both float64 (real spectrum) or both complex128.
+    Returns False (outputs untouched) when V is singular or worse conditioned than allowed."""
+    n = lam.shape[0]
     m = taus.shape[0]
     K = dA.shape[0]
-    V = np.empty((n, n), np.complex128)
-    lam = np.empty(n, np.complex128)
-    j = 0
-    while j < n:
-        if wi[j] > 0.0 and j + 1 < n:
-            for i in range(n):
-                V[i, j] = complex(vr[i, j], vr[i, j + 1])
-                V[i, j + 1] = complex(vr[i, j], -vr[i, j + 1])
-            lam[j] = complex(wr[j], wi[j])
-            lam[j + 1] = complex(wr[j + 1], wi[j + 1])
-            j += 2
-        else:
-            for i in range(n):
-                V[i, j] = vr[i, j]
-            lam[j] = wr[j]
-            j += 1
-    Vinv = np.empty((n, n), np.complex128)
+    dtype = V.dtype
+    Vinv = np.empty((n, n), dtype)
     if not _invert(V, Vinv):
         return False
     norm_v, norm_inv = 0.0, 0.0
@@ -142,17 +145,17 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
         norm_inv = max(norm_inv, ci)
     if not norm_v * norm_inv <= max_condition:
         return False
-    c = np.zeros(n, np.complex128)
-    d = np.zeros(n, np.complex128)
+    c = np.zeros(n, dtype)
+    d = np.zeros(n, dtype)
     for i in range(n):
         for jj in range(n):
             c[i] += Vinv[i, jj] * x0[jj]
             d[i] += Vinv[i, jj] * b[jj]
     # G_k = Vinv dA_k V (dA is sparse in practice: skip zeros), g_k = Vinv db_k, sigma0_k = Vinv s0_k
-    G = np.zeros((K, n, n), np.complex128)
-    g = np.zeros((K, n), np.complex128)
-    sigma0 = np.zeros((K, n), np.complex128)
-    tmp = np.zeros((n, n), np.complex128)
+    G = np.zeros((K, n, n), dtype)
+    g = np.zeros((K, n), dtype)
+    sigma0 = np.zeros((K, n), dtype)
+    tmp = np.zeros((n, n), dtype)
     for k in range(K):
         tmp[:, :] = 0.0
         for p in range(n):
@@ -169,22 +172,21 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
                         G[k, i, jj] += w * tmp[p, jj]
                     g[k, i] += w * db[k, p]
                     sigma0[k, i] += w * s0[p, k]
-    y = np.empty(n, np.complex128)
-    ez = np.empty(n, np.complex128)
-    e10 = np.empty(n, np.complex128)   # e[z_i, 0]
-    z = np.empty(n, np.complex128)
-    W = np.empty((n, n), np.complex128)
-    sig = np.empty(n, np.complex128)
-    zero = complex(0.0, 0.0)
+    y = np.empty(n, dtype)
+    ez = np.empty(n, dtype)
+    e10 = np.empty(n, dtype)   # e[z_i, 0]
+    z = np.empty(n, dtype)
+    W = np.empty((n, n), dtype)
+    sig = np.empty(n, dtype)
     for ti in range(m):
         t = taus[ti]
         for i in range(n):
             z[i] = lam[i] * t
-            ez[i] = cmath.exp(z[i])
-            e10[i] = (ez[i] - 1.0) / z[i] if abs(z[i]) >= 0.5 else _dd1(z[i], zero)
+            ez[i] = np.exp(z[i])
+            e10[i] = (ez[i] - 1.0) / z[i] if abs(z[i]) >= 0.5 else _phi1(z[i])
             y[i] = ez[i] * c[i] + t * e10[i] * d[i]
         for a in range(n):
-            acc = complex(0.0, 0.0)
+            acc = 0.0
             for i in range(n):
                 acc += V[a, i] * y[i]
             X[ti, a] = acc.real
@@ -212,148 +214,41 @@ def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
                     acc += G[k, i, jj] * W[i, jj]
                 sig[i] = acc
             for a in range(n):
-                acc = complex(0.0, 0.0)
+                acc = 0.0
                 for i in range(n):
                     acc += V[a, i] * sig[i]
                 S[ti, a, k] = acc.real
     return True
 
 
-# ---------------------------------------------------------------------------------------------
-# Real eigenvalues (feed-forward compartment graphs, most models): the same algorithm in real
-# arithmetic, about twice as fast as the complex kernel.
-
 @njit(cache=True, error_model="numpy")
-def _phi1r(h):
-    if h == 0.0:
-        return 1.0
-    return math.expm1(h) / h
-
-
-@njit(cache=True, error_model="numpy")
-def _dphi1r(m):
-    if abs(m) < 0.2:
-        total, power, fact = 0.0, 1.0, 2.0
-        for k in range(16):
-            total += (k + 1) * power / fact
-            power *= m
-            fact *= k + 3
-        return total
-    return (math.exp(m) * (m - 1.0) + 1.0) / (m * m)
-
-
-@njit(cache=True, error_model="numpy")
-def _dd1r(a, b):
-    if b > a:
-        a, b = b, a
-    return math.exp(a) * _phi1r(b - a)
-
-
-@njit(cache=True, error_model="numpy")
-def _dd2_zero_r(a, b):
-    if a >= b and a >= 0.0:
-        pivot, x, y = a, b - a, -a
-    elif b > a and b >= 0.0:
-        pivot, x, y = b, a - b, -b
-    else:
-        pivot, x, y = 0.0, a, b
-    h = x - y
-    if abs(h) <= _CLOSE * (1.0 + max(abs(x), abs(y))):
-        psi = _dphi1r(0.5 * (x + y))
-    else:
-        psi = (_phi1r(x) - _phi1r(y)) / h
-    return math.exp(pivot) * psi
-
-
-@njit(cache=True, error_model="numpy")
-def eigen_solve_real(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
-    """:func:`eigen_solve` for real eigenvalues ``lam`` and real eigenvectors ``V``."""
-    n = lam.shape[0]
-    m = taus.shape[0]
-    K = dA.shape[0]
-    Vinv = np.empty((n, n))
-    if not _invert(V, Vinv):
-        return False
-    norm_v, norm_inv = 0.0, 0.0
-    for jj in range(n):
-        cv, ci = 0.0, 0.0
-        for i in range(n):
-            cv += abs(V[i, jj])
-            ci += abs(Vinv[i, jj])
-        norm_v = max(norm_v, cv)
-        norm_inv = max(norm_inv, ci)
-    if not norm_v * norm_inv <= max_condition:
-        return False
-    c = np.zeros(n)
-    d = np.zeros(n)
-    for i in range(n):
-        for jj in range(n):
-            c[i] += Vinv[i, jj] * x0[jj]
-            d[i] += Vinv[i, jj] * b[jj]
-    G = np.zeros((K, n, n))
-    g = np.zeros((K, n))
-    sigma0 = np.zeros((K, n))
-    tmp = np.zeros((n, n))
-    for k in range(K):
-        tmp[:, :] = 0.0
-        for p in range(n):
-            for q in range(n):
-                v = dA[k, p, q]
-                if v != 0.0:
-                    for jj in range(n):
-                        tmp[p, jj] += v * V[q, jj]
-        for i in range(n):
-            for p in range(n):
-                w = Vinv[i, p]
-                if w != 0.0:
-                    for jj in range(n):
-                        G[k, i, jj] += w * tmp[p, jj]
-                    g[k, i] += w * db[k, p]
-                    sigma0[k, i] += w * s0[p, k]
-    y = np.empty(n)
-    ez = np.empty(n)
-    e10 = np.empty(n)
-    z = np.empty(n)
-    W = np.empty((n, n))
-    sig = np.empty(n)
-    for ti in range(m):
-        t = taus[ti]
-        for i in range(n):
-            z[i] = lam[i] * t
-            ez[i] = math.exp(z[i])
-            e10[i] = (ez[i] - 1.0) / z[i] if abs(z[i]) >= 0.5 else _phi1r(z[i])
-            y[i] = ez[i] * c[i] + t * e10[i] * d[i]
-        for a in range(n):
-            acc = 0.0
+def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
+    """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b, given LAPACK dgeev's real
+    output (wr, wi, vr) of A, in complex arithmetic. Returns False (outputs untouched) when the
+    eigenvector matrix is singular or worse conditioned than allowed."""
+    n = wr.shape[0]
+    V = np.empty((n, n), np.complex128)
+    lam = np.empty(n, np.complex128)
+    j = 0
+    while j < n:
+        if wi[j] > 0.0 and j + 1 < n:
             for i in range(n):
-                acc += V[a, i] * y[i]
-            X[ti, a] = acc
-        if K == 0:
-            continue
-        for i in range(n):
-            for jj in range(i, n):
-                dz = z[i] - z[jj]
-                e1 = (ez[i] - ez[jj]) / dz if abs(dz) >= 0.5 else _dd1r(z[i], z[jj])
-                if abs(z[i]) >= 0.5:
-                    e2 = (e1 - e10[jj]) / z[i]
-                elif abs(z[jj]) >= 0.5:
-                    e2 = (e1 - e10[i]) / z[jj]
-                else:
-                    e2 = _dd2_zero_r(z[i], z[jj])
-                W[i, jj] = t * e1 * c[jj] + t * t * e2 * d[jj]
-                W[jj, i] = t * e1 * c[i] + t * t * e2 * d[i]
-        for k in range(K):
+                V[i, j] = complex(vr[i, j], vr[i, j + 1])
+                V[i, j + 1] = complex(vr[i, j], -vr[i, j + 1])
+            lam[j] = complex(wr[j], wi[j])
+            lam[j + 1] = complex(wr[j + 1], wi[j + 1])
+            j += 2
+        else:
             for i in range(n):
-                acc = ez[i] * sigma0[k, i] + t * e10[i] * g[k, i]
-                for jj in range(n):
-                    acc += G[k, i, jj] * W[i, jj]
-                sig[i] = acc
-            for a in range(n):
-                acc = 0.0
-                for i in range(n):
-                    acc += V[a, i] * sig[i]
-                S[ti, a, k] = acc
-    return True
+                V[i, j] = vr[i, j]
+            lam[j] = wr[j]
+            j += 1
+    return _eigen_core(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S)
+
+
+# Real eigenvalues ``lam`` and eigenvectors ``V`` (feed-forward compartment graphs, most
+# models): the core itself, compiled for float64.
+eigen_solve_real = _eigen_core
 
 
 # ---------------------------------------------------------------------------------------------
