@@ -313,6 +313,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         x_lm, rss_lm, _ = _lmfit_fit(problem, x_best, weights, None, "least_squares", use_jacobian, max_nfev)
         if rss_lm < rss_best:
             x_best, rss_best = x_lm, rss_lm
+    if problem.noise == "combined":
+        # the starts ran at the noise estimate from the spec's start: re-estimate a, b jointly
+        # with the rates from the best start
+        ab = (noise_params["sigma_abs"], noise_params["sigma_rel"])
+        x_best, rss_best, weights, ab = _combined_fit(problem, x_best, None, ab, use_jacobian, max_nfev, engine)
+        noise_params = {"sigma_abs": float(ab[0]), "sigma_rel": float(ab[1])}
     if problem.noise == "proportional" and reweight:
         # sigma_i = s |f_i|: weighting by the measured values (the starts) biases the curve low,
         # so reweight by the fitted curve until the estimate stops moving (generalized least squares)
@@ -363,23 +369,55 @@ def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=50, t
 
 
 def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
-    """Outer search over the two noise parameters of the combined model (log scale)."""
-    x, rss, _ = _local_fit(problem, problem.start(), np.ones(problem.n_data), None, "least_squares", use_jacobian, max_nfev,
-                           engine)
-    s = math.sqrt(rss / problem.n_data)
-    state = {"x": x}
+    """Weights and noise parameters of the combined model, from the spec's start."""
+    _, _, weights, (a, b) = _combined_fit(problem, problem.start(), None, None, use_jacobian, max_nfev, engine)
+    return weights, {"sigma_abs": float(a), "sigma_rel": float(b)}
 
-    def negloglik(log_ab):
-        a, b = np.exp(log_ab)
-        w = problem.combined_weights(a, b)
-        xs, r2, _ = _local_fit(problem, state["x"], w, None, "least_squares", use_jacobian, max_nfev, engine)
-        state["x"] = xs
-        return -problem.loglik(r2, w)
 
-    res = minimize(negloglik, np.log([max(s, 1e-300) * 0.5, 0.05]), method="Nelder-Mead",
-                   options={"xatol": 1e-3, "fatol": 1e-6, "maxfev": 80})
-    a, b = np.exp(res.x)
-    return problem.combined_weights(a, b), {"sigma_abs": float(a), "sigma_rel": float(b)}
+def _combined_noise_parameters(problem, residual, ab0):
+    """(a, b) of sigma_i = sqrt(a^2 + b^2 y_i^2) that maximize the Gaussian likelihood of fixed
+    residuals y - f: a two-parameter problem with an analytic gradient, no simulation."""
+    y2, e2 = problem.y ** 2, residual ** 2
+    scale = max(float(np.max(np.abs(problem.y))), 1e-300)
+    bounds = [(math.log(1e-10 * scale), math.log(10 * scale)), (math.log(1e-8), math.log(10.0))]
+
+    def nll_and_gradient(log_ab):
+        a2, b2 = np.exp(2 * log_ab)
+        s2 = a2 + b2 * y2
+        common = (s2 - e2) / (s2 * s2)
+        return 0.5 * float(np.sum(e2 / s2 + np.log(s2))), np.array([a2 * np.sum(common), b2 * np.sum(common * y2)])
+
+    start = np.clip(np.log(ab0), [lo for lo, _ in bounds], [hi for _, hi in bounds])
+    res = minimize(nll_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"ftol": 1e-14, "gtol": 1e-10})
+    return tuple(np.exp(res.x))
+
+
+def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto", max_rounds=50):
+    """Maximum likelihood over the free parameters (those in ``fixed`` held) *and* the combined
+    model's a, b: alternate a weighted least-squares fit at fixed (a, b) with the exact optimum of
+    (a, b) at fixed residuals. Each step cannot lower the likelihood, so the rounds stop when it
+    no longer rises. Returns (x, weighted rss, weights, (a, b)); rss is inf if x cannot be simulated."""
+    if ab0 is None:     # unweighted fit first: its residual scale starts a, and b at 5 %
+        x, rss, _ = _local_fit(problem, x0, np.ones(problem.n_data), fixed, "least_squares", use_jacobian, max_nfev, engine)
+        if not np.isfinite(rss):
+            return x, rss, np.ones(problem.n_data), (1.0, 0.05)
+        ab0 = (max(math.sqrt(rss / problem.n_data) * 0.5, 1e-300), 0.05)
+    x, ab, best = np.asarray(x0, dtype=float), tuple(ab0), -math.inf
+    for _ in range(max_rounds):
+        weights = problem.combined_weights(*ab)
+        x, rss, _ = _local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
+        if not np.isfinite(rss) or rss >= _FAILED_RSS:
+            return x, math.inf, weights, ab
+        ab = _combined_noise_parameters(problem, problem.y - problem.predict(x)[0], ab)
+        weights = problem.combined_weights(*ab)
+        r = weights * (problem.y - problem.predict(x)[0])
+        rss = float(r @ r)
+        loglik = problem.loglik(rss, weights)
+        if loglik - best <= 1e-10 * (1 + abs(loglik)):
+            break
+        best = loglik
+    return x, rss, weights, ab
 
 
 class FitResult:
@@ -480,8 +518,20 @@ class FitResult:
     def best_values(self) -> dict:
         return {n: float(v) for n, v in zip(self.problem.fit_names, self.problem.phi(self.x))}
 
-    def _profile_delta(self, rss):
-        return -2 * (self.problem.loglik(rss, self.weights) - self.loglik)
+    def _profile_point(self, x, j):
+        """Re-optimize every other free parameter (and, for combined noise, a and b too) with
+        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood), or (x, None)
+        where the model cannot be simulated."""
+        p = self.problem
+        if p.noise == "combined":
+            ab = (self.noise_params["sigma_abs"], self.noise_params["sigma_rel"])
+            x, rss, weights, _ = _combined_fit(p, x, {j}, ab, self.use_jacobian, None, self.engine)
+        else:
+            x, rss, _ = _local_fit(p, x, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
+            weights = self.weights
+        if not np.isfinite(rss) or rss >= _FAILED_RSS:
+            return x, None
+        return x, -2 * (p.loglik(rss, weights) - self.loglik)
 
     def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False):
         """Profile likelihood of each free parameter: re-optimize the others along a path and find
@@ -513,10 +563,9 @@ class FitResult:
                     if at_bound:
                         v = bound
                     xs[j] = v
-                    xs, rss, _ = _local_fit(p, xs, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
-                    if not np.isfinite(rss) or rss >= _FAILED_RSS:
+                    xs, d = self._profile_point(xs, j)
+                    if d is None:
                         break  # the model cannot be simulated out here: the side stays open
-                    d = self._profile_delta(rss)
                     points.append((v, d))
                     if d >= threshold:
                         # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
@@ -525,9 +574,9 @@ class FitResult:
                             guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
                             xg = xs.copy()
                             xg[j] = guess
-                            xg, rg, _ = _local_fit(p, xg, self.weights, fixed={j}, use_jacobian=self.use_jacobian,
-                                                   engine=self.engine)
-                            dg = self._profile_delta(rg)
+                            xg, dg = self._profile_point(xg, j)
+                            if dg is None:
+                                break
                             points.append((guess, dg))
                             if abs(dg - threshold) < 0.02:
                                 v, d = guess, dg

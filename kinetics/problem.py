@@ -13,8 +13,9 @@ Parameters live on three levels:
 The residual of data point i is w_i (y_i - f_i) with weights fixed by the noise model
 (constant: 1, proportional: 1/|f_i| at the fitted curve, found by iterative reweighting that
 starts from 1/|y_i|; data: 1/sigma_i); the common noise scale s is estimated in closed form,
-s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see :meth:`FitProblem.loglik`). The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two
-noise parameters estimated by an outer search (:mod:`kinetics.fit`).
+s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see :meth:`FitProblem.loglik`).
+The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated
+jointly with the rates (:mod:`kinetics.fit`).
 """
 
 from __future__ import annotations

@@ -374,6 +374,37 @@ def test_noise_model_loglik_and_information_criteria(noise):
     assert stats["loglik"] == pytest.approx(loglik, rel=1e-9) and stats["n_free"] == 2 and stats["n_data"] == N
 
 
+def test_combined_noise_profiles_reoptimize_the_noise_parameters():
+    """The profile likelihood maximizes over everything else, a and b included: at the ends of
+    the 95 % interval an independent joint optimization of the other rate and log a, log b gives
+    -2 delta loglik = 3.84."""
+    from scipy.optimize import minimize as scipy_minimize
+    m = clearance_model()
+    doses = [{"compartment": "P", "amount": 100.0, "time": 0.0}]
+    times = np.geomspace(0.1, 8.0, 12)
+    clean = pd.concat([tidy(simulate(m, times, doses=doses), ["conc"])] * 2, ignore_index=True)
+    data = add_noise(clean, np.random.default_rng(4), abs_=0.3, rel=0.10)
+    problem = FitProblem(m, data, ["k_cl", "V"], conditions=[Condition("iv", doses=doses)], noise="combined")
+    result = fit(problem, multistart=1, **QUIET)
+    y = data["value"].to_numpy(float)
+    t_index = np.searchsorted(times, data["time"].to_numpy(float))
+
+    def neg2loglik(k_cl, V, a, b):
+        conc = simulate(m, times, parameters={"k_cl": k_cl, "V": V}, doses=doses)["conc"]
+        return -2 * gaussian_loglik(y - conc[t_index], np.sqrt(a * a + b * b * y * y))
+
+    best = result.best_values
+    optimum = neg2loglik(best["k_cl"], best["V"], result.noise_params["sigma_abs"], result.noise_params["sigma_rel"])
+    assert optimum == pytest.approx(-2 * result.loglik, rel=1e-9)
+    lower, upper = result.ci95["k_cl"]
+    assert lower < best["k_cl"] < upper
+    for end in (lower, upper):
+        start = np.log([best["V"], result.noise_params["sigma_abs"], result.noise_params["sigma_rel"]])
+        joint = scipy_minimize(lambda z: neg2loglik(end, *np.exp(z)), start, method="Nelder-Mead",
+                               options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000})
+        assert joint.fun - optimum == pytest.approx(CHI2_95, abs=0.03)
+
+
 def test_information_criteria_compare_noise_models_on_the_same_data():
     """Data with constant noise: the constant model has the higher likelihood and lower AIC
     than the proportional one (the full likelihoods are comparable, weights included)."""
