@@ -409,9 +409,10 @@ def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto"
         x, rss, _ = _local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
         if not np.isfinite(rss) or rss >= _FAILED_RSS:
             return x, math.inf, weights, ab
-        ab = _combined_noise_parameters(problem, problem.y - problem.predict(x)[0], ab)
+        residual = problem.y - problem.predict(x)[0]
+        ab = _combined_noise_parameters(problem, residual, ab)
         weights = problem.combined_weights(*ab)
-        r = weights * (problem.y - problem.predict(x)[0])
+        r = weights * residual
         rss = float(r @ r)
         loglik = problem.loglik(rss, weights)
         if loglik - best <= 1e-10 * (1 + abs(loglik)):
