@@ -1,26 +1,84 @@
 """Atomic file output: a result is written to a temporary file beside its destination and
-renamed into place, so an existing result is never half-overwritten."""
+renamed into place, so an existing result is never half-overwritten. A result folder is
+written whole into a temporary sibling folder and swapped into place (see
+:func:`atomic_folder`). Outputs follow the user's umask."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_path"]
+from .errors import KineticsError
+
+__all__ = ["atomic_write", "atomic_path", "atomic_folder", "check_output_folder", "output_mode",
+           "csv_safe_text", "csv_unsafe_text", "csv_safe_frame", "RESULT_FILES"]
+
+# The files `kinetics fit` / FitResult.save write into a result folder. A folder holding
+# anything else is not replaced (it may hold the user's own files).
+RESULT_FILES = frozenset({"result.json", "report.txt", "fit.png", "residuals.png", "curves.csv",
+                          "profiles.png", "corner.png"})
+
+_STAGING_TAG = ".kinetics-"
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)   # no /proc: read by setting and restoring
+    os.umask(mask)
+    return mask
+
+
+def output_mode(directory: bool = False) -> int:
+    """The permission bits a new file (or directory) gets under the user's umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _fsync_file(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:   # platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (synced to disk,
+    with the permissions a newly created file would have)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, output_mode())   # mkstemp creates 0600
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -37,3 +95,138 @@ def atomic_write(path, content: str | bytes) -> Path:
         else:
             tmp.write_text(content, encoding="utf-8")
     return Path(path)
+
+
+# ------------------------------------------------------------------ result folders
+def check_output_folder(folder, owned=RESULT_FILES, what=None) -> Path:
+    """Check, before any work, that ``folder`` can receive a result: it is a folder (or does
+    not exist yet) holding only files kinetics writes (``owned``), and the nearest existing
+    folder above it is writable. Raises KineticsError naming the problem and the fix; returns
+    the folder as an absolute path (symbolic links resolved, so the link's target is replaced).
+    """
+    what = what or str(folder)
+    folder = Path(os.path.realpath(folder))
+    if folder.exists():
+        if not folder.is_dir():
+            raise KineticsError(f"{what}: '{folder}' is a file, not a folder; choose a folder for the results")
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in owned or not p.is_file())
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise KineticsError(
+                f"{what}: '{folder}' holds files kinetics did not write ({shown}); a result folder is replaced "
+                "as a whole, so they would be lost. Choose an empty or new folder, or move those files.")
+    ancestor = folder.parent
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise KineticsError(f"{what}: '{ancestor}' is a file, so no folder can be created under it; choose another folder")
+    try:   # a real probe: permission bits do not tell about read-only mounts or root
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING_TAG}probe-", dir=ancestor))
+    except OSError as exc:
+        raise KineticsError(f"{what}: cannot write into '{ancestor}' ({exc.strerror or exc}); "
+                            "choose a writable folder") from None
+    return folder
+
+
+def _rename_exchange(a, b) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # exists, owned by someone else
+        return True
+    return True
+
+
+def _clean_stale(folder: Path) -> None:
+    """Remove staging folders left by killed writers of ``folder`` (dead process ids); put back
+    an old result that a killed fallback swap had moved aside."""
+    pattern = re.compile(re.escape(f".{folder.name}{_STAGING_TAG}") + r"(old-)?(\d+)-")
+    for sibling in folder.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if not match or _pid_alive(int(match.group(2))):
+            continue
+        if match.group(1) and not folder.exists() and (sibling / "result").is_dir():
+            os.rename(sibling / "result", folder)
+        shutil.rmtree(sibling, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(folder, owned=RESULT_FILES):
+    """Yield an empty staging folder beside ``folder``; on success every file in it is synced
+    and the staging folder replaces ``folder`` whole, so ``folder`` always holds either its old
+    content or the new, never a mix (files of the old result that the new one lacks go too).
+    On failure (an exception, Ctrl-C) the staging folder is removed and ``folder`` is untouched;
+    after a kill -9 the next save removes the leftover. ``folder`` may hold only the ``owned``
+    file names (see :func:`check_output_folder`)."""
+    folder = check_output_folder(folder, owned)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(folder)
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING_TAG}{os.getpid()}-", dir=folder.parent))
+    try:
+        yield stage
+        os.chmod(stage, output_mode(directory=True))   # mkdtemp creates 0700
+        for path in stage.iterdir():
+            _fsync_file(path)
+        _fsync_dir(stage)
+        try:
+            os.rename(stage, folder)       # no folder yet (or an empty one)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                raise
+            check_output_folder(folder, owned)     # nothing foreign appeared meanwhile
+            if not _rename_exchange(stage, folder):
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING_TAG}old-{os.getpid()}-", dir=folder.parent))
+                os.rename(folder, old / "result")
+                os.rename(stage, folder)
+                os.rename(old / "result", stage)
+                os.rmdir(old)
+        _fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)   # the old content after a swap, or the aborted new
+
+
+# ------------------------------------------------------------------ CSV text cells
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_text(text: str) -> str:
+    """A text cell that spreadsheets will not run as a formula: a cell starting with = + - @
+    tab or carriage return (after any quotes) gets a leading ' (OWASP's advice). Reversed by
+    :func:`csv_unsafe_text`."""
+    return "'" + text if text.lstrip("'").startswith(_FORMULA_START) else text
+
+
+def csv_unsafe_text(text: str) -> str:
+    """The original of a cell written by :func:`csv_safe_text`."""
+    return text[1:] if text.startswith("'") and text.lstrip("'").startswith(_FORMULA_START) else text
+
+
+def csv_safe_frame(frame):
+    """A copy of a DataFrame with every text cell and column name passed through
+    :func:`csv_safe_text`, ready for ``to_csv``."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype) in ("string", "str"):
+            out[column] = out[column].map(lambda v: csv_safe_text(v) if isinstance(v, str) else v)
+    out.columns = [csv_safe_text(c) if isinstance(c, str) else c for c in out.columns]
+    return out
