@@ -135,13 +135,13 @@ def cmd_models(args):
     from .library import bundled_models, models_dir
     library = bundled_models()
     if not library:
-        print(f"no bundled models found in {models_dir()}")
+        _say(f"no bundled models found in {models_dir()}")
         return 0
     width = max(len(n) for n in library)
     for name, info in library.items():
         text = info["description"].split(". ")[0].rstrip(".")
-        print(f"{name:<{width}}  {text[:100] + '...' if len(text) > 100 else text}")
-    print(f"\n({len(library)} models in {models_dir()}; use a name or a path with 'kinetics simulate')")
+        _say(f"{name:<{width}}  {text[:100] + '...' if len(text) > 100 else text}")
+    _say(f"\n({len(library)} models in {models_dir()}; use a name or a path with 'kinetics simulate')")
     return 0
 
 
@@ -262,7 +262,7 @@ def cmd_steady(args):
         uncertainty = steady_state_uncertainty(model, _fit_summary_at(args.fit, overrides), n_samples=args.samples)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
+        _say(json.dumps(out, indent=2, default=float))
         return 0
     _say(baseline.report())
     with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -298,7 +298,7 @@ def cmd_pk(args):
                                      n_samples=args.samples, t_last=args.t_last)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
+        _say(json.dumps(out, indent=2, default=float))
         return 0
     _say(summary.report())
     if uncertainty is not None:
