@@ -439,13 +439,14 @@ def _check_spec_types(spec: dict, origin: str):
     def wrong(key, value, expected):
         if isinstance(value, bool):
             shown = "true" if value else "false"
-        elif isinstance(value, int):
-            shown = str(value) if len(str(abs(value))) <= 20 else f"a {len(str(abs(value)))}-digit number"
+        elif isinstance(value, int) and len(str(abs(value))) <= 20:
+            shown = str(value)
         elif isinstance(value, (float, str)):
             shown = repr(sanitize_excerpt(value) if isinstance(value, str) else value)
         else:
-            shown = _type_name(value)
-        raise DataError(f"{origin}: {key} is {shown}, but must be {expected}; correct it in the fit spec")
+            kind = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else _type_name(value)
+            raise DataError(f"{origin}: {key} is {kind}, but must be {expected}; correct it in the fit spec")
+        raise DataError(f"{origin}: {key} = {shown} must be {expected}; correct it in the fit spec")
 
     for key, expected in (("model", "a path in quotes, e.g. model = \"model.toml\""),
                           ("data", "a path in quotes, e.g. data = \"data.csv\""),
