@@ -21,7 +21,6 @@ from .errors import KineticsError, KineticsWarning
 __all__ = ["main"]
 
 MAX_POINTS = 10**6          # simulate --points: the table is held in memory several times over
-MAX_STARTS = 10**5          # fit --multistart
 MAX_DRAWS = 10**6           # --samples, --mcmc
 QUOTED_LIMIT = 200          # quoted text longer than this is shortened in messages
 MESSAGE_LIMIT = 4000        # and a whole message longer than this
@@ -191,7 +190,8 @@ def cmd_fit(args):
     from .fit import fit
     from .problem import load_fit_spec
     folder = Path(args.case)
-    _count("--multistart", args.multistart, 1, MAX_STARTS)
+    from .problem import MAX_MULTISTART    # one limit for the API, fit specs and the CLI
+    _count("--multistart", args.multistart, 1, MAX_MULTISTART)
     _count("--seed", args.seed, 0)
     _count("--mcmc", args.mcmc, 1, MAX_DRAWS)
     out = Path(args.out) if args.out else (folder if folder.is_dir() else folder.parent) / "results"

@@ -261,7 +261,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         trust-region reflective algorithm that lmfit's least_squares calls in scipy, and the best
         start is finished by lmfit; ``"lmfit"``: every local fit through lmfit's Minimizer.
     """
-    from .problem import FitProblem, load_fit_spec
+    from .problem import MAX_MULTISTART, FitProblem, load_fit_spec
     if not isinstance(problem, FitProblem):
         problem = load_fit_spec(problem)
     settings = problem.settings
@@ -277,6 +277,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                        f"{', '.join(_LOCAL_METHODS + _GLOBAL_METHODS)}")
     if multistart < 1:
         raise FitError(f"{problem.origin}: multistart must be at least 1")
+    if multistart > MAX_MULTISTART:       # the start design alone would exhaust memory
+        raise FitError(f"{problem.origin}: multistart = {multistart:,} is more than the limit of "
+                       f"{MAX_MULTISTART:,} starts; use fewer (a few dozen are usually enough)")
     t_start = time.perf_counter()
     problem.nfev = problem.njev = 0
     noise_params = {}

@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import keyword
 import math
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,19 +183,9 @@ class Model:
     # ------------------------------------------------------------------- files
     @classmethod
     def from_file(cls, path) -> "Model":
+        from .fileio import read_toml_file
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"{path}: model file not found") from None
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ModelError(f"{path}: not a text (UTF-8) file; a model file is TOML text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ModelError(f"{path}: not valid TOML: {exc}. Check quoting and that no key is written twice.") from None
+        data, raw = read_toml_file(path, what="model file", error=ModelError)
         model = cls.from_dict(data, source=str(path), default_name=path.stem)
         model.sha256 = hashlib.sha256(raw).hexdigest()
         return model

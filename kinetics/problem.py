@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import sympy as sp
 from .data import Dataset, load_data
 from .errors import DataError, ExpressionError, ModelError
 from .expressions import parse_expression
+from .fileio import sanitize_excerpt
 from .simulate import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
@@ -400,23 +400,158 @@ def _rebuild(recipe):
     return FitProblem(model, recipe["data"], recipe["free"], **args)
 
 
+# Sane limits on sizes a fit spec sets: beyond them memory or time runs out before any result.
+MAX_MULTISTART = 10_000
+MAX_NFEV_LIMIT = 10_000_000
+MAX_SEED = 2 ** 63 - 1
+
+
 def load_fit_spec(path) -> FitProblem:
     """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
+    from .fileio import read_toml_file
     path = Path(path)
     if path.is_dir():
         path = path / "fit.toml"
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{path}: not valid TOML: {exc}") from None
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)")
+    spec, _ = read_toml_file(path, what="fit spec", error=DataError)
     return problem_from_spec(spec, path)
+
+
+def _type_name(value) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _is_number(value) -> bool:
+    """A finite number that fits a float (not a boolean, not a 400-digit integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _check_spec_types(spec: dict, origin: str):
+    """Every value of the spec has the type its key needs, so later code never meets a number where
+    a table is (which used to end in a traceback); one DataError names the key and the type."""
+    def wrong(key, value, expected):
+        if isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, int) and len(str(abs(value))) <= 20:
+            shown = str(value)
+        elif isinstance(value, (float, str)):
+            shown = repr(sanitize_excerpt(value) if isinstance(value, str) else value)
+        else:
+            kind = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else _type_name(value)
+            raise DataError(f"{origin}: {key} is {kind}, but must be {expected}; correct it in the fit spec")
+        raise DataError(f"{origin}: {key} = {shown} must be {expected}; correct it in the fit spec")
+
+    for key, expected in (("model", "a path in quotes, e.g. model = \"model.toml\""),
+                          ("data", "a path in quotes, e.g. data = \"data.csv\""),
+                          ("description", "a string"), ("title", "a string")):
+        if key in spec and not isinstance(spec[key], str):
+            wrong(key, spec[key], expected)
+    for key in ("fit", "parameters", "conditions", "observables"):
+        if key in spec and not isinstance(spec[key], dict):
+            wrong(f"[{key}]", spec[key], f"a table ([{key}] followed by key = value lines)")
+    fit = spec.get("fit", {})
+    if "free" in fit:
+        free = fit["free"]
+        if not isinstance(free, list) or not all(isinstance(n, str) for n in free):
+            shown = free if isinstance(free, str) else None
+            if shown is not None:
+                raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{shown}\"]")
+            wrong("[fit] free", free, 'a list of parameter names in quotes, e.g. free = ["k_cl", "V"]')
+    for key, low, high in (("multistart", 1, MAX_MULTISTART), ("seed", 0, MAX_SEED), ("max_nfev", 1, MAX_NFEV_LIMIT)):
+        if key not in fit:
+            continue
+        value = fit[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            wrong(f"[fit] {key}", value, f"a whole number from {low} to {high:,}")
+        if not low <= value <= high:
+            shown = f"{value:,}" if len(str(abs(value))) <= 20 else "a number of more than 20 digits"
+            raise DataError(f"{origin}: [fit] {key} = {shown} is outside the allowed range {low} to {high:,}"
+                            + ("; more starts would exhaust memory and time: use at most "
+                               f"{high:,} (a few dozen are usually enough)" if key == "multistart" else ""))
+    for key in ("log_scale", "profiles", "reweight"):
+        if key in fit and not isinstance(fit[key], bool):
+            wrong(f"[fit] {key}", fit[key], "true or false")
+    for key, expected in (("noise", "one of \"constant\", \"proportional\", \"combined\", \"data\""),
+                          ("method", "an optimizer name in quotes, e.g. \"least_squares\""),
+                          ("engine", '"auto" or "lmfit"')):
+        if key in fit and not isinstance(fit[key], str):
+            wrong(f"[fit] {key}", fit[key], expected)
+    if "engine" in fit and fit["engine"] not in ("auto", "lmfit"):
+        raise DataError(f"{origin}: [fit] engine = {sanitize_excerpt(fit['engine'])!r} must be \"auto\" or \"lmfit\"")
+    for name, entry in spec.get("parameters", {}).items():
+        where = f"[parameters.{name}]"
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                # bounds may be +-inf (TOML inf), a value must be finite
+                bound = key in ("min", "max") and isinstance(value, float) and not math.isnan(value)
+                if key in ("value", "min", "max") and not (_is_number(value) or bound):
+                    wrong(f"{where} {key}", value, "a finite number" if key == "value" else "a number")
+                if key == "fixed" and not isinstance(value, bool):
+                    wrong(f"{where} fixed", value, "true or false")
+                if key in ("description", "unit") and not isinstance(value, str):
+                    wrong(f"{where} {key}", value, "a string")
+        elif not _is_number(entry):
+            wrong(where, entry, "a finite number or a table like { value = 1.0, min = 0.01, max = 100 }")
+    for cname, centry in spec.get("conditions", {}).items():
+        where = f"[conditions.{cname}]"
+        if not isinstance(centry, dict):
+            wrong(where, centry, "a table with doses, initial, overrides, events")
+        for key in ("doses", "events"):
+            if key in centry:
+                if not isinstance(centry[key], list):
+                    wrong(f"{where} {key}", centry[key], "a list of tables, e.g. "
+                          + ('[ { compartment = "P", amount = 100, time = 0 } ]' if key == "doses"
+                             else '[ { time = 24, set = { k = "k * 0.5" } } ]'))
+                for i, item in enumerate(centry[key]):
+                    if not isinstance(item, dict):
+                        wrong(f"{where} {key[:-1]} {i + 1}", item, "a table")
+                    for field_name, value in item.items():
+                        if field_name in ("amount", "time", "rate", "start") and not _is_number(value):
+                            wrong(f"{where} {key[:-1]} {i + 1} {field_name}", value, "a finite number")
+        for key in ("initial", "overrides"):
+            if key in centry:
+                if not isinstance(centry[key], dict):
+                    wrong(f"{where} {key}", centry[key], "a table of name = number or expression")
+                for name, value in centry[key].items():
+                    if not (isinstance(value, str) or _is_number(value)):
+                        wrong(f"{where} {key}.{name}", value, "a finite number or an expression in quotes")
+        if "description" in centry and not isinstance(centry["description"], str):
+            wrong(f"{where} description", centry["description"], "a string")
+    for oname, entry in spec.get("observables", {}).items():
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if not (isinstance(value, str) or _is_number(value)):
+                    wrong(f"[observables.{oname}] {key}", value, "an expression in quotes or a number")
+
+
+def _check_fixed_parameters(model, free, parameters: dict, origin: str):
+    """A parameter the model marks ``fixed = true`` is estimated only when the spec says so in
+    its own [parameters] entry (``fixed = false``): freeing it silently would change the model."""
+    for name in free:
+        parameter = model.parameters.get(name)
+        if parameter is None or not parameter.fixed:
+            continue
+        entry = parameters.get(name)
+        if isinstance(entry, dict) and entry.get("fixed") is False:
+            continue
+        raise DataError(f"{origin}: [fit] free lists '{name}', which the model file {model.source} marks "
+                        f"fixed = true; either remove '{name}' from free, remove fixed = true from the model, "
+                        f"or estimate it deliberately with {name} = {{ fixed = false }} under [parameters] "
+                        f"in the fit spec")
 
 
 def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     from .model import _suggest, load_model
     origin = str(path)
+    if not isinstance(spec, dict):
+        raise DataError(f"{origin}: a fit spec must be a TOML table of model, data, [fit], [parameters], [conditions]")
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         key = sorted(unknown)[0]
@@ -424,6 +559,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     for key in ("model", "data"):
         if key not in spec:
             raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
+    _check_spec_types(spec, origin)
     base = path.parent
     from .library import resolve_model_path
     model_path = base / spec["model"]
@@ -431,24 +567,17 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         try:
             model_path = resolve_model_path(spec["model"])
         except ModelError:
-            raise DataError(f"{origin}: model file '{spec['model']}' not found (paths are relative to the fit spec)") from None
+            raise DataError(f"{origin}: model file '{sanitize_excerpt(spec['model'], 200)}' not found (paths are relative to the fit spec)") from None
     model = load_model(model_path)
     fit = spec.get("fit", {})
     unknown = set(fit) - _FIT_KEYS
     if unknown:
         key = sorted(unknown)[0]
         raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
-    for key, kind, what in (("multistart", int, "a whole number of starts (>= 1)"), ("seed", int, "a whole number"),
-                            ("log_scale", bool, "true or false"), ("profiles", bool, "true or false"),
-                            ("reweight", bool, "true or false"),
-                            ("noise", str, "one of constant, proportional, combined, data"),
-                            ("method", str, "an optimizer name"), ("max_nfev", int, "a whole number"),
-                            ("engine", str, '"auto" or "lmfit"'),
-                            ("free", list, "a list of parameter names")):
-        if key in fit and (not isinstance(fit[key], kind) or (kind is int and isinstance(fit[key], bool))):
-            raise DataError(f"{origin}: [fit] {key} = {fit[key]!r} must be {what}")
-    if isinstance(fit.get("multistart"), int) and fit["multistart"] < 1:
-        raise DataError(f"{origin}: [fit] multistart must be at least 1")
+    _check_fixed_parameters(model, fit.get("free", []), spec.get("parameters", {}), origin)
+    # "fixed" in the spec only grants the permission checked above; FitProblem knows value/min/max
+    parameters = {name: ({k: v for k, v in entry.items() if k != "fixed"} if isinstance(entry, dict) else entry)
+                  for name, entry in spec.get("parameters", {}).items()}
     conditions = []
     for cname, centry in spec.get("conditions", {}).items():
         where = f"{origin}: [conditions.{cname}]"
@@ -474,7 +603,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
                      default_condition=default_condition, noise=noise)
-    problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=spec.get("parameters", {}),
+    problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=parameters,
                          noise=noise, log_scale=fit.get("log_scale", True), observables=spec.get("observables", {}),
                          origin=origin, settings=fit)
     problem.spec_path = path
