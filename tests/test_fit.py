@@ -23,11 +23,12 @@ from kinetics.cli import main
 from kinetics.fit import CHI2_95, fit
 from kinetics.problem import Condition, FitProblem, load_fit_spec
 
+from conftest import FIT_TASK_DIR
 from fitting_helpers import (COVERAGE_TRUTH, KNOCKDOWN_TRUTH, add_noise, clearance_model, coverage_replicate,
                              gaussian_loglik, knockdown_problem, multi_condition_problem, product_model, tidy,
                              variant_of, write_clearance_case)
 
-REFERENCE_TASK = "/work/shared/reference/fit_task"
+REFERENCE_TASK = FIT_TASK_DIR
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUIET = dict(executor=None, progress=False)
 
