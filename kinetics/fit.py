@@ -160,6 +160,21 @@ def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     return x, float(r @ r), result
 
 
+def _global_minimize(objective, params, method, seed):
+    """lmfit's global ``method`` on the residuals, seeded: the same seed gives the same search."""
+    if method == "shgo":         # deterministic (simplicial sampling): nothing to seed
+        return lmfit.minimize(objective.residual, params, method=method)
+    if method == "ampgo":        # lmfit's AMPGO draws from numpy's global generator: seed it, then restore it
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            return lmfit.minimize(objective.residual, params, method=method)
+        finally:
+            np.random.set_state(state)
+    # differential_evolution, basinhopping, dual_annealing take the seed
+    return lmfit.minimize(objective.residual, params, method=method, seed=seed)
+
+
 def _latin_starts(problem, n, seed):
     x0 = problem.start()
     if n <= 1:
@@ -192,6 +207,24 @@ def _progress(total, enabled):
         return tqdm(total=total, desc="multi-start", unit="start", leave=False, file=sys.stderr)
     except ImportError:
         return None
+
+
+_EXECUTOR_CHOICES = '"auto", None (serial), "process", or a concurrent.futures.Executor'
+
+
+def _check_executor(executor, origin):
+    """The executor as given, or FitError: anything else (a multiprocessing.Pool, "threads")
+    would otherwise run the starts serially without a word."""
+    if executor is None or isinstance(executor, Executor) or (isinstance(executor, str) and executor in ("auto", "process")):
+        return executor
+    what = repr(executor) if isinstance(executor, str) else f"a {type(executor).__module__}.{type(executor).__qualname__}"
+    hint = ""
+    if executor in ("thread", "threads"):
+        hint = " For threads pass concurrent.futures.ThreadPoolExecutor(n)."
+    elif hasattr(executor, "imap") or hasattr(executor, "apply_async"):
+        hint = " A multiprocessing.Pool is not an Executor: pass concurrent.futures.ProcessPoolExecutor(n) instead."
+    raise FitError(f"{origin}: fit(executor=...) got {what}; it must be {_EXECUTOR_CHOICES} "
+                   f"(ThreadPoolExecutor, ProcessPoolExecutor, or e.g. a dask client's get_executor()).{hint}")
 
 
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
@@ -245,12 +278,15 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
 
     multistart : number of starts (the first from the given values, the rest a Latin hypercube in
         the internal (log10) space of the bounds); default from the spec, else 1.
-    seed : seed of the start design (same seed, same result).
+    seed : seed of the start design and of the global methods' random search (same seed, same result).
     method : ``"least_squares"`` (default, trust-region with bounds), ``"leastsq"``, or a global
         method lmfit offers (``"differential_evolution"``, ``"basinhopping"``, ...), which is
         polished by least_squares afterwards.
     executor : ``"auto"`` (serial unless the starts are slow), ``None`` (serial), ``"process"``, or any
-        ``concurrent.futures.Executor``.
+        ``concurrent.futures.Executor`` (thread or process pool, a dask client's executor); anything
+        else is a FitError. It runs the starts of ``least_squares``/``leastsq``; the global methods
+        run serially (a warning says so if an executor is given). Each start counts its own model
+        evaluations, so ``nfev`` is the same serial, in threads or in processes.
     profiles : compute profile-likelihood intervals (recommended; costs a few fits per parameter).
     mcmc : None, or a dict ``{"steps": 2000, "walkers": 32, "burn": 500}`` for lmfit's emcee sampler.
     reweight : proportional noise only: weight by the fitted curve (True, the default; unbiased) or
@@ -280,6 +316,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     if multistart > MAX_MULTISTART:       # the start design alone would exhaust memory
         raise FitError(f"{problem.origin}: multistart = {multistart:,} is more than the limit of "
                        f"{MAX_MULTISTART:,} starts; use fewer (a few dozen are usually enough)")
+    executor = _check_executor(executor, problem.origin)
     t_start = time.perf_counter()
     problem.nfev = problem.njev = 0
     noise_params = {}
@@ -290,12 +327,19 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         lo, hi = problem.internal_bounds()
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise FitError(f"{problem.origin}: method '{method}' needs finite bounds (min and max) on every free parameter")
+        if executor is not None and executor != "auto":
+            warnings.warn(f"{problem.origin}: method '{method}' runs serially in this process; the executor is used "
+                          "only to run the starts of least_squares/leastsq in parallel", KineticsWarning, stacklevel=2)
         objective = _Objective(problem, weights, use_jacobian=False)
+        n0, j0, t0 = problem.nfev, problem.njev, time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kws = {"seed": seed} if method == "differential_evolution" else {}
-            res = lmfit.minimize(objective.residual, _params(problem, problem.start()), method=method, **kws)
+            res = _global_minimize(objective, _params(problem, problem.start()), method, seed)
+        n_global, j_global, t_global = problem.nfev - n0, problem.njev - j0, time.perf_counter() - t0
         polished = _run_start((problem, objective.vector(res.params), weights, "least_squares", use_jacobian, max_nfev, engine))
+        # the global search's evaluations belong to this run
+        polished.update(nfev=polished["nfev"] + n_global, njev=polished["njev"] + j_global,
+                        seconds=polished["seconds"] + t_global)
         runs = [polished]
         local_method = f"{method} + least_squares"
     else:
@@ -468,6 +512,8 @@ class FitResult:
         self.profiles = {}
         self.ci95 = {n: (None, None) for n in problem.free}
         self.identifiable = {n: None for n in problem.free}
+        # parameter -> reasons its profile was cut short by failed simulations (see compute_profiles)
+        self.profile_failures = {}
         self.mcmc = None
 
     # ------------------------------------------------------------ uncertainty
@@ -477,12 +523,22 @@ class FitResult:
         N, K = p.n_data, p.n_free
         scale = self.rss / (N - K) if p.noise in ("constant", "proportional") and N > K else 1.0
         try:
-            cov = np.linalg.pinv(J.T @ J) * scale
-            # parameters in the Jacobian's null space are not determined at all: pinv would hide
-            # that behind small numbers, so give them infinite variance
-            _, sv, vt = np.linalg.svd(J, full_matrices=True)
+            # one thin SVD J = U S V^T (N x K, never N x N) gives both the covariance
+            # pinv(J^T J) = V S^-2 V^T (same cut-off as numpy's pinv of J^T J: s^2 > 1e-15 s_max^2)
+            # and the rank
+            _, sv, vt = np.linalg.svd(J, full_matrices=False)
+            s2 = sv * sv
+            inv_s2 = np.zeros_like(s2)
+            if s2.size:
+                kept = s2 > 1e-15 * s2.max()
+                inv_s2[kept] = 1.0 / s2[kept]
+            cov = (vt.T * inv_s2) @ vt * scale
             rank = int(np.sum(sv > sv.max() * max(J.shape) * np.finfo(float).eps)) if sv.size and sv.max() > 0 else 0
             self._rank = rank
+            if vt.shape[0] < K:     # fewer data than parameters: the null space needs the full V (K x K)
+                vt = np.linalg.svd(J, full_matrices=True)[2]
+            # parameters in the Jacobian's null space are not determined at all: pinv would hide
+            # that behind small numbers, so give them infinite variance
             if rank < K:
                 undetermined = np.abs(vt[rank:]).max(axis=0) > 1e-6
                 cov[undetermined, :] = np.nan
@@ -524,39 +580,52 @@ class FitResult:
 
     def _profile_point(self, x, j):
         """Re-optimize every other free parameter (and, for combined noise, a and b too) with
-        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood), or (x, None)
-        where the model cannot be simulated."""
+        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood, None), or
+        (x, None, why) where the model cannot be simulated."""
         p = self.problem
+        why = "the model cannot be simulated there"
         if p.noise == "combined":
             ab = (self.noise_params["sigma_abs"], self.noise_params["sigma_rel"])
             x, rss, weights, _ = _combined_fit(p, x, {j}, ab, self.use_jacobian, None, self.engine)
         else:
-            x, rss, _ = _local_fit(p, x, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
+            x, rss, res = _local_fit(p, x, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
             weights = self.weights
+            if isinstance(res, _Failed):
+                why = str(res.message)
         if not np.isfinite(rss) or rss >= _FAILED_RSS:
-            return x, None
-        return x, -2 * (p.loglik(rss, weights) - self.loglik)
+            return x, None, why
+        return x, -2 * (p.loglik(rss, weights) - self.loglik), None
 
     def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False):
         """Profile likelihood of each free parameter: re-optimize the others along a path and find
-        where twice the log-likelihood drops by ``threshold``. Open sides flag non-identifiability."""
+        where twice the log-likelihood drops by ``threshold``. A side that stays below it up to the
+        bound flags non-identifiability; a side cut short because the model cannot be simulated
+        further out leaves identifiability undetermined (``identifiable`` None) and says so.
+
+        Each profile records why each side ended (``lower_stop``, ``upper_stop``): "threshold"
+        (the interval closes), "bound" (flat up to the parameter's bound, or six decades / a
+        million standard errors away), "max_steps", or "simulation failed at VALUE: reason"."""
         p = self.problem
         names = list(params or p.free)
         lo_b, hi_b = p.internal_bounds()
         bar = _progress(len(names), progress)
         for name in names:
             j = p.free.index(name)
+
+            def natural(v, j=j):
+                return None if v is None else float(10 ** v if p.log_mask[j] else v)
             sd = math.sqrt(max(self.covariance_internal[j, j], 0)) if np.isfinite(self.covariance_internal[j, j]) else 0.1
             step0 = min(max(sd, 1e-3), 0.5) if p.log_mask[j] else max(sd, 1e-6 * (abs(self.x[j]) + 1))
             # log10 parameters: 6 decades either side; linear ones: a million standard errors
             max_distance = 6.0 if p.log_mask[j] else 1e6 * max(sd, 1e-6 * (abs(self.x[j]) + 1))
             points = [(self.x[j], 0.0)]
-            ends = {}
+            ends, stops = {}, {}
             for direction in (-1, 1):
                 bound = lo_b[j] if direction < 0 else hi_b[j]
                 xs = self.x.copy()
                 step, prev_v, prev_d = step0, self.x[j], 0.0
                 closed = False
+                stops[direction] = "max_steps"
                 for _ in range(max_steps):
                     v = prev_v + direction * step
                     # never wander further than max_distance from the estimate (an unbounded flat profile)
@@ -567,9 +636,12 @@ class FitResult:
                     if at_bound:
                         v = bound
                     xs[j] = v
-                    xs, d = self._profile_point(xs, j)
+                    xs, d, why = self._profile_point(xs, j)
                     if d is None:
-                        break  # the model cannot be simulated out here: the side stays open
+                        # the model cannot be simulated out here: the side stays open, for a reason
+                        # that says nothing about what the data determine
+                        stops[direction] = f"simulation failed at {name} = {natural(v):.6g}: {why}"
+                        break
                     points.append((v, d))
                     if d >= threshold:
                         # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
@@ -578,7 +650,7 @@ class FitResult:
                             guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
                             xg = xs.copy()
                             xg[j] = guess
-                            xg, dg = self._profile_point(xg, j)
+                            xg, dg, _ = self._profile_point(xg, j)
                             if dg is None:
                                 break
                             points.append((guess, dg))
@@ -592,8 +664,10 @@ class FitResult:
                         ends[direction] = v if abs(d - threshold) < 0.02 else prev_v + (v - prev_v) * \
                             (math.sqrt(threshold) - math.sqrt(max(prev_d, 0))) / max(math.sqrt(d) - math.sqrt(max(prev_d, 0)), 1e-12)
                         closed = True
+                        stops[direction] = "threshold"
                         break
                     if at_bound:
+                        stops[direction] = "bound"
                         break
                     grow = 1.6 if d - prev_d < 0.5 else 1.0
                     prev_v, prev_d = v, d
@@ -601,16 +675,23 @@ class FitResult:
                 if not closed:
                     ends[direction] = None
             pts = sorted(points)
-
-            def natural(v):
-                return None if v is None else float(10 ** v if p.log_mask[j] else v)
             lower, upper = natural(ends[-1]), natural(ends[1])
             self.profiles[name] = {
                 "values": [float(10 ** v) if p.log_mask[j] else float(v) for v, _ in pts],
                 "delta": [float(d) for _, d in pts], "lower": lower, "upper": upper,
+                "lower_stop": stops[-1], "upper_stop": stops[1],
             }
             self.ci95[name] = (lower, upper)
-            self.identifiable[name] = lower is not None and upper is not None
+            failed = [stop for stop in stops.values() if stop.startswith("simulation failed")]
+            if lower is not None and upper is not None:
+                self.identifiable[name] = True
+            elif any(stop in ("bound", "max_steps") for stop in stops.values()):
+                self.identifiable[name] = False
+            else:   # open only where simulations failed: undetermined, not "not identifiable"
+                self.identifiable[name] = None
+            self.profile_failures.pop(name, None)
+            if failed:
+                self.profile_failures[name] = failed
             if bar:
                 bar.update(1)
         if bar:
@@ -621,6 +702,13 @@ class FitResult:
                           "likelihood profile stays flat up to a bound, so the data do not pin them down. Fix them, "
                           "add measurements that depend on them, or report only their supported range.",
                           KineticsWarning, stacklevel=2)
+        cut = [n for n in names if n in self.profile_failures]
+        if cut:
+            details = "; ".join(f"{n}: {'; '.join(self.profile_failures[n])}" for n in cut)
+            warnings.warn(f"{p.origin}: the likelihood profile of {', '.join(cut)} was cut short because the model "
+                          f"cannot be simulated further out ({details}). The interval stays open on that side, which "
+                          "says nothing about identifiability; narrow the parameter's bounds to where the model can "
+                          "be simulated, or check the model there.", KineticsWarning, stacklevel=2)
         return self.profiles
 
     def sample(self, steps=2000, walkers=None, burn=None, thin=1, seed=0):
@@ -634,7 +722,10 @@ class FitResult:
         params = _params(p, self.x)
         known_sigma = p.noise in ("data", "combined")
         if not known_sigma:
-            params.add("__lnsigma", value=math.log(max(p.noise_scale(self.rss), 1e-300)), min=-50, max=10)
+            # the bounds are a flat prior on log(sigma): centred on the estimate, so that they never
+            # bind whatever the data's units (fixed bounds cut the posterior of particle counts short)
+            ln_sigma = math.log(max(p.noise_scale(self.rss), 1e-300))
+            params.add("__lnsigma", value=ln_sigma, min=ln_sigma - 30.0, max=ln_sigma + 30.0)
         walkers = walkers or max(4 * (len(params)), 16)
         burn = steps // 4 if burn is None else burn
         with warnings.catch_warnings():

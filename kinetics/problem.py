@@ -20,8 +20,12 @@ jointly with the rates (:mod:`kinetics.fit`).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import multiprocessing
 import os
+import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +46,13 @@ _FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "prof
              "engine"}
 _SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
 _COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
+
+
+class _EvaluationCounts(threading.local):
+    """Model evaluations counted per thread, so that starts run in a thread pool each count
+    their own (a shared counter would credit every start with its neighbours' evaluations)."""
+    nfev = 0
+    njev = 0
 
 
 @dataclass
@@ -206,8 +217,7 @@ class FitProblem:
         self._recipe["data"] = data
         self.n_data = len(self.y)
         self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
-        self.nfev = 0
-        self.njev = 0
+        self._counts = _EvaluationCounts()
         P = compiled.n_params
         # the one-call shortcut for data rows (see Schedule.row_evaluator), when every condition
         # has one and no observable scale/offset applies
@@ -222,6 +232,24 @@ class FitProblem:
         return self.compiled.state_names + self.compiled.observable_names
 
     # --------------------------------------------------------------- scales
+    @property
+    def nfev(self) -> int:
+        """Model evaluations (simulations) made by the calling thread."""
+        return self._counts.nfev
+
+    @nfev.setter
+    def nfev(self, value):
+        self._counts.nfev = value
+
+    @property
+    def njev(self) -> int:
+        """Evaluations with sensitivities (Jacobian) made by the calling thread."""
+        return self._counts.njev
+
+    @njev.setter
+    def njev(self, value):
+        self._counts.njev = value
+
     @property
     def n_free(self) -> int:
         return len(self.free)
@@ -386,12 +414,51 @@ class FitProblem:
     def condition_names(self):
         return [p["name"] for p in self._plans]
 
+    def recipe_key(self) -> str:
+        """Content hash of what builds this problem (model, data, spec): equal keys, equal problems."""
+        key = self.__dict__.get("_recipe_key")
+        if key is None:
+            key = self._recipe_key = hashlib.sha256(pickle.dumps(self._recipe, protocol=5)).hexdigest()
+        return key
+
     def __reduce__(self):
-        # compiled callables do not pickle: worker processes rebuild the problem from its recipe
-        return (_rebuild, (self._recipe,))
+        # compiled callables do not pickle: worker processes rebuild the problem from its recipe,
+        # once per process (see _rebuild)
+        return (_rebuild, (self._recipe, self.recipe_key()))
 
 
-def _rebuild(recipe):
+# problems rebuilt in this (worker) process, by recipe key: building one (sympy, lambdify,
+# compilation) costs far more than a local fit, and every start sent to a process pool
+# carries the same problem
+_BUILT: dict = {}
+_BUILT_MAX = 4
+_build_stats = {"builds": 0, "reused": 0}
+
+
+def rebuild_stats() -> dict:
+    """How many problems this process has rebuilt from pickles, and how many it reused."""
+    return dict(_build_stats)
+
+
+def _rebuild(recipe, key=None):
+    # only worker processes share rebuilt problems: elsewhere an unpickled (or deep-copied)
+    # problem must stay a problem of its own
+    shared = key is not None and multiprocessing.parent_process() is not None
+    if shared and key in _BUILT:
+        _build_stats["reused"] += 1
+        return _BUILT[key]
+    problem = _build(recipe)
+    _build_stats["builds"] += 1
+    if key is not None:
+        problem._recipe_key = key       # the same recipe (re-pickling it need not give the same bytes)
+    if shared:
+        while len(_BUILT) >= _BUILT_MAX:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = problem
+    return problem
+
+
+def _build(recipe):
     from .model import Model
     model_dict, source, sha = recipe["model"]
     model = Model.from_dict(model_dict, source=source)

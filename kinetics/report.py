@@ -62,7 +62,8 @@ def fit_report(result) -> str:
             rel = f" ({100 * err / abs(value):.2f}%)" if value and np.isfinite(err) else ""
             lo, hi = result.ci95.get(name, (None, None))
             ci = f"  95% profile CI [{_fmt(lo)}, {_fmt(hi)}]" if name in result.profiles else ""
-            flag = "  NOT IDENTIFIABLE" if result.identifiable.get(name) is False else ""
+            flag = "  NOT IDENTIFIABLE" if result.identifiable.get(name) is False else (
+                "  PROFILE CUT SHORT (simulation failed)" if name in result.profile_failures else "")
             scale = " (log10 fitted)" if p.log_mask[j] else ""
             lines.append(f"    {name:<{width}} = {value:.6g} +/- {err:.3g}{rel}{ci}{flag}{scale}")
         else:
@@ -85,6 +86,14 @@ def fit_report(result) -> str:
             side = "both sides" if lo is None and hi is None else ("below" if lo is None else "above")
             lines.append(f"    {name}: the data do not bound it {side} (its likelihood profile stays within the 95% "
                          "threshold up to the parameter bound). Treat its estimate as a range, fix it, or add data that depend on it.")
+    cut = [n for n in result.profile_failures if n in result.profiles]
+    if cut:
+        if not bad:
+            lines.append("[[Warnings]]")
+        for name in cut:
+            for reason in result.profile_failures[name]:
+                lines.append(f"    {name}: its likelihood profile was cut short, {reason}. The open side of its interval "
+                             "reflects the failed simulation, not the data; narrow its bounds or check the model there.")
     if result.n_starts > 1:
         spread = np.sort(result.start_nll - result.start_nll.min())
         finite = spread[np.isfinite(spread)]
@@ -185,6 +194,7 @@ def result_dict(result) -> dict:
             params[name] = {"value": float(result.values[j]), "stderr": _finite(result.stderr[j]),
                             "ci95": [_finite(lo), _finite(hi)] if name in result.profiles else None,
                             "free": True, "identifiable": result.identifiable.get(name),
+                            "profile_failures": list(result.profile_failures.get(name, [])),
                             "log_scale": bool(p.log_mask[j])}
         else:
             params[name] = {"value": float(p.fit_values[p.fit_names.index(name)]), "stderr": None, "ci95": None,

@@ -17,6 +17,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
+#: the reference fit task (exo_linear, 40 points, proportional noise), vendored from the shared reference
+FIT_TASK_DIR = Path(__file__).resolve().parent / "data" / "fit_task"
 
 MODEL_TEXT = """\
 name = "mini"

@@ -553,7 +553,7 @@ ROWS = [
                                                            '[fit]\nfree = ["k_cl"]\nnoise = "constant"\nmultistart = 1\n'
                                                            '[conditions.control]\n'
                                                            'doses = [ { compartment = "P", amount = 100, time = 0 } ]\n'),
-        api_fit(executor=None), guarded=True, xfail="fitexec"),
+        api_fit(executor=None), guarded=True),
 
     # ---------------------------------------------------------------- CLI options
     Row("cli-rtol-negative", {M: MODEL_TEXT}, cli=["simulate", MODEL_PATH, "--rtol", "-1"], fragments=("--rtol",),
@@ -623,7 +623,7 @@ ROWS = [
     Row("api-simulate-unknown-compartment", {M: MODEL_TEXT},
         api_simulate(doses=[{"compartment": "Q", "amount": 1.0, "time": 0}]), error="ModelError", fragments=("'Q'",)),
     Row("api-fit-executor-string", case(), api_fit(executor="threads"), error="KineticsError",
-        fragments=("executor",), xfail="fitexec"),
+        fragments=("executor",)),
     Row("api-fit-multistart-1e9", case(), api_fit(multistart=10 ** 9), error="FitError",
         fragments=("multistart", "10,000")),
     Row("api-fit-unknown-method", case(), api_fit(method="gradient_magic"), error="FitError",
