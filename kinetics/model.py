@@ -109,8 +109,13 @@ def _type_problem(key, value):
     types, words = expected
     if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
         return None
+    return f"'{key}' must be {words}, got {_got(value)}"
+
+
+def _got(value) -> str:
+    """A parsed value for a message: shortened, and what TOML type it is."""
     shown = f"'{shorten(value, 40)}'" if isinstance(value, str) else shorten(value, 40)
-    return f"'{key}' must be {words}, got {shown} ({_toml_type(value)})"
+    return f"{shown} ({_toml_type(value)})"
 
 
 class _Errors:
@@ -258,7 +263,7 @@ class Model:
         for section, keys in _ENTRY_KEYS.items():
             table = data.get(section, {})
             if not isinstance(table, dict):
-                errors.add(section, f"must be a table of entries like [{section}] name = {{ ... }}, got {_toml_type(table)} ({shorten(table, 40)})")
+                errors.add(section, f"must be a table of entries like [{section}] name = {{ ... }}, got {_got(table)}")
                 continue
             for name, entry in table.items():
                 where = f"{section}.{shorten(name, 40)}"
@@ -266,7 +271,7 @@ class Model:
                     if section == "parameters" and isinstance(entry, (int, float)) and not isinstance(entry, bool):
                         entry = {"value": entry}
                     else:
-                        errors.add(where, f"must be an inline table such as {shorten(name, 40)} = {{ ... }}, got {_toml_type(entry)} ({shorten(entry, 40)})")
+                        errors.add(where, f"must be an inline table such as {shorten(name, 40)} = {{ ... }}, got {_got(entry)}")
                         continue
                 unknown = set(entry) - keys
                 for key in sorted(unknown):

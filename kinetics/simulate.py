@@ -55,10 +55,12 @@ class Event:
         return hash((self.time, tuple(sorted((k, str(v)) for k, v in self.set.items()))))
 
 
-def _number(value, what, allow_inf=False):
+def _number(value, what, allow_inf=False, check=True):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ModelError(f"{what} must be a number, got {shorten(value, 40)}")
     value = float(value)
+    if not check:
+        return value
     if math.isnan(value):
         raise ModelError(f"{what} is NaN; give a finite number")
     if math.isinf(value) and not (allow_inf and value > 0):
@@ -88,8 +90,9 @@ def _check_input(item, where):
 
 
 def as_input(item, where="dose"):
-    """A Dose or Infusion from an object or a dict as written in a fit spec."""
+    """A Dose or Infusion from an object or a dict as written in a fit spec, checked."""
     if isinstance(item, (Dose, Infusion)):
+        _check_input(item, where)
         return item
     if not isinstance(item, dict):
         raise ModelError(f"{where}: expected a table like {{ compartment = \"P\", amount = 1e10, time = 0 }}, got {shorten(item, 60)}")
@@ -98,18 +101,25 @@ def as_input(item, where="dose"):
         unknown = keys - {"compartment", "amount", "time"}
         if unknown:
             raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a bolus dose (compartment, amount, time)")
-        return Dose(str(item.get("compartment")), _number(item["amount"], f"{where}: amount"), _number(item.get("time", 0.0), f"{where}: time"))
+        dose = Dose(str(item.get("compartment")), _number(item["amount"], f"{where}: amount", check=False),
+                    _number(item.get("time", 0.0), f"{where}: time", check=False))
+        _check_input(dose, where)
+        return dose
     if "rate" in keys:
         unknown = keys - {"compartment", "rate", "start", "end"}
         if unknown:
             raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for an infusion (compartment, rate, start, end)")
-        return Infusion(str(item.get("compartment")), _number(item["rate"], f"{where}: rate"),
-                        _number(item.get("start", 0.0), f"{where}: start"), _number(item.get("end", math.inf), f"{where}: end"))
+        infusion = Infusion(str(item.get("compartment")), _number(item["rate"], f"{where}: rate", check=False),
+                            _number(item.get("start", 0.0), f"{where}: start", check=False),
+                            _number(item.get("end", math.inf), f"{where}: end", check=False))
+        _check_input(infusion, where)
+        return infusion
     raise ModelError(f"{where}: needs 'amount' (a bolus) or 'rate' (an infusion); got keys {', '.join(sorted(keys)) or 'none'}")
 
 
 def as_event(item, where="event"):
     if isinstance(item, Event):
+        _number(item.time, f"{where}: time")
         return item
     if not isinstance(item, dict) or "time" not in item or "set" not in item or set(item) - {"time", "set"}:
         raise ModelError(f"{where}: expected a table like {{ time = 24, set = {{ k_sec = \"k_sec * 0.5\" }} }}, got {shorten(item, 60)}")
@@ -136,15 +146,12 @@ class Schedule:
         self.times, self.t0 = times, float(t0)
         self.inputs = [as_input(d, f"{where}: dose {i + 1}") for i, d in enumerate(doses or ())]
         self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
-        for event in self.events:
-            _number(event.time, f"{where}: event time")
         state_index = {name: i for i, name in enumerate(c.state_names)}
         from .model import _suggest
         for i, item in enumerate(self.inputs):
             if not isinstance(item.compartment, str) or item.compartment not in state_index:
                 raise ModelError(f"{where}: dose {i + 1} goes into the unknown compartment '{shorten(item.compartment, 40)}'"
                                  f"{_suggest(str(item.compartment), state_index)}; compartments are {', '.join(c.state_names)}")
-            _check_input(item, f"{where}: dose {i + 1}")
             if isinstance(item, Dose) and item.time < t0:
                 raise ModelError(f"{where}: dose {i + 1} ({_describe_input(item)}) at time {item.time:g} is before the start time {t0:g}")
         # events: parsed into functions of the parameter vector in force before them
@@ -332,11 +339,11 @@ class Schedule:
 
     def _not_finite(self, message, p):
         values = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.compiled.parameter_names, p))
-        doses = " and the doses" if self.inputs else ""
+        doses = ", the doses" if self.inputs else ""
         return (f"simulation of model '{self.compiled.name}' is not finite: {message}. Parameter values: {values}. "
-                f"A quantity grew beyond the floating-point range (about 1e308): check the rates{doses} for unbounded "
-                f"growth (a compartment feeding itself) and these parameter values, or simulate a shorter time "
-                f"(the last output time is {self.times[-1]:g}).")
+                f"Infinite or NaN values come from growth beyond the floating-point range (about 1e308) or from an "
+                f"expression undefined at these values (a division by zero, sqrt or log of 0): check the rates{doses}, "
+                f"the observables and these parameter values, or simulate a shorter time (the last output time is {self.times[-1]:g}).")
 
 
 class _RowEvaluator:
