@@ -449,8 +449,6 @@ class Simulation:
             frames.append(pd.DataFrame({"time": self.times, "name": name, "kind": kind, "value": self[name]}))
         return pd.concat(frames, ignore_index=True)
 
-    tidy = property(to_frame)
-
     def to_csv(self, path) -> None:
         """Write the wide table atomically."""
         with atomic_path(path) as tmp:
