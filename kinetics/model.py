@@ -153,7 +153,8 @@ class Model:
         m.add_observable("plasma", "P", unit="particles")
 
     The symbolic form (:meth:`odes`, :meth:`equations`) and the compiled form
-    (:meth:`compile`) are built on first use and rebuilt after any change.
+    (:meth:`compile`) are built on first use and rebuilt after any ``add_*`` change; parameter
+    values (``model.parameters["k"].value = 2``) are read at each simulation.
     """
 
     def __init__(self, name: str = "model", description: str = "", time_unit: str = "h", *, source: str | None = None):
