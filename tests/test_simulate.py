@@ -383,6 +383,7 @@ def test_first_nonfinite_output_is_named_with_its_time():
         simulate(growth_model(), np.arange(0.0, 1001.0, 10.0))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_observable_overflow_names_the_first_time():
     """exp(P) passes the double range once P > 709.78: with P = 700 e^(t/100) after t = 1.4."""
     with pytest.raises(SolverError, match=r"observable obs is inf at t=2 "):
