@@ -121,6 +121,10 @@ def _parse_doses(items):
             raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT or COMPARTMENT=AMOUNT@TIME, e.g. --dose P=1e10@0") from None
         if not sep:
             raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT[@TIME]")
+        bad = [what for what in ("amount", "time") if not math.isfinite(doses[-1][what])]
+        if bad:
+            raise KineticsError(f"--dose '{item}': the {' and '.join(bad)} must be finite numbers, "
+                                f"e.g. --dose P=1e10@0")
     return doses
 
 

@@ -362,6 +362,10 @@ class Model:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     errors.add(where, f"'{attr}' must be a number, got {shorten(v, 40)}")
                     break
+                if isinstance(v, int) and abs(v) > 2**1023:    # would overflow a double
+                    errors.add(where, f"'{attr}' is an integer of {len(str(abs(v)))} digits, beyond the range "
+                                      f"of a double (about 1.8e308); give a number in range")
+                    break
             else:
                 if math.isnan(p.value) or math.isinf(p.value):
                     errors.add(where, f"value {p.value} is not a finite number")
