@@ -131,9 +131,42 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
     scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
     its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
+    if weights is None and problem.noise == "proportional" and not fixed:
+        return _proportional_fit(problem, x0, method, use_jacobian, max_nfev, engine)
+    return _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
+
+
+def _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine):
+    """One local optimization on the engine's optimizer (see :func:`_local_fit`)."""
     if engine != "lmfit" and method == "least_squares" and use_jacobian:
         return _trf_fit(problem, x0, weights, fixed, max_nfev)
     return _lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
+
+
+def _proportional_fit(problem, x0, method, use_jacobian, max_nfev, engine):
+    """:func:`_local_fit` of the exact proportional-noise likelihood from a start that may be far
+    off: far from the data the weights 1/|f_i| swing by orders of magnitude and the exact
+    objective is slow to cross that terrain, so the fit first minimizes with the measurements'
+    weights 1/|y_i| (a nearby, better-behaved objective), then the exact likelihood from there.
+    That detour must not cost the start its own merit: if the exact fit ends above the start's
+    likelihood, the exact fit is run from the start itself and the better end is kept."""
+    def exact(x):
+        return _engine_fit(problem, x, None, None, method, use_jacobian, max_nfev, engine)
+    x1, rss1, _ = _engine_fit(problem, x0, problem.weights, None, method, use_jacobian, max_nfev, engine)
+    if not np.isfinite(rss1):
+        return exact(x0)
+    x, rss, res = exact(x1)
+    try:
+        lo, hi = problem.internal_bounds()
+        r0, _ = problem.likelihood_residuals(np.clip(np.asarray(x0, dtype=float), lo, hi))
+        rss0 = float(r0 @ r0)
+    except SolverError:
+        return x, rss, res
+    if not rss <= rss0:
+        x2, rss2, res2 = exact(x0)
+        if rss2 < rss or not np.isfinite(rss):
+            return x2, rss2, res2
+    return x, rss, res
 
 
 class _Failed:
