@@ -464,9 +464,9 @@ def _warn_collapsed_absolute_noise(problem, ab):
     measured zeros the model reproduces): a then sits on its lower bound, an arbitrary number, and
     so do the log-likelihood and the information criteria. Say so."""
     lower = math.exp(_combined_noise_bounds(problem)[0][0])
-    if ab[0] <= lower * (1 + 1e-6):
-        zeros = int(np.sum(problem.y == 0))
-        why = (f" ({zeros} data value(s) are exactly 0, and the model fits them exactly)" if zeros else "")
+    zeros = int(np.sum(problem.y == 0))     # where sigma_i = a: without them the limit a -> 0 is finite
+    if ab[0] <= lower * (1 + 1e-6) and zeros:
+        why = f" ({zeros} data value(s) are exactly 0 and the model fits them (almost) exactly)"
         warnings.warn(f"{problem.origin}: combined noise: the absolute term sigma_abs collapsed to its lower bound "
                       f"{ab[0]:.3g} (1e-10 of the largest |y|){why}. The likelihood grows without limit as it "
                       "shrinks, so the log-likelihood, AIC/AICc/BIC and comparisons with other models are "
