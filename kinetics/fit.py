@@ -131,8 +131,8 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
     scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
     its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
-    if weights is None and problem.noise == "proportional" and not fixed:
-        return _proportional_fit(problem, x0, method, use_jacobian, max_nfev, engine)
+    if weights is None and problem.noise == "proportional":
+        return _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
     return _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
 
 
@@ -143,7 +143,7 @@ def _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, eng
     return _lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
 
 
-def _proportional_fit(problem, x0, method, use_jacobian, max_nfev, engine):
+def _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine):
     """:func:`_local_fit` of the exact proportional-noise likelihood from a start that may be far
     off: far from the data the weights 1/|f_i| swing by orders of magnitude and the exact
     objective is slow to cross that terrain, so the fit first minimizes with the measurements'
@@ -151,8 +151,8 @@ def _proportional_fit(problem, x0, method, use_jacobian, max_nfev, engine):
     That detour must not cost the start its own merit: if the exact fit ends above the start's
     likelihood, the exact fit is run from the start itself and the better end is kept."""
     def exact(x):
-        return _engine_fit(problem, x, None, None, method, use_jacobian, max_nfev, engine)
-    x1, rss1, _ = _engine_fit(problem, x0, problem.weights, None, method, use_jacobian, max_nfev, engine)
+        return _engine_fit(problem, x, None, fixed, method, use_jacobian, max_nfev, engine)
+    x1, rss1, _ = _engine_fit(problem, x0, problem.weights, fixed, method, use_jacobian, max_nfev, engine)
     if not np.isfinite(rss1):
         return exact(x0)
     x, rss, res = exact(x1)

@@ -125,15 +125,15 @@ def test_unknown_engine_is_refused(tmp_path):
 def test_a_start_where_the_model_cannot_be_simulated_is_reported_not_fatal(monkeypatch):
     from kinetics import SolverError
     problem = knockdown_problem()
-    original = problem.residuals_and_jacobian
+    original = problem.predict
     bad_start = problem.start() + 1.0
 
-    def failing_at_bad_start(x, weights=None):
+    def failing_at_bad_start(x, jacobian=False):
         if np.allclose(x, bad_start):
             raise SolverError("simulated failure")
-        return original(x, weights)
+        return original(x, jacobian)
 
-    monkeypatch.setattr(problem, "residuals_and_jacobian", failing_at_bad_start)
+    monkeypatch.setattr(problem, "predict", failing_at_bad_start)
     monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
     result = fit(problem, multistart=2, profiles=False, **QUIET)
     assert result.n_starts == 2 and result.success
