@@ -11,11 +11,14 @@ Parameters live on three levels:
   parameter with an expression of fit parameters (``Vmax = "Vmax * f_depleted"``).
 
 The residual of data point i is w_i (y_i - f_i) with weights fixed by the noise model
-(constant: 1, proportional: 1/|f_i| at the fitted curve, found by iterative reweighting that
-starts from 1/|y_i|; data: 1/sigma_i); the common noise scale s is estimated in closed form,
-s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see :meth:`FitProblem.loglik`).
-The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated
-jointly with the rates (:mod:`kinetics.fit`).
+(constant: 1, proportional: 1/|f_i| at the fitted curve; data: 1/sigma_i); the common noise
+scale s is estimated in closed form, s^2 = RSS / N, so that the Gaussian log-likelihood is exact
+(see :meth:`FitProblem.loglik`). What the fits minimize is :meth:`FitProblem.likelihood_residuals`,
+whose sum of squares is an increasing function of the exact negative log-likelihood; for
+proportional noise that includes the weights' dependence on the curve (the residuals are
+(y_i - f_i) G / |f_i| with G the geometric mean of |f_i|). The "combined" model,
+sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated jointly with the rates
+(:mod:`kinetics.fit`).
 """
 
 from __future__ import annotations
@@ -365,14 +368,57 @@ class FitProblem:
         w = self.weights if noise_weights is None else noise_weights
         return w * (self.y - f), -w[:, None] * J
 
-    def prediction_weights(self, internal):
-        """Proportional-noise weights 1/|f_i| at the predictions (floored to avoid division by 0)."""
-        return self.weights_from_prediction(self.predict(internal)[0])
+    def prediction_floor(self):
+        """Smallest |f_i| a proportional-noise weight 1/|f_i| uses: 1e-9 of the largest |y|. It
+        depends on the data only, so the likelihood stays one smooth function of the parameters."""
+        return 1e-9 * max(float(np.max(np.abs(self.y))) if self.n_data else 0.0, 1e-300)
 
     def weights_from_prediction(self, f):
+        """Proportional-noise weights 1/|f_i| at the predictions f (floored, see prediction_floor)."""
+        return 1.0 / np.maximum(np.abs(f), self.prediction_floor())
+
+    def likelihood_residuals(self, internal, jacobian=False):
+        """Residuals r (N,) whose sum of squares is an increasing function of the negative
+        log-likelihood (noise scale at its optimum), and dr/d(internal theta) if asked: what the
+        fits minimize, see :meth:`objective_loglik`. Constant and data noise: w (y - f) with the
+        fixed weights. Proportional noise (sigma_i = s |f_i|): with s profiled out,
+        -loglik = N/2 log(sum ((y_i - f_i)/f_i)^2) + sum log |f_i| + const
+        = N/2 log(sum r_i^2) + const for r_i = (y_i - f_i) G / |f_i|, G the geometric mean of |f_i|;
+        its Jacobian includes the dependence of the weights (and G) on theta. Not for "combined"
+        noise, whose weights depend on (a, b): pass them to :meth:`residuals_and_jacobian`."""
+        if self.noise == "combined":
+            raise ValueError("combined noise has no fixed-weight likelihood: pass weights from (a, b)")
+        f, J = self.predict(internal, jacobian=jacobian)
+        e = self.y - f
+        if self.noise != "proportional":
+            w = self.weights
+            return w * e, (-w[:, None] * J if jacobian else None)
+        floor = self.prediction_floor()
         scale = np.abs(f)
-        floor = 1e-9 * max(float(scale.max()), 1e-300)
-        return 1.0 / np.maximum(scale, floor)
+        live = None if scale.min() > floor else scale > floor    # floored points have constant weights
+        if live is not None:
+            scale = np.where(live, scale, floor)
+        log_scale = np.log(scale)
+        w = np.exp(np.mean(log_scale) - log_scale)     # G / |f_i|; prod w_i = 1
+        r = w * e
+        if not jacobian:
+            return r, None
+        # d log|f_i| = J_i / f_i (0 where floored); d log G = mean_j d log|f_j|
+        inverse = 1.0 / f if live is None else np.where(live, 1.0 / np.where(live, f, 1.0), 0.0)
+        dlog = inverse[:, None] * J
+        Jr = w[:, None] * (e[:, None] * (dlog.mean(axis=0) - dlog) - J)
+        return r, Jr
+
+    def objective_loglik(self, rss):
+        """The log-likelihood at a point where :meth:`likelihood_residuals` has sum of squares rss."""
+        if self.noise == "proportional":   # the weights G/|f_i| have sum log w_i = 0
+            return self.loglik(rss, np.ones(self.n_data))
+        return self.loglik(rss)
+
+    def likelihood_weights(self, f):
+        """Weights 1/sigma_i (up to the common scale s) at predictions f: 1/|f_i| for
+        proportional noise, else the fixed weights."""
+        return self.weights_from_prediction(f) if self.noise == "proportional" else self.weights
 
     def combined_weights(self, a, b):
         """Weights 1/sigma_i for the combined noise model sigma_i = sqrt(a^2 + b^2 y_i^2)."""

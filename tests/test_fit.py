@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -230,15 +231,15 @@ def test_unknown_engine_is_refused(tmp_path):
 def test_a_start_where_the_model_cannot_be_simulated_is_reported_not_fatal(monkeypatch):
     from kinetics import SolverError
     problem = knockdown_problem()
-    original = problem.residuals_and_jacobian
+    original = problem.predict
     bad_start = problem.start() + 1.0
 
-    def failing_at_bad_start(x, weights=None):
+    def failing_at_bad_start(x, jacobian=False):
         if np.allclose(x, bad_start):
             raise SolverError("simulated failure")
-        return original(x, weights)
+        return original(x, jacobian)
 
-    monkeypatch.setattr(problem, "residuals_and_jacobian", failing_at_bad_start)
+    monkeypatch.setattr(problem, "predict", failing_at_bad_start)
     monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
     result = fit(problem, multistart=2, profiles=False, **QUIET)
     assert result.n_starts == 2 and result.success
@@ -443,13 +444,13 @@ def fails_beyond(problem, monkeypatch, name, internal_limit):
     """Make the model fail (SolverError) wherever free parameter ``name`` exceeds internal_limit."""
     from kinetics import SolverError
     j = problem.free.index(name)
-    original = problem.residuals_and_jacobian
+    original = problem.predict     # every objective (weighted or exact likelihood) simulates through it
 
-    def failing(x, weights=None):
+    def failing(x, jacobian=False):
         if x[j] > internal_limit:
             raise SolverError(f"simulated failure at {problem.internal_names()[j]} = {x[j]:.4g}")
-        return original(x, weights)
-    monkeypatch.setattr(problem, "residuals_and_jacobian", failing)
+        return original(x, jacobian)
+    monkeypatch.setattr(problem, "predict", failing)
 
 
 def test_profile_cut_short_by_a_failed_simulation_is_reported_as_such(monkeypatch, tmp_path):
@@ -804,3 +805,218 @@ def test_cli_fit_bad_multistart_value_is_one_paragraph(tmp_path, capsys):
     stdout, stderr = capsys.readouterr()
     assert code == 1
     assert "multistart" in stderr and "Traceback" not in stderr
+
+
+# ------------------------------------------------------------------ the optimum a fit reports (issue 8)
+DEFECT = Path(__file__).resolve().parent / "data" / "linear3c_optimum"
+
+
+def proportional_loglik(y, f):
+    """Exact log-likelihood of sigma_i = s |f_i| with s at its optimum, written out."""
+    s = math.sqrt(np.mean(((y - f) / f) ** 2))
+    return gaussian_loglik(y - f, s * np.abs(f))
+
+
+def spec_loglik(problem, values):
+    """Proportional-noise log-likelihood of a fit spec's problem at natural parameter values,
+    from kinetics.simulate (not the fit problem's code)."""
+    y, f = [], []
+    for cname, cond in problem.conditions.items():
+        rows = problem.data.for_condition(cname)
+        sim = simulate(problem.model, np.unique(rows["time"]), parameters=values, doses=cond.doses)
+        at = dict(zip(sim.times, sim["plasma_conc"]))
+        y.append(rows["value"].to_numpy(float))
+        f.append(np.array([at[t] for t in rows["time"]]))
+    return proportional_loglik(np.concatenate(y), np.concatenate(f))
+
+
+@pytest.mark.parametrize("engine", ["auto", "lmfit"])
+def test_fit_started_at_the_optimum_stays_there(engine):
+    """tests/data/linear3c_optimum (from ../shared/defects): one start at the maximum of the
+    proportional-noise likelihood. The fit used to end 97 log-likelihood units below it, with three
+    rates on their bounds; it must end no lower, and report the likelihood at what it reports."""
+    problem = load_fit_spec(DEFECT)
+    start = problem.model.parameter_values() | {n: float(v) for n, v in zip(problem.free, problem.fit_values[problem.free_index])}
+    at_start = spec_loglik(problem, start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        result = fit(problem, profiles=False, engine=engine, **QUIET)
+    assert result.loglik >= at_start - 1e-6
+    assert result.loglik == pytest.approx(spec_loglik(problem, result.best_values), abs=1e-6)
+    assert result.success
+
+
+def random_affine_problem(seed, noise):
+    """A seeded random chain of 2-3 compartments (kinetics.Model) after a bolus, with noisy
+    measurements of its first and last compartment."""
+    from kinetics import Model
+    rng = np.random.default_rng(seed)
+    n = 2 + seed % 2
+    m = Model(f"random_{seed}", time_unit="h")
+    for i in range(n):
+        m.add_compartment(f"X{i}", initial=0, unit="particles")
+    for i in range(n - 1):
+        m.add_parameter(f"k{i}", float(10 ** rng.uniform(-0.7, 0.5)), min=1e-3, max=1e2, unit="1/h")
+        m.add_flow(f"f{i}", f"k{i} * X{i}", source=f"X{i}", target=f"X{i + 1}")
+    m.add_parameter("kout", float(10 ** rng.uniform(-1, 0)), min=1e-3, max=1e2, unit="1/h")
+    m.add_flow("out", f"kout * X{n - 1}", source=f"X{n - 1}")
+    doses = [{"compartment": "X0", "amount": 1000.0, "time": 0.0}]
+    times = np.geomspace(0.1, 12.0, 10)
+    clean = tidy(simulate(m, times, doses=doses), ["X0", f"X{n - 1}"])
+    data = add_noise(clean, rng, abs_=5.0 if noise in ("constant", "combined", "data") else 0.0,
+                     rel=0.0 if noise == "constant" else 0.1)
+    if noise == "data":
+        data["sigma"] = np.sqrt(25.0 + (0.1 * clean["value"]) ** 2)
+    if noise == "proportional":
+        data = data[data["value"] > 0].reset_index(drop=True)
+    free = list(m.parameters)
+    parameters = {k: {"value": float(m.parameters[k].value) * 2.0} for k in free}   # start 2x off
+    return FitProblem(m, data, free, conditions=[Condition("iv", doses=doses)], noise=noise, parameters=parameters), times
+
+
+def independent_optimum(problem, times, starts):
+    """Maximum of the exact log-likelihood by scipy (Nelder-Mead from each start, log10 rates and
+    log noise parameters) on predictions from kinetics.simulate."""
+    from scipy.optimize import minimize as scipy_minimize
+    m, doses = problem.model, problem.conditions["iv"].doses
+    y = problem.data.for_condition("iv")["value"].to_numpy(float)
+    rows = problem.data.for_condition("iv")
+    t_index = np.searchsorted(times, rows["time"].to_numpy(float))
+    names = list(rows["observable"])
+    sigma_data = rows["sigma"].to_numpy(float) if problem.noise == "data" else None
+    K = problem.n_free
+
+    def neg_loglik(z):
+        values = dict(zip(problem.free, 10.0 ** z[:K]))
+        try:
+            sim = simulate(m, times, parameters=values, doses=doses)
+        except Exception:  # noqa: BLE001 - outside where the model simulates
+            return 1e300
+        f = np.array([sim[o][t] for o, t in zip(names, t_index)])
+        e = y - f
+        if problem.noise == "constant":
+            sigma = math.sqrt(np.mean(e ** 2))
+        elif problem.noise == "proportional":
+            sigma = math.sqrt(np.mean((e / f) ** 2)) * np.abs(f)
+        elif problem.noise == "data":
+            sigma = sigma_data
+        else:
+            a, b = np.exp(z[K:])
+            sigma = np.sqrt(a * a + b * b * y * y)
+        value = -gaussian_loglik(e, sigma)
+        return value if np.isfinite(value) else 1e300
+
+    best = math.inf
+    for z0 in starts:
+        z = np.asarray(z0, dtype=float)
+        for _ in range(3):  # restarts: Nelder-Mead stalls on curved valleys
+            res = scipy_minimize(neg_loglik, z, method="Nelder-Mead",
+                                 options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 20000})
+            z = res.x
+        best = min(best, res.fun)
+    return -best
+
+
+@pytest.mark.parametrize("noise", ["constant", "proportional", "combined", "data"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_affine_models_reach_the_independent_optimum(seed, noise):
+    """kinetics' reported log-likelihood is the maximum an independent optimizer finds on the
+    exact likelihood (from the truth and from the fit's start), and it is the likelihood of the
+    parameters reported."""
+    problem, times = random_affine_problem(seed, noise)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        result = fit(problem, multistart=3, seed=seed, profiles=False, **QUIET)
+    truth = np.log10([problem.model.parameters[n].value for n in problem.free])
+    spec_start = np.log10(problem.fit_values[problem.free_index])
+    extra = [math.log(5.0), math.log(0.1)] if noise == "combined" else []
+    independent = independent_optimum(problem, times, [np.r_[truth, extra], np.r_[spec_start, extra]])
+    assert result.loglik >= independent - 1e-5
+    # and the reported likelihood is that of the reported parameters
+    reported = np.r_[np.log10([result.best_values[n] for n in problem.free]),
+                     np.log([result.noise_params["sigma_abs"], result.noise_params["sigma_rel"]]) if noise == "combined" else []]
+    assert result.loglik == pytest.approx(independent_optimum(problem, times, [reported]), abs=1e-5)
+
+
+def test_lmfit_engine_marks_a_start_that_cannot_be_simulated_as_failed(monkeypatch):
+    """With engine="lmfit" a start where the model cannot be simulated used to come back as a
+    successful optimum with the penalty residuals' rss (about 1e21)."""
+    from kinetics import SolverError
+    problem = knockdown_problem()
+    original = problem.predict
+    bad_start = problem.start() + 1.0
+
+    def failing_at_bad_start(x, jacobian=False):
+        if np.allclose(x, bad_start):
+            raise SolverError("simulated failure")
+        return original(x, jacobian)
+
+    monkeypatch.setattr(problem, "predict", failing_at_bad_start)
+    monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
+    result = fit(problem, multistart=2, profiles=False, engine="lmfit", **QUIET)
+    failed = result.runs[1]
+    assert failed["rss"] == math.inf and not failed["success"]
+    assert result.success and np.isfinite(result.loglik) and result.rss < 1e10
+
+
+def test_simulation_failure_in_the_final_stage_does_not_abort_a_proportional_fit(monkeypatch):
+    """After the starts converged, every new point the final stage tries fails to simulate: the
+    fit still ends, at the best start (it used to abort in the reweighting step)."""
+    from kinetics import SolverError
+    problem = knockdown_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        reference = fit(problem, multistart=1, profiles=False, **QUIET)
+    start_calls = sum(r["nfev"] for r in reference.runs)
+    original, seen, calls = problem.predict, set(), [0]
+
+    def failing_after_the_starts(x, jacobian=False):
+        calls[0] += 1
+        key = np.asarray(x, dtype=float).tobytes()
+        if calls[0] > start_calls and key not in seen:
+            raise SolverError("simulated failure at a trial point")
+        seen.add(key)
+        return original(x, jacobian)
+
+    monkeypatch.setattr(problem, "predict", failing_after_the_starts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        result = fit(problem, multistart=1, profiles=False, **QUIET)
+    assert np.isfinite(result.loglik)
+    assert result.loglik >= reference.runs[0]["loglik"] - 1e-9
+
+
+def combined_problem(scale=1.0, zeros=0, absolute=0.3):
+    """Clearance after a bolus at t = 1 with combined noise (``absolute`` times ``scale``, relative
+    10 %); ``zeros`` measurements of exactly 0 before the dose, which the model predicts exactly."""
+    m = clearance_model()
+    doses = [{"compartment": "P", "amount": 100.0 * scale, "time": 1.0}]
+    times = 1.0 + np.geomspace(0.1, 8.0, 12)
+    clean = pd.concat([tidy(simulate(m, times, doses=doses), ["conc"])] * 2, ignore_index=True)
+    data = add_noise(clean, np.random.default_rng(4), abs_=absolute * scale, rel=0.10)
+    if zeros:
+        data = pd.concat([pd.DataFrame({"time": np.linspace(0.2, 0.8, zeros), "observable": "conc", "value": 0.0}),
+                          data], ignore_index=True)
+    return FitProblem(m, data, ["k_cl", "V"], conditions=[Condition("iv", doses=doses)], noise="combined")
+
+
+def test_combined_noise_warns_when_the_absolute_term_collapses():
+    """Data around 1e8 (relative noise) with exact zeros the model reproduces: the likelihood
+    grows without limit as sigma_abs shrinks, so it ends on its lower bound, an arbitrary number
+    that sets loglik and AICc; that must come with a warning. Without the zeros, no warning."""
+    with pytest.warns(KineticsWarning, match="sigma_abs collapsed"):
+        result = fit(combined_problem(scale=1e8, zeros=4, absolute=0.0), multistart=1, profiles=False, **QUIET)
+    assert result.noise_params["sigma_abs"] < 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KineticsWarning)
+        fit(combined_problem(scale=1e8, absolute=0.0), multistart=1, profiles=False, **QUIET)
+
+
+def test_combined_noise_alternation_that_runs_out_of_rounds_says_so(monkeypatch):
+    """The alternation of rates and (a, b) used to stop silently at its round limit."""
+    monkeypatch.setattr("kinetics.fit._MAX_ROUNDS", 1)
+    with pytest.warns(KineticsWarning, match="stopped after 1 rounds"):
+        result = fit(combined_problem(), multistart=1, profiles=False, **QUIET)
+    assert not result.success and "stopped after 1 rounds" in result.message
+    # still the best point reached: not below the start's likelihood
+    assert np.isfinite(result.loglik)
