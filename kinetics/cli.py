@@ -6,7 +6,10 @@ traceback only with ``--debug``)."""
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +19,81 @@ import numpy as np
 from .errors import KineticsError, KineticsWarning
 
 __all__ = ["main"]
+
+MAX_POINTS = 10**6          # simulate --points: the table is held in memory several times over
+MAX_DRAWS = 10**6           # --samples, --mcmc
+QUOTED_LIMIT = 200          # quoted text longer than this is shortened in messages
+MESSAGE_LIMIT = 4000        # and a whole message longer than this
+
+# C0/C1 control characters (except newline and tab) and the bidirectional overrides that can
+# rewrite what a terminal shows
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LONG_QUOTED = re.compile("'([^'\n]{%d,})'" % (QUOTED_LIMIT + 1))
+
+
+def clean_text(text, limit=None) -> str:
+    """``text`` safe for a terminal: control characters escaped (\\x1b, \\u202e, ...), quoted
+    text longer than QUOTED_LIMIT shortened, and the whole cut at ``limit`` characters."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    text = _LONG_QUOTED.sub(lambda m: f"'{m.group(1)[:QUOTED_LIMIT // 2]}...' ({len(m.group(1))} characters)", text)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    return text
+
+
+def _say(text="", file=None):
+    print(clean_text(text), file=file or sys.stdout)
+
+
+def _error(text):
+    """One paragraph on stderr."""
+    print("error: " + clean_text(" ".join(str(text).split("\n\n")), MESSAGE_LIMIT), file=sys.stderr)
+
+
+def _count(option, value, minimum, maximum=None):
+    """An integer option within [minimum, maximum] (None passes through)."""
+    if value is None:
+        return None
+    if value < minimum:
+        raise KineticsError(f"{option} {value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise KineticsError(f"{option} {value}: at most {maximum:,} is supported (memory and time grow with it)")
+    return value
+
+
+def _integer(text):
+    """argparse type: a whole number, also written as 2e3."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    return int(value)
+
+
+def _tolerance(option, value):
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise KineticsError(f"{option} {value:g}: must be a positive number below 1, e.g. {option} 1e-8")
+    return value
+
+
+def _plot_format(path):
+    """The image format of ``--plot PATH`` from its extension (default png), checked before any work."""
+    from matplotlib.figure import Figure
+    supported = Figure().canvas.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    if suffix not in supported:
+        raise KineticsError(f"--plot {path}: unsupported image type '.{suffix}'; use one of "
+                            + ", ".join("." + s for s in sorted(supported)))
+    return suffix
+
+
+def _check_out_folder(folder, option="--out"):
+    from .fileio import check_output_folder
+    return check_output_folder(folder, what=f"{option} {folder}")
 
 
 def _parse_assignments(items, what="--set"):
@@ -43,6 +121,10 @@ def _parse_doses(items):
             raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT or COMPARTMENT=AMOUNT@TIME, e.g. --dose P=1e10@0") from None
         if not sep:
             raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT[@TIME]")
+        bad = [what for what in ("amount", "time") if not math.isfinite(doses[-1][what])]
+        if bad:
+            raise KineticsError(f"--dose '{item}': the {' and '.join(bad)} must be finite numbers, "
+                                f"e.g. --dose P=1e10@0")
     return doses
 
 
@@ -56,68 +138,78 @@ def cmd_models(args):
     from .library import bundled_models, models_dir
     library = bundled_models()
     if not library:
-        print(f"no bundled models found in {models_dir()}")
+        _say(f"no bundled models found in {models_dir()}")
         return 0
     width = max(len(n) for n in library)
     for name, info in library.items():
         text = info["description"].split(". ")[0].rstrip(".")
-        print(f"{name:<{width}}  {text[:100] + '...' if len(text) > 100 else text}")
-    print(f"\n({len(library)} models in {models_dir()}; use a name or a path with 'kinetics simulate')")
+        _say(f"{name:<{width}}  {text[:100] + '...' if len(text) > 100 else text}")
+    _say(f"\n({len(library)} models in {models_dir()}; use a name or a path with 'kinetics simulate')")
     return 0
 
 
 def cmd_simulate(args):
     from .simulate import simulate
-    model = _load(args.model)
-    values = _parse_assignments(args.set)
     if args.points < 2:
         raise KineticsError("--points must be at least 2")
-    if not args.t_end > 0:
+    _count("--points", args.points, 2, MAX_POINTS)
+    if not (args.t_end > 0 and math.isfinite(args.t_end)):
         raise KineticsError("--t-end must be positive")
+    _tolerance("--rtol", args.rtol)
+    _tolerance("--atol", args.atol)
+    plot_format = _plot_format(args.plot) if args.plot else None
+    model = _load(args.model)
+    values = _parse_assignments(args.set)
     times = np.linspace(0.0, args.t_end, args.points)
     sim = simulate(model, times, parameters=values, doses=_parse_doses(args.dose), rtol=args.rtol, atol=args.atol)
     if args.out:
         sim.to_csv(args.out)
-        print(f"wrote {args.out} ({len(times)} times x {len(sim.names)} series, method: {sim.method})")
+        _say(f"wrote {args.out} ({len(times)} times x {len(sim.names)} series, method: {sim.method})")
     if args.plot:
-        _save_plot(lambda ax: sim.plot(ax=ax, names=sim.names if args.all else None, logy=args.logy), args.plot)
-        print(f"wrote {args.plot}")
+        _save_plot(lambda ax: sim.plot(ax=ax, names=sim.names if args.all else None, logy=args.logy), args.plot, plot_format)
+        _say(f"wrote {args.plot}")
     if not args.out and not args.plot:
         import pandas as pd
         with pd.option_context("display.max_rows", 30, "display.width", 160):
-            print(sim.wide.to_string(index=False, max_rows=30, float_format=lambda v: f"{v:.6g}"))
+            _say(sim.wide.to_string(index=False, max_rows=30, float_format=lambda v: f"{v:.6g}"))
     return 0
 
 
-def _save_plot(draw, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _save_figure(fig, path, image_format, dpi):
+    """Save a detached Figure atomically (matplotlib's backend and pyplot state untouched)."""
     from .fileio import atomic_path
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    draw(ax)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=dpi, format=image_format)
+
+
+def _save_plot(draw, path, image_format):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7.5, 4.8))
+    draw(fig.subplots())
+    fig.tight_layout()
+    _save_figure(fig, path, image_format, dpi=120)
 
 
 def cmd_fit(args):
     from .fit import fit
     from .problem import load_fit_spec
     folder = Path(args.case)
-    problem = load_fit_spec(folder)
+    from .problem import MAX_MULTISTART    # one limit for the API, fit specs and the CLI
+    _count("--multistart", args.multistart, 1, MAX_MULTISTART)
+    _count("--seed", args.seed, 0)
+    _count("--mcmc", args.mcmc, 1, MAX_DRAWS)
     out = Path(args.out) if args.out else (folder if folder.is_dir() else folder.parent) / "results"
-    print(f"fitting {problem.model.name} to {problem.data.n_points} points "
-          f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})")
+    problem = load_fit_spec(folder)
+    _check_out_folder(out, "--out" if args.out else "the output folder (--out)")   # before the fit, not after
+    _say(f"fitting {problem.model.name} to {problem.data.n_points} points "
+         f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})")
     result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
                  executor=None if args.serial else "auto", progress=not args.no_progress,
                  profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None,
                  engine=args.engine)
-    print(result.fit_report())
+    _say(result.fit_report())
     written = result.save(out)
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    _say(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -129,29 +221,25 @@ def cmd_compare(args):
         if not sep:
             raise KineticsError(f"--nested '{item}': expected SMALL<LARGE (folder names)")
         nested[small.strip()] = big.strip()
+    plot_format = _plot_format(args.plot) if args.plot else None
     labels = [Path(d).resolve().name if Path(d).is_dir() else Path(d).resolve().parent.name for d in args.dirs]
     if len(set(labels)) != len(labels):
         labels = [str(Path(d)) for d in args.dirs]
     comparison = compare(args.dirs, labels=labels, nested=nested)
     if args.json:
         import json
-        print(json.dumps(comparison.to_dict(), indent=2, default=float))
+        _say(json.dumps(comparison.to_dict(), indent=2, default=float))
     else:
-        print(comparison.report())
+        _say(comparison.report())
     if args.plot:
-        from .fileio import atomic_path
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
         base = Path(args.plot)
-        for suffix, fig in (("", comparison.plot_fits()), ("_weights", comparison.plot_weights())):
+        for suffix, fig in (("", comparison.plot_fits(figure=Figure())), ("_weights", comparison.plot_weights(figure=Figure()))):
             if fig is None:
                 continue
             target = base.with_name(base.stem + suffix + (base.suffix or ".png"))
-            with atomic_path(target) as tmp:
-                fig.savefig(tmp, dpi=110, format="png")
-            plt.close(fig)
-            print(f"wrote {target}")
+            _save_figure(fig, target, plot_format, dpi=110)
+            _say(f"wrote {target}")
     return 0
 
 
@@ -161,9 +249,11 @@ def cmd_steady(args):
     import pandas as pd
 
     from .steady import compare_scenarios, steady_state
+    _count("--samples", args.samples, 0, MAX_DRAWS)
     model = _load(args.model)
+    overrides = _parse_assignments(args.set)
     values = _fit_values(args.fit, model) if args.fit else {}
-    values.update(_parse_assignments(args.set))
+    values.update(overrides)
     scale = _parse_assignments(args.scale, "--scale")
     baseline = steady_state(model, values or None)
     out = baseline.to_dict()
@@ -173,20 +263,20 @@ def cmd_steady(args):
         out["scenario"] = steady_state(model, values or None, scale=scale).to_dict()
     if args.fit:
         from .uncertainty import steady_state_uncertainty
-        uncertainty = steady_state_uncertainty(model, args.fit, n_samples=args.samples)
+        uncertainty = steady_state_uncertainty(model, _fit_summary_at(args.fit, overrides), n_samples=args.samples)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
+        _say(json.dumps(out, indent=2, default=float))
         return 0
-    print(baseline.report())
+    _say(baseline.report())
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         if table is not None:
-            print("\n[[What-if: " + ", ".join(f"{k} x {v:g}" for k, v in scale.items()) + "]]")
-            print(table.to_string(float_format=lambda v: f"{v:.5g}"))
+            _say("\n[[What-if: " + ", ".join(f"{k} x {v:g}" for k, v in scale.items()) + "]]")
+            _say(table.to_string(float_format=lambda v: f"{v:.5g}"))
         if uncertainty is not None:
-            print(f"\n[[95 % intervals from the fit in {args.fit}]] (delta method on the log scale; sampling: "
-                  f"{args.samples} parameter draws)")
-            print(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            _say(f"\n[[95 % intervals from the fit in {args.fit}]]{_held_text(overrides)} (delta method on the log "
+                 f"scale; sampling: {args.samples} parameter draws)")
+            _say(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     return 0
 
 
@@ -196,27 +286,50 @@ def cmd_pk(args):
     import pandas as pd
 
     from .pk import pk_summary
+    _count("--samples", args.samples, 0, MAX_DRAWS)
     model = _load(args.model)
     doses = _parse_doses([args.dose])
     dose = {"compartment": doses[0]["compartment"], "amount": doses[0]["amount"]}
+    overrides = _parse_assignments(args.set)
     values = _fit_values(args.fit, model) if args.fit else {}
-    values.update(_parse_assignments(args.set))
+    values.update(overrides)
     summary = pk_summary(model, dose, args.observable, values or None, t_last=args.t_last)
     out = summary.to_dict()
     uncertainty = None
     if args.fit:
         from .uncertainty import pk_uncertainty
-        uncertainty = pk_uncertainty(model, args.fit, dose, args.observable, n_samples=args.samples, t_last=args.t_last)
+        uncertainty = pk_uncertainty(model, _fit_summary_at(args.fit, overrides), dose, args.observable,
+                                     n_samples=args.samples, t_last=args.t_last)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
+        _say(json.dumps(out, indent=2, default=float))
         return 0
-    print(summary.report())
+    _say(summary.report())
     if uncertainty is not None:
         with pd.option_context("display.width", 160, "display.max_columns", 20):
-            print(f"\n[[95 % intervals from the fit in {args.fit}]]")
-            print(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            _say(f"\n[[95 % intervals from the fit in {args.fit}]]{_held_text(overrides)}")
+            _say(uncertainty.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     return 0
+
+
+def _fit_summary_at(folder, overrides):
+    """The saved fit's summary for intervals at the ``--set`` values: parameters set there are
+    held at those values (no uncertainty); the other free parameters keep their fitted values
+    and their covariance (the marginal block; MCMC samples: their columns)."""
+    from .uncertainty import FitSummary, load_fit_summary
+    summary = load_fit_summary(folder)
+    if not overrides:
+        return summary
+    keep = [i for i, name in enumerate(summary.free) if name not in overrides]
+    samples = summary.samples[:, keep] if summary.samples is not None else None
+    return FitSummary(summary.model_name, {**summary.values, **overrides}, [summary.free[i] for i in keep],
+                      summary.covariance[np.ix_(keep, keep)], summary.log_scale[keep], samples)
+
+
+def _held_text(overrides):
+    if not overrides:
+        return ""
+    return " at " + ", ".join(f"{k} = {v:g}" for k, v in overrides.items()) + " (held fixed; the other parameters vary)"
 
 
 def _fit_values(folder, model):
@@ -230,6 +343,7 @@ def _fit_values(folder, model):
 
 def cmd_demo(args):
     from . import demo
+    _check_out_folder(args.out)
     return demo.run(Path(args.out))
 
 
@@ -237,14 +351,19 @@ def _add_prediction_options(p):
     """Options shared by the commands that predict from a model (steady, pk)."""
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit, with 95 %% intervals")
-    p.add_argument("--samples", type=int, default=300, help="parameter draws for the sampled intervals (default 300)")
+    p.add_argument("--samples", type=_integer, default=300, help="parameter draws for the sampled intervals (default 300)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="kinetics", description="Compartment kinetics of exosome production and clearance.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    # --debug also after the subcommand; SUPPRESS keeps a subcommand without it from resetting it
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)
 
     p = sub.add_parser("models", help="list bundled models")
     p.set_defaults(func=cmd_models)
@@ -252,7 +371,7 @@ def build_parser():
     p = sub.add_parser("simulate", help="simulate a model file or bundled model")
     p.add_argument("model", help="model file (.toml) or bundled model name")
     p.add_argument("--t-end", type=float, default=48.0, help="end time, in the model's time unit (default 48)")
-    p.add_argument("--points", type=int, default=101, help="number of output times (default 101)")
+    p.add_argument("--points", type=_integer, default=101, help="number of output times (default 101)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter value (repeatable)")
     p.add_argument("--dose", action="append", metavar="COMP=AMOUNT[@TIME]", help="bolus dose (repeatable)")
     p.add_argument("--out", help="write the wide table (time, compartments, observables) to this CSV")
@@ -266,13 +385,13 @@ def build_parser():
     p = sub.add_parser("fit", help="fit a worked case folder (fit.toml + data) and write result.json, report.txt, plots")
     p.add_argument("case", help="a folder holding fit.toml, or the fit.toml itself")
     p.add_argument("--out", help="output folder (default: CASE/results)")
-    p.add_argument("--multistart", type=int, help="number of starts (default: the spec's)")
-    p.add_argument("--seed", type=int, help="seed of the multi-start design (default: the spec's)")
+    p.add_argument("--multistart", type=_integer, help="number of starts (default: the spec's)")
+    p.add_argument("--seed", type=_integer, help="seed of the multi-start design (default: the spec's)")
     p.add_argument("--method", help="least_squares (default), leastsq, differential_evolution, basinhopping, ...")
     p.add_argument("--engine", choices=["auto", "lmfit"],
                    help="where local fits run: auto (default; compiled trust-region steps, lmfit finishes) or lmfit (every step)")
     p.add_argument("--no-profiles", action="store_true", help="skip profile-likelihood intervals")
-    p.add_argument("--mcmc", type=int, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
+    p.add_argument("--mcmc", type=_integer, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
     p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
@@ -314,28 +433,46 @@ def main(argv=None):
         with warnings.catch_warnings():
             warnings.simplefilter("default", KineticsWarning)
             original = warnings.formatwarning
-            warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+            warnings.formatwarning = lambda message, category, *a, **k: f"warning: {clean_text(message, MESSAGE_LIMIT)}\n"
             try:
                 return args.func(args) or 0
             finally:
                 warnings.formatwarning = original
-    except (KineticsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except KineticsError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        if not isinstance(exc, KineticsError):
-            pass
+        _error(exc)
+        print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:   # a missing or unreadable file, a read-only or full disk
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}" + _OS_HINTS.get(exc.errno, ""))
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into head and the like
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
+
+
+def _broken_pipe():
+    """Output piped into head and the like: stop quietly."""
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
+    return 0
+
+
+_OS_HINTS = {
+    errno.ENOSPC: " (the disk is full: free some space or write elsewhere; any previous result is unchanged)",
+    errno.EDQUOT: " (disk quota exceeded: free some space or write elsewhere; any previous result is unchanged)",
+    errno.EROFS: " (a read-only file system: write the output elsewhere)",
+    errno.EACCES: " (permission denied: write the output elsewhere or fix the permissions)",
+}
 
 
 if __name__ == "__main__":

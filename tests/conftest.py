@@ -17,6 +17,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
+#: the reference fit task (exo_linear, 40 points, proportional noise), vendored from the shared reference
+FIT_TASK_DIR = Path(__file__).resolve().parent / "data" / "fit_task"
 
 MODEL_TEXT = """\
 name = "mini"
@@ -82,3 +84,54 @@ def model_text() -> str:
 def model_file(tmp_path) -> Path:
     """The small valid model written to ``tmp_path/model.toml``."""
     return write_model(tmp_path, MODEL_TEXT)
+
+
+# ------------------------------------------------------------------ a small fit case
+ONE_COMPARTMENT_TEXT = """\
+name = "one_compartment"
+time_unit = "h"
+
+[compartments]
+plasma = { initial = 0 }
+
+[parameters]
+k_el = { value = 1.0, min = 1e-3, max = 100 }
+V    = { value = 2.0, min = 0.1, max = 10 }
+
+[flows]
+elimination = { from = "plasma", rate = "k_el * plasma" }
+
+[observables]
+conc = { expr = "plasma / V" }
+"""
+
+FIT_CASE_TIMES = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+
+def write_fit_case(folder, condition="iv", k_el=0.8, volume=2.5, noise_seed=0) -> Path:
+    """A fit case folder (model.toml, data.csv without a condition column, fit.toml with one
+    named condition, k_el and V free): a bolus of 100 into plasma, cleared at ``k_el``,
+    measured as conc = plasma / V with 5 % noise."""
+    import numpy as np
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.toml").write_text(ONE_COMPARTMENT_TEXT, encoding="utf-8")
+    times = np.array(FIT_CASE_TIMES)
+    rng = np.random.default_rng(noise_seed)
+    values = 100 / volume * np.exp(-k_el * times) * (1 + 0.05 * rng.standard_normal(len(times)))
+    lines = ["time,observable,value"] + [f"{t:g},conc,{v:.8g}" for t, v in zip(times, values)]
+    (folder / "data.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "fit.toml").write_text(f"""\
+model = "model.toml"
+data = "data.csv"
+
+[fit]
+free = ["k_el", "V"]
+noise = "proportional"
+multistart = 2
+seed = 0
+
+[conditions.{condition}]
+doses = [ {{ compartment = "plasma", amount = 100, time = 0 }} ]
+""", encoding="utf-8")
+    return folder

@@ -3,6 +3,8 @@ of the installed console script)."""
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 from kinetics import KineticsWarning, ModelError, load_model, simulate
 from kinetics.cli import main
 
-from conftest import COMPARTMENTS, MODELS_DIR, OBSERVABLES, REPO, variant, write_model
+from conftest import COMPARTMENTS, MODEL_TEXT as MODEL_TEXT_FOR_TABLE, MODELS_DIR, OBSERVABLES, REPO, variant, write_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -262,3 +264,175 @@ def test_console_script_runs_and_reports_errors(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: 'lifecyle' is neither a model file nor a bundled model")
     assert "did you mean 'lifecycle'?" in proc.stderr
+
+
+# ------------------------------------------------------------------ fit, compare, pk, steady on a small case
+from conftest import write_fit_case  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Two fits of the small case (k_el and V free; k_el free only) saved by `kinetics fit`."""
+    base = tmp_path_factory.mktemp("fits")
+    case = write_fit_case(base / "case")
+    for name, extra in (("two_free", []), ("k_only", [])):
+        args = ["fit", str(case), "--out", str(base / name), "--no-progress", "--serial", "--no-profiles", *extra]
+        if name == "k_only":
+            text = (case / "fit.toml").read_text()
+            (case / "fit.toml").write_text(text.replace('free = ["k_el", "V"]', 'free = ["k_el"]'))
+        assert main(args) == 0
+    return base
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path):
+    path = write_model(tmp_path, variant('rate = "k_mat * EE"', 'rate = "k_matt * EE"'))
+    with pytest.raises(ModelError, match=r"\[flows\.maturation\]"):
+        main(["simulate", str(path), "--debug"])
+
+
+def test_fit_checks_out_before_fitting(capsys, tmp_path, monkeypatch):
+    import kinetics.fit
+    case = write_fit_case(tmp_path / "case")
+    (tmp_path / "file.txt").write_text("x")
+    monkeypatch.setattr(kinetics.fit, "fit", lambda *a, **k: pytest.fail("fitted before checking --out"))
+    code, out, err = run(capsys, "fit", case, "--out", tmp_path / "file.txt" / "results")
+    assert_one_paragraph_error(code, out, err, "--out", "is a file, so no folder can be created")
+    code, out, err = run(capsys, "fit", case, "--out", case)
+    assert_one_paragraph_error(code, out, err, "holds files kinetics did not write", "fit.toml")
+
+
+def test_full_disk_while_saving_is_one_paragraph_and_keeps_the_old_result(capsys, tmp_path, monkeypatch, fitted):
+    import shutil
+    out = tmp_path / "results"
+    shutil.copytree(fitted / "two_free", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    code, out_text, err = run(capsys, "fit", fitted / "case", "--out", out, "--no-progress", "--serial", "--no-profiles")
+    assert_one_paragraph_error(code, "", err, "No space left on device", "the disk is full")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_compare_names_the_models(capsys, fitted):
+    code, out, err = run(capsys, "compare", fitted / "two_free", fitted / "k_only")
+    assert code == 0, err
+    header = out.splitlines()[1].split()
+    assert header[:2] == ["fit", "model"]
+    rows = [line.split() for line in out.splitlines()[2:4]]
+    assert {r[0] for r in rows} == {"two_free", "k_only"} and {r[1] for r in rows} == {"one_compartment"}
+    assert "(model 'one_compartment'" in out
+
+
+def test_compare_plot_shows_the_data_without_a_condition_column(capsys, tmp_path, fitted):
+    from kinetics.compare import compare
+    assert "condition" not in pd.read_csv(fitted / "case" / "data.csv").columns
+    figure = compare([fitted / "two_free", fitted / "k_only"]).plot_fits()
+    data_lines = [line for ax in figure.axes for line in ax.get_lines() if line.get_label() == "data"]
+    assert len(data_lines) == 1 and len(data_lines[0].get_xdata()) == 10
+    code, out, err = run(capsys, "compare", fitted / "two_free", fitted / "k_only", "--plot", tmp_path / "cmp.svg")
+    assert code == 0, err
+    assert (tmp_path / "cmp.svg").read_text().lstrip().startswith("<?xml")   # the format follows the extension
+    assert (tmp_path / "cmp_weights.svg").exists()
+
+
+@pytest.mark.parametrize("command", ["pk", "steady"])
+def test_intervals_follow_set_values(capsys, fitted, command):
+    """With --fit and --set, the interval table is computed at the --set values (the summary
+    above it uses them too): k_el held at 3, V varying."""
+    from kinetics import load_model
+    from kinetics.pk import pk_summary
+    model = fitted / "case" / "model.toml"
+    extra = ["--dose", "plasma=100", "--observable", "conc"] if command == "pk" else []
+    code, out, err = run(capsys, command, model, "--fit", fitted / "two_free", "--set", "k_el=3", "--json", *extra)
+    assert code == 0, err
+    result = json.loads(out)
+    table = {row["quantity"]: row for row in result["uncertainty"]}
+    saved = json.loads((fitted / "two_free" / "result.json").read_text())["parameters"]
+    values = {"k_el": 3.0, "V": saved["V"]["value"]}
+    if command == "pk":
+        expected = pk_summary(load_model(model), {"compartment": "plasma", "amount": 100.0}, "conc", values).to_dict()
+        assert table["auc_inf"]["estimate"] == pytest.approx(expected["auc_inf"], rel=1e-9)
+        assert result["auc_inf"] == pytest.approx(expected["auc_inf"], rel=1e-9)
+        # auc = 100 / (V k_el): V still varies, k_el does not
+        assert table["auc_inf"]["stderr"] / expected["auc_inf"] == pytest.approx(
+            saved["V"]["stderr"] / saved["V"]["value"], rel=0.05)
+        assert table["clearance"]["stderr"] / table["clearance"]["estimate"] == pytest.approx(
+            saved["V"]["stderr"] / saved["V"]["value"], rel=0.05)
+    else:
+        assert table["flux elimination"]["estimate"] == pytest.approx(result["fluxes"]["elimination"], abs=1e-12)
+    text_code, text, _ = run(capsys, command, model, "--fit", fitted / "two_free", "--set", "k_el=3", *extra)
+    assert text_code == 0 and "at k_el = 3 (held fixed" in text
+
+
+def test_terminal_escapes_in_messages_are_escaped(capsys, tmp_path):
+    path = write_model(tmp_path, variant('rate = "k_mat * EE"', 'rate = "k_matt * EE \\u001b[2J\\u001b]0;owned\\u0007"'))
+    code, out, err = run(capsys, "simulate", path)
+    assert code == 1
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b[2J" in err
+
+
+def test_very_long_quoted_text_is_shortened(capsys, tmp_path):
+    path = write_model(tmp_path, variant('rate = "k_mat * EE"', 'rate = "k_mat * EE + ' + " + ".join(["k_matt"] * 20000) + '"'))
+    code, out, err = run(capsys, "simulate", path)
+    assert_one_paragraph_error(code, out, err, "[flows.maturation]", "characters)")
+    assert len(err) < 5000
+
+
+def write_result(folder, text):
+    folder.mkdir()
+    (folder / "result.json").write_text(text)
+    return folder
+
+
+# args -> (exit code, fragment of the message); every row: no traceback, one paragraph
+BAD_OPTIONS = [
+    (["simulate", "{model}", "--rtol", "-1"], 1, "--rtol -1: must be a positive number"),
+    (["simulate", "{model}", "--atol", "0"], 1, "--atol 0: must be a positive number"),
+    (["simulate", "{model}", "--rtol", "nan"], 1, "--rtol nan"),
+    (["simulate", "{model}", "--plot", "x.xyz"], 1, "unsupported image type '.xyz'; use one of"),
+    (["simulate", "{model}", "--points", "2e9"], 1, "--points 2000000000: at most 1,000,000"),
+    (["simulate", "{model}", "--points", "2.5"], 2, "'2.5' is not a whole number"),
+    (["simulate", "{model}", "--t-end", "inf"], 1, "--t-end must be positive"),
+    (["fit", "{case}", "--multistart", "-3"], 1, "--multistart -3: must be at least 1"),
+    (["fit", "{case}", "--seed", "-1"], 1, "--seed -1: must be at least 0"),
+    (["fit", "{case}", "--mcmc", "-5"], 1, "--mcmc -5: must be at least 1"),
+    (["pk", "{model}", "--dose", "P=1", "--observable", "P", "--samples", "-1"], 1, "--samples -1: must be at least 0"),
+    (["steady", "{model}", "--samples", "-1"], 1, "--samples -1: must be at least 0"),
+    (["steady", "{quadratic}"], 1, "is degenerate"),
+    (["steady", "{growth}"], 1, "the steady state is unstable"),
+    (["compare", "{empty}", "{truncated}"], 1, "no result.json here"),
+    (["compare", "{truncated}", "{empty}"], 1, "not a valid result.json"),
+    (["compare", "{wrong_types}", "{truncated}"], 1, "'statistics.loglik' must be a number"),
+    (["compare", "{list_json}", "{truncated}"], 1, "'the top level' must be a JSON object"),
+    (["compare", "{truncated}", "{truncated}", "--plot", "c.xyz"], 1, "unsupported image type"),
+]
+
+
+@pytest.mark.parametrize("argv, expected_code, fragment", BAD_OPTIONS, ids=[" ".join(a[0]) for a in BAD_OPTIONS])
+def test_bad_options_and_inputs(capsys, tmp_path, argv, expected_code, fragment):
+    growth = "name = 'growth'\n[compartments]\nP = { initial = 1 }\n[parameters]\nk = { value = 0.1 }\n" \
+             "[flows]\ngrowth = { to = 'P', rate = 'k * P' }\n"
+    paths = {
+        "model": write_model(tmp_path, MODEL_TEXT_FOR_TABLE),
+        "case": write_fit_case(tmp_path / "case"),
+        "quadratic": write_model(tmp_path, growth.replace("k * P", "k * P * P").replace("'growth'", "'quad'", 1), "quad.toml"),
+        "growth": write_model(tmp_path, growth, "growth.toml"),
+        "empty": tmp_path / "empty",
+        "truncated": write_result(tmp_path / "truncated", '{"model": {"name": "m"}, "data": {'),
+        "wrong_types": write_result(tmp_path / "wrong_types", json.dumps(
+            {"model": {"name": "m"}, "data": {}, "parameters": {}, "statistics": {"loglik": "high"}})),
+        "list_json": write_result(tmp_path / "list_json", "[1, 2]"),
+    }
+    paths["empty"].mkdir()
+    try:
+        code = main([a.format(**paths) for a in argv])
+    except SystemExit as exc:   # argparse's own usage errors exit 2
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == expected_code
+    assert "Traceback" not in err and "Traceback" not in out
+    assert fragment in err
+    assert "\n\n" not in err.strip()

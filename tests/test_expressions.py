@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 
 import pytest
 import sympy as sp
 
 from kinetics.errors import ExpressionError, ModelError
-from kinetics.expressions import FUNCTIONS, MAX_LENGTH, RESERVED, TIME, parse_expression
+from kinetics.expressions import FUNCTIONS, MAX_LENGTH, RESERVED, TIME, parse_expression, shorten
 
 NAMES = ["P", "EE", "Km", "Vmax", "k_mat", "k"]
 S = {n: sp.Symbol(n, real=True) for n in NAMES}
@@ -302,3 +303,74 @@ def test_empty_or_malformed_text_is_rejected(text, fragment):
 @pytest.mark.parametrize("value, fragment", [(True, "boolean"), ([1, 2], "list"), (None, "NoneType")])
 def test_non_text_values_are_rejected(value, fragment):
     assert fragment in rejected(value)
+
+
+# ------------------------------------------------------------------ numbers beyond the double range, normalised names
+@pytest.mark.parametrize("text, fragment", [
+    ("exp(1000)", "contains exp(1000), which is beyond the floating-point range"),
+    ("k * exp(1000)", "contains exp(1000)"),
+    ("P + exp(exp(1000))", "contains exp(1000)"),
+    ("log(exp(exp(1000)))", "contains exp(1000)"),          # finite overall, but computed through exp(1000)
+    ("1e300 * 1e300 * P", "beyond the floating-point range"),
+    ("exp(710)", "contains exp(710)"),
+    ("9" * 400, "contains the integer 99999999999999999999... (400 characters), larger than the largest floating-point number"),
+    ("k * " + "1" * 310, "larger than the largest floating-point number"),
+    ("1e400", "is infinite (a number beyond the floating-point range"),
+    ("P * 1e309", "is infinite"),
+    ("\uff4b * P", "writes the name '\uff4b' with the character '\uff4b' (U+FF4B FULLWIDTH LATIN SMALL LETTER K, read as 'k')"),
+    ("k_m\uff41t * EE", "Python would silently read it as 'k_mat'"),
+    ("k\uff11 * P", "(U+FF11 FULLWIDTH DIGIT ONE, read as '1')"),
+    ("\uff45xp(P)", "writes the name '\uff45xp'"),                  # a function name, too
+    ("\u212a * P", "U+212A KELVIN SIGN, read as 'K'"),
+    ("(P *\n  \uff4b)", "writes the name '\uff4b'"),                # second line of a multi-line text
+])
+def test_values_a_double_cannot_hold_and_normalised_names_are_rejected(text, fragment):
+    message = rejected(text)
+    assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (float("inf"), "is infinite"),
+    (float("-inf"), "is infinite"),
+    (float("nan"), "is NaN"),
+    (10 ** 400, "larger than the largest floating-point number"),
+    (sp.exp(1000) * k, "contains exp(1000)"),
+    (sp.oo * k, "beyond the floating-point range"),
+])
+def test_numbers_and_sympy_values_beyond_the_double_range_are_rejected(value, fragment):
+    with pytest.raises(ExpressionError, match=re.escape(fragment)):
+        parse(value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("exp(700) * P", sp.exp(700) * P),                         # large but a double
+    ("1e308 * P", sp.Float(1e308) * P),
+    ("exp(-1000) * P", sp.exp(-1000) * P),                      # underflows to 0: harmless
+    ("9" * 300, sp.Integer(int("9" * 300))),
+])
+def test_large_values_within_the_double_range_are_accepted(text, expected):
+    assert parse(text) == expected
+
+
+def test_non_ascii_names_written_in_normal_form_are_accepted():
+    alpha = sp.Symbol("\u03b1", real=True)
+    assert parse_expression("\u03b1 * P", {**S, "\u03b1": alpha}) == alpha * P
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("short", "short"),
+    ("x" * 1_000_000, "x" * 80 + "... (1000000 characters)"),
+    ("a\x1b[31mred", "a\\x1b[31mred"),                          # no terminal escape reaches the terminal
+    ([1, [2, [3, [4, [5]]]]], "[1, [2, [3, [...]]]]"),
+    (list(range(100)), "[0, 1, 2, 3, 4, 5, ...]"),
+])
+def test_shorten_bounds_and_escapes_quoted_text(value, expected):
+    assert shorten(value) == expected
+
+
+def test_shorten_survives_a_deeply_nested_value():
+    value = []
+    for _ in range(100_000):
+        value = [value]
+    assert len(shorten(value)) < 100

@@ -467,3 +467,136 @@ def test_make_params_carries_values_bounds_and_fixed_flags(model_file):
     assert params["V"].vary is False
     assert params["V"].min == -math.inf and params["V"].max == math.inf
     assert params["s_endo"].min == 0 and params["s_endo"].max == 1e6
+
+
+# ------------------------------------------------------------------ hostile model files: one ModelError, never a traceback
+EE_LINE = 'EE  = { initial = 100, unit = "particles", description = "early endosomes" }'
+K_MAT_LINE = 'k_mat  = { value = 0.5, unit = "1/h", min = 1e-3, max = 100 }'
+MATURATION = 'maturation  = { from = "EE", to = "MVB", rate = "k_mat * EE" }'
+
+# (case, text replaced, replacement, fragment of the message)
+HOSTILE_MODEL_FILES = [
+    # values a double cannot hold
+    ("exp(1000) in a rate", '"k_mat * EE"', '"k_mat * EE * exp(1000)"',
+     "[flows.maturation] rate 'k_mat * EE * exp(1000)' contains exp(1000), which is beyond the floating-point range"),
+    ("exp(1000) as an initial value", "initial = 100,", 'initial = "exp(1000)",',
+     "[compartments.EE] initial 'exp(1000)' contains exp(1000)"),
+    ("400-digit integer in a rate", '"k_mat * EE"', '"k_mat * EE * ' + "7" * 400 + '"',
+     "contains the integer 77777777777777777777... (400 characters), larger than the largest floating-point number"),
+    ("400-digit integer as an initial value", "initial = 100,", "initial = " + "7" * 400 + ",",
+     "[compartments.EE] initial '7777"),
+    ("inf as an initial value", "initial = 100,", "initial = inf,", "[compartments.EE] initial 'inf' is infinite"),
+    ("nan as an initial value", "initial = 100,", "initial = nan,", "[compartments.EE] initial 'nan' is NaN"),
+    ("1e400 in an observable", '"P / V"', '"P / V * 1e400"', "[observables.plasma_conc] expr 'P / V * 1e400' is infinite (a number beyond the floating-point range"),
+    # names Python would read differently
+    ("fullwidth k in a rate", '"k_mat * EE"', '"\uff4b_mat * EE"',
+     "[flows.maturation] rate '\uff4b_mat * EE' writes the name '\uff4b_mat' with the character '\uff4b' "
+     "(U+FF4B FULLWIDTH LATIN SMALL LETTER K, read as 'k')"),
+    ("fullwidth name in an observable", '"P / V"', '"P / \uff36"', "[observables.plasma_conc] expr 'P / \uff36' writes the name"),
+    ("fullwidth parameter name", "k_mat  = {", '"\uff4b_mat"  = {',
+     "[parameters.\uff4b_mat] '\uff4b_mat' contains the character '\uff4b' (U+FF4B FULLWIDTH LATIN SMALL LETTER K, read as 'k')"),
+    # wrong TOML types
+    ("a number for the name", 'name = "mini"', "name = 5", "[name] 'name' must be a string, got 5 (an integer)"),
+    ("a list for the time unit", 'time_unit = "h"', 'time_unit = ["h"]', "[time_unit] 'time_unit' must be a string, got ['h'] (a list)"),
+    ("a table for the description", 'description = "A small test model: endosome to MVB to plasma"', "description = { a = 1 }",
+     "[description] 'description' must be a string, got {'a': 1} (a table)"),
+    ("a number where the section table is", "[observables]\nplasma_conc = { expr = \"P / V\", unit = \"particles/mL\" }\n",
+     "", None),  # placeholder, replaced below
+    ("a list where an entry table is", K_MAT_LINE, "k_mat = [0.5, 1]",
+     "[parameters.k_mat] must be an inline table such as k_mat = { ... }, got [0.5, 1] (a list)"),
+    ("a string where an entry table is", EE_LINE, 'EE = "100"', "[compartments.EE] must be an inline table such as EE = { ... }, got '100' (a string)"),
+    ("a string where a number is", "k_mat  = { value = 0.5,", 'k_mat  = { value = "0.5",',
+     "[parameters.k_mat] 'value' must be a number, got '0.5' (a string)"),
+    ("a boolean where a number is", "k_mat  = { value = 0.5,", "k_mat  = { value = true,",
+     "[parameters.k_mat] 'value' must be a number, got True (a boolean)"),
+    ("a table where a bound is", "min = 1e-3, max = 100 }\nk_sec", "min = { low = 1 }, max = 100 }\nk_sec",
+     "[parameters.k_mat] 'min' must be a number, got {'low': 1} (a table)"),
+    ("a date where a number is", "k_mat  = { value = 0.5,", "k_mat  = { value = 1979-05-27,",
+     "[parameters.k_mat] 'value' must be a number, got datetime.date(1979, 5, 27) (a date or time)"),
+    ("a number where a boolean is", "max = 100, fixed = true", "max = 100, fixed = 1",
+     "[parameters.k_cl] 'fixed' must be true or false, got 1 (an integer)"),
+    ("a list where a compartment name is", 'from = "EE", to = "MVB"', 'from = ["EE"], to = "MVB"',
+     "[flows.maturation] 'from' must be a string, got ['EE'] (a list)"),
+    ("a table where a compartment name is", 'from = "EE", to = "MVB"', 'from = "EE", to = { name = "MVB" }',
+     "[flows.maturation] 'to' must be a string, got {'name': 'MVB'} (a table)"),
+    ("a boolean where a rate is", 'rate = "k_mat * EE"', "rate = true",
+     "[flows.maturation] 'rate' must be a number or an expression string, got True (a boolean)"),
+    ("nested junk where an initial value is", "initial = 100,", "initial = [[[[[[[1]]]]]]],",
+     "[compartments.EE] 'initial' must be a number or an expression string, got [[[[...]]]] (a list)"),
+    ("a number where a unit is", 'unit = "1/h", min = 1e-3, max = 100 }\nk_sec', "unit = 2, min = 1e-3, max = 100 }\nk_sec",
+     "[parameters.k_mat] 'unit' must be a string, got 2 (an integer)"),
+    ("a list where an expression is", 'expr = "P / V"', "expr = [1, 2]",
+     "[observables.plasma_conc] 'expr' must be a number or an expression string, got [1, 2] (a list)"),
+]
+HOSTILE_MODEL_FILES[[row[0] for row in HOSTILE_MODEL_FILES].index("a number where the section table is")] = (
+    "a number where the section table is", "[observables]\nplasma_conc = { expr = \"P / V\", unit = \"particles/mL\" }\n",
+    "", "[observables] must be a table of entries like [observables] name = { ... }, got 3 (an integer)")
+
+
+@pytest.mark.parametrize("case, old, new, fragment", HOSTILE_MODEL_FILES, ids=[row[0] for row in HOSTILE_MODEL_FILES])
+def test_hostile_model_files_give_one_model_error_naming_the_entry(tmp_path, case, old, new, fragment):
+    text = variant(old, new)
+    if case == "a number where the section table is":
+        text = text.replace('time_unit = "h"', 'time_unit = "h"\nobservables = 3')
+    path = write_model(tmp_path, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        message = model_error(path)
+    assert message.startswith(f"{path}: ")
+    assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert len(message) < 600
+
+
+@pytest.mark.parametrize("entry, old, new", [
+    ("flows.maturation", '"k_mat * EE"', '"k_mat * EE + ' + " + ".join(["EE"] * 250_000) + '"'),
+    ("observables.plasma_conc", '"P / V"', '"P / V + ' + "0" * 1_000_000 + '"'),
+    ("compartments.EE", '"early endosomes" }', '"early endosomes", ' + "x" * 1_000_000 + ' = 1 }'),
+    ("parameters.k_mat", 'unit = "1/h", min = 1e-3, max = 100 }\nk_sec', 'unit = "1/' + "h" * 1_000_000 + ' h", min = 1e-3, max = 100 }\nk_sec'),
+], ids=["1 MB rate", "1 MB observable", "1 MB unknown key", "1 MB unit"])
+def test_a_megabyte_of_text_is_not_echoed_whole(tmp_path, entry, old, new):
+    path = write_model(tmp_path, variant(old, new))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        message = model_error(path)
+    assert f"[{entry}]" in message
+    assert "... (" in message and "characters)" in message
+    assert len(message) < 1000
+
+
+def test_terminal_escape_bytes_in_a_rate_are_escaped_in_the_message(tmp_path):
+    path = write_model(tmp_path, variant('"k_mat * EE"', '"k_mat * EE \\u001b[2J"'))
+    message = model_error(path)
+    assert "\x1b" not in message and "\\x1b[2J" in message
+
+
+@pytest.mark.parametrize("build, fragment", [
+    (lambda m: m.add_flow("bad", "k_mat * EE", source=["EE"]), "[flows.bad] 'from' must be a compartment name (a string), got ['EE']"),
+    (lambda m: m.add_flow("bad", "k_mat * EE", target={"c": "EE"}), "[flows.bad] 'to' must be a compartment name (a string)"),
+    (lambda m: m.add_flow("bad", "exp(1000) * EE", source="EE"), "[flows.bad] rate 'exp(1000) * EE' contains exp(1000)"),
+    (lambda m: m.add_compartment("Q", initial=10 ** 400), "[compartments.Q] initial '1000000000"),
+    (lambda m: m.add_compartment("Q", initial=float("inf")), "[compartments.Q] initial 'inf' is infinite"),
+    (lambda m: m.add_parameter("\uff4b", 1.0), "[parameters.\uff4b] '\uff4b' contains the character '\uff4b'"),
+    (lambda m: m.add_flow("bad", "x" * 20_000, source="EE"), "is longer than 10000 characters"),
+    (lambda m: m.add_parameter("k_big", [1.0] * 10_000), "[parameters.k_big] 'value' must be a number, got [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, ...]"),
+], ids=["list source", "dict target", "exp(1000)", "huge integer initial", "inf initial", "fullwidth name",
+        "long rate", "list value"])
+def test_python_api_bad_input_gives_one_model_error(build, fragment):
+    m = build_in_python()
+    build(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KineticsWarning)
+        with pytest.raises(ModelError) as info:
+            m.validate()
+    message = str(info.value)
+    assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert len(message) < 600
+
+
+def test_from_dict_with_python_values_of_the_wrong_type():
+    data = {"compartments": {"P": {"initial": 1.0}}, "parameters": {"k": {"value": None}},
+            "flows": {"loss": {"from": "P", "rate": "k * P"}}, "name": None}
+    with pytest.raises(ModelError) as info:
+        Model.from_dict(data, source="api")
+    message = str(info.value)
+    assert "[name] 'name' must be a string, got None (a NoneType)" in message
+    assert "[parameters.k] 'value' must be a number, got None (a NoneType)" in message

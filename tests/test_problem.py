@@ -15,10 +15,11 @@ import pytest
 from kinetics import DataError
 from kinetics.problem import Condition, FitProblem, load_fit_spec
 
+from conftest import FIT_TASK_DIR
 from fitting_helpers import (central_jacobian, clearance_data,
                              clearance_model, multi_condition_problem, variant_of, write_clearance_case)
 
-REFERENCE_TASK = "/work/shared/reference/fit_task"
+REFERENCE_TASK = FIT_TASK_DIR
 
 
 # ------------------------------------------------------------------ Jacobian

@@ -297,3 +297,207 @@ def test_scipy_lsoda_fallback_without_numba(monkeypatch):
     up = Km * np.real(lambertw(P0 / Km * np.exp((P0 - (Vmax + h) * T) / Km)))
     down = Km * np.real(lambertw(P0 / Km * np.exp((P0 - (Vmax - h) * T) / Km)))
     assert_close(sim.sensitivity("P", "Vmax"), (up - down) / (2 * h), 1e-5)
+
+
+# ------------------------------------------------------------------ results that are not finite
+def growth_model(rate="k * P", observable=None, k=1.0, p0=1.0):
+    """dP/dt = k P (by default): exp(k t) passes the largest double near t = 710 / k."""
+    m = Model("growth")
+    m.add_compartment("P", initial=p0)
+    m.add_parameter("k", k)
+    m.add_flow("growth", rate, target="P")
+    if observable is not None:
+        m.add_observable("obs", observable)
+    return m
+
+
+def jordan_growth_model():
+    """A defective (Jordan) growth matrix: the eigen path declines it, expm takes over."""
+    m = Model("jordan")
+    m.add_compartment("A", initial=1.0)
+    m.add_compartment("B", initial=0.0)
+    m.add_parameter("k", 1.0)
+    m.add_flow("grow_a", "k * A", target="A")
+    m.add_flow("feed_b", "k * A", target="B")
+    m.add_flow("grow_b", "k * B", target="B")
+    return m
+
+
+def test_jordan_growth_model_takes_the_expm_path():
+    """Guards the expm row of the table below: that case must really reach the expm fallback."""
+    from kinetics.linear import solve_affine
+    A, b = jordan_growth_model().compile().affine_matrices([1.0])
+    assert solve_affine(A, b, np.array([1.0, 0.0]), np.array([0.0, 1.0]))[2] == "expm"
+
+
+def no_numba(monkeypatch):
+    from kinetics import rosenbrock
+    monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
+
+
+# (case, model factory, simulate keyword arguments, setup, fragments of the message)
+NOT_FINITE = [
+    ("exact eigen path", growth_model, {}, None, ["P is", "exact solution overflowed"]),
+    ("exact path with sensitivities", growth_model, {"sensitivities": True}, None, ["P is", "exact solution"]),
+    ("expm fallback", jordan_growth_model, {}, None, ["A is", "at t="]),
+    ("expm fallback with sensitivities", jordan_growth_model, {"sensitivities": True}, None, ["A is", "at t="]),
+    ("compiled Rosenbrock", growth_model, {"method": "numerical"}, None, ["infinite or NaN after t=", "before t="]),
+    ("Rosenbrock with sensitivities", growth_model, {"method": "numerical", "sensitivities": True}, None, ["infinite or NaN"]),
+    ("LSODA fallback", growth_model, {"method": "numerical"}, no_numba, ["not finite"]),
+    ("LSODA fallback with sensitivities", growth_model, {"method": "numerical", "sensitivities": True}, no_numba, ["not finite"]),
+    ("segmented exact path", growth_model, {"doses": [{"compartment": "P", "amount": 1.0, "time": 100.0}]}, None,
+     ["P is", "between t=100 and t=1000", "the doses"]),
+    ("segmented numerical path", growth_model, {"doses": [{"compartment": "P", "amount": 1.0, "time": 100.0}],
+                                                "method": "numerical"}, None, ["infinite or NaN", "between t=100"]),
+    # P = 700 exp(t / 100) stays finite; exp(P) does not
+    ("observable exp(P)", lambda: growth_model(observable="exp(P)", k=0.01, p0=700.0), {}, None,
+     ["observable obs is inf at t=10 "]),
+    ("observable exp(P), numerical", lambda: growth_model(observable="exp(P)", k=0.01, p0=700.0),
+     {"method": "numerical"}, None, ["observable obs is inf at t=10 "]),
+    ("observable exp(P), segmented", lambda: growth_model(observable="exp(P)", k=0.01, p0=700.0),
+     {"doses": [{"compartment": "P", "amount": 1.0, "time": 2.0}]}, None, ["observable obs is inf at t=10 "]),
+    # P = k t: sqrt(P) is finite at t = 0, its sensitivity (1 / (2 sqrt(P))) dP/dk is not
+    ("observable sensitivity", lambda: growth_model(rate="k", observable="sqrt(P)", p0=0.0),
+     {"sensitivities": True}, None, ["the sensitivity of observable obs is nan at t=0 "]),
+]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("case, factory, kwargs, setup, fragments", NOT_FINITE, ids=[row[0] for row in NOT_FINITE])
+def test_results_that_are_not_finite_raise_a_solver_error(monkeypatch, case, factory, kwargs, setup, fragments):
+    if setup is not None:
+        setup(monkeypatch)
+    times = np.linspace(0, 1000, 101)
+    with pytest.raises(SolverError) as info:
+        simulate(factory(), times, **kwargs)
+    message = str(info.value)
+    assert "is not finite" in message and "Parameter values: k=" in message
+    assert "shorter time (the last output time is 1000)" in message and "Check that" not in message
+    assert "'growth'" in message or "'jordan'" in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_first_nonfinite_output_is_named_with_its_time():
+    with pytest.raises(SolverError, match=r"P is nan at t=710 "):
+        simulate(growth_model(), np.arange(0.0, 1001.0, 10.0))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_observable_overflow_names_the_first_time():
+    """exp(P) passes the double range once P > 709.78: with P = 700 e^(t/100) after t = 1.4."""
+    with pytest.raises(SolverError, match=r"observable obs is inf at t=2 "):
+        simulate(growth_model(observable="exp(P)", k=0.01, p0=700.0), [0.0, 1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("setup, kwargs, fragment", [
+    ("rate", {"parameters": {"k": 1000.0}}, "the constant inflows cannot be evaluated"),
+    ("initial", {"parameters": {"k": 1000.0}}, "the initial values cannot be evaluated"),
+    ("override", {"parameters": {"k": 1000.0}, "initial": {"P": "exp(k)"}}, "the initial value of P cannot be evaluated"),
+    ("event", {"events": [{"time": 1.0, "set": {"k": "exp(1000 * k)"}}]}, "the event at t=1 cannot be evaluated"),
+    ("event to inf", {"events": [{"time": 1.0, "set": {"k": "k * 1e300"}}], "parameters": {"k": 1e10}},
+     "sets a parameter to a value that is not finite"),
+])
+def test_overflow_in_parameter_expressions_is_a_solver_error(setup, kwargs, fragment):
+    """math.exp(1000) raised OverflowError (a traceback); now a SolverError with the values."""
+    m = Model("overflow")
+    m.add_compartment("P", initial="exp(k)" if setup == "initial" else 1.0)
+    m.add_parameter("k", 1.0)
+    m.add_flow("loss", "k * P", source="P")
+    if setup == "rate":
+        m.add_flow("source", "exp(k)", target="P")
+    with pytest.raises(SolverError) as info:
+        simulate(m, [0.0, 2.0], **kwargs)
+    assert fragment in str(info.value) and "model 'overflow'" in str(info.value)
+
+
+def test_cli_simulate_of_an_overflowing_model_fails_with_one_paragraph(capsys, tmp_path):
+    """It used to exit 0 and write an empty cell."""
+    from kinetics.cli import main
+    path = tmp_path / "growth.toml"
+    path.write_text('[compartments]\nP = { initial = 1 }\n[parameters]\nk = 1\n'
+                    '[flows]\ngrowth = { to = "P", rate = "k * P" }\n', encoding="utf-8")
+    out_csv = tmp_path / "out.csv"
+    code = main(["simulate", str(path), "--t-end", "1000", "--points", "11", "--out", str(out_csv)])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not finite" in err and "Traceback" not in err
+    assert not out_csv.exists()
+
+
+# ------------------------------------------------------------------ parameter values changed after compiling
+@pytest.mark.parametrize("method", ["auto", "numerical"])
+def test_changing_a_parameter_value_after_simulating_takes_effect(method):
+    m = one_compartment(k=0.5, x0=100.0)
+    compiled = m.compile()
+    first = simulate(m, [2.0], method=method)["X"][0]
+    m.parameters["k"].value = 1.5
+    second = simulate(m, [2.0], method=method)["X"][0]
+    third = simulate(compiled, [2.0], method=method)["X"][0]     # a CompiledModel held from before
+    assert first == pytest.approx(100 * math.exp(-1.0), rel=1e-7)
+    assert second == pytest.approx(100 * math.exp(-3.0), rel=1e-7)
+    assert third == second
+    assert m.compile() is compiled                                # nothing was recompiled
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (float("nan"), "has the value nan"),
+    ("0.5", "has the value 0.5"),
+    (True, "has the value True"),
+])
+def test_an_invalid_parameter_value_set_after_compiling_is_a_model_error(value, fragment):
+    m = one_compartment()
+    simulate(m, [1.0])
+    m.parameters["k"].value = value
+    with pytest.raises(kinetics.ModelError, match=f"parameter 'k' {fragment}; parameter values must be finite numbers"):
+        simulate(m, [1.0])
+
+
+# ------------------------------------------------------------------ bad doses and events
+@pytest.mark.parametrize("dose, fragment", [
+    ({"compartment": "X", "amount": math.inf}, "dose 1 (bolus into 'X'): amount is infinite"),
+    ({"compartment": "X", "amount": math.nan}, "dose 1 (bolus into 'X'): amount is NaN"),
+    ({"compartment": "X", "amount": 1.0, "time": math.inf}, "dose 1 (bolus into 'X'): time is infinite"),
+    (kinetics.Dose("X", math.inf, 1.0), "dose 1 (bolus into 'X'): amount is infinite"),
+    (kinetics.Dose("X", 1.0, math.inf), "dose 1 (bolus into 'X'): time is infinite"),
+    (kinetics.Dose("X", "lots"), "dose 1 (bolus into 'X'): amount must be a number, got lots"),
+    ({"compartment": "X", "rate": math.inf}, "dose 1 (infusion into 'X'): rate is infinite"),
+    ({"compartment": "X", "rate": math.nan}, "dose 1 (infusion into 'X'): rate is NaN"),
+    ({"compartment": "X", "rate": 1.0, "start": math.inf}, "dose 1 (infusion into 'X'): start is infinite"),
+    ({"compartment": "X", "rate": 1.0, "start": 1.0, "end": math.nan}, "dose 1 (infusion into 'X'): end is NaN"),
+    ({"compartment": "X", "rate": 1.0, "start": 1.0, "end": -math.inf}, "dose 1 (infusion into 'X'): end is infinite"),
+    ({"compartment": "X", "rate": 1.0, "start": 3.0, "end": 2.0}, "dose 1 (infusion into 'X'): ends (end = 2) before it starts"),
+    (kinetics.Infusion("X", 1.0, 2.0, 2.0), "dose 1 (infusion into 'X'): ends (end = 2) before it starts (start = 2)"),
+    ({"compartment": "X", "amount": 1.0, "time": -1.0}, "dose 1 (bolus into 'X') at time -1 is before the start time 0"),
+    ({"compartment": "Y", "amount": 1.0}, "dose 1 goes into the unknown compartment 'Y'"),
+    ("X" * 5000, "expected a table like"),
+])
+def test_bad_doses_are_named_in_a_model_error(dose, fragment):
+    with pytest.raises(kinetics.ModelError) as info:
+        simulate(one_compartment(), T, doses=[dose])
+    message = str(info.value)
+    assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert len(message) < 400
+
+
+def test_a_second_dose_is_named_by_its_number():
+    doses = [{"compartment": "X", "amount": 1.0}, {"compartment": "X", "amount": 1.0, "time": math.inf}]
+    with pytest.raises(kinetics.ModelError, match=r"dose 2 \(bolus into 'X'\): time is infinite"):
+        simulate(one_compartment(), T, doses=doses)
+
+
+def test_an_infusion_without_end_lasts_to_the_last_output():
+    sim = simulate(one_compartment(k=0.5, x0=0.0), T, doses=[{"compartment": "X", "rate": 2.0, "start": 1.0}])
+    assert sim["X"][-1] == pytest.approx(4.0 * (1 - math.exp(-0.5 * (T[-1] - 1.0))), rel=1e-12)
+
+
+@pytest.mark.parametrize("event, fragment", [
+    ({"time": math.inf, "set": {"k": "k / 2"}}, "event 1: time is infinite"),
+    (kinetics.Event(math.inf, {"k": "k / 2"}), "event 1: time is infinite"),
+    ({"time": math.nan, "set": {"k": "k / 2"}}, "event 1: time is NaN"),
+    ({"time": 1.0, "set": {"k": "k * exp(1000)"}}, "contains exp(1000), which is beyond the floating-point range"),
+    ({"time": 1.0, "set": {"k": "k * " + "1" * 2000}}, "... ("),
+])
+def test_bad_events_are_model_errors(event, fragment):
+    with pytest.raises(kinetics.ModelError) as info:
+        simulate(one_compartment(), T, events=[event])
+    assert fragment in str(info.value) and len(str(info.value)) < 600

@@ -32,16 +32,33 @@ def _entry(item, label=None):
     """(label, result dict, curves DataFrame or None, folder or None)."""
     from .fit import FitResult
     if isinstance(item, FitResult):
-        curves = _curves_table(item)
+        curves = curves_table(item)
         return label or item.problem.model.name, item.to_dict(), curves, None
     from .report import read_result
     path, data = read_result(item)
-    curves_path = path.parent / "curves.csv"
-    curves = pd.read_csv(curves_path) if curves_path.exists() else None
-    return label or path.parent.name, data, curves, path.parent
+    return label or path.parent.name, data, _read_curves(path.parent / "curves.csv"), path.parent
 
 
-def _curves_table(result) -> pd.DataFrame:
+def _read_curves(path):
+    """A saved curves.csv (text cells restored from their spreadsheet-safe form), or None when
+    missing or unreadable (the comparison itself does not need it, only the plot)."""
+    from .fileio import csv_unsafe_text
+    if not path.is_file():
+        return None
+    try:
+        curves = pd.read_csv(path, dtype={"condition": str, "observable": str})
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    if not {"condition", "observable", "time", "value"} <= set(curves.columns):
+        return None
+    for column in ("condition", "observable"):
+        curves[column] = curves[column].map(lambda v: csv_unsafe_text(v) if isinstance(v, str) else v)
+    return curves
+
+
+def curves_table(result) -> pd.DataFrame:
+    """The fitted curves of a FitResult on a fine grid: condition, observable, time, value
+    (what result folders hold as curves.csv)."""
     from .report import _grid
     frames = []
     p = result.problem
@@ -62,11 +79,12 @@ class Comparison:
         self.tests = tests
 
     def report(self) -> str:
-        cols = ["model", "n_free", "n_data", "loglik", "aic", "aicc", "bic", "delta_aicc", "weight"]
-        text = self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        cols = ["model", "model_name", "n_free", "n_data", "loglik", "aic", "aicc", "bic", "delta_aicc", "weight"]
+        shown = self.table[cols].rename(columns={"model": "fit", "model_name": "model"})
+        text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         lines = ["[[Model comparison]] (same data, same noise model; AICc weights)", text]
         best = self.table.iloc[0]
-        lines.append(f"\nBest supported: {best['model']} (Akaike weight {best['weight']:.3f}).")
+        lines.append(f"\nBest supported: {best['model']} (model '{best['model_name']}', Akaike weight {best['weight']:.3f}).")
         if not self.tests.empty:
             lines.append("\n[[Likelihood-ratio tests]] (nested pairs)")
             lines.append(self.tests.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -75,10 +93,13 @@ class Comparison:
     def to_dict(self):
         return {"models": self.table.to_dict(orient="records"), "likelihood_ratio_tests": self.tests.to_dict(orient="records")}
 
-    def plot_weights(self, ax=None):
-        import matplotlib.pyplot as plt
+    def plot_weights(self, ax=None, figure=None):
+        """Akaike weights as bars; on ``ax``, else on ``figure`` (a detached Figure), else on a
+        new pyplot figure."""
+        from .report import _new_figure
         if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
+            _, axes = _new_figure(figure, (6, 3.5))
+            ax = axes[0, 0]
         ax.bar(self.table["model"], self.table["weight"], color="tab:blue")
         ax.set_ylabel("Akaike weight (AICc)")
         ax.set_ylim(0, 1)
@@ -87,14 +108,11 @@ class Comparison:
         ax.figure.tight_layout()
         return ax.figure
 
-    def plot_fits(self):
-        """Fitted curves of every variant over the data, one panel per observable and condition."""
-        import matplotlib.pyplot as plt
-        label, data, curves, folder = self._entries[0]
-        data_table = None
-        if data["data"].get("path") and Path(data["data"]["path"]).exists():
-            from .data import load_data
-            data_table = load_data(data["data"]["path"]).table
+    def plot_fits(self, figure=None):
+        """Fitted curves of every variant over the data, one panel per observable and condition
+        (on ``figure``, a detached Figure, when given)."""
+        from .report import _new_figure
+        data_table = self._data_table()
         panels = []
         for _, _, c, _ in self._entries:
             if c is not None:
@@ -104,7 +122,7 @@ class Comparison:
             return None
         cols = min(3, len(panels))
         rows = math.ceil(len(panels) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+        fig, axes = _new_figure(figure, (4.8 * cols, 3.6 * rows), rows, cols)
         for ax, (cond, obs) in zip(axes.flat, panels):
             if data_table is not None:
                 sel = data_table[(data_table["condition"] == cond) & (data_table["observable"] == obs)]
@@ -121,6 +139,34 @@ class Comparison:
             ax.axis("off")
         fig.tight_layout()
         return fig
+
+    def _data_table(self):
+        """The measurements the fits share, with the fits' own condition names (a data file
+        without a condition column has its rows under the fit's single condition), or None
+        when the file is gone or has changed since the fits."""
+        import warnings
+
+        from .data import load_data
+        from .errors import KineticsWarning
+        _, data, _, folder = self._entries[0]
+        recorded = data["data"].get("path")
+        if not isinstance(recorded, str):
+            return None
+        candidates = [Path(recorded)] + ([folder / recorded] if folder is not None else [])
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            return None
+        conditions = data.get("conditions") if isinstance(data.get("conditions"), list) else None
+        try:
+            dataset = load_data(str(path), conditions=conditions)
+        except KineticsError as exc:
+            warnings.warn(f"compare plot: the data are not shown ({exc})", KineticsWarning, stacklevel=3)
+            return None
+        if data["data"].get("sha256") and dataset.sha256 and dataset.sha256 != data["data"]["sha256"]:
+            warnings.warn(f"compare plot: {path} has changed since the fits, so the data are not shown",
+                          KineticsWarning, stacklevel=3)
+            return None
+        return dataset.table
 
 
 def compare(fits, labels=None, nested=None) -> Comparison:

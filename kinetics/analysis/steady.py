@@ -814,7 +814,15 @@ class SteadyState:
         nb, ns, P = len(plan.B), len(plan.S), len(plan.parameter_names)
         xl, pl = list(map(float, self._x)), list(map(float, self._p))
         Fp = np.asarray(plan._num["Fp"](xl, pl), dtype=float).reshape(nb + ns, P)
-        dx = -np.linalg.solve(self.jacobian, Fp[:nb]) if nb else np.zeros((0, P))
+        try:
+            dx = -np.linalg.solve(self.jacobian, Fp[:nb]) if nb else np.zeros((0, P))
+        except np.linalg.LinAlgError:
+            state = ", ".join(f"{k}={v:.4g}" for k, v in self.values.items())
+            raise SolverError(
+                f"model '{self.model_name}': the steady state found ({state}) is degenerate: the Jacobian of the bounded "
+                "subsystem is singular (an eigenvalue 0), so it does not attract nearby states and its sensitivities are "
+                "undefined; the model may have no steady state reachable from its initial state. Check that every "
+                f"compartment has an outflow that grows with its amount. Parameter values: {plan._params_text(self._p)}.") from None
         JSB = np.asarray(plan._num["JSB"](xl, pl), dtype=float).reshape(ns, nb) if ns and nb else np.zeros((ns, nb))
         dr = JSB @ dx + Fp[nb:]
         rows = {}

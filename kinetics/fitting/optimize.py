@@ -2,10 +2,13 @@
 executor, honest uncertainty (covariance, profile likelihood, optional MCMC), and the
 :class:`FitResult` users read, save and plot.
 
-The objective is the Gaussian negative log-likelihood. For the constant and proportional
-noise models the noise scale has a closed-form optimum, so minimizing the weighted residual sum
-of squares with lmfit's least-squares methods *is* maximum likelihood, and the analytic
-Jacobian from the model's forward sensitivities is handed to the optimizer.
+The objective is the Gaussian negative log-likelihood. For the constant, data and proportional
+noise models the noise scale has a closed-form optimum, so minimizing the sum of squares of
+:meth:`~kinetics.problem.FitProblem.likelihood_residuals` *is* maximum likelihood (for
+proportional noise including the weights' dependence on the curve), and the analytic Jacobian
+from the model's forward sensitivities is handed to the optimizer. Local fits take ``weights``:
+None for that exact likelihood, or an array of fixed weights (combined noise at given a, b; the
+classic 1/|y| of ``reweight=False``).
 """
 
 from __future__ import annotations
@@ -33,11 +36,29 @@ _LOCAL_METHODS = ("least_squares", "leastsq")
 _ENGINES = ("auto", "lmfit")
 _PENALTY = 1e10          # residual returned where the model cannot be simulated
 _FAILED_RSS = 1e19       # an optimum this bad sits on penalty residuals
+_MAX_ROUNDS = 50         # alternation rounds of combined noise (rates, then a and b)
 _GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
 
 
+def _evaluate(problem, x, weights, jacobian=True):
+    """(r, J) a local fit minimizes at internal x: the exact likelihood residuals (weights None)
+    or w (y - f) at fixed weights; J is None without ``jacobian``."""
+    if weights is None:
+        return problem.likelihood_residuals(x, jacobian=jacobian)
+    if jacobian:
+        return problem.residuals_and_jacobian(x, weights)
+    return problem.residuals(x, weights), None
+
+
+def _loglik(problem, rss, weights):
+    """Log-likelihood of a local fit's sum of squares rss (see :func:`_evaluate`)."""
+    if not np.isfinite(rss):
+        return -math.inf
+    return problem.objective_loglik(rss) if weights is None else problem.loglik(rss, weights)
+
+
 class _Objective:
-    """Residuals (and the Jacobian from the same simulation) for lmfit, at fixed noise weights."""
+    """Residuals (and the Jacobian from the same simulation) for lmfit (see :func:`_evaluate`)."""
 
     def __init__(self, problem, weights=None, use_jacobian=True):
         self.problem = problem
@@ -47,6 +68,8 @@ class _Objective:
         self._key = None
         self._J = None
         self._r = None
+        self.failed = False     # whether the last residual evaluation could not simulate
+        self.first = None       # (x, rss) of the first evaluation that simulated: the start
 
     def vector(self, params):
         return np.array([params[n].value for n in self.names])
@@ -55,23 +78,26 @@ class _Objective:
         x = self.vector(params)
         key = x.tobytes()
         if key == self._key and self._r is not None:
+            self.failed = False
             return self._r  # lmfit re-evaluates the final point: it is already known
         try:
+            r, J = _evaluate(self.problem, x, self.weights, self.use_jacobian)
             if self.use_jacobian:
-                r, J = self.problem.residuals_and_jacobian(x, self.weights)
                 self._key, self._J, self._r = key, J, r
-            else:
-                r = self.problem.residuals(x, self.weights)
         except SolverError:
             # a failed simulation in a trial step is a bad step, not the end of the fit
+            self.failed = True
             return np.full(self.problem.n_data, _PENALTY)
+        self.failed = False
+        if self.first is None:
+            self.first = (x, float(r @ r))
         return r
 
     def jacobian(self, params):
         x = self.vector(params)
         if self._key != x.tobytes():
             try:
-                self._r, self._J = self.problem.residuals_and_jacobian(x, self.weights)
+                self._r, self._J = _evaluate(self.problem, x, self.weights)
             except SolverError:
                 return np.zeros((self.problem.n_data, sum(params[n].vary for n in self.names)))
             self._key = x.tobytes()
@@ -105,9 +131,42 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
     scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
     its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
+    if weights is None and problem.noise == "proportional":
+        return _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
+    return _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
+
+
+def _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine):
+    """One local optimization on the engine's optimizer (see :func:`_local_fit`)."""
     if engine != "lmfit" and method == "least_squares" and use_jacobian:
         return _trf_fit(problem, x0, weights, fixed, max_nfev)
     return _lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
+
+
+def _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine):
+    """:func:`_local_fit` of the exact proportional-noise likelihood from a start that may be far
+    off: far from the data the weights 1/|f_i| swing by orders of magnitude and the exact
+    objective is slow to cross that terrain, so the fit first minimizes with the measurements'
+    weights 1/|y_i| (a nearby, better-behaved objective), then the exact likelihood from there.
+    That detour must not cost the start its own merit: if the exact fit ends above the start's
+    likelihood, the exact fit is run from the start itself and the better end is kept."""
+    def exact(x):
+        return _engine_fit(problem, x, None, fixed, method, use_jacobian, max_nfev, engine)
+    x1, rss1, _ = _engine_fit(problem, x0, problem.weights, fixed, method, use_jacobian, max_nfev, engine)
+    if not np.isfinite(rss1):
+        return exact(x0)
+    x, rss, res = exact(x1)
+    try:
+        lo, hi = problem.internal_bounds()
+        r0, _ = problem.likelihood_residuals(np.clip(np.asarray(x0, dtype=float), lo, hi))
+        rss0 = float(r0 @ r0)
+    except SolverError:
+        return x, rss, res
+    if not rss <= rss0:
+        x2, rss2, res2 = exact(x0)
+        if rss2 < rss or not np.isfinite(rss):
+            return x2, rss2, res2
+    return x, rss, res
 
 
 class _Failed:
@@ -117,20 +176,43 @@ class _Failed:
         self.message = message
 
 
+class _KeptStart(_Failed):
+    """The outcome of a local fit that ended above its start (or where the model cannot be
+    simulated): the start is kept, but it is not known to be an optimum."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+def _no_worse_than_start(x, rss, result, start):
+    """A local fit never ends above the point it started from: if the optimizer's end is worse
+    than ``start`` = (x0, rss0) (or could not be simulated), return the start instead."""
+    if start is not None and np.isfinite(start[1]) and not rss <= start[1]:
+        return start[0], start[1], _KeptStart(f"the optimizer ended above its start ({result.message}); "
+                                               "kept the start")
+    return x, rss, result
+
+
 def _trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
     """:func:`_local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
     from .trust_region import least_squares_trf
     lo, hi = problem.internal_bounds()
     base = np.clip(np.asarray(x0, dtype=float), lo, hi)
     free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
+    start = []      # the first evaluation (at the start, moved inside the bounds)
     if len(free) == len(base):
         def fun_and_jac(z):
-            return problem.residuals_and_jacobian(z, weights)
+            r, J = _evaluate(problem, z, weights)
+            if not start:
+                start.append((z.copy(), float(r @ r)))
+            return r, J
     else:
         def fun_and_jac(z):
             x = base.copy()
             x[free] = z
-            r, J = problem.residuals_and_jacobian(x, weights)
+            r, J = _evaluate(problem, x, weights)
+            if not start:
+                start.append((x, float(r @ r)))
             return r, J[:, free]
     try:
         res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
@@ -139,7 +221,7 @@ def _trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
         return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
     x = base.copy()
     x[free] = res.x
-    return x, float(res.fun @ res.fun), res
+    return _no_worse_than_start(x, float(res.fun @ res.fun), res, start[0] if start else None)
 
 
 def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
@@ -157,7 +239,27 @@ def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
         result = minimizer.minimize(method=method, **kws)
     x = objective.vector(result.params)
     r = objective.residual(result.params)  # cached when the optimizer's last point is the result
-    return x, float(r @ r), result
+    if objective.failed:    # penalty residuals: the model cannot be simulated here, not an optimum
+        if objective.first is not None:
+            x0, rss0 = objective.first
+            return x0, rss0, _KeptStart("the optimizer ended where the model cannot be simulated; kept the start")
+        return x, math.inf, _Failed("the model cannot be simulated at the start or at the optimizer's end")
+    return _no_worse_than_start(x, float(r @ r), result, objective.first)
+
+
+def _global_minimize(objective, params, method, seed):
+    """lmfit's global ``method`` on the residuals, seeded: the same seed gives the same search."""
+    if method == "shgo":         # deterministic (simplicial sampling): nothing to seed
+        return lmfit.minimize(objective.residual, params, method=method)
+    if method == "ampgo":        # lmfit's AMPGO draws from numpy's global generator: seed it, then restore it
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            return lmfit.minimize(objective.residual, params, method=method)
+        finally:
+            np.random.set_state(state)
+    # differential_evolution, basinhopping, dual_annealing take the seed
+    return lmfit.minimize(objective.residual, params, method=method, seed=seed)
 
 
 def _latin_starts(problem, n, seed):
@@ -177,9 +279,11 @@ def _run_start(args):
     n0, j0 = problem.nfev, problem.njev
     try:
         x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine)
-        out = {"x": x, "rss": rss, "success": bool(res.success), "message": str(res.message)}
+        out = {"x": x, "rss": rss, "success": bool(res.success) and np.isfinite(rss), "message": str(res.message),
+               "loglik": _loglik(problem, rss, weights)}
     except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
-        out = {"x": x0, "rss": math.inf, "success": False, "message": f"{type(exc).__name__}: {exc}"}
+        out = {"x": x0, "rss": math.inf, "success": False, "message": f"{type(exc).__name__}: {exc}",
+               "loglik": -math.inf}
     out.update(nfev=problem.nfev - n0, njev=problem.njev - j0, seconds=time.perf_counter() - t)
     return out
 
@@ -192,6 +296,24 @@ def _progress(total, enabled):
         return tqdm(total=total, desc="multi-start", unit="start", leave=False, file=sys.stderr)
     except ImportError:
         return None
+
+
+_EXECUTOR_CHOICES = '"auto", None (serial), "process", or a concurrent.futures.Executor'
+
+
+def _check_executor(executor, origin):
+    """The executor as given, or FitError: anything else (a multiprocessing.Pool, "threads")
+    would otherwise run the starts serially without a word."""
+    if executor is None or isinstance(executor, Executor) or (isinstance(executor, str) and executor in ("auto", "process")):
+        return executor
+    what = repr(executor) if isinstance(executor, str) else f"a {type(executor).__module__}.{type(executor).__qualname__}"
+    hint = ""
+    if executor in ("thread", "threads"):
+        hint = " For threads pass concurrent.futures.ThreadPoolExecutor(n)."
+    elif hasattr(executor, "imap") or hasattr(executor, "apply_async"):
+        hint = " A multiprocessing.Pool is not an Executor: pass concurrent.futures.ProcessPoolExecutor(n) instead."
+    raise FitError(f"{origin}: fit(executor=...) got {what}; it must be {_EXECUTOR_CHOICES} "
+                   f"(ThreadPoolExecutor, ProcessPoolExecutor, or e.g. a dask client's get_executor()).{hint}")
 
 
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
@@ -245,23 +367,27 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
 
     multistart : number of starts (the first from the given values, the rest a Latin hypercube in
         the internal (log10) space of the bounds); default from the spec, else 1.
-    seed : seed of the start design (same seed, same result).
+    seed : seed of the start design and of the global methods' random search (same seed, same result).
     method : ``"least_squares"`` (default, trust-region with bounds), ``"leastsq"``, or a global
         method lmfit offers (``"differential_evolution"``, ``"basinhopping"``, ...), which is
         polished by least_squares afterwards.
     executor : ``"auto"`` (serial unless the starts are slow), ``None`` (serial), ``"process"``, or any
-        ``concurrent.futures.Executor``.
+        ``concurrent.futures.Executor`` (thread or process pool, a dask client's executor); anything
+        else is a FitError. It runs the starts of ``least_squares``/``leastsq``; the global methods
+        run serially (a warning says so if an executor is given). Each start counts its own model
+        evaluations, so ``nfev`` is the same serial, in threads or in processes.
     profiles : compute profile-likelihood intervals (recommended; costs a few fits per parameter).
     mcmc : None, or a dict ``{"steps": 2000, "walkers": 32, "burn": 500}`` for lmfit's emcee sampler.
-    reweight : proportional noise only: weight by the fitted curve (True, the default; unbiased) or
-        keep the classic weights 1/|y| of the measurements (False; biased by a few per cent at
-        10 % noise, but the objective most other tools minimize).
+    reweight : proportional noise only: True (the default) maximizes the exact likelihood of
+        sigma_i = s |f_i|, weights at the fitted curve included (unbiased); False keeps the
+        classic weights 1/|y| of the measurements (the likelihood of sigma_i = s |y_i|; biased by
+        a few per cent at 10 % noise, but the objective most other tools minimize).
     engine : ``"auto"`` (default): with ``least_squares`` and the analytic Jacobian, the starts
         and profile fits run on :mod:`kinetics.trust_region`, a compiled port of the
         trust-region reflective algorithm that lmfit's least_squares calls in scipy, and the best
         start is finished by lmfit; ``"lmfit"``: every local fit through lmfit's Minimizer.
     """
-    from .problem import FitProblem, load_fit_spec
+    from .problem import MAX_MULTISTART, FitProblem, load_fit_spec
     if not isinstance(problem, FitProblem):
         problem = load_fit_spec(problem)
     settings = problem.settings
@@ -277,22 +403,36 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                        f"{', '.join(_LOCAL_METHODS + _GLOBAL_METHODS)}")
     if multistart < 1:
         raise FitError(f"{problem.origin}: multistart must be at least 1")
+    if multistart > MAX_MULTISTART:       # the start design alone would exhaust memory
+        raise FitError(f"{problem.origin}: multistart = {multistart:,} is more than the limit of "
+                       f"{MAX_MULTISTART:,} starts; use fewer (a few dozen are usually enough)")
+    executor = _check_executor(executor, problem.origin)
     t_start = time.perf_counter()
     problem.nfev = problem.njev = 0
     noise_params = {}
-    weights = None
+    notes = []      # what the stages after the starts did, for the result's message
+    reweight = settings.get("reweight", True) if reweight is None else reweight
+    # None: the local fits minimize the exact likelihood (FitProblem.likelihood_residuals)
+    weights = problem.weights if problem.noise == "proportional" and not reweight else None
     if problem.noise == "combined":
         weights, noise_params = _fit_combined_noise(problem, use_jacobian, max_nfev, engine)
     if method in _GLOBAL_METHODS:
         lo, hi = problem.internal_bounds()
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise FitError(f"{problem.origin}: method '{method}' needs finite bounds (min and max) on every free parameter")
+        if executor is not None and executor != "auto":
+            warnings.warn(f"{problem.origin}: method '{method}' runs serially in this process; the executor is used "
+                          "only to run the starts of least_squares/leastsq in parallel", KineticsWarning, stacklevel=2)
         objective = _Objective(problem, weights, use_jacobian=False)
+        n0, j0, t0 = problem.nfev, problem.njev, time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kws = {"seed": seed} if method == "differential_evolution" else {}
-            res = lmfit.minimize(objective.residual, _params(problem, problem.start()), method=method, **kws)
+            res = _global_minimize(objective, _params(problem, problem.start()), method, seed)
+        n_global, j_global, t_global = problem.nfev - n0, problem.njev - j0, time.perf_counter() - t0
         polished = _run_start((problem, objective.vector(res.params), weights, "least_squares", use_jacobian, max_nfev, engine))
+        # the global search's evaluations belong to this run
+        polished.update(nfev=polished["nfev"] + n_global, njev=polished["njev"] + j_global,
+                        seconds=polished["seconds"] + t_global)
         runs = [polished]
         local_method = f"{method} + least_squares"
     else:
@@ -305,27 +445,45 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                        "Check the bounds and starting values in the fit spec.")
     best = min(finite, key=lambda r: r["rss"])
     x_best, rss_best = best["x"], best["rss"]
-    reweight = settings.get("reweight", True) if reweight is None else reweight
+    success = bool(best["success"])
     extra = (problem.nfev, problem.njev)
     if engine != "lmfit" and use_jacobian and local_method.endswith("least_squares"):
         # the best start is finished by lmfit itself: from a converged point its least_squares
         # confirms the optimum in a few evaluations (and would take over if it found better)
-        x_lm, rss_lm, _ = _lmfit_fit(problem, x_best, weights, None, "least_squares", use_jacobian, max_nfev)
-        if rss_lm < rss_best:
-            x_best, rss_best = x_lm, rss_lm
+        try:
+            x_lm, rss_lm, res_lm = _lmfit_fit(problem, x_best, weights, None, "least_squares", use_jacobian, max_nfev)
+        except Exception as exc:  # noqa: BLE001 - the best start stands; say why it was not polished
+            notes.append(f"the final lmfit polish failed ({type(exc).__name__}: {exc}); the best start is reported")
+        else:
+            if rss_lm < rss_best:
+                x_best, rss_best = x_lm, rss_lm
+                success = bool(res_lm.success)
+                notes.append(f"improved by the final lmfit polish: {res_lm.message}")
     if problem.noise == "combined":
         # the starts ran at the noise estimate from the spec's start: re-estimate a, b jointly
         # with the rates from the best start
         ab = (noise_params["sigma_abs"], noise_params["sigma_rel"])
-        x_best, rss_best, weights, ab = _combined_fit(problem, x_best, None, ab, use_jacobian, max_nfev, engine)
+        x_best, rss_best, weights, ab, converged = _combined_fit(problem, x_best, None, ab, use_jacobian, max_nfev,
+                                                                 engine)
         noise_params = {"sigma_abs": float(ab[0]), "sigma_rel": float(ab[1])}
-    if problem.noise == "proportional" and reweight:
-        # sigma_i = s |f_i|: weighting by the measured values (the starts) biases the curve low,
-        # so reweight by the fitted curve until the estimate stops moving (generalized least squares)
-        x_best, rss_best, weights = _reweight_by_prediction(problem, x_best, use_jacobian, max_nfev)
+        if not converged:
+            success = False
+            notes.append(_combined_not_converged(problem))
+        _warn_collapsed_absolute_noise(problem, ab)
+    if weights is None:
+        # report sigma_i = s / w_i with the weights 1/sigma at the optimum (the likelihood is the same)
+        f, _ = problem.predict(x_best)
+        weights = problem.likelihood_weights(f)
+        rss_best = float(np.sum((weights * (problem.y - f)) ** 2))
     extra = (problem.nfev - extra[0], problem.njev - extra[1])
     result = FitResult(problem, x_best, rss_best, weights, noise_params, runs, local_method,
                        time.perf_counter() - t_start, use_jacobian, engine)
+    # success and message describe the reported optimum: its start, then what followed
+    result.success = success and np.isfinite(result.loglik)
+    result.message = "; ".join([str(best["message"])] + notes)
+    # the local fits' own objective, for profile points (None: the exact likelihood)
+    result.objective_weights = None if problem.noise != "combined" and not (
+        problem.noise == "proportional" and not reweight) else weights
     result.nfev += extra[0]
     result.njev += extra[1]
     if profiles:
@@ -336,50 +494,45 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     return result
 
 
-def _reweight_by_prediction(problem, x, use_jacobian, max_nfev, max_rounds=50, tol=1e-7):
-    """Generalized least squares for sigma_i = s |f_i|: Gauss-Newton steps on the weighted
-    residuals, the weights 1/|f_i| renewed from the current curve before every step, until the
-    step vanishes (the fixed point where the fit and its own weights agree; it converges at a
-    rate of about sigma_rel per step). Started from the optimum under measurement weights, this
-    costs a handful of simulations, not a handful of fits. ``tol`` is in internal units (log10)."""
-    lo, hi = problem.internal_bounds()
-    x = np.asarray(x, dtype=float).copy()
-    f, J = problem.predict(x, jacobian=True)
-    step = 1.0
-    for _ in range(max_rounds):
-        weights = problem.weights_from_prediction(f)
-        r = weights * (problem.y - f)
-        # no steps along directions the data do not see (rcond)
-        delta = np.linalg.lstsq(weights[:, None] * J, r, rcond=1e-10)[0]
-        rss0, step = float(r @ r), min(1.0, 2.0 * step)  # start from the last step length that worked
-        while True:
-            x_new = np.clip(x + step * delta, lo, hi)
-            f_new, J_new = problem.predict(x_new, jacobian=True)
-            r_new = weights * (problem.y - f_new)
-            if float(r_new @ r_new) <= rss0 or step < 1e-3:
-                break
-            step *= 0.5
-        moved = float(np.max(np.abs(x_new - x))) if len(x) else 0.0
-        x, f, J = x_new, f_new, J_new
-        if moved < tol:
-            break
-    weights = problem.weights_from_prediction(f)
-    r = weights * (problem.y - f)
-    return x, float(r @ r), weights
-
-
 def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
     """Weights and noise parameters of the combined model, from the spec's start."""
-    _, _, weights, (a, b) = _combined_fit(problem, problem.start(), None, None, use_jacobian, max_nfev, engine)
+    _, _, weights, (a, b), _ = _combined_fit(problem, problem.start(), None, None, use_jacobian, max_nfev, engine)
     return weights, {"sigma_abs": float(a), "sigma_rel": float(b)}
+
+
+def _combined_noise_bounds(problem):
+    """Bounds of log a and log b for sigma_i = sqrt(a^2 + b^2 y_i^2)."""
+    scale = max(float(np.max(np.abs(problem.y))), 1e-300)
+    return [(math.log(1e-10 * scale), math.log(10 * scale)), (math.log(1e-8), math.log(10.0))]
+
+
+def _warn_collapsed_absolute_noise(problem, ab):
+    """The combined likelihood is unbounded when a -> 0 while points are fitted exactly (typically
+    measured zeros the model reproduces): a then sits on its lower bound, an arbitrary number, and
+    so do the log-likelihood and the information criteria. Say so."""
+    lower = math.exp(_combined_noise_bounds(problem)[0][0])
+    zeros = int(np.sum(problem.y == 0))     # where sigma_i = a: without them the limit a -> 0 is finite
+    if ab[0] <= lower * (1 + 1e-6) and zeros:
+        why = f" ({zeros} data value(s) are exactly 0 and the model fits them (almost) exactly)"
+        warnings.warn(f"{problem.origin}: combined noise: the absolute term sigma_abs collapsed to its lower bound "
+                      f"{ab[0]:.3g} (1e-10 of the largest |y|){why}. The likelihood grows without limit as it "
+                      "shrinks, so the log-likelihood, AIC/AICc/BIC and comparisons with other models are "
+                      "arbitrary. Drop or censor those points, give them a sigma column (noise = \"data\"), or "
+                      "use noise = \"proportional\" or \"constant\".", KineticsWarning, stacklevel=3)
+
+
+def _combined_not_converged(problem):
+    message = (f"the alternation of rates and combined-noise parameters stopped after {_MAX_ROUNDS} rounds "
+               "without converging; the reported point is the best one reached, possibly not the optimum")
+    warnings.warn(f"{problem.origin}: {message}", KineticsWarning, stacklevel=3)
+    return message
 
 
 def _combined_noise_parameters(problem, residual, ab0):
     """(a, b) of sigma_i = sqrt(a^2 + b^2 y_i^2) that maximize the Gaussian likelihood of fixed
     residuals y - f: a two-parameter problem with an analytic gradient, no simulation."""
     y2, e2 = problem.y ** 2, residual ** 2
-    scale = max(float(np.max(np.abs(problem.y))), 1e-300)
-    bounds = [(math.log(1e-10 * scale), math.log(10 * scale)), (math.log(1e-8), math.log(10.0))]
+    bounds = _combined_noise_bounds(problem)
 
     def nll_and_gradient(log_ab):
         a2, b2 = np.exp(2 * log_ab)
@@ -393,32 +546,48 @@ def _combined_noise_parameters(problem, residual, ab0):
     return tuple(np.exp(res.x))
 
 
-def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto", max_rounds=50):
+def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto", max_rounds=None):
     """Maximum likelihood over the free parameters (those in ``fixed`` held) *and* the combined
     model's a, b: alternate a weighted least-squares fit at fixed (a, b) with the exact optimum of
-    (a, b) at fixed residuals. Each step cannot lower the likelihood, so the rounds stop when it
-    no longer rises. Returns (x, weighted rss, weights, (a, b)); rss is inf if x cannot be simulated."""
+    (a, b) at fixed residuals. Neither step can lower the likelihood (a local fit never ends above
+    its start), so the rounds stop when it no longer rises, and the best point reached is returned.
+    Returns (x, weighted rss, weights, (a, b), converged); rss is inf if x0 cannot be simulated;
+    converged is False when the rounds ran out while the likelihood still rose."""
+    max_rounds = _MAX_ROUNDS if max_rounds is None else max_rounds
     if ab0 is None:     # unweighted fit first: its residual scale starts a, and b at 5 %
         x, rss, _ = _local_fit(problem, x0, np.ones(problem.n_data), fixed, "least_squares", use_jacobian, max_nfev, engine)
         if not np.isfinite(rss):
-            return x, rss, np.ones(problem.n_data), (1.0, 0.05)
+            return x, rss, np.ones(problem.n_data), (1.0, 0.05), True
         ab0 = (max(math.sqrt(rss / problem.n_data) * 0.5, 1e-300), 0.05)
-    x, ab, best = np.asarray(x0, dtype=float), tuple(ab0), -math.inf
+    x, ab = np.asarray(x0, dtype=float), tuple(ab0)
+    best = None         # (loglik, x, rss, weights, ab)
+    converged = False
     for _ in range(max_rounds):
         weights = problem.combined_weights(*ab)
         x, rss, _ = _local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
         if not np.isfinite(rss) or rss >= _FAILED_RSS:
-            return x, math.inf, weights, ab
-        residual = problem.y - problem.predict(x)[0]
+            break
+        if best is None or problem.loglik(rss, weights) > best[0]:
+            best = (problem.loglik(rss, weights), x, rss, weights, ab)
+        try:
+            residual = problem.y - problem.predict(x)[0]
+        except SolverError:     # cannot happen at a point just simulated, unless the model is flaky
+            break
         ab = _combined_noise_parameters(problem, residual, ab)
         weights = problem.combined_weights(*ab)
         r = weights * residual
         rss = float(r @ r)
         loglik = problem.loglik(rss, weights)
-        if loglik - best <= 1e-10 * (1 + abs(loglik)):
+        if loglik <= best[0] + 1e-10 * (1 + abs(loglik)):
+            converged = True
+            if loglik > best[0]:
+                best = (loglik, x, rss, weights, ab)
             break
-        best = loglik
-    return x, rss, weights, ab
+        best = (loglik, x, rss, weights, ab)
+    if best is None:
+        return x, math.inf, problem.combined_weights(*ab), ab, True
+    _, x, rss, weights, ab = best
+    return x, rss, weights, ab, converged
 
 
 class FitResult:
@@ -455,7 +624,8 @@ class FitResult:
         self.redchi = self.chisqr / (N - K) if N > K else math.inf
         # best-optimum statistics over starts
         finite = np.array([r["rss"] for r in runs])
-        nll = np.array([-problem.loglik(r, self.weights) if np.isfinite(r) else math.inf for r in finite])
+        nll = np.array([-r["loglik"] if "loglik" in r else
+                        (-problem.loglik(r["rss"], self.weights) if np.isfinite(r["rss"]) else math.inf) for r in runs])
         self.start_nll = nll
         self.n_starts = len(runs)
         self.n_at_best = int(np.sum(nll - nll.min() < 1e-3 + 1e-6 * abs(nll.min())))
@@ -465,7 +635,11 @@ class FitResult:
         self.profiles = {}
         self.ci95 = {n: (None, None) for n in problem.free}
         self.identifiable = {n: None for n in problem.free}
+        # parameter -> reasons its profile was cut short by failed simulations (see compute_profiles)
+        self.profile_failures = {}
         self.mcmc = None
+        # the weights profile fits minimize with (None: the noise model's exact likelihood, see fit)
+        self.objective_weights = self.weights
 
     # ------------------------------------------------------------ uncertainty
     def _covariance(self):
@@ -474,12 +648,22 @@ class FitResult:
         N, K = p.n_data, p.n_free
         scale = self.rss / (N - K) if p.noise in ("constant", "proportional") and N > K else 1.0
         try:
-            cov = np.linalg.pinv(J.T @ J) * scale
-            # parameters in the Jacobian's null space are not determined at all: pinv would hide
-            # that behind small numbers, so give them infinite variance
-            _, sv, vt = np.linalg.svd(J, full_matrices=True)
+            # one thin SVD J = U S V^T (N x K, never N x N) gives both the covariance
+            # pinv(J^T J) = V S^-2 V^T (same cut-off as numpy's pinv of J^T J: s^2 > 1e-15 s_max^2)
+            # and the rank
+            _, sv, vt = np.linalg.svd(J, full_matrices=False)
+            s2 = sv * sv
+            inv_s2 = np.zeros_like(s2)
+            if s2.size:
+                kept = s2 > 1e-15 * s2.max()
+                inv_s2[kept] = 1.0 / s2[kept]
+            cov = (vt.T * inv_s2) @ vt * scale
             rank = int(np.sum(sv > sv.max() * max(J.shape) * np.finfo(float).eps)) if sv.size and sv.max() > 0 else 0
             self._rank = rank
+            if vt.shape[0] < K:     # fewer data than parameters: the null space needs the full V (K x K)
+                vt = np.linalg.svd(J, full_matrices=True)[2]
+            # parameters in the Jacobian's null space are not determined at all: pinv would hide
+            # that behind small numbers, so give them infinite variance
             if rank < K:
                 undetermined = np.abs(vt[rank:]).max(axis=0) > 1e-6
                 cov[undetermined, :] = np.nan
@@ -521,39 +705,54 @@ class FitResult:
 
     def _profile_point(self, x, j):
         """Re-optimize every other free parameter (and, for combined noise, a and b too) with
-        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood), or (x, None)
-        where the model cannot be simulated."""
+        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood, None), or
+        (x, None, why) where the model cannot be simulated."""
         p = self.problem
+        why = "the model cannot be simulated there"
         if p.noise == "combined":
             ab = (self.noise_params["sigma_abs"], self.noise_params["sigma_rel"])
-            x, rss, weights, _ = _combined_fit(p, x, {j}, ab, self.use_jacobian, None, self.engine)
+            x, rss, weights, _, _ = _combined_fit(p, x, {j}, ab, self.use_jacobian, None, self.engine)
+            loglik = p.loglik(rss, weights)
         else:
-            x, rss, _ = _local_fit(p, x, self.weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
-            weights = self.weights
+            weights = self.objective_weights
+            x, rss, res = _local_fit(p, x, weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
+            loglik = _loglik(p, rss, weights)
+            if isinstance(res, _Failed):
+                why = str(res.message)
         if not np.isfinite(rss) or rss >= _FAILED_RSS:
-            return x, None
-        return x, -2 * (p.loglik(rss, weights) - self.loglik)
+            return x, None, why
+        return x, -2 * (loglik - self.loglik), None
 
     def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False):
         """Profile likelihood of each free parameter: re-optimize the others along a path and find
-        where twice the log-likelihood drops by ``threshold``. Open sides flag non-identifiability."""
+        where twice the log-likelihood drops by ``threshold``. A side that stays below it up to the
+        bound flags non-identifiability; a side cut short because the model cannot be simulated
+        further out leaves identifiability undetermined (``identifiable`` None) and says so.
+
+        Each profile records why each side ended (``lower_stop``, ``upper_stop``): "threshold"
+        (the interval closes), "bound" (flat up to the parameter's bound, or six decades / a
+        million standard errors away), "max_steps", or "simulation failed at VALUE: reason"."""
         p = self.problem
         names = list(params or p.free)
         lo_b, hi_b = p.internal_bounds()
         bar = _progress(len(names), progress)
         for name in names:
             j = p.free.index(name)
+
+            def natural(v, j=j):
+                return None if v is None else float(10 ** v if p.log_mask[j] else v)
             sd = math.sqrt(max(self.covariance_internal[j, j], 0)) if np.isfinite(self.covariance_internal[j, j]) else 0.1
             step0 = min(max(sd, 1e-3), 0.5) if p.log_mask[j] else max(sd, 1e-6 * (abs(self.x[j]) + 1))
             # log10 parameters: 6 decades either side; linear ones: a million standard errors
             max_distance = 6.0 if p.log_mask[j] else 1e6 * max(sd, 1e-6 * (abs(self.x[j]) + 1))
             points = [(self.x[j], 0.0)]
-            ends = {}
+            ends, stops = {}, {}
             for direction in (-1, 1):
                 bound = lo_b[j] if direction < 0 else hi_b[j]
                 xs = self.x.copy()
                 step, prev_v, prev_d = step0, self.x[j], 0.0
                 closed = False
+                stops[direction] = "max_steps"
                 for _ in range(max_steps):
                     v = prev_v + direction * step
                     # never wander further than max_distance from the estimate (an unbounded flat profile)
@@ -564,9 +763,12 @@ class FitResult:
                     if at_bound:
                         v = bound
                     xs[j] = v
-                    xs, d = self._profile_point(xs, j)
+                    xs, d, why = self._profile_point(xs, j)
                     if d is None:
-                        break  # the model cannot be simulated out here: the side stays open
+                        # the model cannot be simulated out here: the side stays open, for a reason
+                        # that says nothing about what the data determine
+                        stops[direction] = f"simulation failed at {name} = {natural(v):.6g}: {why}"
+                        break
                     points.append((v, d))
                     if d >= threshold:
                         # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
@@ -575,7 +777,7 @@ class FitResult:
                             guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
                             xg = xs.copy()
                             xg[j] = guess
-                            xg, dg = self._profile_point(xg, j)
+                            xg, dg, _ = self._profile_point(xg, j)
                             if dg is None:
                                 break
                             points.append((guess, dg))
@@ -589,8 +791,10 @@ class FitResult:
                         ends[direction] = v if abs(d - threshold) < 0.02 else prev_v + (v - prev_v) * \
                             (math.sqrt(threshold) - math.sqrt(max(prev_d, 0))) / max(math.sqrt(d) - math.sqrt(max(prev_d, 0)), 1e-12)
                         closed = True
+                        stops[direction] = "threshold"
                         break
                     if at_bound:
+                        stops[direction] = "bound"
                         break
                     grow = 1.6 if d - prev_d < 0.5 else 1.0
                     prev_v, prev_d = v, d
@@ -598,16 +802,23 @@ class FitResult:
                 if not closed:
                     ends[direction] = None
             pts = sorted(points)
-
-            def natural(v):
-                return None if v is None else float(10 ** v if p.log_mask[j] else v)
             lower, upper = natural(ends[-1]), natural(ends[1])
             self.profiles[name] = {
                 "values": [float(10 ** v) if p.log_mask[j] else float(v) for v, _ in pts],
                 "delta": [float(d) for _, d in pts], "lower": lower, "upper": upper,
+                "lower_stop": stops[-1], "upper_stop": stops[1],
             }
             self.ci95[name] = (lower, upper)
-            self.identifiable[name] = lower is not None and upper is not None
+            failed = [stop for stop in stops.values() if stop.startswith("simulation failed")]
+            if lower is not None and upper is not None:
+                self.identifiable[name] = True
+            elif any(stop in ("bound", "max_steps") for stop in stops.values()):
+                self.identifiable[name] = False
+            else:   # open only where simulations failed: undetermined, not "not identifiable"
+                self.identifiable[name] = None
+            self.profile_failures.pop(name, None)
+            if failed:
+                self.profile_failures[name] = failed
             if bar:
                 bar.update(1)
         if bar:
@@ -618,6 +829,13 @@ class FitResult:
                           "likelihood profile stays flat up to a bound, so the data do not pin them down. Fix them, "
                           "add measurements that depend on them, or report only their supported range.",
                           KineticsWarning, stacklevel=2)
+        cut = [n for n in names if n in self.profile_failures]
+        if cut:
+            details = "; ".join(f"{n}: {'; '.join(self.profile_failures[n])}" for n in cut)
+            warnings.warn(f"{p.origin}: the likelihood profile of {', '.join(cut)} was cut short because the model "
+                          f"cannot be simulated further out ({details}). The interval stays open on that side, which "
+                          "says nothing about identifiability; narrow the parameter's bounds to where the model can "
+                          "be simulated, or check the model there.", KineticsWarning, stacklevel=2)
         return self.profiles
 
     def sample(self, steps=2000, walkers=None, burn=None, thin=1, seed=0):
@@ -631,7 +849,10 @@ class FitResult:
         params = _params(p, self.x)
         known_sigma = p.noise in ("data", "combined")
         if not known_sigma:
-            params.add("__lnsigma", value=math.log(max(p.noise_scale(self.rss), 1e-300)), min=-50, max=10)
+            # the bounds are a flat prior on log(sigma): centred on the estimate, so that they never
+            # bind whatever the data's units (fixed bounds cut the posterior of particle counts short)
+            ln_sigma = math.log(max(p.noise_scale(self.rss), 1e-300))
+            params.add("__lnsigma", value=ln_sigma, min=ln_sigma - 30.0, max=ln_sigma + 30.0)
         walkers = walkers or max(4 * (len(params)), 16)
         burn = steps // 4 if burn is None else burn
         with warnings.catch_warnings():

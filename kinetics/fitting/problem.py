@@ -11,18 +11,24 @@ Parameters live on three levels:
   parameter with an expression of fit parameters (``Vmax = "Vmax * f_depleted"``).
 
 The residual of data point i is w_i (y_i - f_i) with weights fixed by the noise model
-(constant: 1, proportional: 1/|f_i| at the fitted curve, found by iterative reweighting that
-starts from 1/|y_i|; data: 1/sigma_i); the common noise scale s is estimated in closed form,
-s^2 = RSS / N, so that the Gaussian log-likelihood is exact (see :meth:`FitProblem.loglik`).
-The "combined" model, sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated
-jointly with the rates (:mod:`kinetics.fit`).
+(constant: 1, proportional: 1/|f_i| at the fitted curve; data: 1/sigma_i); the common noise
+scale s is estimated in closed form, s^2 = RSS / N, so that the Gaussian log-likelihood is exact
+(see :meth:`FitProblem.loglik`). What the fits minimize is :meth:`FitProblem.likelihood_residuals`,
+whose sum of squares is an increasing function of the exact negative log-likelihood; for
+proportional noise that includes the weights' dependence on the curve (the residuals are
+(y_i - f_i) G / |f_i| with G the geometric mean of |f_i|). The "combined" model,
+sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated jointly with the rates
+(:mod:`kinetics.fit`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import multiprocessing
 import os
-import tomllib
+import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,7 @@ import sympy as sp
 from .data import Dataset, load_data
 from .errors import DataError, ExpressionError, ModelError
 from .expressions import parse_expression
+from .fileio import sanitize_excerpt
 from .simulate import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
@@ -42,6 +49,13 @@ _FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "prof
              "engine"}
 _SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
 _COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
+
+
+class _EvaluationCounts(threading.local):
+    """Model evaluations counted per thread, so that starts run in a thread pool each count
+    their own (a shared counter would credit every start with its neighbours' evaluations)."""
+    nfev = 0
+    njev = 0
 
 
 @dataclass
@@ -206,8 +220,7 @@ class FitProblem:
         self._recipe["data"] = data
         self.n_data = len(self.y)
         self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
-        self.nfev = 0
-        self.njev = 0
+        self._counts = _EvaluationCounts()
         P = compiled.n_params
         # the one-call shortcut for data rows (see Schedule.row_evaluator), when every condition
         # has one and no observable scale/offset applies
@@ -222,6 +235,24 @@ class FitProblem:
         return self.compiled.state_names + self.compiled.observable_names
 
     # --------------------------------------------------------------- scales
+    @property
+    def nfev(self) -> int:
+        """Model evaluations (simulations) made by the calling thread."""
+        return self._counts.nfev
+
+    @nfev.setter
+    def nfev(self, value):
+        self._counts.nfev = value
+
+    @property
+    def njev(self) -> int:
+        """Evaluations with sensitivities (Jacobian) made by the calling thread."""
+        return self._counts.njev
+
+    @njev.setter
+    def njev(self, value):
+        self._counts.njev = value
+
     @property
     def n_free(self) -> int:
         return len(self.free)
@@ -337,14 +368,57 @@ class FitProblem:
         w = self.weights if noise_weights is None else noise_weights
         return w * (self.y - f), -w[:, None] * J
 
-    def prediction_weights(self, internal):
-        """Proportional-noise weights 1/|f_i| at the predictions (floored to avoid division by 0)."""
-        return self.weights_from_prediction(self.predict(internal)[0])
+    def prediction_floor(self):
+        """Smallest |f_i| a proportional-noise weight 1/|f_i| uses: 1e-9 of the largest |y|. It
+        depends on the data only, so the likelihood stays one smooth function of the parameters."""
+        return 1e-9 * max(float(np.max(np.abs(self.y))) if self.n_data else 0.0, 1e-300)
 
     def weights_from_prediction(self, f):
+        """Proportional-noise weights 1/|f_i| at the predictions f (floored, see prediction_floor)."""
+        return 1.0 / np.maximum(np.abs(f), self.prediction_floor())
+
+    def likelihood_residuals(self, internal, jacobian=False):
+        """Residuals r (N,) whose sum of squares is an increasing function of the negative
+        log-likelihood (noise scale at its optimum), and dr/d(internal theta) if asked: what the
+        fits minimize, see :meth:`objective_loglik`. Constant and data noise: w (y - f) with the
+        fixed weights. Proportional noise (sigma_i = s |f_i|): with s profiled out,
+        -loglik = N/2 log(sum ((y_i - f_i)/f_i)^2) + sum log |f_i| + const
+        = N/2 log(sum r_i^2) + const for r_i = (y_i - f_i) G / |f_i|, G the geometric mean of |f_i|;
+        its Jacobian includes the dependence of the weights (and G) on theta. Not for "combined"
+        noise, whose weights depend on (a, b): pass them to :meth:`residuals_and_jacobian`."""
+        if self.noise == "combined":
+            raise ValueError("combined noise has no fixed-weight likelihood: pass weights from (a, b)")
+        f, J = self.predict(internal, jacobian=jacobian)
+        e = self.y - f
+        if self.noise != "proportional":
+            w = self.weights
+            return w * e, (-w[:, None] * J if jacobian else None)
+        floor = self.prediction_floor()
         scale = np.abs(f)
-        floor = 1e-9 * max(float(scale.max()), 1e-300)
-        return 1.0 / np.maximum(scale, floor)
+        live = None if scale.min() > floor else scale > floor    # floored points have constant weights
+        if live is not None:
+            scale = np.where(live, scale, floor)
+        log_scale = np.log(scale)
+        w = np.exp(np.mean(log_scale) - log_scale)     # G / |f_i|; prod w_i = 1
+        r = w * e
+        if not jacobian:
+            return r, None
+        # d log|f_i| = J_i / f_i (0 where floored); d log G = mean_j d log|f_j|
+        inverse = 1.0 / f if live is None else np.where(live, 1.0 / np.where(live, f, 1.0), 0.0)
+        dlog = inverse[:, None] * J
+        Jr = w[:, None] * (e[:, None] * (dlog.mean(axis=0) - dlog) - J)
+        return r, Jr
+
+    def objective_loglik(self, rss):
+        """The log-likelihood at a point where :meth:`likelihood_residuals` has sum of squares rss."""
+        if self.noise == "proportional":   # the weights G/|f_i| have sum log w_i = 0
+            return self.loglik(rss, np.ones(self.n_data))
+        return self.loglik(rss)
+
+    def likelihood_weights(self, f):
+        """Weights 1/sigma_i (up to the common scale s) at predictions f: 1/|f_i| for
+        proportional noise, else the fixed weights."""
+        return self.weights_from_prediction(f) if self.noise == "proportional" else self.weights
 
     def combined_weights(self, a, b):
         """Weights 1/sigma_i for the combined noise model sigma_i = sqrt(a^2 + b^2 y_i^2)."""
@@ -386,12 +460,51 @@ class FitProblem:
     def condition_names(self):
         return [p["name"] for p in self._plans]
 
+    def recipe_key(self) -> str:
+        """Content hash of what builds this problem (model, data, spec): equal keys, equal problems."""
+        key = self.__dict__.get("_recipe_key")
+        if key is None:
+            key = self._recipe_key = hashlib.sha256(pickle.dumps(self._recipe, protocol=5)).hexdigest()
+        return key
+
     def __reduce__(self):
-        # compiled callables do not pickle: worker processes rebuild the problem from its recipe
-        return (_rebuild, (self._recipe,))
+        # compiled callables do not pickle: worker processes rebuild the problem from its recipe,
+        # once per process (see _rebuild)
+        return (_rebuild, (self._recipe, self.recipe_key()))
 
 
-def _rebuild(recipe):
+# problems rebuilt in this (worker) process, by recipe key: building one (sympy, lambdify,
+# compilation) costs far more than a local fit, and every start sent to a process pool
+# carries the same problem
+_BUILT: dict = {}
+_BUILT_MAX = 4
+_build_stats = {"builds": 0, "reused": 0}
+
+
+def rebuild_stats() -> dict:
+    """How many problems this process has rebuilt from pickles, and how many it reused."""
+    return dict(_build_stats)
+
+
+def _rebuild(recipe, key=None):
+    # only worker processes share rebuilt problems: elsewhere an unpickled (or deep-copied)
+    # problem must stay a problem of its own
+    shared = key is not None and multiprocessing.parent_process() is not None
+    if shared and key in _BUILT:
+        _build_stats["reused"] += 1
+        return _BUILT[key]
+    problem = _build(recipe)
+    _build_stats["builds"] += 1
+    if key is not None:
+        problem._recipe_key = key       # the same recipe (re-pickling it need not give the same bytes)
+    if shared:
+        while len(_BUILT) >= _BUILT_MAX:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = problem
+    return problem
+
+
+def _build(recipe):
     from .model import Model
     model_dict, source, sha = recipe["model"]
     model = Model.from_dict(model_dict, source=source)
@@ -400,23 +513,158 @@ def _rebuild(recipe):
     return FitProblem(model, recipe["data"], recipe["free"], **args)
 
 
+# Sane limits on sizes a fit spec sets: beyond them memory or time runs out before any result.
+MAX_MULTISTART = 10_000
+MAX_NFEV_LIMIT = 10_000_000
+MAX_SEED = 2 ** 63 - 1
+
+
 def load_fit_spec(path) -> FitProblem:
     """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
+    from .fileio import read_toml_file
     path = Path(path)
     if path.is_dir():
         path = path / "fit.toml"
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{path}: not valid TOML: {exc}") from None
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)")
+    spec, _ = read_toml_file(path, what="fit spec", error=DataError)
     return problem_from_spec(spec, path)
+
+
+def _type_name(value) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _is_number(value) -> bool:
+    """A finite number that fits a float (not a boolean, not a 400-digit integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _check_spec_types(spec: dict, origin: str):
+    """Every value of the spec has the type its key needs, so later code never meets a number where
+    a table is (which used to end in a traceback); one DataError names the key and the type."""
+    def wrong(key, value, expected):
+        if isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, int) and len(str(abs(value))) <= 20:
+            shown = str(value)
+        elif isinstance(value, (float, str)):
+            shown = repr(sanitize_excerpt(value) if isinstance(value, str) else value)
+        else:
+            kind = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else _type_name(value)
+            raise DataError(f"{origin}: {key} is {kind}, but must be {expected}; correct it in the fit spec")
+        raise DataError(f"{origin}: {key} = {shown} must be {expected}; correct it in the fit spec")
+
+    for key, expected in (("model", "a path in quotes, e.g. model = \"model.toml\""),
+                          ("data", "a path in quotes, e.g. data = \"data.csv\""),
+                          ("description", "a string"), ("title", "a string")):
+        if key in spec and not isinstance(spec[key], str):
+            wrong(key, spec[key], expected)
+    for key in ("fit", "parameters", "conditions", "observables"):
+        if key in spec and not isinstance(spec[key], dict):
+            wrong(f"[{key}]", spec[key], f"a table ([{key}] followed by key = value lines)")
+    fit = spec.get("fit", {})
+    if "free" in fit:
+        free = fit["free"]
+        if not isinstance(free, list) or not all(isinstance(n, str) for n in free):
+            shown = free if isinstance(free, str) else None
+            if shown is not None:
+                raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{shown}\"]")
+            wrong("[fit] free", free, 'a list of parameter names in quotes, e.g. free = ["k_cl", "V"]')
+    for key, low, high in (("multistart", 1, MAX_MULTISTART), ("seed", 0, MAX_SEED), ("max_nfev", 1, MAX_NFEV_LIMIT)):
+        if key not in fit:
+            continue
+        value = fit[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            wrong(f"[fit] {key}", value, f"a whole number from {low} to {high:,}")
+        if not low <= value <= high:
+            shown = f"{value:,}" if len(str(abs(value))) <= 20 else "a number of more than 20 digits"
+            raise DataError(f"{origin}: [fit] {key} = {shown} is outside the allowed range {low} to {high:,}"
+                            + ("; more starts would exhaust memory and time: use at most "
+                               f"{high:,} (a few dozen are usually enough)" if key == "multistart" else ""))
+    for key in ("log_scale", "profiles", "reweight"):
+        if key in fit and not isinstance(fit[key], bool):
+            wrong(f"[fit] {key}", fit[key], "true or false")
+    for key, expected in (("noise", "one of \"constant\", \"proportional\", \"combined\", \"data\""),
+                          ("method", "an optimizer name in quotes, e.g. \"least_squares\""),
+                          ("engine", '"auto" or "lmfit"')):
+        if key in fit and not isinstance(fit[key], str):
+            wrong(f"[fit] {key}", fit[key], expected)
+    if "engine" in fit and fit["engine"] not in ("auto", "lmfit"):
+        raise DataError(f"{origin}: [fit] engine = {sanitize_excerpt(fit['engine'])!r} must be \"auto\" or \"lmfit\"")
+    for name, entry in spec.get("parameters", {}).items():
+        where = f"[parameters.{name}]"
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                # bounds may be +-inf (TOML inf), a value must be finite
+                bound = key in ("min", "max") and isinstance(value, float) and not math.isnan(value)
+                if key in ("value", "min", "max") and not (_is_number(value) or bound):
+                    wrong(f"{where} {key}", value, "a finite number" if key == "value" else "a number")
+                if key == "fixed" and not isinstance(value, bool):
+                    wrong(f"{where} fixed", value, "true or false")
+                if key in ("description", "unit") and not isinstance(value, str):
+                    wrong(f"{where} {key}", value, "a string")
+        elif not _is_number(entry):
+            wrong(where, entry, "a finite number or a table like { value = 1.0, min = 0.01, max = 100 }")
+    for cname, centry in spec.get("conditions", {}).items():
+        where = f"[conditions.{cname}]"
+        if not isinstance(centry, dict):
+            wrong(where, centry, "a table with doses, initial, overrides, events")
+        for key in ("doses", "events"):
+            if key in centry:
+                if not isinstance(centry[key], list):
+                    wrong(f"{where} {key}", centry[key], "a list of tables, e.g. "
+                          + ('[ { compartment = "P", amount = 100, time = 0 } ]' if key == "doses"
+                             else '[ { time = 24, set = { k = "k * 0.5" } } ]'))
+                for i, item in enumerate(centry[key]):
+                    if not isinstance(item, dict):
+                        wrong(f"{where} {key[:-1]} {i + 1}", item, "a table")
+                    for field_name, value in item.items():
+                        if field_name in ("amount", "time", "rate", "start") and not _is_number(value):
+                            wrong(f"{where} {key[:-1]} {i + 1} {field_name}", value, "a finite number")
+        for key in ("initial", "overrides"):
+            if key in centry:
+                if not isinstance(centry[key], dict):
+                    wrong(f"{where} {key}", centry[key], "a table of name = number or expression")
+                for name, value in centry[key].items():
+                    if not (isinstance(value, str) or _is_number(value)):
+                        wrong(f"{where} {key}.{name}", value, "a finite number or an expression in quotes")
+        if "description" in centry and not isinstance(centry["description"], str):
+            wrong(f"{where} description", centry["description"], "a string")
+    for oname, entry in spec.get("observables", {}).items():
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if not (isinstance(value, str) or _is_number(value)):
+                    wrong(f"[observables.{oname}] {key}", value, "an expression in quotes or a number")
+
+
+def _check_fixed_parameters(model, free, parameters: dict, origin: str):
+    """A parameter the model marks ``fixed = true`` is estimated only when the spec says so in
+    its own [parameters] entry (``fixed = false``): freeing it silently would change the model."""
+    for name in free:
+        parameter = model.parameters.get(name)
+        if parameter is None or not parameter.fixed:
+            continue
+        entry = parameters.get(name)
+        if isinstance(entry, dict) and entry.get("fixed") is False:
+            continue
+        raise DataError(f"{origin}: [fit] free lists '{name}', which the model file {model.source} marks "
+                        f"fixed = true; either remove '{name}' from free, remove fixed = true from the model, "
+                        f"or estimate it deliberately with {name} = {{ fixed = false }} under [parameters] "
+                        f"in the fit spec")
 
 
 def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     from .model import _suggest, load_model
     origin = str(path)
+    if not isinstance(spec, dict):
+        raise DataError(f"{origin}: a fit spec must be a TOML table of model, data, [fit], [parameters], [conditions]")
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         key = sorted(unknown)[0]
@@ -424,6 +672,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     for key in ("model", "data"):
         if key not in spec:
             raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
+    _check_spec_types(spec, origin)
     base = path.parent
     from .library import resolve_model_path
     model_path = base / spec["model"]
@@ -431,24 +680,17 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         try:
             model_path = resolve_model_path(spec["model"])
         except ModelError:
-            raise DataError(f"{origin}: model file '{spec['model']}' not found (paths are relative to the fit spec)") from None
+            raise DataError(f"{origin}: model file '{sanitize_excerpt(spec['model'], 200)}' not found (paths are relative to the fit spec)") from None
     model = load_model(model_path)
     fit = spec.get("fit", {})
     unknown = set(fit) - _FIT_KEYS
     if unknown:
         key = sorted(unknown)[0]
         raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
-    for key, kind, what in (("multistart", int, "a whole number of starts (>= 1)"), ("seed", int, "a whole number"),
-                            ("log_scale", bool, "true or false"), ("profiles", bool, "true or false"),
-                            ("reweight", bool, "true or false"),
-                            ("noise", str, "one of constant, proportional, combined, data"),
-                            ("method", str, "an optimizer name"), ("max_nfev", int, "a whole number"),
-                            ("engine", str, '"auto" or "lmfit"'),
-                            ("free", list, "a list of parameter names")):
-        if key in fit and (not isinstance(fit[key], kind) or (kind is int and isinstance(fit[key], bool))):
-            raise DataError(f"{origin}: [fit] {key} = {fit[key]!r} must be {what}")
-    if isinstance(fit.get("multistart"), int) and fit["multistart"] < 1:
-        raise DataError(f"{origin}: [fit] multistart must be at least 1")
+    _check_fixed_parameters(model, fit.get("free", []), spec.get("parameters", {}), origin)
+    # "fixed" in the spec only grants the permission checked above; FitProblem knows value/min/max
+    parameters = {name: ({k: v for k, v in entry.items() if k != "fixed"} if isinstance(entry, dict) else entry)
+                  for name, entry in spec.get("parameters", {}).items()}
     conditions = []
     for cname, centry in spec.get("conditions", {}).items():
         where = f"{origin}: [conditions.{cname}]"
@@ -474,7 +716,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
                      default_condition=default_condition, noise=noise)
-    problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=spec.get("parameters", {}),
+    problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=parameters,
                          noise=noise, log_scale=fit.get("log_scale", True), observables=spec.get("observables", {}),
                          origin=origin, settings=fit)
     problem.spec_path = path

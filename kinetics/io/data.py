@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, KineticsWarning
+from .fileio import DATA_SIZE_LIMIT, decode_utf8, read_regular_file, sanitize_excerpt
 
 __all__ = ["NOISE_MODELS", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "Dataset", "load_data", "describe_rows"]
 
@@ -39,6 +40,9 @@ OPTIONAL_COLUMNS = ("condition", "sigma")
 ALLOWED_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 TABLE_COLUMNS = ("time", "observable", "value", "condition", "sigma", "row")
 MAX_LISTED = 10            # rows named in one message before "and N more"
+# Beyond this magnitude (or, for values and sigmas, below its inverse) a number's square or
+# reciprocal overflows double precision in the residuals and weights: no measurement is that size.
+MAX_MAGNITUDE = 1e150
 
 _ALLOWED_TEXT = "time, observable, value (required); condition, sigma (optional)"
 _ESTIMATING_NOISE = 'noise = "constant", "proportional" or "combined"'
@@ -190,28 +194,17 @@ def _parse_name(cell) -> str:
 def _read_csv_file(path: Path) -> tuple[list[str], int, list[tuple[int, list]], bytes, _Problems]:
     """Read a CSV file into (header, header row, [(row, fields)], raw bytes, problems so far)."""
     origin = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{origin}: data file not found (looked for {path.absolute()}); "
-                        f"check the file name and the folder it is given relative to") from None
-    except IsADirectoryError:
-        raise DataError(f"{origin}: is a folder, not a data file; give the path of the CSV file") from None
-    except OSError as exc:
-        raise DataError(f"{origin}: cannot read the data file ({exc.strerror}); check that it exists "
-                        f"and that you may read it") from None
+    raw = read_regular_file(path, what="data file", error=DataError, limit=DATA_SIZE_LIMIT,
+                            not_found_hint=f" (looked for {path.absolute()}); check the file name and the "
+                                           f"folder it is given relative to",
+                            folder_fix="give the path of the CSV file")
     if not raw.strip():
         raise DataError(f"{origin}: the data file is empty; it needs a header row 'time,observable,value' "
                         f"and then one row per measurement")
-    if b"\x00" in raw[:8192] or raw.startswith(b"PK\x03\x04"):
+    if raw.startswith(b"PK\x03\x04"):
         raise DataError(f"{origin}: not a CSV text file (it looks binary, e.g. an Excel workbook); "
                         f"export it from the spreadsheet as 'CSV UTF-8 (comma delimited)'")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{origin}: row {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                        f"save the file as 'CSV UTF-8' or replace the special character") from None
+    text = decode_utf8(raw, origin, what="data file", error=DataError, line_word="row", save_as="'CSV UTF-8'")
 
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
@@ -421,6 +414,8 @@ def load_data(source, *, observables: Iterable[str] | None = None, conditions: I
                 note(f"missing {column}", row, text or None)
             elif math.isinf(number):
                 note(f"infinite {column}", row, text)
+            elif abs(number) > MAX_MAGNITUDE or (column != "time" and 0 < abs(number) < 1 / MAX_MAGNITUDE):
+                note(f"absurd {column}", row, text)
         if time_status == "ok" and time < 0:
             note("negative time", row, time_text)
         if has_sigma and sigma_status == "ok" and sigma <= 0:
@@ -469,14 +464,25 @@ def _check_columns(names: list[str], where: str, problems: _Problems) -> dict[st
                          f"from a spreadsheet?); delete the column (write CSVs with index=False) or name it "
                          f"one of: {_ALLOWED_TEXT}")
         elif name in index:
-            problems.add(f"{where}: column '{name}' appears twice (columns {index[name] + 1} and {position}); "
+            problems.add(f"{where}: column '{sanitize_excerpt(name, 30)}' appears twice (columns {index[name] + 1} and {position}); "
                          f"keep one")
         elif name in ALLOWED_COLUMNS:
             index[name] = position - 1
         else:
             unknown.append((name, _column_hint(name)))
+    if unknown and not index and not any(h for _, h in unknown):
+        # nothing in the first line is a column of ours: the file is not a data table at all (maybe
+        # not the file meant, e.g. a system file); show only a short, sanitised excerpt of it
+        excerpt = sanitize_excerpt(",".join(names))
+        problems.add(f"{where}: this does not look like a data table: its first line ('{excerpt}') names "
+                     f"none of the columns {_ALLOWED_TEXT}; check that the path names the right file, "
+                     f"and that its first line is the header 'time,observable,value'")
+        return index
     if unknown:
-        listed = ", ".join(f"'{n}'" + (f" (did you mean '{h}'?)" if h else "") for n, h in unknown)
+        listed = ", ".join(f"'{sanitize_excerpt(n, 30)}'" + (f" (did you mean '{h}'?)" if h else "")
+                           for n, h in unknown[:MAX_LISTED])
+        if len(unknown) > MAX_LISTED:
+            listed += f" and {len(unknown) - MAX_LISTED} more"
         problems.add(f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {listed}; column names are "
                      f"case-sensitive: rename {'them' if len(unknown) > 1 else 'it'} or delete columns the "
                      f"fit does not use. Allowed columns: {_ALLOWED_TEXT}")
@@ -522,6 +528,13 @@ def _report_cells(kinds, problems: _Problems, observables, conditions):
         if f"infinite {column}" in kinds:
             problems.add(f"infinite {column} in {rows_of(f'infinite {column}')}; replace it with a finite "
                          f"number or delete the row")
+    for column in ("time", "value", "sigma"):
+        if f"absurd {column}" in kinds:
+            limit = (f"larger than {MAX_MAGNITUDE:.0e}" if column == "time"
+                     else f"larger than {MAX_MAGNITUDE:.0e} or smaller than {1 / MAX_MAGNITUDE:.0e} in magnitude")
+            problems.add(f"{column} of absurd magnitude ({limit}) in {rows_of(f'absurd {column}')}: its square or "
+                         f"reciprocal would overflow in the fit; check the exponent and the unit, e.g. rescale "
+                         f"the data to a sensible unit")
     if "negative time" in kinds:
         problems.add(f"negative time in {rows_of('negative time')}; times count from the start of the "
                      f"experiment (t = 0, usually the first dose): shift the times so none is negative, "

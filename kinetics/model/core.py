@@ -10,11 +10,11 @@ file, the entry and the offending text.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import hashlib
 import keyword
 import math
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from pathlib import Path
 import sympy as sp
 
 from .errors import ExpressionError, KineticsWarning, ModelError, UnitError
-from .expressions import RESERVED, TIME, parse_expression, to_text
+from .expressions import RESERVED, TIME, describe_character, nonstandard_character, parse_expression, shorten, to_text
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
 __all__ = ["Compartment", "Parameter", "Flow", "Observable", "Model", "load_model"]
@@ -76,6 +76,46 @@ _ENTRY_KEYS = {
 }
 _TOP_KEYS = {"name", "description", "time_unit", *_ENTRY_KEYS}
 
+# The TOML type each key must have: (Python types, what to call them in a message). Keys not
+# listed here are checked where they are used.
+_NUMBER = ((int, float), "a number")
+_TEXT = ((str,), "a string")
+_EXPRESSION = ((int, float, str), "a number or an expression string")
+_KEY_TYPES = {
+    "name": _TEXT, "description": _TEXT, "time_unit": _TEXT, "unit": _TEXT, "from": _TEXT, "to": _TEXT,
+    "initial": _EXPRESSION, "rate": _EXPRESSION, "expr": _EXPRESSION,
+    "value": _NUMBER, "min": _NUMBER, "max": _NUMBER, "fixed": ((bool,), "true or false"),
+}
+
+
+def _toml_type(value) -> str:
+    """What a parsed TOML value is, in TOML's words."""
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, word in ((int, "an integer"), (float, "a float"), (str, "a string"), (dict, "a table"), (list, "a list")):
+        if isinstance(value, kind):
+            return word
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date or time"
+    return f"a {type(value).__name__}"
+
+
+def _type_problem(key, value):
+    """A message if ``value`` has the wrong type for ``key``, else None."""
+    expected = _KEY_TYPES.get(key)
+    if expected is None:
+        return None
+    types, words = expected
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return None
+    return f"'{key}' must be {words}, got {_got(value)}"
+
+
+def _got(value) -> str:
+    """A parsed value for a message: shortened, and what TOML type it is."""
+    shown = f"'{shorten(value, 40)}'" if isinstance(value, str) else shorten(value, 40)
+    return f"{shown} ({_toml_type(value)})"
+
 
 class _Errors:
     """Collects every problem of a model so that one error lists them all."""
@@ -112,7 +152,8 @@ class Model:
         m.add_observable("plasma", "P", unit="particles")
 
     The symbolic form (:meth:`odes`, :meth:`equations`) and the compiled form
-    (:meth:`compile`) are built on first use and rebuilt after any change.
+    (:meth:`compile`) are built on first use and rebuilt after any ``add_*`` change; parameter
+    values (``model.parameters["k"].value = 2``) are read at each simulation.
     """
 
     def __init__(self, name: str = "model", description: str = "", time_unit: str = "h", *, source: str | None = None):
@@ -184,19 +225,9 @@ class Model:
     # ------------------------------------------------------------------- files
     @classmethod
     def from_file(cls, path) -> "Model":
+        from .fileio import read_toml_file
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"{path}: model file not found") from None
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ModelError(f"{path}: not a text (UTF-8) file; a model file is TOML text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ModelError(f"{path}: not valid TOML: {exc}. Check quoting and that no key is written twice.") from None
+        data, raw = read_toml_file(path, what="model file", error=ModelError)
         model = cls.from_dict(data, source=str(path), default_name=path.stem)
         model.sha256 = hashlib.sha256(raw).hexdigest()
         return model
@@ -209,27 +240,39 @@ class Model:
             raise ModelError(f"{source}: a model must be a table of compartments, parameters, flows and observables")
         for key in data:
             if key not in _TOP_KEYS:
-                errors.add(key, f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
-        model = cls(str(data.get("name", default_name)), str(data.get("description", "")),
-                    str(data.get("time_unit", "h")), source=source)
+                errors.add(shorten(key, 40), f"unknown top-level key '{shorten(key, 40)}'{_suggest(key, _TOP_KEYS)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        header = {"name": default_name, "description": "", "time_unit": "h"}
+        for key in header:
+            if key in data:
+                problem = _type_problem(key, data[key])
+                if problem:
+                    errors.add(key, problem)
+                else:
+                    header[key] = data[key]
+        model = cls(header["name"], header["description"], header["time_unit"], source=source)
         for section, keys in _ENTRY_KEYS.items():
             table = data.get(section, {})
             if not isinstance(table, dict):
-                errors.add(section, f"must be a table of entries like [{section}] name = {{ ... }}")
+                errors.add(section, f"must be a table of entries like [{section}] name = {{ ... }}, got {_got(table)}")
                 continue
             for name, entry in table.items():
-                where = f"{section}.{name}"
+                where = f"{section}.{shorten(name, 40)}"
                 if not isinstance(entry, dict):
                     if section == "parameters" and isinstance(entry, (int, float)) and not isinstance(entry, bool):
                         entry = {"value": entry}
                     else:
-                        errors.add(where, f"must be an inline table such as {name} = {{ ... }}, got {entry!r}")
+                        errors.add(where, f"must be an inline table such as {shorten(name, 40)} = {{ ... }}, got {_got(entry)}")
                         continue
                 unknown = set(entry) - keys
                 for key in sorted(unknown):
-                    errors.add(where, f"unknown key '{key}'{_suggest(key, keys)}; allowed: {', '.join(sorted(keys))}")
+                    errors.add(where, f"unknown key '{shorten(key, 40)}'{_suggest(key, keys)}; allowed: {', '.join(sorted(keys))}")
                 if unknown:
                     continue  # the rest of the model is still validated below
+                wrong = [problem for key, value in entry.items() if (problem := _type_problem(key, value))]
+                for problem in wrong:
+                    errors.add(where, problem)
+                if wrong:
+                    continue
                 try:
                     if section == "compartments":
                         model.add_compartment(name, entry.get("initial", 0.0), entry.get("unit"), entry.get("description", ""))
@@ -301,7 +344,10 @@ class Model:
                             ("flows", self.flows), ("observables", self.observables)):
             for name in table:
                 if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-                    errors.add(f"{kind}.{name}", f"'{name}' is not a valid name: use letters, digits and underscores, not starting with a digit")
+                    errors.add(f"{kind}.{shorten(name, 40)}", f"'{shorten(name, 40)}' is not a valid name: use letters, digits and underscores, not starting with a digit")
+                elif nonstandard_character(name):
+                    errors.add(f"{kind}.{shorten(name, 40)}", f"'{shorten(name, 40)}' contains the character {describe_character(nonstandard_character(name))}, "
+                               "so no expression could refer to it; use plain ASCII letters, digits and underscores")
                 elif name in RESERVED:
                     errors.add(f"{kind}.{name}", f"'{name}' is reserved (the time 't', 'pi' and function names); choose another name")
         # symbols: parameters are real (bounds are checked separately), states nonnegative-real
@@ -314,7 +360,11 @@ class Model:
             for attr in ("value", "min", "max"):
                 v = getattr(p, attr)
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    errors.add(where, f"'{attr}' must be a number, got {v!r}")
+                    errors.add(where, f"'{attr}' must be a number, got {shorten(v, 40)}")
+                    break
+                if isinstance(v, int) and abs(v) > 2**1023:    # would overflow a double
+                    errors.add(where, f"'{attr}' is an integer of {len(str(abs(v)))} digits, beyond the range "
+                                      f"of a double (about 1.8e308); give a number in range")
                     break
             else:
                 if math.isnan(p.value) or math.isinf(p.value):
@@ -324,7 +374,7 @@ class Model:
                 elif not (p.min <= p.value <= p.max):
                     errors.add(where, f"value {p.value:g} is outside its bounds [{p.min:g}, {p.max:g}]; widen the bounds or change the value")
             if not isinstance(p.fixed, bool):
-                errors.add(where, f"'fixed' must be true or false, got {p.fixed!r}")
+                errors.add(where, f"'fixed' must be true or false, got {shorten(p.fixed, 40)}")
 
         initial = {}
         for c in self.compartments.values():
@@ -332,10 +382,10 @@ class Model:
             try:
                 expr = parse_expression(c.initial, param_symbols, allow_time=False)
             except ExpressionError as exc:
-                errors.add(where, f"initial '{c.initial}' {exc}")
+                errors.add(where, f"initial '{shorten(c.initial)}' {exc}")
                 continue
             if expr.is_Number and float(expr) < 0:
-                errors.add(where, f"initial amount {c.initial} is negative; amounts start at 0 or more")
+                errors.add(where, f"initial amount {shorten(c.initial)} is negative; amounts start at 0 or more")
             initial[c.name] = expr
 
         rates, used = {}, set()
@@ -344,14 +394,16 @@ class Model:
             if f.source is None and f.target is None:
                 errors.add(where, "has neither 'from' nor 'to'; a flow must leave or enter a compartment")
             for end, label in ((f.source, "from"), (f.target, "to")):
-                if end is not None and end not in self.compartments:
-                    errors.add(where, f"'{label}' names the unknown compartment '{end}'{_suggest(str(end), self.compartments)}")
+                if end is not None and not isinstance(end, str):
+                    errors.add(where, f"'{label}' must be a compartment name (a string), got {shorten(end, 40)}")
+                elif end is not None and end not in self.compartments:
+                    errors.add(where, f"'{label}' names the unknown compartment '{shorten(end, 40)}'{_suggest(end, self.compartments)}")
             if f.source is not None and f.source == f.target:
                 errors.add(where, f"goes from '{f.source}' to itself")
             try:
                 rates[f.name] = parse_expression(f.rate, all_symbols)
             except ExpressionError as exc:
-                errors.add(where, f"rate '{f.rate}' {exc}")
+                errors.add(where, f"rate '{shorten(f.rate)}' {exc}")
                 continue
             used |= rates[f.name].free_symbols
 
@@ -360,7 +412,7 @@ class Model:
             try:
                 observables[o.name] = parse_expression(o.expr, all_symbols)
             except ExpressionError as exc:
-                errors.add(f"observables.{o.name}", f"expr '{o.expr}' {exc}")
+                errors.add(f"observables.{o.name}", f"expr '{shorten(o.expr)}' {exc}")
                 continue
             used |= observables[o.name].free_symbols
         for expr in initial.values():
@@ -427,19 +479,19 @@ class Model:
             try:
                 actual = unit_of(rates[f.name], units)
             except UnitError as exc:
-                errors.add(where, f"rate '{f.rate}': {exc}")
+                errors.add(where, f"rate '{shorten(f.rate)}': {exc}")
                 continue
             if expected is None or actual in (ANY, UNKNOWN):
                 continue
             if sp.simplify(actual / expected) != 1:
-                errors.add(where, f"rate '{f.rate}' has unit '{format_unit(actual)}' but must be '{format_unit(expected)}' (the compartment's unit per {self.time_unit})")
+                errors.add(where, f"rate '{shorten(f.rate)}' has unit '{format_unit(actual)}' but must be '{format_unit(expected)}' (the compartment's unit per {self.time_unit})")
         for o in self.observables.values():
             if o.name not in observables:
                 continue
             try:
                 actual = unit_of(observables[o.name], units)
             except UnitError as exc:
-                errors.add(f"observables.{o.name}", f"expr '{o.expr}': {exc}")
+                errors.add(f"observables.{o.name}", f"expr '{shorten(o.expr)}': {exc}")
                 continue
             if o.unit is None or actual in (ANY, UNKNOWN):
                 continue
@@ -449,7 +501,7 @@ class Model:
                 errors.add(f"observables.{o.name}", str(exc))
                 continue
             if sp.simplify(actual / declared) != 1:
-                errors.add(f"observables.{o.name}", f"expr '{o.expr}' has unit '{format_unit(actual)}' but is declared '{o.unit}'")
+                errors.add(f"observables.{o.name}", f"expr '{shorten(o.expr)}' has unit '{format_unit(actual)}' but is declared '{o.unit}'")
 
     # ---------------------------------------------------------------- symbolic
     @property
@@ -498,11 +550,6 @@ class Model:
             from .compile import CompiledModel
             self._compiled = CompiledModel(self)
         return self._compiled
-
-    def simulate(self, times, **kwargs):
-        """Shortcut for :func:`kinetics.simulate` on this model."""
-        from .simulate import simulate
-        return simulate(self, times, **kwargs)
 
     def __repr__(self):
         return (f"<Model '{self.name}': {len(self.compartments)} compartments, {len(self.parameters)} parameters, "

@@ -12,13 +12,17 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import reprlib
+import sys
+import unicodedata
 from collections.abc import Mapping
 
 import sympy as sp
 
 from .errors import ExpressionError
 
-__all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "to_text", "TIME"]
+__all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "to_text", "TIME", "shorten", "nonstandard_character",
+           "describe_character"]
 
 #: The symbol for time in every model.
 TIME = sp.Symbol("t", real=True)
@@ -27,6 +31,45 @@ MAX_LENGTH = 10_000
 MAX_DEPTH = 100
 MAX_CONSTANT_EXPONENT = 1000
 MAX_CONSTANT_DIGITS = 400
+#: Longest user text quoted in an error message (longer text is cut with an ellipsis).
+QUOTE_LIMIT = 80
+
+_QUOTE_REPR = reprlib.Repr()
+_QUOTE_REPR.maxlevel, _QUOTE_REPR.maxstring, _QUOTE_REPR.maxother = 3, QUOTE_LIMIT, QUOTE_LIMIT
+_QUOTE_REPR.maxlist = _QUOTE_REPR.maxtuple = _QUOTE_REPR.maxdict = _QUOTE_REPR.maxset = 6
+
+
+def shorten(value, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` as text for an error message: strings as they are, anything else as a bounded
+    repr (a deeply nested or huge value never gets printed whole), control characters escaped
+    (no terminal escape sequence reaches the user's terminal), at most ``limit`` characters
+    followed by an ellipsis and the full length."""
+    text = value if isinstance(value, str) else _QUOTE_REPR.repr(value)
+    full = len(text)
+    if full > limit:
+        text = text[:limit]
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text + f"... ({full} characters)" if full > limit else text
+
+
+def nonstandard_character(name: str):
+    """The first character of ``name`` that Python's parser would silently replace (it reads
+    identifiers in Unicode normal form NFKC, so a fullwidth 'ｋ' becomes 'k'), or None."""
+    if name.isascii():
+        return None
+    for ch in name:
+        if unicodedata.normalize("NFKC", ch) != ch:
+            return ch
+    return None
+
+
+def describe_character(ch: str) -> str:
+    """'ｋ' (U+FF4B FULLWIDTH LATIN SMALL LETTER K, read as 'k')."""
+    read_as = unicodedata.normalize("NFKC", ch)
+    name = unicodedata.name(ch, "")
+    return (f"'{shorten(ch)}' (U+{ord(ch):04X}{' ' + name if name else ''}"
+            + (f", read as '{shorten(read_as)}'" if read_as != ch else "") + ")")
 
 
 def _piecewise(*args):
@@ -105,9 +148,24 @@ def _is_condition(expr) -> bool:
 
 
 class _Builder:
-    def __init__(self, symbols: Mapping[str, sp.Symbol], allow_time: bool):
+    def __init__(self, symbols: Mapping[str, sp.Symbol], allow_time: bool, source: str):
         self.symbols = symbols
         self.allow_time = allow_time
+        # ast offsets count UTF-8 bytes; only needed when the text is not plain ASCII
+        self.lines = None if source.isascii() else source.encode("utf-8").splitlines()
+
+    def check_written(self, node):
+        """Refuse a name that Python normalised: the text must mean exactly what it says."""
+        if self.lines is None or node.lineno != node.end_lineno:
+            return
+        try:
+            written = self.lines[node.lineno - 1][node.col_offset:node.end_col_offset].decode("utf-8")
+        except (IndexError, UnicodeDecodeError):
+            written = None
+        if written != node.id:
+            ch = nonstandard_character(written or node.id) or next((c for c in (written or "") if not c.isascii()), "?")
+            self.fail(f"writes the name '{shorten(written or node.id)}' with the character {describe_character(ch)}; "
+                      f"Python would silently read it as '{shorten(node.id)}'. Type names in plain ASCII")
 
     def value(self, node, depth):
         """Build a node that must be a number, not a condition."""
@@ -128,9 +186,10 @@ class _Builder:
         if isinstance(node, ast.Constant):
             value = node.value
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.fail(f"contains the literal {value!r}; only numbers are allowed")
-            return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
+                self.fail(f"contains the literal {shorten(repr(value))}; only numbers are allowed")
+            return _number(value, self.fail)
         if isinstance(node, ast.Name):
+            self.check_written(node)
             name = node.id
             if name in self.symbols:
                 return self.symbols[name]
@@ -143,7 +202,7 @@ class _Builder:
             if name in FUNCTIONS:
                 self.fail(f"uses the function name '{name}' without calling it")
             hint = difflib.get_close_matches(name, list(self.symbols), n=1)
-            self.fail(f"uses the unknown name '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else
+            self.fail(f"uses the unknown name '{shorten(name)}'" + (f" (did you mean '{hint[0]}'?)" if hint else
                       "; declare it as a compartment or parameter"))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -161,7 +220,7 @@ class _Builder:
             if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number:
                 magnitude = abs(float(right)) * math.log10(max(abs(float(left)), 10.0))
                 if abs(float(right)) > MAX_CONSTANT_EXPONENT or magnitude > MAX_CONSTANT_DIGITS:
-                    self.fail(f"raises the number {left} to the power {right}; the result is too large")
+                    self.fail(f"raises the number {shorten(str(left))} to the power {shorten(str(right))}; the result is too large")
             return op(left, right)
         if isinstance(node, ast.Compare):
             parts, left = [], self.build(node.left, d)
@@ -179,9 +238,10 @@ class _Builder:
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
                 self.fail(f"calls {_describe(node.func)}; only the functions {', '.join(sorted(FUNCTIONS))} are allowed")
+            self.check_written(node.func)
             name = node.func.id
             if name not in FUNCTIONS:
-                self.fail(f"calls '{name}', which is not an allowed function (allowed: {', '.join(sorted(FUNCTIONS))})")
+                self.fail(f"calls '{shorten(name)}', which is not an allowed function (allowed: {', '.join(sorted(FUNCTIONS))})")
             if node.keywords:
                 self.fail(f"passes keyword arguments to '{name}'")
             if name == "piecewise":
@@ -195,6 +255,43 @@ class _Builder:
         self.fail(f"uses {_describe(node)}, which is not allowed in an expression")
 
 
+def _number(value, fail) -> sp.Expr:
+    """A literal as a sympy number; ``fail`` (raises) if it is not a finite double."""
+    if isinstance(value, int):
+        if abs(value) > sys.float_info.max:
+            fail(f"contains the integer {shorten(str(value), 20)}, larger than the largest floating-point number "
+                 f"(about 1.8e308)")
+        return sp.Integer(value)
+    if math.isnan(value):
+        fail("is NaN (not a number)")
+    if math.isinf(value):
+        fail("is infinite (a number beyond the floating-point range, about 1.8e308?); give a finite number")
+    return sp.Float(value)
+
+
+def _check_constants(expr, fail):
+    """Every constant subexpression must evaluate to a finite double: the generated code
+    computes them in floating point, where exp(1000) overflows."""
+    if not isinstance(expr, sp.Basic) or expr.is_Atom and not expr.is_Number:
+        return
+    for arg in expr.args:
+        _check_constants(arg, fail)
+    if not isinstance(expr, sp.Expr) or expr.free_symbols:
+        return
+    try:
+        value = float(expr) if expr.is_Number else expr.evalf(15)
+        if not isinstance(value, float):
+            if not value.is_Number:
+                return            # complex or unevaluated: refused elsewhere
+            value = float(value)
+        bad = not math.isfinite(value)
+    except Exception:            # noqa: BLE001 - sympy/mpmath overflow, recursion
+        bad = True
+    if bad:
+        fail(f"contains {shorten(to_text(expr), 40)}, which is beyond the floating-point range (about 1.8e308) "
+             "and would evaluate to infinity; rescale the quantity or the units")
+
+
 def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True) -> sp.Expr:
     """Parse ``text`` into a sympy expression over ``symbols`` (name -> Symbol).
 
@@ -204,13 +301,18 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
     if isinstance(text, bool):
         raise ExpressionError(f"is the boolean {text!r}; expected a number or an expression")
     if isinstance(text, (int, float)):
-        return sp.Integer(text) if isinstance(text, int) else sp.Float(text)
+        return _number(text, _raise)
     if isinstance(text, sp.Basic):
         unknown = {s.name for s in text.free_symbols} - set(symbols) - ({"t"} if allow_time else set())
         if unknown:
-            raise ExpressionError(f"uses the unknown name(s) {', '.join(sorted(unknown))}")
+            raise ExpressionError(f"uses the unknown name(s) {shorten(', '.join(sorted(unknown)))}")
         mapping = {s: (TIME if s.name == "t" else symbols[s.name]) for s in text.free_symbols}
-        return text.xreplace(mapping)
+        result = text.xreplace(mapping)
+        try:
+            _check_constants(result, _raise)
+        except RecursionError:
+            raise ExpressionError(f"is nested deeper than {MAX_DEPTH} levels") from None
+        return result
     if not isinstance(text, str):
         raise ExpressionError(f"is a {type(text).__name__}; expected a number or an expression string")
     if not text.strip():
@@ -224,7 +326,7 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
     except (ValueError, RecursionError, MemoryError):
         raise ExpressionError("could not be read as an expression") from None
     try:
-        result = _Builder(symbols, allow_time).build(tree)
+        result = _Builder(symbols, allow_time, text.strip()).build(tree)
     except RecursionError:
         raise ExpressionError(f"is nested deeper than {MAX_DEPTH} levels") from None
     except ExpressionError:
@@ -237,7 +339,12 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
         raise ExpressionError("is infinite or undefined (a division by zero or a number too large for a float?)")
     if result.has(sp.I):
         raise ExpressionError("is a complex number (the square root or log of a negative constant?)")
+    _check_constants(result, _raise)
     return result
+
+
+def _raise(message):
+    raise ExpressionError(message)
 
 
 class _TextPrinter(sp.printing.str.StrPrinter):

@@ -14,6 +14,7 @@ import ast
 import sympy as sp
 
 from .errors import UnitError
+from .expressions import shorten
 
 __all__ = ["parse_unit", "unit_of", "format_unit", "DIMENSIONLESS", "ANY", "UNKNOWN"]
 
@@ -39,14 +40,16 @@ _DIMENSIONLESS_WORDS = {"", "1", "dimensionless", "%", "percent", "fraction", "r
 def parse_unit(text: str) -> sp.Expr:
     """Parse a unit string into a sympy monomial of positive base-unit symbols."""
     if not isinstance(text, str):
-        raise UnitError(f"unit {text!r} is not a string")
+        raise UnitError(f"unit {shorten(text, 40)} is not a string")
     stripped = text.strip()
     if stripped.lower() in _DIMENSIONLESS_WORDS:
         return DIMENSIONLESS
     try:
         tree = ast.parse(stripped, mode="eval").body
     except SyntaxError:
-        raise UnitError(f"unit '{text}' is not a product or quotient of unit names (e.g. 'particles/h', '1/h', 'mL')") from None
+        raise UnitError(f"unit '{shorten(text)}' is not a product or quotient of unit names (e.g. 'particles/h', '1/h', 'mL')") from None
+    except (ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting
+        raise UnitError(f"unit '{shorten(text)}' could not be read") from None
 
     def build(node):
         if isinstance(node, ast.Name):
@@ -63,9 +66,12 @@ def parse_unit(text: str) -> sp.Expr:
                 sign, exponent = -1, exponent.operand
             if isinstance(exponent, ast.Constant) and isinstance(exponent.value, (int, float)) and not isinstance(exponent.value, bool):
                 return build(node.left) ** (sign * sp.nsimplify(exponent.value))
-        raise UnitError(f"unit '{text}' is not a product or quotient of unit names (e.g. 'particles/h', '1/h', 'mL**2')")
+        raise UnitError(f"unit '{shorten(text)}' is not a product or quotient of unit names (e.g. 'particles/h', '1/h', 'mL**2')")
 
-    return build(tree)
+    try:
+        return build(tree)
+    except RecursionError:
+        raise UnitError(f"unit '{shorten(text)}' is nested too deeply") from None
 
 
 def format_unit(unit) -> str:

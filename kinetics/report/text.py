@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path, atomic_write
+from .fileio import RESULT_FILES, atomic_folder, csv_safe_frame
 
 __all__ = ["fit_report", "result_dict", "read_result", "plot_fit", "plot_residuals", "plot_profiles", "plot_corner", "save_result"]
 
@@ -62,7 +62,8 @@ def fit_report(result) -> str:
             rel = f" ({100 * err / abs(value):.2f}%)" if value and np.isfinite(err) else ""
             lo, hi = result.ci95.get(name, (None, None))
             ci = f"  95% profile CI [{_fmt(lo)}, {_fmt(hi)}]" if name in result.profiles else ""
-            flag = "  NOT IDENTIFIABLE" if result.identifiable.get(name) is False else ""
+            flag = "  NOT IDENTIFIABLE" if result.identifiable.get(name) is False else (
+                "  PROFILE CUT SHORT (simulation failed)" if name in result.profile_failures else "")
             scale = " (log10 fitted)" if p.log_mask[j] else ""
             lines.append(f"    {name:<{width}} = {value:.6g} +/- {err:.3g}{rel}{ci}{flag}{scale}")
         else:
@@ -85,6 +86,14 @@ def fit_report(result) -> str:
             side = "both sides" if lo is None and hi is None else ("below" if lo is None else "above")
             lines.append(f"    {name}: the data do not bound it {side} (its likelihood profile stays within the 95% "
                          "threshold up to the parameter bound). Treat its estimate as a range, fix it, or add data that depend on it.")
+    cut = [n for n in result.profile_failures if n in result.profiles]
+    if cut:
+        if not bad:
+            lines.append("[[Warnings]]")
+        for name in cut:
+            for reason in result.profile_failures[name]:
+                lines.append(f"    {name}: its likelihood profile was cut short, {reason}. The open side of its interval "
+                             "reflects the failed simulation, not the data; narrow its bounds or check the model there.")
     if result.n_starts > 1:
         spread = np.sort(result.start_nll - result.start_nll.min())
         finite = spread[np.isfinite(spread)]
@@ -92,9 +101,10 @@ def fit_report(result) -> str:
             others = finite[result.n_at_best:]
             lines.append(f"[[Multi-start]] other optima: {len(others)} starts ended between {others.min():.3g} and "
                          f"{others.max():.3g} above the best -log-likelihood")
-        failed = int(np.sum(~np.isfinite(spread)))
+        failed = failed_starts(result)
         if failed:
-            lines.append(f"    {failed} start(s) failed")
+            lines.append(f"    {len(failed)} start(s) failed (listed in result.json under failed_starts); first: "
+                         f"start {failed[0]['start']}: {failed[0]['message']}")
     if result.mcmc:
         lines.append(f"[[MCMC]] {len(result.mcmc['samples'])} samples, acceptance {result.mcmc['acceptance']:.2f}")
         for k, name in enumerate(result.mcmc["names"]):
@@ -111,15 +121,58 @@ def read_result(folder):
     folder = Path(folder)
     path = folder / "result.json" if folder.is_dir() else folder
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if not path.is_file():   # a FIFO or device would hang or never end
+            raise FileNotFoundError(path)
+        with open(path, "rb") as handle:
+            raw = handle.read(RESULT_JSON_LIMIT + 1)
+        if len(raw) > RESULT_JSON_LIMIT:
+            raise KineticsError(f"{path}: larger than {RESULT_JSON_LIMIT // 10**6} MB, so not a result.json written by kinetics fit")
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise KineticsError(f"{path}: no result.json here; run 'kinetics fit CASE --out {folder}' first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KineticsError(f"{path}: not a valid result.json ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise KineticsError(f"{path}: not a valid result.json ({exc}); was the fit interrupted? Run the fit again") from None
+    _check_result_shape(path, data)
+    return path, data
+
+
+RESULT_JSON_LIMIT = 100 * 10**6
+
+
+def _check_result_shape(path, data):
+    """The entries of result.json that readers (compare, steady/pk --fit) rely on, with their types."""
+    from .errors import KineticsError
+
+    def fail(entry, expected):
+        raise KineticsError(f"{path}: '{entry}' must be {expected}; the file was not written by kinetics fit "
+                            "or has been edited. Run the fit again")
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(data, dict):
+        fail("the top level", "a JSON object")
     for key in ("model", "data", "statistics", "parameters"):
         if key not in data:
             raise KineticsError(f"{path}: result.json lacks '{key}'; was it written by kinetics fit?")
-    return path, data
+        if not isinstance(data[key], dict):
+            fail(key, "a JSON object")
+    if not isinstance(data["model"].get("name"), str):
+        fail("model.name", "text")
+    statistics = data["statistics"]
+    for key in ("loglik", "aic", "bic", "n_data", "n_free"):
+        if not number(statistics.get(key)):
+            fail(f"statistics.{key}", "a number")
+    for key in ("aicc", "n_noise"):
+        if statistics.get(key) is not None and not number(statistics[key]):
+            fail(f"statistics.{key}", "a number")
+    for name, entry in data["parameters"].items():
+        if not isinstance(entry, dict) or not number(entry.get("value")):
+            fail(f"parameters.{name}", "an object with a numeric 'value'")
+        if entry.get("stderr") is not None and not number(entry["stderr"]):
+            fail(f"parameters.{name}.stderr", "a number or null")
+    if "noise" in data and not isinstance(data["noise"], dict):
+        fail("noise", "a JSON object")
 
 
 def _finite(v):
@@ -141,6 +194,7 @@ def result_dict(result) -> dict:
             params[name] = {"value": float(result.values[j]), "stderr": _finite(result.stderr[j]),
                             "ci95": [_finite(lo), _finite(hi)] if name in result.profiles else None,
                             "free": True, "identifiable": result.identifiable.get(name),
+                            "profile_failures": list(result.profile_failures.get(name, [])),
                             "log_scale": bool(p.log_mask[j])}
         else:
             params[name] = {"value": float(p.fit_values[p.fit_names.index(name)]), "stderr": None, "ci95": None,
@@ -163,7 +217,22 @@ def result_dict(result) -> dict:
                       "seconds": float(result.seconds)},
         "correlation": {"names": list(p.free), "matrix": [[_finite(v) for v in row] for row in result.correlation]},
         "profiles": result.profiles,
+        "failed_starts": failed_starts(result),
     }
+
+
+def failed_starts(result) -> list:
+    """The starts that produced no optimum: start index (0 is the spec's start values), the
+    values they started from (natural scale) and the failure message."""
+    p = result.problem
+    out = []
+    for index, run in enumerate(result.runs):
+        if np.isfinite(run["rss"]):
+            continue
+        start = np.asarray(p.to_natural(np.asarray(run["x"], dtype=float)), dtype=float)
+        out.append({"start": index, "values": {name: _finite(v) for name, v in zip(p.free, start)},
+                    "message": str(run["message"])})
+    return out
 
 
 def _grid(result, condition):
@@ -213,18 +282,30 @@ def _band(result, grid, condition, names, n_samples=100):
     return bands
 
 
-def plot_fit(result, ax=None, logy=False, band=True):
+def _new_figure(figure, figsize, rows=1, cols=1):
+    """(figure, axes grid): on ``figure`` when given (a detached matplotlib.figure.Figure, as
+    the save paths use, so neither pyplot's state nor its backend is touched), else on a new
+    pyplot figure (for interactive use: plt.show(), notebooks)."""
+    if figure is None:
+        import matplotlib.pyplot as plt
+        figure = plt.figure(figsize=figsize)
+    else:
+        figure.set_size_inches(*figsize)
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def plot_fit(result, ax=None, logy=False, band=True, figure=None):
     """Data and fitted curves, one panel per observable, one colour per condition."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     p = result.problem
     observables = p.data.observables
     if ax is None:
-        fig, axes = plt.subplots(1, len(observables), figsize=(5.2 * len(observables), 4.2), squeeze=False)
+        fig, axes = _new_figure(figure, (5.2 * len(observables), 4.2), 1, len(observables))
         axes = axes[0]
     else:
         axes = np.atleast_1d(ax)
         fig = axes[0].figure
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for c_i, condition in enumerate(p.condition_names):
         colour = colours[c_i % len(colours)]
         grid = _grid(result, condition)
@@ -255,14 +336,14 @@ def plot_fit(result, ax=None, logy=False, band=True):
     return fig
 
 
-def plot_residuals(result, ax=None):
+def plot_residuals(result, ax=None, figure=None):
     """Standardized residuals against time, per observable and condition."""
-    import matplotlib.pyplot as plt
     p = result.problem
     r = p.residuals(result.x, result.weights)
     s = p.noise_scale(result.rss)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, axes = _new_figure(figure, (7, 4))
+        ax = axes[0, 0]
     else:
         fig = ax.figure
     times = np.concatenate([plan["rows"]["time"].to_numpy(float) for plan in p._plans])
@@ -281,16 +362,15 @@ def plot_residuals(result, ax=None):
     return fig
 
 
-def plot_profiles(result):
+def plot_profiles(result, figure=None):
     """Likelihood profiles with the 95 % threshold."""
-    import matplotlib.pyplot as plt
     from .fit import CHI2_95
     names = list(result.profiles)
     if not names:
         return None
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = _new_figure(figure, (4.2 * cols, 3.3 * rows), rows, cols)
     for ax, name in zip(axes.flat, names):
         prof = result.profiles[name]
         ax.plot(prof["values"], prof["delta"], "o-", ms=3)
@@ -309,9 +389,8 @@ def plot_profiles(result):
     return fig
 
 
-def plot_corner(result, bins=30):
+def plot_corner(result, bins=30, figure=None):
     """Corner-style plot of MCMC samples: histograms on the diagonal, pair scatter below."""
-    import matplotlib.pyplot as plt
     if not result.mcmc:
         return None
     samples, names = result.mcmc["samples"], result.mcmc["names"]
@@ -319,7 +398,7 @@ def plot_corner(result, bins=30):
     log = result.problem.log_mask
     data = np.where(log, np.log10(np.clip(samples, 1e-300, None)), samples)
     labels = [f"log10 {n}" if lg else n for n, lg in zip(names, log)]
-    fig, axes = plt.subplots(k, k, figsize=(2.2 * k + 1, 2.2 * k + 1), squeeze=False)
+    fig, axes = _new_figure(figure, (2.2 * k + 1, 2.2 * k + 1), k, k)
     for i in range(k):
         for j in range(k):
             ax = axes[i, j]
@@ -340,34 +419,31 @@ def plot_corner(result, bins=30):
     return fig
 
 
-def _save_figure(fig, path):
-    import matplotlib.pyplot as plt
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def save_result(result, folder) -> list:
-    import matplotlib
-    matplotlib.use("Agg")
+    """Write result.json, report.txt, curves.csv and the plots into ``folder`` as a whole: the
+    folder ends up holding this result only, or (after any failure or kill) its old content
+    only. A folder holding files kinetics does not write is refused, not replaced. Figures
+    are drawn on detached Figure objects: matplotlib's backend and pyplot state are untouched."""
+    from matplotlib.figure import Figure
+
+    from .compare import curves_table
+    names = []
+    with atomic_folder(folder, RESULT_FILES) as stage:
+        def save(name, figure):
+            if figure is not None:
+                figure.savefig(stage / name, dpi=110, format="png")
+                names.append(name)
+
+        (stage / "result.json").write_text(result.to_json() + "\n", encoding="utf-8")
+        (stage / "report.txt").write_text(result.fit_report() + "\n", encoding="utf-8")
+        names += ["result.json", "report.txt"]
+        y = result.problem.y
+        logy = bool((y > 0).all() and y.max() / max(y.min(), 1e-300) > 100)
+        save("fit.png", plot_fit(result, logy=logy, figure=Figure()))
+        save("residuals.png", plot_residuals(result, figure=Figure()))
+        csv_safe_frame(curves_table(result)).to_csv(stage / "curves.csv", index=False, float_format="%.10g")
+        names.append("curves.csv")
+        save("profiles.png", plot_profiles(result, figure=Figure()))
+        save("corner.png", plot_corner(result, figure=Figure()))
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [result.to_json(folder / "result.json") and folder / "result.json"]
-    written.append(atomic_write(folder / "report.txt", result.fit_report() + "\n"))
-    logy = bool((result.problem.y > 0).all() and result.problem.y.max() / max(result.problem.y.min(), 1e-300) > 100)
-    _save_figure(result.plot_fit(logy=logy), folder / "fit.png")
-    _save_figure(result.plot_residuals(), folder / "residuals.png")
-    written += [folder / "fit.png", folder / "residuals.png"]
-    from .compare import _curves_table
-    with atomic_path(folder / "curves.csv") as tmp:
-        _curves_table(result).to_csv(tmp, index=False, float_format="%.10g")
-    written.append(folder / "curves.csv")
-    fig = result.plot_profiles()
-    if fig is not None:
-        _save_figure(fig, folder / "profiles.png")
-        written.append(folder / "profiles.png")
-    fig = plot_corner(result)
-    if fig is not None:
-        _save_figure(fig, folder / "corner.png")
-        written.append(folder / "corner.png")
-    return written
+    return [folder / name for name in names]

@@ -25,15 +25,45 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-from .errors import SolverError
-from .expressions import TIME
+from .errors import ModelError, SolverError
+from .expressions import TIME, shorten
 from .linear import solve_affine
 
-__all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL"]
+__all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL", "NonFiniteError", "first_nonfinite"]
 
 #: Default relative and absolute tolerances of the numerical path (tight enough for fitting).
 DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-10
+
+
+class NonFiniteError(SolverError):
+    """A simulated value is infinite or NaN (a quantity outgrew the floating-point range).
+
+    ``series`` names the first such state (or observable), ``time`` is the first output
+    time where it is not finite (None if unknown) and ``value`` its value there."""
+
+    def __init__(self, message, series=None, time=None, value=None):
+        super().__init__(message)
+        self.series, self.time, self.value = series, time, value
+
+
+def first_nonfinite(values) -> tuple[int, int] | None:
+    """(row, column) of the first non-finite entry of ``values`` (m, k, ...) in row (time)
+    order, or None when every entry is finite. Trailing axes (sensitivity directions) are
+    folded into the column."""
+    values = np.asarray(values)
+    if values.size == 0 or np.isfinite(values).all():
+        return None
+    bad = ~np.isfinite(values.reshape(len(values), -1))
+    row = int(np.argmax(bad.any(axis=1)))
+    per_column = bad.shape[1] // values.shape[1] if values.ndim > 1 and values.shape[1] else 1
+    return row, int(np.argmax(bad[row])) // per_column
+
+
+def nonfinite_value(entry) -> float:
+    """The first non-finite number in ``entry`` (a number or an array of them)."""
+    flat = np.ravel(entry)
+    return float(flat[~np.isfinite(flat)][0])
 
 
 def _heaviside(x, h0=1.0):
@@ -77,9 +107,12 @@ def _lambdify(args, exprs, vector=False):
 
 
 class _SparseArray:
-    """A numeric array whose nonzero entries are expressions of scalar arguments."""
+    """A numeric array whose nonzero entries are expressions of scalar arguments. ``label``
+    says what it is in the message if an entry cannot be evaluated (exp of a huge argument,
+    a division by zero)."""
 
-    def __init__(self, args, array=None, *, shape=None, entries=None):
+    def __init__(self, args, array=None, *, shape=None, entries=None, label="an expression of the parameters"):
+        self.label = label
         if array is not None:
             shape = array.shape
             flat = array.reshape(-1)
@@ -97,7 +130,10 @@ class _SparseArray:
             return self._cached.copy()
         out = np.zeros(self.size)
         if len(self.index):
-            out[self.index] = self._fn(*args)
+            try:
+                out[self.index] = self._fn(*args)
+            except (ArithmeticError, ValueError) as exc:   # math.exp overflow, x / 0, log(-1)
+                raise SolverError(f"{self.label} cannot be evaluated at these parameter values ({exc})") from None
         out = out.reshape(self.shape)
         if self.const:
             self._cached = out.copy()
@@ -178,7 +214,6 @@ class CompiledModel:
         self.observable_names = list(sym["observables"])
         self.n_states = n = len(self.state_names)
         self.n_params = P = len(self.parameter_names)
-        self.default_parameters = np.array([float(model.parameters[name].value) for name in self.parameter_names])
         x = list(sym["states"])
         p = list(sym["parameters"])
         self._x_syms, self._p_syms = x, p
@@ -192,8 +227,9 @@ class CompiledModel:
         self._p_args = [p]
         # initial values x0(p) and their derivatives
         x0 = sp.Matrix(sym["initial"])
-        self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object))
-        self._dx0 = _SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P)) if P and any(x0) else None
+        self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object), label="the initial values")
+        self._dx0 = (_SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
+                     if P and any(x0) else None)
         # observables h(t, x, p)
         obs = sp.Matrix(list(sym["observables"].values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
@@ -206,8 +242,8 @@ class CompiledModel:
             zero = {s: 0 for s in x}
             A = J
             b = f.xreplace(zero)
-            self._A = _SparseArray(self._p_args, np.array(A, dtype=object).reshape(n, n))
-            self._b = _SparseArray(self._p_args, np.array(list(b), dtype=object))
+            self._A = _SparseArray(self._p_args, np.array(A, dtype=object).reshape(n, n), label="the rate coefficients")
+            self._b = _SparseArray(self._p_args, np.array(list(b), dtype=object), label="the constant inflows")
             # derivatives only where an entry depends on a parameter (large models: P x n x n is huge)
             index = {pk: k for k, pk in enumerate(p)}
             dA, db = {}, {}
@@ -217,13 +253,31 @@ class CompiledModel:
             for i, entry in enumerate(b):
                 for sym in entry.free_symbols & index.keys():
                     db[index[sym] * n + i] = entry.diff(sym)
-            self._dA = _SparseArray(self._p_args, shape=(P, n, n), entries={k: v for k, v in dA.items() if v != 0})
-            self._db = _SparseArray(self._p_args, shape=(P, n), entries={k: v for k, v in db.items() if v != 0})
+            self._dA = _SparseArray(self._p_args, shape=(P, n, n), entries={k: v for k, v in dA.items() if v != 0},
+                                    label="the derivatives of the rate coefficients")
+            self._db = _SparseArray(self._p_args, shape=(P, n), entries={k: v for k, v in db.items() if v != 0},
+                                    label="the derivatives of the constant inflows")
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
         self.method = "exact" if self.affine else "numerical"
 
     # ------------------------------------------------------------ parameters
+    @property
+    def default_parameters(self) -> np.ndarray:
+        """The model's parameter values as they are now: read at each call, so that setting
+        ``model.parameters["k"].value`` after compiling takes effect."""
+        parameters = self.model.parameters
+        values = []
+        for name in self.parameter_names:
+            entry = parameters.get(name)
+            value = getattr(entry, "value", None)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+                what = "was removed from the model" if entry is None else f"has the value {shorten(value, 40)}"
+                raise ModelError(f"model '{self.name}': parameter '{name}' {what}; "
+                                 "parameter values must be finite numbers (set model.parameters[name].value = number)")
+            values.append(value)
+        return np.array(values, dtype=float)
+
     def parameter_vector(self, values=None) -> np.ndarray:
         """Model parameter vector from a dict / lmfit.Parameters (missing names: defaults)."""
         p = self.default_parameters.copy()
@@ -277,15 +331,26 @@ class CompiledModel:
             # (no memory of which method worked last time: results must not depend on call history)
             if D is None:
                 X, _, _ = solve_affine(A, b, x0, times - t0)
-                return X, None
-            dA_full, db_full = self._dA(pl), self._db(pl)
-            dA = np.einsum("lij,lk->kij", dA_full, D)
-            db = (db_full.T @ D).T
-            X, S, _ = solve_affine(A, b, x0, times - t0, dA, db, S0)
-            if not (np.isfinite(X).all() and np.isfinite(S).all()):
-                raise SolverError("the exact solution overflowed (a growing mode reached infinity)")
+                S = None
+            else:
+                dA_full, db_full = self._dA(pl), self._db(pl)
+                dA = np.einsum("lij,lk->kij", dA_full, D)
+                db = (db_full.T @ D).T
+                X, S, _ = solve_affine(A, b, x0, times - t0, dA, db, S0)
+            self._check_finite(X, S, times, "the exact solution overflowed")
             return X, S
         return self._solve_numeric(p, x0, times, t0, inflow, S0, D, rtol, atol)
+
+    def _check_finite(self, X, S, times, cause):
+        """Raise :class:`NonFiniteError` naming the first state (or its sensitivity) that is
+        not finite, and the time."""
+        for values, what in ((X, "{}"), (S, "the sensitivity of {}")):
+            where = None if values is None else first_nonfinite(values)
+            if where is not None:
+                row, col = where
+                name = what.format(self.state_names[col])
+                value = nonfinite_value(values[row, col])
+                raise NonFiniteError(f"{name} is {value} at t={times[row]:g} ({cause})", name, float(times[row]), value)
 
     # ---------------------------------------------------------- observables
     def observe(self, X, times, p, S=None, D=None):
@@ -357,19 +422,23 @@ class CompiledModel:
         consts = np.concatenate([p, u]) if D is None else np.concatenate([p, u, np.asarray(D, dtype=float).reshape(-1)])
         system = num if D is None else self._sens_system(K)
         if num["engine"] == "rosenbrock":
-            from .rosenbrock import integrate
+            from .rosenbrock import STATUS_NONFINITE, integrate
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
                                         dfdt=system["dfdt_tape"])
+            if status == STATUS_NONFINITE:
+                # rows the integrator did not reach are NaN: the first one brackets the blow-up
+                reached = int(np.isfinite(Y).all(axis=1).sum())
+                after = f" after t={times[reached - 1]:g}" if reached else ""
+                raise NonFiniteError(f"the solution became infinite or NaN{after}, before t={times[min(reached, len(times) - 1)]:g} "
+                                     "(the integrator stopped)", None, float(times[min(reached, len(times) - 1)]))
             if status != 0:
                 raise SolverError(_STATUS.get(status, f"the integrator failed (status {status})"))
         else:
             Y = self._solve_lsoda(system, num, y0, p, u, D, times, t0, rtol, atol)
-        if not np.isfinite(Y).all():
-            raise SolverError("the solution is not finite (it overflowed)")
         X = Y[:, :n]
-        if D is None:
-            return X, None
-        return X, Y[:, n:].reshape(len(times), n, K)
+        S = None if D is None else Y[:, n:].reshape(len(times), n, K)
+        self._check_finite(X, S, times, "the solution overflowed")
+        return X, S
 
     def _solve_lsoda(self, system, num, y0, p, u, D, times, t0, rtol, atol):
         from scipy.integrate import solve_ivp  # only this fallback needs it (slow to import)
@@ -393,8 +462,11 @@ class CompiledModel:
         out = np.empty((len(times), len(y0)))
         out[~mask] = y0
         if mask.any():
-            sol = solve_ivp(fun, (t0, float(times[-1])), y0, method="LSODA", t_eval=times[mask], rtol=rtol,
-                            atol=atol, jac=jac)
+            try:
+                sol = solve_ivp(fun, (t0, float(times[-1])), y0, method="LSODA", t_eval=times[mask], rtol=rtol,
+                                atol=atol, jac=jac)
+            except (ArithmeticError, ValueError) as exc:   # math.exp overflow in the generated code
+                raise NonFiniteError(f"the right-hand side cannot be evaluated ({exc}); the solution overflowed") from None
             if not sol.success:
                 raise SolverError(f"scipy's LSODA failed: {sol.message}")
             out[mask] = sol.y.T

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .compile import DEFAULT_ATOL, DEFAULT_RTOL
+from .compile import DEFAULT_ATOL, DEFAULT_RTOL, NonFiniteError, first_nonfinite, nonfinite_value
 from .errors import ExpressionError, ModelError, SolverError
-from .expressions import parse_expression
+from .expressions import parse_expression, shorten
 from .fileio import atomic_path
 from .linear import affine_rows
 
@@ -55,41 +55,74 @@ class Event:
         return hash((self.time, tuple(sorted((k, str(v)) for k, v in self.set.items()))))
 
 
-def _number(value, what):
+def _number(value, what, allow_inf=False, check=True):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ModelError(f"{what} must be a number, got {value!r}")
+        raise ModelError(f"{what} must be a number, got {shorten(value, 40)}")
     value = float(value)
+    if not check:
+        return value
     if math.isnan(value):
-        raise ModelError(f"{what} is NaN")
+        raise ModelError(f"{what} is NaN; give a finite number")
+    if math.isinf(value) and not (allow_inf and value > 0):
+        raise ModelError(f"{what} is infinite; give a finite number")
     return value
 
 
+def _describe_input(item) -> str:
+    if isinstance(item, Dose):
+        return f"bolus into '{shorten(item.compartment, 40)}'"
+    return f"infusion into '{shorten(item.compartment, 40)}'"
+
+
+def _check_input(item, where):
+    """Every number of a dose or infusion finite (an infusion may last forever: end = inf)."""
+    where = f"{where} ({_describe_input(item)})"
+    if isinstance(item, Dose):
+        _number(item.amount, f"{where}: amount")
+        _number(item.time, f"{where}: time")
+    else:
+        _number(item.rate, f"{where}: rate")
+        start = _number(item.start, f"{where}: start")
+        end = _number(item.end, f"{where}: end", allow_inf=True)
+        if not end > start:
+            raise ModelError(f"{where}: ends (end = {end:g}) before it starts (start = {start:g}); "
+                             "an infusion needs end > start")
+
+
 def as_input(item, where="dose"):
-    """A Dose or Infusion from an object or a dict as written in a fit spec."""
+    """A Dose or Infusion from an object or a dict as written in a fit spec, checked."""
     if isinstance(item, (Dose, Infusion)):
+        _check_input(item, where)
         return item
     if not isinstance(item, dict):
-        raise ModelError(f"{where}: expected a table like {{ compartment = \"P\", amount = 1e10, time = 0 }}, got {item!r}")
+        raise ModelError(f"{where}: expected a table like {{ compartment = \"P\", amount = 1e10, time = 0 }}, got {shorten(item, 60)}")
     keys = set(item)
     if "amount" in keys:
         unknown = keys - {"compartment", "amount", "time"}
         if unknown:
             raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a bolus dose (compartment, amount, time)")
-        return Dose(str(item.get("compartment")), _number(item["amount"], f"{where}: amount"), _number(item.get("time", 0.0), f"{where}: time"))
+        dose = Dose(str(item.get("compartment")), _number(item["amount"], f"{where}: amount", check=False),
+                    _number(item.get("time", 0.0), f"{where}: time", check=False))
+        _check_input(dose, where)
+        return dose
     if "rate" in keys:
         unknown = keys - {"compartment", "rate", "start", "end"}
         if unknown:
             raise ModelError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for an infusion (compartment, rate, start, end)")
-        return Infusion(str(item.get("compartment")), _number(item["rate"], f"{where}: rate"),
-                        _number(item.get("start", 0.0), f"{where}: start"), _number(item.get("end", math.inf), f"{where}: end"))
+        infusion = Infusion(str(item.get("compartment")), _number(item["rate"], f"{where}: rate", check=False),
+                            _number(item.get("start", 0.0), f"{where}: start", check=False),
+                            _number(item.get("end", math.inf), f"{where}: end", check=False))
+        _check_input(infusion, where)
+        return infusion
     raise ModelError(f"{where}: needs 'amount' (a bolus) or 'rate' (an infusion); got keys {', '.join(sorted(keys)) or 'none'}")
 
 
 def as_event(item, where="event"):
     if isinstance(item, Event):
+        _number(item.time, f"{where}: time")
         return item
     if not isinstance(item, dict) or "time" not in item or "set" not in item or set(item) - {"time", "set"}:
-        raise ModelError(f"{where}: expected a table like {{ time = 24, set = {{ k_sec = \"k_sec * 0.5\" }} }}, got {item!r}")
+        raise ModelError(f"{where}: expected a table like {{ time = 24, set = {{ k_sec = \"k_sec * 0.5\" }} }}, got {shorten(item, 60)}")
     if not isinstance(item["set"], dict) or not item["set"]:
         raise ModelError(f"{where}: 'set' must be a non-empty table of parameter = expression")
     return Event(_number(item["time"], f"{where}: time"), dict(item["set"]))
@@ -115,14 +148,12 @@ class Schedule:
         self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
         state_index = {name: i for i, name in enumerate(c.state_names)}
         from .model import _suggest
-        for item in self.inputs:
-            if item.compartment not in state_index:
-                raise ModelError(f"{where}: dose into unknown compartment '{item.compartment}'{_suggest(item.compartment, state_index)}; "
-                                 f"compartments are {', '.join(c.state_names)}")
-            if isinstance(item, Infusion) and not item.end > item.start:
-                raise ModelError(f"{where}: infusion into '{item.compartment}' ends ({item.end:g}) before it starts ({item.start:g})")
+        for i, item in enumerate(self.inputs):
+            if not isinstance(item.compartment, str) or item.compartment not in state_index:
+                raise ModelError(f"{where}: dose {i + 1} goes into the unknown compartment '{shorten(item.compartment, 40)}'"
+                                 f"{_suggest(str(item.compartment), state_index)}; compartments are {', '.join(c.state_names)}")
             if isinstance(item, Dose) and item.time < t0:
-                raise ModelError(f"{where}: dose at time {item.time:g} is before the start time {t0:g}")
+                raise ModelError(f"{where}: dose {i + 1} ({_describe_input(item)}) at time {item.time:g} is before the start time {t0:g}")
         # events: parsed into functions of the parameter vector in force before them
         symbols = {name: sp.Symbol(name, real=True) for name in c.parameter_names}
         psyms = [symbols[n] for n in c.parameter_names]
@@ -131,22 +162,22 @@ class Schedule:
             g = list(psyms)
             for name, expr in event.set.items():
                 if name not in symbols:
-                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{name}'{_suggest(name, symbols)}")
+                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{shorten(name, 40)}'{_suggest(str(name), symbols)}")
                 try:
                     g[c.parameter_names.index(name)] = parse_expression(expr, symbols, allow_time=False)
                 except ExpressionError as exc:
-                    raise ModelError(f"{where}: event at t={event.time:g}, {name} = '{expr}' {exc}") from None
+                    raise ModelError(f"{where}: event at t={event.time:g}, {name} = '{shorten(expr)}' {exc}") from None
             G = sp.Matrix(g)
             self._event_maps.append((sp.lambdify([psyms], list(G), "math"), sp.lambdify([psyms], G.jacobian(psyms), "numpy")))
         # initial overrides: number or expression of parameters per compartment
         self._initial = []
         for name, value in (initial or {}).items():
             if name not in state_index:
-                raise ModelError(f"{where}: initial value for unknown compartment '{name}'{_suggest(name, state_index)}")
+                raise ModelError(f"{where}: initial value for unknown compartment '{shorten(name, 40)}'{_suggest(str(name), state_index)}")
             try:
                 expr = parse_expression(value, symbols, allow_time=False)
             except ExpressionError as exc:
-                raise ModelError(f"{where}: initial value of {name} '{value}' {exc}") from None
+                raise ModelError(f"{where}: initial value of {name} '{shorten(value)}' {exc}") from None
             self._initial.append((state_index[name], sp.lambdify([psyms], expr, "math"),
                                   sp.lambdify([psyms], [expr.diff(s) for s in psyms], "math")))
         # breakpoints after t0 where something changes
@@ -173,9 +204,14 @@ class Schedule:
         for event, (g, dg) in zip(self.events, self._event_maps):
             if event.time == tb:
                 pl = list(map(float, p))
-                if D is not None:
-                    D = np.asarray(dg(pl), dtype=float) @ D
-                p = np.array(g(pl), dtype=float)
+                try:
+                    if D is not None:
+                        D = np.asarray(dg(pl), dtype=float) @ D
+                    p = np.array(g(pl), dtype=float)
+                except (ArithmeticError, ValueError) as exc:   # math.exp overflow, x / 0
+                    raise SolverError(f"the event at t={tb:g} cannot be evaluated ({exc})") from None
+                if not np.isfinite(p).all():
+                    raise SolverError(f"the event at t={tb:g} sets a parameter to a value that is not finite")
         u = self._inflow(tb)
         return x, p, D, u
 
@@ -194,9 +230,12 @@ class Schedule:
         S0 = c.initial_sensitivity(p, D) if D is not None else None
         pl = list(map(float, p))
         for i, fn, dfn in self._initial:
-            x0[i] = fn(pl)
-            if S0 is not None:
-                S0[i] = np.asarray(dfn(pl), dtype=float) @ D
+            try:
+                x0[i] = fn(pl)
+                if S0 is not None:
+                    S0[i] = np.asarray(dfn(pl), dtype=float) @ D
+            except (ArithmeticError, ValueError) as exc:   # math.exp overflow, x / 0
+                raise SolverError(f"the initial value of {self.compiled.state_names[i]} cannot be evaluated ({exc})") from None
         return x0, S0
 
     def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, method="auto"):
@@ -206,16 +245,25 @@ class Schedule:
         p = np.asarray(p, dtype=float)
         if not np.isfinite(p).all():
             raise SolverError(self._failure("parameter values are not finite", p))
-        x, S = self.initial_conditions(p, D)
+        try:
+            x, S = self.initial_conditions(p, D)
+        except SolverError as exc:
+            raise SolverError(self._failure(str(exc), p)) from None
         if self._simple:
             # no dose, infusion or event: one segment (the fitting inner loop's common case)
             try:
                 X, S = c.solve(p, x, self.times, self.t0, None, S, D, rtol, atol, method)
+            except NonFiniteError as exc:
+                raise SolverError(self._not_finite(str(exc), p)) from None
             except SolverError as exc:
                 raise SolverError(self._failure(str(exc), p)) from None
             Y, dY = c.observe(X, self.times, p, S, D)
+            self._check_observables(Y, dY, p)
             return X, Y, S, dY
-        x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
+        try:
+            x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
+        except SolverError as exc:
+            raise SolverError(self._failure(str(exc), p)) from None
         times = self.times
         m = len(times)
         X = np.empty((m, c.n_states))
@@ -231,6 +279,8 @@ class Schedule:
             if len(solve_times):
                 try:
                     Xs, Ss = c.solve(p_seg, x, solve_times, seg_t0, u, S, D_seg, rtol, atol, method)
+                except NonFiniteError as exc:
+                    raise SolverError(self._not_finite(f"{exc} (between t={seg_t0:g} and t={solve_times[-1]:g})", p_seg)) from None
                 except SolverError as exc:
                     raise SolverError(self._failure(f"{exc} (between t={seg_t0:g} and t={solve_times[-1]:g})", p_seg)) from None
                 k = len(seg_times)
@@ -247,11 +297,24 @@ class Schedule:
                     S = None if Ss is None else Ss[-1]
             if not need_end:
                 break
-            x, p_seg, D_seg, u = self._apply_discontinuities(tb, x, p_seg, D_seg, u)
+            try:
+                x, p_seg, D_seg, u = self._apply_discontinuities(tb, x, p_seg, D_seg, u)
+            except SolverError as exc:
+                raise SolverError(self._failure(str(exc), p_seg)) from None
             start, seg_t0 = stop, tb
-        if not np.isfinite(X).all():
-            raise SolverError(self._failure("the solution is not finite", p))
+        self._check_observables(Y, dY, p)
         return X, Y, SS, dY
+
+    def _check_observables(self, Y, dY, p):
+        """States are checked by the solver; observables (exp(P), P / V at V = 0) here."""
+        names = self.compiled.observable_names
+        for values, what in ((Y, "observable {}"), (dY, "the sensitivity of observable {}")):
+            where = None if values is None else first_nonfinite(values)
+            if where is not None:
+                row, col = where
+                raise SolverError(self._not_finite(
+                    f"{what.format(names[col])} is {nonfinite_value(values[row, col])} at t={self.times[row]:g} "
+                    "(the first output time where it is)", p))
 
     def row_evaluator(self, t_index, s_index):
         """The fitting inner loop's shortcut, or None where it does not apply: a callable
@@ -273,6 +336,14 @@ class Schedule:
         values = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.compiled.parameter_names, p))
         return (f"simulation of model '{self.compiled.name}' failed: {message}. Parameter values: {values}. "
                 "Check that these values are plausible (bounds in the model or fit spec), or loosen --rtol/--atol.")
+
+    def _not_finite(self, message, p):
+        values = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.compiled.parameter_names, p))
+        doses = ", the doses" if self.inputs else ""
+        return (f"simulation of model '{self.compiled.name}' is not finite: {message}. Parameter values: {values}. "
+                f"Infinite or NaN values come from growth beyond the floating-point range (about 1e308) or from an "
+                f"expression undefined at these values (a division by zero, sqrt or log of 0): check the rates{doses}, "
+                f"the observables and these parameter values, or simulate a shorter time (the last output time is {self.times[-1]:g}).")
 
 
 class _RowEvaluator:
@@ -377,8 +448,6 @@ class Simulation:
             kind = "observable" if name in self.observable_names else "compartment"
             frames.append(pd.DataFrame({"time": self.times, "name": name, "kind": kind, "value": self[name]}))
         return pd.concat(frames, ignore_index=True)
-
-    tidy = property(to_frame)
 
     def to_csv(self, path) -> None:
         """Write the wide table atomically."""
