@@ -8,9 +8,9 @@ time-course data with lmfit.
 
 from .errors import (DataError, ExpressionError, FitError, KineticsError, KineticsWarning, ModelError,
                      SolverError, UnitError)
-from .model import Compartment, Flow, Model, Observable, Parameter, load_model
-from .simulate import Dose, Event, Infusion, Schedule, Simulation, simulate
-from .compile import warm_up
+from .model.core import Compartment, Flow, Model, Observable, Parameter, load_model
+from .simulation.schedule import Dose, Event, Infusion, Schedule, Simulation, simulate
+from .simulation.compiled import warm_up
 
 __version__ = "0.1.0"
 

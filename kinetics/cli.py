@@ -47,13 +47,13 @@ def _parse_doses(items):
 
 
 def _load(name_or_path):
-    from .library import resolve_model_path
-    from .model import load_model
+    from .model.library import resolve_model_path
+    from .model.core import load_model
     return load_model(resolve_model_path(name_or_path))
 
 
 def cmd_models(args):
-    from .library import bundled_models, models_dir
+    from .model.library import bundled_models, models_dir
     library = bundled_models()
     if not library:
         print(f"no bundled models found in {models_dir()}")
@@ -67,7 +67,7 @@ def cmd_models(args):
 
 
 def cmd_simulate(args):
-    from .simulate import simulate
+    from .simulation.schedule import simulate
     model = _load(args.model)
     values = _parse_assignments(args.set)
     if args.points < 2:
@@ -94,7 +94,7 @@ def _save_plot(draw, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_path
+    from .io.files import atomic_path
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     draw(ax)
     fig.tight_layout()
@@ -104,8 +104,8 @@ def _save_plot(draw, path):
 
 
 def cmd_fit(args):
-    from .fit import fit
-    from .problem import load_fit_spec
+    from .fitting.optimize import fit
+    from .fitting.problem import load_fit_spec
     folder = Path(args.case)
     problem = load_fit_spec(folder)
     out = Path(args.out) if args.out else (folder if folder.is_dir() else folder.parent) / "results"
@@ -122,7 +122,7 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    from .compare import compare
+    from .analysis.compare import compare
     nested = {}
     for item in args.nested or ():
         small, sep, big = item.partition("<")
@@ -139,7 +139,7 @@ def cmd_compare(args):
     else:
         print(comparison.report())
     if args.plot:
-        from .fileio import atomic_path
+        from .io.files import atomic_path
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -160,7 +160,7 @@ def cmd_steady(args):
 
     import pandas as pd
 
-    from .steady import compare_scenarios, steady_state
+    from .analysis.steady import compare_scenarios, steady_state
     model = _load(args.model)
     values = _fit_values(args.fit, model) if args.fit else {}
     values.update(_parse_assignments(args.set))
@@ -172,7 +172,7 @@ def cmd_steady(args):
         table = compare_scenarios(model, values or None, {"scenario": {"scale": scale}})
         out["scenario"] = steady_state(model, values or None, scale=scale).to_dict()
     if args.fit:
-        from .uncertainty import steady_state_uncertainty
+        from .analysis.uncertainty import steady_state_uncertainty
         uncertainty = steady_state_uncertainty(model, args.fit, n_samples=args.samples)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
@@ -195,7 +195,7 @@ def cmd_pk(args):
 
     import pandas as pd
 
-    from .pk import pk_summary
+    from .analysis.pk import pk_summary
     model = _load(args.model)
     doses = _parse_doses([args.dose])
     dose = {"compartment": doses[0]["compartment"], "amount": doses[0]["amount"]}
@@ -205,7 +205,7 @@ def cmd_pk(args):
     out = summary.to_dict()
     uncertainty = None
     if args.fit:
-        from .uncertainty import pk_uncertainty
+        from .analysis.uncertainty import pk_uncertainty
         uncertainty = pk_uncertainty(model, args.fit, dose, args.observable, n_samples=args.samples, t_last=args.t_last)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
@@ -221,7 +221,7 @@ def cmd_pk(args):
 
 def _fit_values(folder, model):
     """Best-fit values of a saved fit (result.json) for the model's parameters."""
-    from .report import read_result
+    from .report.text import read_result
     path, data = read_result(folder)
     if data["model"].get("name") != model.name:
         raise KineticsError(f"{path}: this fit is of model '{data['model'].get('name')}', not '{model.name}'")

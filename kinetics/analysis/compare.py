@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from .errors import KineticsError
+from ..errors import KineticsError
 
 __all__ = ["compare", "Comparison", "akaike_weights"]
 
@@ -30,11 +30,11 @@ def akaike_weights(criterion) -> np.ndarray:
 
 def _entry(item, label=None):
     """(label, result dict, curves DataFrame or None, folder or None)."""
-    from .fit import FitResult
+    from ..fitting.optimize import FitResult
     if isinstance(item, FitResult):
         curves = _curves_table(item)
         return label or item.problem.model.name, item.to_dict(), curves, None
-    from .report import read_result
+    from ..report.text import read_result
     path, data = read_result(item)
     curves_path = path.parent / "curves.csv"
     curves = pd.read_csv(curves_path) if curves_path.exists() else None
@@ -42,7 +42,7 @@ def _entry(item, label=None):
 
 
 def _curves_table(result) -> pd.DataFrame:
-    from .report import _grid
+    from ..report.text import _grid
     frames = []
     p = result.problem
     for condition in p.condition_names:
@@ -93,7 +93,7 @@ class Comparison:
         label, data, curves, folder = self._entries[0]
         data_table = None
         if data["data"].get("path") and Path(data["data"]["path"]).exists():
-            from .data import load_data
+            from ..io.data import load_data
             data_table = load_data(data["data"]["path"]).table
         panels = []
         for _, _, c, _ in self._entries:

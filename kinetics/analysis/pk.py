@@ -36,9 +36,9 @@ import numpy as np
 import sympy as sp
 from scipy.linalg import expm
 
-from .errors import ModelError, SolverError
-from .expressions import TIME
-from .linear import _eigen, solve_affine
+from ..errors import ModelError, SolverError
+from ..model.expressions import TIME
+from ..numerics.linear import _eigen, solve_affine
 from .steady import _eigvals, _find_root, steady_plan
 
 __all__ = ["pk_summary", "PKSummary"]
@@ -126,7 +126,7 @@ def _minutes(time_unit):
 
 
 def _unit_text(expr):
-    from .units import format_unit
+    from ..model.units import format_unit
     try:
         return format_unit(expr)  # units are monomials: sympy combines their powers itself
     except Exception:  # noqa: BLE001 - units are a courtesy
@@ -134,8 +134,8 @@ def _unit_text(expr):
 
 
 def _units(model, dose_comp, obs_unit):
-    from .errors import UnitError
-    from .units import DIMENSIONLESS, parse_unit
+    from ..errors import UnitError
+    from ..model.units import DIMENSIONLESS, parse_unit
     tu = model.time_unit
     dose_unit = model.compartments[dose_comp].unit
     out = {"dose": dose_unit, "cmax": obs_unit, "time": tu}
@@ -169,14 +169,14 @@ def _observable(compiled, plan, name):
         return compiled._x_syms[compiled.state_names.index(name)], model.compartments[name].unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
-    from .model import _suggest
+    from ..model.core import _suggest
     names = compiled.state_names + compiled.observable_names
     raise ModelError(f"model '{compiled.name}' has no compartment or observable '{name}'{_suggest(name, names)}; "
                      f"choose one of {', '.join(names)}")
 
 
 def _dose(compiled, dose):
-    from .simulate import Dose
+    from ..simulation.schedule import Dose
     if isinstance(dose, Dose):
         comp, amount, time = dose.compartment, dose.amount, dose.time
     elif isinstance(dose, dict):
@@ -187,7 +187,7 @@ def _dose(compiled, dose):
     else:
         raise ModelError(f"dose: expected a dict like {{'compartment': 'plasma', 'amount': 1e10}} or a Dose, got {dose!r}")
     if comp not in compiled.state_names:
-        from .model import _suggest
+        from ..model.core import _suggest
         raise ModelError(f"dose into unknown compartment '{comp}'{_suggest(str(comp), compiled.state_names)}; "
                          f"compartments of '{compiled.name}' are {', '.join(compiled.state_names)}")
     if isinstance(amount, bool) or not isinstance(amount, (int, float, np.floating, np.integer)) or not amount > 0 or not math.isfinite(amount):

@@ -61,11 +61,11 @@ import sympy as sp
 from scipy.linalg.lapack import dgeev as _dgeev
 from scipy.linalg.lapack import dgesv as _dgesv
 
-from .compile import CompiledModel, _heaviside, _ScalarPrinter
-from .errors import ModelError, SolverError
-from .expressions import TIME
-from .linear import solve_affine
-from .model import Model, load_model
+from ..simulation.compiled import CompiledModel, _heaviside, _ScalarPrinter
+from ..errors import ModelError, SolverError
+from ..model.expressions import TIME
+from ..numerics.linear import solve_affine
+from ..model.core import Model, load_model
 
 __all__ = ["steady_state", "SteadyState", "compare_scenarios", "steady_plan", "SteadyPlan"]
 
@@ -90,7 +90,7 @@ def _as_compiled(model) -> CompiledModel:
     if isinstance(model, Model):
         return model.compile()
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from .library import resolve_model_path
+        from ..model.library import resolve_model_path
         return load_model(resolve_model_path(model)).compile()
     raise TypeError(f"expected a Model, a CompiledModel or a model file path, got {type(model).__name__}")
 
@@ -1030,7 +1030,7 @@ def _parameter_vector(compiled, parameters, scale, check=True):
         p = p.copy()
         for name, factor in scale.items():
             if name not in index:
-                from .model import _suggest
+                from ..model.core import _suggest
                 raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{_suggest(name, index)}; "
                                  f"its parameters are {', '.join(compiled.parameter_names)}")
             p[index[name]] *= float(factor)

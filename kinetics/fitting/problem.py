@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from .data import Dataset, load_data
-from .errors import DataError, ExpressionError, ModelError
-from .expressions import parse_expression
-from .simulate import Schedule, as_event, as_input
+from ..io.data import Dataset, load_data
+from ..errors import DataError, ExpressionError, ModelError
+from ..model.expressions import parse_expression
+from ..simulation.schedule import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
 
@@ -60,7 +60,7 @@ class FitProblem:
 
     def __init__(self, model, data, free, *, conditions=None, parameters=None, noise="proportional",
                  log_scale=True, observables=None, origin="fit", settings=None):
-        from .model import Model, _suggest
+        from ..model.core import Model, _suggest
         if not isinstance(model, Model):
             raise TypeError("model must be a kinetics.Model")
         # everything needed to rebuild this problem in another process (see __reduce__)
@@ -392,7 +392,7 @@ class FitProblem:
 
 
 def _rebuild(recipe):
-    from .model import Model
+    from ..model.core import Model
     model_dict, source, sha = recipe["model"]
     model = Model.from_dict(model_dict, source=source)
     model.sha256 = sha
@@ -415,7 +415,7 @@ def load_fit_spec(path) -> FitProblem:
 
 
 def problem_from_spec(spec: dict, path: Path) -> FitProblem:
-    from .model import _suggest, load_model
+    from ..model.core import _suggest, load_model
     origin = str(path)
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
@@ -425,7 +425,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         if key not in spec:
             raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
     base = path.parent
-    from .library import resolve_model_path
+    from ..model.library import resolve_model_path
     model_path = base / spec["model"]
     if not model_path.exists():
         try:

@@ -29,7 +29,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, KineticsWarning
+from ..errors import DataError, KineticsWarning
 
 __all__ = ["NOISE_MODELS", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "Dataset", "load_data", "describe_rows"]
 

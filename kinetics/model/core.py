@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from .errors import ExpressionError, KineticsWarning, ModelError, UnitError
+from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError
 from .expressions import RESERVED, TIME, parse_expression, to_text
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
@@ -495,13 +495,13 @@ class Model:
     def compile(self):
         """The :class:`~kinetics.compile.CompiledModel` (built once, cached)."""
         if self._compiled is None:
-            from .compile import CompiledModel
+            from ..simulation.compiled import CompiledModel
             self._compiled = CompiledModel(self)
         return self._compiled
 
     def simulate(self, times, **kwargs):
         """Shortcut for :func:`kinetics.simulate` on this model."""
-        from .simulate import simulate
+        from ..simulation.schedule import simulate
         return simulate(self, times, **kwargs)
 
     def __repr__(self):

@@ -132,7 +132,7 @@ def _kernel():
     global _linear_kernel
     if _linear_kernel is False:
         try:
-            from . import _linear_kernel as kernel
+            from . import linear_kernel as kernel
         except ImportError:  # pragma: no cover - exercised where numba is absent
             kernel = None
         _linear_kernel = kernel

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path, atomic_write
+from ..io.files import atomic_path, atomic_write
 
 __all__ = ["fit_report", "result_dict", "read_result", "plot_fit", "plot_residuals", "plot_profiles", "plot_corner", "save_result"]
 
@@ -107,7 +107,7 @@ def read_result(folder):
     """(path, content) of a saved ``result.json`` (a fit folder or the file itself), checked."""
     import json
 
-    from .errors import KineticsError
+    from ..errors import KineticsError
     folder = Path(folder)
     path = folder / "result.json" if folder.is_dir() else folder
     try:
@@ -131,7 +131,7 @@ def _finite(v):
 
 def result_dict(result) -> dict:
     """The result.json content (DESIGN.md contract)."""
-    from . import __version__
+    from .. import __version__
     p = result.problem
     params = {}
     for name in p.fit_names:
@@ -284,7 +284,7 @@ def plot_residuals(result, ax=None):
 def plot_profiles(result):
     """Likelihood profiles with the 95 % threshold."""
     import matplotlib.pyplot as plt
-    from .fit import CHI2_95
+    from ..fitting.optimize import CHI2_95
     names = list(result.profiles)
     if not names:
         return None
@@ -358,7 +358,7 @@ def save_result(result, folder) -> list:
     _save_figure(result.plot_fit(logy=logy), folder / "fit.png")
     _save_figure(result.plot_residuals(), folder / "residuals.png")
     written += [folder / "fit.png", folder / "residuals.png"]
-    from .compare import _curves_table
+    from ..analysis.compare import _curves_table
     with atomic_path(folder / "curves.csv") as tmp:
         _curves_table(result).to_csv(tmp, index=False, float_format="%.10g")
     written.append(folder / "curves.csv")

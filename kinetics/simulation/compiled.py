@@ -25,9 +25,9 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-from .errors import SolverError
-from .expressions import TIME
-from .linear import solve_affine
+from ..errors import SolverError
+from ..model.expressions import TIME
+from ..numerics.linear import solve_affine
 
 __all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 
@@ -235,8 +235,8 @@ class CompiledModel:
             index = {name: i for i, name in enumerate(self.parameter_names)}
             for name, value in values.items():
                 if name not in index:
-                    from .model import _suggest
-                    from .errors import ModelError
+                    from ..model.core import _suggest
+                    from ..errors import ModelError
                     raise ModelError(f"model '{self.name}' has no parameter '{name}'{_suggest(name, index)}; its parameters are {', '.join(self.parameter_names)}")
                 p[index[name]] = float(value)
             return p
@@ -312,7 +312,7 @@ class CompiledModel:
         u = [sp.Symbol(f"_inflow_{i}") for i in range(n)]
         f = self.rhs_symbolic + sp.Matrix(u)
         num = {"u": u}
-        from . import rosenbrock
+        from ..numerics import rosenbrock
         if rosenbrock.numba_available():
             num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = rosenbrock.build_tapes(list(f), TIME, x, [*p, *u])
             num["engine"] = "rosenbrock"
@@ -340,7 +340,7 @@ class CompiledModel:
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from .rosenbrock import build_tapes
+            from ..numerics.rosenbrock import build_tapes
             system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *list(D)])
         else:
             system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
@@ -357,7 +357,7 @@ class CompiledModel:
         consts = np.concatenate([p, u]) if D is None else np.concatenate([p, u, np.asarray(D, dtype=float).reshape(-1)])
         system = num if D is None else self._sens_system(K)
         if num["engine"] == "rosenbrock":
-            from .rosenbrock import integrate
+            from ..numerics.rosenbrock import integrate
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
                                         dfdt=system["dfdt_tape"])
             if status != 0:
@@ -415,7 +415,8 @@ def warm_up() -> float:
     simulation does not pay the one-off machine-code compilation."""
     import time
 
-    from . import linear, rosenbrock
+    from ..numerics import linear
+    from ..numerics import rosenbrock
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
     Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
@@ -427,6 +428,6 @@ def warm_up() -> float:
                            np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
     if rosenbrock.numba_available():
         rosenbrock.warm_up()
-        from . import trust_region
+        from ..numerics import trust_region
         trust_region.warm_up()
     return time.perf_counter() - start

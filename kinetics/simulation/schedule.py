@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .compile import DEFAULT_ATOL, DEFAULT_RTOL
-from .errors import ExpressionError, ModelError, SolverError
-from .expressions import parse_expression
-from .fileio import atomic_path
-from .linear import affine_rows
+from .compiled import DEFAULT_ATOL, DEFAULT_RTOL
+from ..errors import ExpressionError, ModelError, SolverError
+from ..model.expressions import parse_expression
+from ..io.files import atomic_path
+from ..numerics.linear import affine_rows
 
 __all__ = ["Dose", "Infusion", "Event", "Schedule", "Simulation", "simulate"]
 
@@ -114,7 +114,7 @@ class Schedule:
         self.inputs = [as_input(d, f"{where}: dose {i + 1}") for i, d in enumerate(doses or ())]
         self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
         state_index = {name: i for i, name in enumerate(c.state_names)}
-        from .model import _suggest
+        from ..model.core import _suggest
         for item in self.inputs:
             if item.compartment not in state_index:
                 raise ModelError(f"{where}: dose into unknown compartment '{item.compartment}'{_suggest(item.compartment, state_index)}; "
@@ -427,7 +427,7 @@ def simulate(model, times, parameters=None, doses=(), events=(), initial=None, s
     rtol, atol : tolerances of the numerical path (the affine path is exact).
     method : "auto" (exact for affine-linear models) or "numerical" (always integrate).
     """
-    from .model import Model, load_model
+    from ..model.core import Model, load_model
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model)
