@@ -169,9 +169,9 @@ def _observable(compiled, plan, name):
         return compiled._x_syms[compiled.state_names.index(name)], model.compartments[name].unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
-    from ..model.core import _suggest
+    from ..errors import suggest_name
     names = compiled.state_names + compiled.observable_names
-    raise ModelError(f"model '{compiled.name}' has no compartment or observable '{name}'{_suggest(name, names)}; "
+    raise ModelError(f"model '{compiled.name}' has no compartment or observable '{name}'{suggest_name(name, names)}; "
                      f"choose one of {', '.join(names)}")
 
 
@@ -187,8 +187,8 @@ def _dose(compiled, dose):
     else:
         raise ModelError(f"dose: expected a dict like {{'compartment': 'plasma', 'amount': 1e10}} or a Dose, got {dose!r}")
     if comp not in compiled.state_names:
-        from ..model.core import _suggest
-        raise ModelError(f"dose into unknown compartment '{comp}'{_suggest(str(comp), compiled.state_names)}; "
+        from ..errors import suggest_name
+        raise ModelError(f"dose into unknown compartment '{comp}'{suggest_name(str(comp), compiled.state_names)}; "
                          f"compartments of '{compiled.name}' are {', '.join(compiled.state_names)}")
     if isinstance(amount, bool) or not isinstance(amount, (int, float, np.floating, np.integer)) or not amount > 0 or not math.isfinite(amount):
         raise ModelError(f"dose amount must be a positive number, got {amount!r}")

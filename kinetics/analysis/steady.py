@@ -61,7 +61,7 @@ import sympy as sp
 from scipy.linalg.lapack import dgeev as _dgeev
 from scipy.linalg.lapack import dgesv as _dgesv
 
-from ..simulation.compiled import CompiledModel, _heaviside, _ScalarPrinter
+from ..simulation.compiled import CompiledModel, _heaviside, _ScalarPrinter, compile_model
 from ..errors import ModelError, SolverError
 from ..model.expressions import TIME
 from ..numerics.linear import solve_affine
@@ -88,10 +88,10 @@ def _as_compiled(model) -> CompiledModel:
     if isinstance(model, CompiledModel):
         return model
     if isinstance(model, Model):
-        return model.compile()
+        return compile_model(model)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         from ..model.library import resolve_model_path
-        return load_model(resolve_model_path(model)).compile()
+        return compile_model(load_model(resolve_model_path(model)))
     raise TypeError(f"expected a Model, a CompiledModel or a model file path, got {type(model).__name__}")
 
 
@@ -230,7 +230,7 @@ class SteadyPlan:
     def __init__(self, compiled: CompiledModel):
         c = self.compiled = compiled
         model = c.model
-        sym = model._build_symbolic()
+        sym = model.symbolic()
         self.name = c.name
         self.state_names = list(c.state_names)
         self.parameter_names = list(c.parameter_names)
@@ -1030,8 +1030,8 @@ def _parameter_vector(compiled, parameters, scale, check=True):
         p = p.copy()
         for name, factor in scale.items():
             if name not in index:
-                from ..model.core import _suggest
-                raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{_suggest(name, index)}; "
+                from ..errors import suggest_name
+                raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{suggest_name(name, index)}; "
                                  f"its parameters are {', '.join(compiled.parameter_names)}")
             p[index[name]] *= float(factor)
     if check and not np.isfinite(p).all():

@@ -32,6 +32,7 @@ import sympy as sp
 from ..io.data import Dataset, load_data
 from ..errors import DataError, ExpressionError, ModelError
 from ..model.expressions import parse_expression
+from ..simulation.compiled import compile_model
 from ..simulation.schedule import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
@@ -60,7 +61,8 @@ class FitProblem:
 
     def __init__(self, model, data, free, *, conditions=None, parameters=None, noise="proportional",
                  log_scale=True, observables=None, origin="fit", settings=None):
-        from ..model.core import Model, _suggest
+        from ..errors import suggest_name
+        from ..model.core import Model
         if not isinstance(model, Model):
             raise TypeError("model must be a kinetics.Model")
         # everything needed to rebuild this problem in another process (see __reduce__)
@@ -76,7 +78,7 @@ class FitProblem:
         self.log_scale = bool(log_scale)
         self.conditions = {c.name: c for c in (conditions or [Condition("default")])}
         self.observable_spec = dict(observables or {})
-        compiled = model.compile()
+        compiled = compile_model(model)
         self.compiled = compiled
         # ---- fit parameters: model parameters + new fit-level ones
         values, bounds = {}, {}
@@ -115,7 +117,7 @@ class FitProblem:
         for name in free:
             if name not in values:
                 raise DataError(f"{origin}: [fit] free names '{name}', which is neither a model parameter nor in [parameters]"
-                                f"{_suggest(name, values)}")
+                                f"{suggest_name(name, values)}")
         if len(set(free)) != len(free):
             raise DataError(f"{origin}: [fit] free lists a parameter twice")
         self.free = free
@@ -154,7 +156,7 @@ class FitProblem:
             g = list(phi[: compiled.n_params])  # model parameters are the first P fit parameters
             for pname, expr in cond.overrides.items():
                 if pname not in compiled.parameter_names:
-                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{_suggest(pname, compiled.parameter_names)}")
+                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{suggest_name(pname, compiled.parameter_names)}")
                 try:
                     g[compiled.parameter_names.index(pname)] = parse_expression(expr, self._symbols, allow_time=False)
                 except ExpressionError as exc:
@@ -415,12 +417,13 @@ def load_fit_spec(path) -> FitProblem:
 
 
 def problem_from_spec(spec: dict, path: Path) -> FitProblem:
-    from ..model.core import _suggest, load_model
+    from ..errors import suggest_name
+    from ..model.core import load_model
     origin = str(path)
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise DataError(f"{origin}: unknown top-level key '{key}'{_suggest(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        raise DataError(f"{origin}: unknown top-level key '{key}'{suggest_name(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
     for key in ("model", "data"):
         if key not in spec:
             raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
@@ -437,7 +440,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     unknown = set(fit) - _FIT_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
+        raise DataError(f"{origin}: [fit] unknown key '{key}'{suggest_name(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
     for key, kind, what in (("multistart", int, "a whole number of starts (>= 1)"), ("seed", int, "a whole number"),
                             ("log_scale", bool, "true or false"), ("profiles", bool, "true or false"),
                             ("reweight", bool, "true or false"),
@@ -457,7 +460,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         unknown = set(centry) - _COND_KEYS
         if unknown:
             key = sorted(unknown)[0]
-            raise DataError(f"{where} unknown key '{key}'{_suggest(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
+            raise DataError(f"{where} unknown key '{key}'{suggest_name(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
         try:
             doses = [as_input(d, f"{where} dose {i + 1}") for i, d in enumerate(centry.get("doses", []))]
             events = [as_event(e, f"{where} event {i + 1}") for i, e in enumerate(centry.get("events", []))]
@@ -470,7 +473,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     noise = fit.get("noise", "proportional")
     data_path = Path(os.path.normpath(base / spec["data"]))
     # data are loaded with the model's names known, so errors name unknown observables at once
-    names = model.compile().state_names + model.compile().observable_names
+    names = compile_model(model).state_names + compile_model(model).observable_names
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
                      default_condition=default_condition, noise=noise)

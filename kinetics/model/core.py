@@ -10,7 +10,6 @@ file, the entry and the offending text.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import keyword
 import math
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError
+from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError, suggest_name
 from .expressions import RESERVED, TIME, parse_expression, to_text
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
@@ -95,9 +94,7 @@ class _Errors:
             raise ModelError(head + f"{len(self.items)} problems:\n  - " + "\n  - ".join(self.items))
 
 
-def _suggest(name, candidates):
-    hint = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean '{hint[0]}'?)" if hint else ""
+_suggest = suggest_name  # the shared "did you mean" hint (kinetics.errors)
 
 
 class Model:
@@ -111,8 +108,8 @@ class Model:
         m.add_flow("clearance", "k_cl * P", source="P")
         m.add_observable("plasma", "P", unit="particles")
 
-    The symbolic form (:meth:`odes`, :meth:`equations`) and the compiled form
-    (:meth:`compile`) are built on first use and rebuilt after any change.
+    The symbolic form (:meth:`symbolic`, :meth:`odes`, :meth:`equations`) and the compiled
+    form (:func:`kinetics.compile_model`) are built on first use and rebuilt after any change.
     """
 
     def __init__(self, name: str = "model", description: str = "", time_unit: str = "h", *, source: str | None = None):
@@ -126,13 +123,14 @@ class Model:
         self.flows: dict[str, Flow] = {}
         self.observables: dict[str, Observable] = {}
         self._symbolic = None
-        self._compiled = None
+        # memo for what later layers derive from this model (the compiled form...): cleared on any change
+        self.cache: dict = {}
         self._declared_twice: list[str] = []
 
     # ---------------------------------------------------------------- building
     def _changed(self):
         self._symbolic = None
-        self._compiled = None
+        self.cache = {}
 
     def _check_new_name(self, name, kind):
         for other_kind, table in (("compartment", self.compartments), ("parameter", self.parameters),
@@ -288,6 +286,11 @@ class Model:
         Returns the warning messages (also issued as :class:`KineticsWarning`)."""
         self._build_symbolic()
         return list(self._symbolic["warnings"])
+
+    def symbolic(self) -> dict:
+        """The symbolic system every lowering consumes (states, parameters, rhs, initial values,
+        observables, warnings), built on first use and rebuilt after any change."""
+        return self._build_symbolic()
 
     def _build_symbolic(self):
         if self._symbolic is not None:
@@ -491,18 +494,6 @@ class Model:
         for p in self.parameters.values():
             params.add(p.name, value=float(overrides.get(p.name, p.value)), min=p.min, max=p.max, vary=not p.fixed)
         return params
-
-    def compile(self):
-        """The :class:`~kinetics.compile.CompiledModel` (built once, cached)."""
-        if self._compiled is None:
-            from ..simulation.compiled import CompiledModel
-            self._compiled = CompiledModel(self)
-        return self._compiled
-
-    def simulate(self, times, **kwargs):
-        """Shortcut for :func:`kinetics.simulate` on this model."""
-        from ..simulation.schedule import simulate
-        return simulate(self, times, **kwargs)
 
     def __repr__(self):
         return (f"<Model '{self.name}': {len(self.compartments)} compartments, {len(self.parameters)} parameters, "

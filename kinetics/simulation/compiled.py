@@ -166,11 +166,20 @@ class _AffineSeries:
         return self._dC(pl), self._de(pl)
 
 
+def compile_model(model) -> "CompiledModel":
+    """The :class:`CompiledModel` of ``model``: built once, kept in ``model.cache`` (which the
+    model clears on any change), so every caller shares one compiled form and its generated code."""
+    compiled = model.cache.get("compiled")
+    if compiled is None:
+        compiled = model.cache["compiled"] = CompiledModel(model)
+    return compiled
+
+
 class CompiledModel:
-    """The numerical form of a model. Build with ``model.compile()`` (cached)."""
+    """The numerical form of a model. Build with :func:`compile_model` (cached on the model)."""
 
     def __init__(self, model):
-        sym = model._build_symbolic()
+        sym = model.symbolic()
         self.model = model
         self.name = model.name
         self.state_names = [s.name for s in sym["states"]]
@@ -235,9 +244,9 @@ class CompiledModel:
             index = {name: i for i, name in enumerate(self.parameter_names)}
             for name, value in values.items():
                 if name not in index:
-                    from ..model.core import _suggest
+                    from ..errors import suggest_name
                     from ..errors import ModelError
-                    raise ModelError(f"model '{self.name}' has no parameter '{name}'{_suggest(name, index)}; its parameters are {', '.join(self.parameter_names)}")
+                    raise ModelError(f"model '{self.name}' has no parameter '{name}'{suggest_name(name, index)}; its parameters are {', '.join(self.parameter_names)}")
                 p[index[name]] = float(value)
             return p
         p = np.asarray(values, dtype=float)

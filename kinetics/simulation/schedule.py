@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .compiled import DEFAULT_ATOL, DEFAULT_RTOL
+from .compiled import DEFAULT_ATOL, DEFAULT_RTOL, compile_model
 from ..errors import ExpressionError, ModelError, SolverError
 from ..model.expressions import parse_expression
 from ..io.files import atomic_path
@@ -114,10 +114,10 @@ class Schedule:
         self.inputs = [as_input(d, f"{where}: dose {i + 1}") for i, d in enumerate(doses or ())]
         self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
         state_index = {name: i for i, name in enumerate(c.state_names)}
-        from ..model.core import _suggest
+        from ..errors import suggest_name
         for item in self.inputs:
             if item.compartment not in state_index:
-                raise ModelError(f"{where}: dose into unknown compartment '{item.compartment}'{_suggest(item.compartment, state_index)}; "
+                raise ModelError(f"{where}: dose into unknown compartment '{item.compartment}'{suggest_name(item.compartment, state_index)}; "
                                  f"compartments are {', '.join(c.state_names)}")
             if isinstance(item, Infusion) and not item.end > item.start:
                 raise ModelError(f"{where}: infusion into '{item.compartment}' ends ({item.end:g}) before it starts ({item.start:g})")
@@ -131,7 +131,7 @@ class Schedule:
             g = list(psyms)
             for name, expr in event.set.items():
                 if name not in symbols:
-                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{name}'{_suggest(name, symbols)}")
+                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{name}'{suggest_name(name, symbols)}")
                 try:
                     g[c.parameter_names.index(name)] = parse_expression(expr, symbols, allow_time=False)
                 except ExpressionError as exc:
@@ -142,7 +142,7 @@ class Schedule:
         self._initial = []
         for name, value in (initial or {}).items():
             if name not in state_index:
-                raise ModelError(f"{where}: initial value for unknown compartment '{name}'{_suggest(name, state_index)}")
+                raise ModelError(f"{where}: initial value for unknown compartment '{name}'{suggest_name(name, state_index)}")
             try:
                 expr = parse_expression(value, symbols, allow_time=False)
             except ExpressionError as exc:
@@ -431,7 +431,7 @@ def simulate(model, times, parameters=None, doses=(), events=(), initial=None, s
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model)
-    compiled = model.compile() if isinstance(model, Model) else model
+    compiled = compile_model(model) if isinstance(model, Model) else model
     p = compiled.parameter_vector(parameters)
     if isinstance(times, (int, float)):
         times = np.linspace(t0, float(times), 201)
