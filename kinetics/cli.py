@@ -221,7 +221,7 @@ def cmd_pk(args):
 
 def _fit_values(folder, model):
     """Best-fit values of a saved fit (result.json) for the model's parameters."""
-    from .report.text import read_result
+    from .io.results import read_result
     path, data = read_result(folder)
     if data["model"].get("name") != model.name:
         raise KineticsError(f"{path}: this fit is of model '{data['model'].get('name')}', not '{model.name}'")

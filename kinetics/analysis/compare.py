@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from ..errors import KineticsError
+from ..io.results import curves_table
 
 __all__ = ["compare", "Comparison", "akaike_weights"]
 
@@ -32,25 +33,13 @@ def _entry(item, label=None):
     """(label, result dict, curves DataFrame or None, folder or None)."""
     from ..fitting.optimize import FitResult
     if isinstance(item, FitResult):
-        curves = _curves_table(item)
+        curves = curves_table(item)
         return label or item.problem.model.name, item.to_dict(), curves, None
-    from ..report.text import read_result
+    from ..io.results import read_result
     path, data = read_result(item)
     curves_path = path.parent / "curves.csv"
     curves = pd.read_csv(curves_path) if curves_path.exists() else None
     return label or path.parent.name, data, curves, path.parent
-
-
-def _curves_table(result) -> pd.DataFrame:
-    from ..report.text import _grid
-    frames = []
-    p = result.problem
-    for condition in p.condition_names:
-        grid = _grid(result, condition)
-        curves = result.predict(grid, condition)
-        for obs in p.data.observables:
-            frames.append(pd.DataFrame({"condition": condition, "observable": obs, "time": grid, "value": curves[obs]}))
-    return pd.concat(frames, ignore_index=True)
 
 
 class Comparison:

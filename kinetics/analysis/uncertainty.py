@@ -54,7 +54,7 @@ def load_fit_summary(fit) -> FitSummary:
         p = fit.problem
         samples = fit.mcmc["samples"] if fit.mcmc else None
         return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples)
-    from ..report.text import read_result
+    from ..io.results import read_result
     path, data = read_result(fit)
     params = data["parameters"]
     free = [n for n, e in params.items() if e.get("free")]

@@ -656,7 +656,7 @@ class FitResult:
         return fit_report(self)
 
     def to_dict(self) -> dict:
-        from ..report.text import result_dict
+        from ..io.results import result_dict
         return result_dict(self)
 
     def to_json(self, path=None) -> str:
@@ -668,24 +668,24 @@ class FitResult:
         return text
 
     def plot_fit(self, ax=None, logy=False, band=True):
-        from ..report.text import plot_fit
+        from ..report.plots import plot_fit
         return plot_fit(self, ax=ax, logy=logy, band=band)
 
     def plot_residuals(self, ax=None):
-        from ..report.text import plot_residuals
+        from ..report.plots import plot_residuals
         return plot_residuals(self, ax=ax)
 
     def plot_profiles(self):
-        from ..report.text import plot_profiles
+        from ..report.plots import plot_profiles
         return plot_profiles(self)
 
     def plot_corner(self):
-        from ..report.text import plot_corner
+        from ..report.plots import plot_corner
         return plot_corner(self)
 
     def save(self, folder) -> list:
         """Write result.json, report.txt and the plots into ``folder`` (each atomically)."""
-        from ..report.text import save_result
+        from ..report.plots import save_result
         return save_result(self, folder)
 
     def __repr__(self):
