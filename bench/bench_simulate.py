@@ -26,7 +26,7 @@ from common import (ATOL, FIT_TIMES, QUICK, ROOT, RTOL, RoadRunnerModel, ScipyMo
                     mp_affine, paired_ratio, perturbed, reference_model_path, roadrunner_available, spread,
                     table)
 import kinetics  # noqa: E402
-from kinetics.linear import solve_affine  # noqa: E402
+from kinetics.numerics.linear import solve_affine  # noqa: E402
 
 ROUNDS, PER_ROUND = (4, 5) if QUICK else (40, 15)
 HAVE_RR = roadrunner_available()

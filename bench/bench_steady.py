@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kinetics import compile_model, load_model  # noqa: E402
-from kinetics.steady import steady_plan, steady_state  # noqa: E402
+from kinetics.analysis.steady import steady_plan, steady_state  # noqa: E402
 
 REFERENCE = REPO.parent / "shared" / "reference"
 

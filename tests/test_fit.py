@@ -20,8 +20,8 @@ import pytest
 
 from kinetics import DataError, FitError, KineticsWarning, simulate
 from kinetics.cli import main
-from kinetics.fit import CHI2_95, fit
-from kinetics.problem import Condition, FitProblem, load_fit_spec
+from kinetics.fitting.optimize import CHI2_95, fit
+from kinetics.fitting.problem import Condition, FitProblem, load_fit_spec
 
 from fitting_helpers import (COVERAGE_TRUTH, KNOCKDOWN_TRUTH, add_noise, clearance_model, coverage_replicate,
                              gaussian_loglik, knockdown_problem, multi_condition_problem, product_model, tidy,
@@ -133,7 +133,7 @@ def test_a_start_where_the_model_cannot_be_simulated_is_reported_not_fatal(monke
         return original(x, weights)
 
     monkeypatch.setattr(problem, "residuals_and_jacobian", failing_at_bad_start)
-    monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
+    monkeypatch.setattr("kinetics.fitting.optimize.latin_starts", lambda p, n, seed: [p.start(), bad_start])
     result = fit(problem, multistart=2, profiles=False, **QUIET)
     assert result.n_starts == 2 and result.success
     failed = result.runs[1]

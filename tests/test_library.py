@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kinetics import KineticsWarning, compile_model, load_model, simulate
-from kinetics.library import bundled_models, models_dir, resolve_model_path
+from kinetics.model.library import bundled_models, models_dir, resolve_model_path
 
 from conftest import MODELS_DIR
 

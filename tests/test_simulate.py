@@ -8,7 +8,7 @@ import pytest
 
 import kinetics
 from kinetics import Model, SolverError, simulate
-from kinetics.library import bundled_models
+from kinetics.model.library import bundled_models
 
 
 def one_compartment(k=0.5, x0=100.0, source=None):
@@ -285,7 +285,7 @@ def test_scipy_lsoda_fallback_without_numba(monkeypatch):
     """Without numba the nonlinear path runs on scipy's LSODA, sensitivities included."""
     from scipy.special import lambertw
 
-    from kinetics import rosenbrock
+    from kinetics.numerics import rosenbrock
     monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
     model = saturable_model()
     sim = simulate(model, T, sensitivities=["Vmax"], rtol=1e-10, atol=1e-12)

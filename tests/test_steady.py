@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kinetics import Model, ModelError, SolverError, compile_model, load_model, simulate
-from kinetics.library import bundled_models
-from kinetics.steady import SteadyState, compare_scenarios, steady_plan, steady_state
+from kinetics.model.library import bundled_models
+from kinetics.analysis.steady import SteadyState, compare_scenarios, steady_plan, steady_state
 
 BUNDLED = bundled_models()
 AFFINE = [name for name, info in BUNDLED.items() if compile_model(load_model(info["path"])).affine]

@@ -7,8 +7,8 @@ import pytest
 import sympy as sp
 
 from kinetics import ModelError, UnitError, compile_model, load_model
-from kinetics.expressions import TIME, parse_expression
-from kinetics.units import ANY, DIMENSIONLESS, UNKNOWN, format_unit, parse_unit, unit_of
+from kinetics.model.expressions import TIME, parse_expression
+from kinetics.model.units import ANY, DIMENSIONLESS, UNKNOWN, format_unit, parse_unit, unit_of
 
 from conftest import MODEL_TEXT, model_error, variant, write_model
 

@@ -36,10 +36,11 @@ import numpy as np
 import sympy as sp
 from scipy.linalg import expm
 
+from ..codegen.lambdify import lambdify_plain
 from ..errors import ModelError, SolverError
 from ..model.expressions import TIME
-from ..numerics.linear import _eigen, solve_affine
-from .steady import _eigvals, _find_root, steady_plan
+from ..numerics.linear import eigen_decomposition, solve_affine
+from .steady import eigenvalues, find_root, steady_plan
 
 __all__ = ["pk_summary", "PKSummary"]
 
@@ -166,7 +167,7 @@ def _observable(compiled, plan, name):
     """(sympy expression of the observable, its unit)."""
     model = compiled.model
     if name in compiled.state_names:
-        return compiled._x_syms[compiled.state_names.index(name)], model.compartments[name].unit
+        return compiled.state_symbols[compiled.state_names.index(name)], model.compartments[name].unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
     from ..errors import suggest_name
@@ -247,14 +248,14 @@ def _prepare(plan, comp, observable):
     """Symbolic work per (model, dose compartment, observable), cached on the plan."""
     c = plan.compiled
     expr, obs_unit = _observable(c, plan, observable)
-    sinks = [plan._x[i] for i in plan.S]
+    sinks = [plan.state_symbols[i] for i in plan.S]
     used_sinks = [s.name for s in sinks if s in expr.free_symbols]
     if used_sinks:
         raise ModelError(f"observable '{observable}' of model '{c.name}' depends on {', '.join(used_sinks)}, which only "
                          "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
                          "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
     linear_obs = (TIME not in expr.free_symbols
-                  and all(not (sp.diff(expr, s).free_symbols & set(c._x_syms)) for s in plan._xB))
+                  and all(not (sp.diff(expr, s).free_symbols & set(c.state_symbols)) for s in plan.bounded_symbols))
     units, concentration, why = _units(c.model, comp, obs_unit)
     return expr, linear_obs, units, concentration, why
 
@@ -264,15 +265,15 @@ def _gradient(plan, expr, p):
     key = ("pk-gradient", expr)
     fn = plan.cache.get(key)
     if fn is None:
-        fn = plan.cache[key] = sp.lambdify([plan._p], [sp.diff(expr, s) for s in plan._xB], "math")
+        fn = plan.cache[key] = lambdify_plain([plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math")
     return np.array(fn(list(map(float, p))), dtype=float).reshape(-1)
 
 
 def _phases(A, cvec, d):
     """[(lambda, coefficient or None)] of y(t) = c^T exp(A t) d, excited modes only."""
-    eig = _eigen(A) if A.shape[0] else None
+    eig = eigen_decomposition(A) if A.shape[0] else None
     if eig is None:
-        return [(lam, None) for lam in _eigvals(A)], False
+        return [(lam, None) for lam in eigenvalues(A)], False
     lam, V, Vinv = eig
     coef = (cvec @ V) * (Vinv @ d)
     total = np.abs(coef).sum()
@@ -306,7 +307,7 @@ def _exact(plan, p, comp, amount, expr, t_last):
     if comp in plan.bounded_names:
         d[plan.bounded_names.index(comp)] = amount
     y0 = float(cvec @ d)
-    ev = _eigvals(A)
+    ev = eigenvalues(A)
     if nb == 0 or not np.any(cvec) or not np.any(d):
         raise ModelError(f"model '{plan.name}': the observable does not respond to a dose into '{comp}'"
                          + (" (a sink: material there never comes back)" if comp in plan.sink_names else ""))
@@ -338,7 +339,7 @@ def _exact(plan, p, comp, amount, expr, t_last):
     if k > 0:
         lo, hi = grid[k - 1], grid[min(k + 1, len(grid) - 1)]
         if dy_at(lo) > 0 > dy_at(hi):
-            tmax = float(_find_root(dy_at, lo, hi, xtol=1e-15 * hi))
+            tmax = float(find_root(dy_at, lo, hi, xtol=1e-15 * hi))
         else:
             tmax = float(grid[k])
         cmax = float(y_at([tmax])[0])
@@ -372,8 +373,8 @@ def _numeric(plan, p, comp, amount, expr, t_last):
     xd[c.state_names.index(comp)] += amount
     key = ("pk-numeric", expr)
     if key not in plan.cache:
-        plan.cache[key] = (sp.lambdify([TIME, c._x_syms, plan._p], expr, "numpy"),
-                           sp.lambdify([TIME, c._x_syms, plan._p], [sp.diff(expr, s) for s in plan._xB], "math"))
+        plan.cache[key] = (lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], expr, "numpy"),
+                           lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math"))
     obs_fn, grad = plan.cache[key]
     pl = list(map(float, p))
     rtol, atol = 1e-10, 1e-12 * max(1.0, float(np.abs(xd).max()))

@@ -61,7 +61,8 @@ import sympy as sp
 from scipy.linalg.lapack import dgeev as _dgeev
 from scipy.linalg.lapack import dgesv as _dgesv
 
-from ..simulation.compiled import CompiledModel, _heaviside, _ScalarPrinter, compile_model
+from ..codegen.lambdify import lambdify as _lambdify
+from ..simulation.compiled import CompiledModel, compile_model
 from ..errors import ModelError, SolverError
 from ..model.expressions import TIME
 from ..numerics.linear import solve_affine
@@ -93,18 +94,6 @@ def _as_compiled(model) -> CompiledModel:
         from ..model.library import resolve_model_path
         return compile_model(load_model(resolve_model_path(model)))
     raise TypeError(f"expected a Model, a CompiledModel or a model file path, got {type(model).__name__}")
-
-
-def _lambdify(args, exprs):
-    """Generated scalar code (math module, common subexpressions shared) for a list of
-    expressions; like :func:`kinetics.compile._lambdify`, with ``math`` itself in the namespace
-    for the fully qualified names the printer writes (``math.sqrt``)."""
-    exprs = list(exprs)
-    if not exprs:
-        return lambda *a: []
-    printer = _ScalarPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    return sp.lambdify(args, exprs, modules=[{"_heaviside": _heaviside, "math": math}, "math"], printer=printer,
-                       cse=True, docstring_limit=0)
 
 
 def steady_plan(model) -> "SteadyPlan":
@@ -217,6 +206,11 @@ def _simplify(expr):
 
 
 # ------------------------------------------------------------------------------------ plan
+#: Public names of the helpers above (used by :mod:`kinetics.analysis.pk`).
+eigenvalues = _eigvals
+find_root = _find_root
+
+
 class SteadyPlan:
     """What a model's steady state needs that does not depend on parameter values: the split
     into sinks and the bounded subsystem, generated code for A and b (affine models) or for
@@ -236,7 +230,7 @@ class SteadyPlan:
         self.parameter_names = list(c.parameter_names)
         self.time_unit = model.time_unit
         self.units = {n: comp.unit for n, comp in model.compartments.items()}
-        x, p = list(c._x_syms), list(c._p_syms)
+        x, p = list(c.state_symbols), list(c.parameter_symbols)
         self._x, self._p = x, p
         f, J = c.rhs_symbolic, c.jacobian_symbolic
         n = len(x)
@@ -257,6 +251,7 @@ class SteadyPlan:
         self._fS = [f[i] for i in self.S]
         self._JBB = J.extract(list(self.B), list(self.B)) if len(self.B) else sp.zeros(0, 0)
         self._JSB = J.extract(list(self.S), list(self.B)) if len(self.S) and len(self.B) else sp.zeros(len(self.S), len(self.B))
+        self.state_symbols, self.bounded_symbols, self.parameter_symbols = self._x, self._xB, self._p  # public views
         # incidence of flows on bounded compartments (for residual scales and messages)
         index = {name: i for i, name in enumerate(self.bounded_names)}
         self._incidence = np.zeros((len(self.B), len(self.flow_names)))
@@ -461,10 +456,7 @@ class SteadyPlan:
         if not cands:
             return []
         # evaluated with cmath: roots written with I (casus irreducibilis) can still be real
-        import cmath
-        printer = _ScalarPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False})
-        return [sp.lambdify([self._p], list(exprs), modules=[{"_heaviside": _heaviside, "math": cmath}, "math"],
-                            printer=printer, cse=True, docstring_limit=0) for exprs in cands]
+        return [_lambdify([self._p], list(exprs), complex_math=True) for exprs in cands]
 
     @cached_property
     def _candidate_strings(self):

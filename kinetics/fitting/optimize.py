@@ -160,7 +160,7 @@ def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     return x, float(r @ r), result
 
 
-def _latin_starts(problem, n, seed):
+def latin_starts(problem, n, seed):
     x0 = problem.start()
     if n <= 1:
         return [x0]
@@ -296,7 +296,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         runs = [polished]
         local_method = f"{method} + least_squares"
     else:
-        starts = _latin_starts(problem, multistart, seed)
+        starts = latin_starts(problem, multistart, seed)
         runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]

@@ -30,6 +30,7 @@ import numpy as np
 import sympy as sp
 
 from ..io.data import Dataset, load_data
+from ..codegen.lambdify import lambdify_plain
 from ..errors import DataError, ExpressionError, ModelError
 from ..model.expressions import parse_expression
 from ..simulation.compiled import compile_model
@@ -172,7 +173,7 @@ class FitProblem:
             s_index = np.array([series_names.index(o) for o in rows["observable"]])
             self._plans.append({
                 "name": cname, "schedule": schedule, "rows": rows,
-                "g": sp.lambdify([phi], list(G), "math"), "dg": sp.lambdify([phi], G.jacobian(phi), "numpy"),
+                "g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
                 "identity": identity,
                 "t_index": t_index, "s_index": s_index,
                 "row_evaluator": schedule.row_evaluator(t_index, s_index),
@@ -194,7 +195,7 @@ class FitProblem:
                         e = parse_expression(entry[key], self._symbols, allow_time=False)
                     except ExpressionError as exc:
                         raise DataError(f"{origin}: [observables.{oname}] {key} '{entry[key]}' {exc}") from None
-                    maps[key] = (sp.lambdify([phi], e, "math"), sp.lambdify([phi], [e.diff(s) for s in phi], "math"))
+                    maps[key] = (lambdify_plain([phi], e, "math"), lambdify_plain([phi], [e.diff(s) for s in phi], "math"))
             self._obs_maps[oname] = maps
         # ---- data vectors in plan order
         self.y = np.concatenate([p["rows"]["value"].to_numpy(float) for p in self._plans])
@@ -219,6 +220,11 @@ class FitProblem:
         for k, i in enumerate(self.free_index):
             if i < P:
                 self._identity_D[i, k] = 1.0
+
+    @property
+    def plans(self) -> list:
+        """One entry per condition, in data order: its name and its data rows (``rows``)."""
+        return self._plans
 
     def _measurable_names(self):
         return self.compiled.state_names + self.compiled.observable_names

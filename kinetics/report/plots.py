@@ -106,8 +106,8 @@ def plot_residuals(result, ax=None):
         fig, ax = plt.subplots(figsize=(7, 4))
     else:
         fig = ax.figure
-    times = np.concatenate([plan["rows"]["time"].to_numpy(float) for plan in p._plans])
-    labels = np.concatenate([(plan["name"] + ": " + plan["rows"]["observable"]).to_numpy(str) for plan in p._plans])
+    times = np.concatenate([plan["rows"]["time"].to_numpy(float) for plan in p.plans])
+    labels = np.concatenate([(plan["name"] + ": " + plan["rows"]["observable"]).to_numpy(str) for plan in p.plans])
     for label in dict.fromkeys(labels):
         sel = labels == label
         ax.plot(times[sel], r[sel] / s, "o", ms=4, label=label)

@@ -18,13 +18,10 @@ Simulation with doses, infusions and events (:mod:`kinetics.simulate`) calls
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import sympy as sp
-from sympy.printing.numpy import NumPyPrinter
-from sympy.printing.pycode import PythonCodePrinter
 
+from ..codegen.lambdify import lambdify as _lambdify
 from ..errors import SolverError
 from ..model.expressions import TIME
 from ..numerics.linear import solve_affine
@@ -34,46 +31,6 @@ __all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 #: Default relative and absolute tolerances of the numerical path (tight enough for fitting).
 DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-10
-
-
-def _heaviside(x, h0=1.0):
-    return 1.0 if x > 0 else (h0 if x == 0 else 0.0)
-
-
-class _ScalarPrinter(PythonCodePrinter):
-    def _print_Heaviside(self, expr):
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
-
-
-class _VectorPrinter(NumPyPrinter):
-    def _print_Min(self, expr):
-        return "_vmin(" + ", ".join(self._print(a) for a in expr.args) + ")"
-
-    def _print_Max(self, expr):
-        return "_vmax(" + ", ".join(self._print(a) for a in expr.args) + ")"
-
-    def _print_Heaviside(self, expr):
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
-
-
-def _vmin(*args):
-    return np.minimum.reduce(np.broadcast_arrays(*args))
-
-
-def _vmax(*args):
-    return np.maximum.reduce(np.broadcast_arrays(*args))
-
-
-def _lambdify(args, exprs, vector=False):
-    """Generated Python code for a list of expressions (common subexpressions shared)."""
-    if not exprs:
-        return lambda *a: []
-    printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
-               "numpy" if vector else "math"]
-    return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 
 
 class _SparseArray:
@@ -262,6 +219,27 @@ class CompiledModel:
         if self._dx0 is None:
             return np.zeros((self.n_states, D.shape[1]))
         return self._dx0(list(map(float, p))) @ D
+
+    @property
+    def state_symbols(self) -> list:
+        """The sympy symbols of the states, in :attr:`state_names` order."""
+        return self._x_syms
+
+    @property
+    def parameter_symbols(self) -> list:
+        """The sympy symbols of the parameters, in :attr:`parameter_names` order."""
+        return self._p_syms
+
+    @property
+    def initial_depends_on_parameters(self) -> bool:
+        """Whether some initial value x0(p) depends on a parameter."""
+        return self._dx0 is not None
+
+    def affine_parts(self):
+        """(A, b, dA, db) of an affine model as generated callables of the parameter list
+        (each with ``.const``: True when it depends on no parameter), for hot loops that
+        evaluate them without :meth:`affine_matrices`' conversions."""
+        return self._A, self._b, self._dA, self._db
 
     def affine_matrices(self, p):
         """(A, b) of dx/dt = A x + b at parameters p (affine models only)."""

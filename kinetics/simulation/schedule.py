@@ -19,6 +19,7 @@ import numpy as np
 import sympy as sp
 
 from .compiled import DEFAULT_ATOL, DEFAULT_RTOL, compile_model
+from ..codegen.lambdify import lambdify_plain
 from ..errors import ExpressionError, ModelError, SolverError
 from ..model.expressions import parse_expression
 from ..io.files import atomic_path
@@ -137,7 +138,7 @@ class Schedule:
                 except ExpressionError as exc:
                     raise ModelError(f"{where}: event at t={event.time:g}, {name} = '{expr}' {exc}") from None
             G = sp.Matrix(g)
-            self._event_maps.append((sp.lambdify([psyms], list(G), "math"), sp.lambdify([psyms], G.jacobian(psyms), "numpy")))
+            self._event_maps.append((lambdify_plain([psyms], list(G), "math"), lambdify_plain([psyms], G.jacobian(psyms), "numpy")))
         # initial overrides: number or expression of parameters per compartment
         self._initial = []
         for name, value in (initial or {}).items():
@@ -147,8 +148,8 @@ class Schedule:
                 expr = parse_expression(value, symbols, allow_time=False)
             except ExpressionError as exc:
                 raise ModelError(f"{where}: initial value of {name} '{value}' {exc}") from None
-            self._initial.append((state_index[name], sp.lambdify([psyms], expr, "math"),
-                                  sp.lambdify([psyms], [expr.diff(s) for s in psyms], "math")))
+            self._initial.append((state_index[name], lambdify_plain([psyms], expr, "math"),
+                                  lambdify_plain([psyms], [expr.diff(s) for s in psyms], "math")))
         # breakpoints after t0 where something changes
         t_end = float(times[-1])
         cuts = set()
@@ -289,14 +290,15 @@ class _RowEvaluator:
             if item.time == schedule.t0:
                 self.doses[schedule._state_index[item.compartment]] += item.amount
         # what depends on no parameter (the usual case) is computed once
-        self.fixed_start = c._dx0 is None and not schedule._initial
+        self.fixed_start = not c.initial_depends_on_parameters and not schedule._initial
         defaults = c.default_parameters.tolist()
         self._fixed_series = None
         if self.series.constant:
             self._fixed_series = (*self.series.coefficients(defaults), *self.series.derivatives(defaults), s_index)
         # dA, db are constant when A, b are linear in the parameters (mass action)
-        self._dA = c._dA(defaults) if c._dA.const else None
-        self._db = c._db(defaults) if c._db.const else None
+        self._A_of, self._b_of, self._dA_of, self._db_of = c.affine_parts()
+        self._dA = self._dA_of(defaults) if self._dA_of.const else None
+        self._db = self._db_of(defaults) if self._db_of.const else None
 
     def __call__(self, p, D):
         c = self.schedule.compiled
@@ -308,9 +310,9 @@ class _RowEvaluator:
         else:
             x0, S0 = self.schedule.initial_conditions(p, D)
         series = self._fixed_series or (*self.series.coefficients(pl), *self.series.derivatives(pl), self.s_index)
-        dA = self._dA if self._dA is not None else c._dA(pl)
-        db = self._db if self._db is not None else c._db(pl)
-        return affine_rows(c._A(pl), c._b(pl), x0 + self.doses, self.taus, dA, db,
+        dA = self._dA if self._dA is not None else self._dA_of(pl)
+        db = self._db if self._db is not None else self._db_of(pl)
+        return affine_rows(self._A_of(pl), self._b_of(pl), x0 + self.doses, self.taus, dA, db,
                            np.ascontiguousarray(D), np.ascontiguousarray(S0), series, self.t_index)
 
 
