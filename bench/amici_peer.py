@@ -100,7 +100,7 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
     with kinetics' own loaders: SBML of the model, the free parameters with their log10 bounds
     and start, the other parameters' values, the data rows and the multi-start design
     (``starts_log10``: log10 vectors in the order of fit.toml's free list, e.g. kinetics'
-    ``_latin_starts``). Compiled models are cached in ``cache_dir`` (default: the
+    ``latin_starts``). Compiled models are cached in ``cache_dir`` (default: the
     ``KINETICS_AMICI_CACHE`` variable, else a folder in the system's temporary directory)."""
     import csv
     import tomllib
@@ -110,7 +110,7 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     from common import sbml_text
-    from kinetics.problem import load_fit_spec
+    from kinetics.fitting.problem import load_fit_spec
 
     task_dir = Path(task_dir)
     problem = load_fit_spec(task_dir)

@@ -28,8 +28,8 @@ from amici_peer import find_amici_python, run_amici_peer, task_spec  # noqa: E40
 from common import (QUICK, REFERENCE, RoadRunnerModel, fmt_time, machine_summary, paired_ratio,  # noqa: E402
                     roadrunner_available, table)
 import kinetics  # noqa: E402
-from kinetics.fit import fit  # noqa: E402
-from kinetics.problem import load_fit_spec  # noqa: E402
+from kinetics.fitting.optimize import fit  # noqa: E402
+from kinetics.fitting.problem import load_fit_spec  # noqa: E402
 
 TASK = REFERENCE / "fit_task"
 #: PEERS.md figures (another machine; AMICI is re-measured here when KINETICS_AMICI_PYTHON names an
@@ -134,8 +134,8 @@ def main():
 
     # 20 starts, serial
     starts = 20
-    from kinetics.fit import _latin_starts        # the same 20 starts for every tool
-    design = _latin_starts(problem, starts, 0)
+    from kinetics.fitting.optimize import latin_starts        # the same 20 starts for every tool
+    design = latin_starts(problem, starts, 0)
     t_m, t_mlm = [], []
     for i in range(reps_multi):
         dt, rm = timed(lambda: kinetics_fit(problem, multistart=starts, seed=0))

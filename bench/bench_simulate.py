@@ -26,7 +26,7 @@ from common import (ATOL, FIT_TIMES, QUICK, ROOT, RTOL, RoadRunnerModel, ScipyMo
                     mp_affine, paired_ratio, perturbed, reference_model_path, roadrunner_available, spread,
                     table)
 import kinetics  # noqa: E402
-from kinetics.linear import solve_affine  # noqa: E402
+from kinetics.numerics.linear import solve_affine  # noqa: E402
 
 ROUNDS, PER_ROUND = (4, 5) if QUICK else (40, 15)
 HAVE_RR = roadrunner_available()
@@ -50,7 +50,7 @@ def report(title, timings, errors, base, notes=()):
 # ------------------------------------------------------------------ reference models
 def bench_reference(name):
     m = kinetics.load_model(reference_model_path(name))
-    c = m.compile()
+    c = kinetics.compile_model(m)
     sp_model = ScipyModel(m)
     assert sp_model.state_names == c.state_names and sp_model.parameter_names == c.parameter_names
     p0 = c.parameter_vector()
@@ -151,7 +151,7 @@ def bench_chain(n, rounds, per_round):
     times = np.linspace(0.1, 20, 200)
     t0 = time.perf_counter()
     m = chain_model(n)
-    c = m.compile()
+    c = kinetics.compile_model(m)
     t_compile = time.perf_counter() - t0
     assert c.parameter_names == ["s_in", "k_back"] + [f"k{i}" for i in range(1, n + 1)]
     p0 = c.parameter_vector()
@@ -225,7 +225,7 @@ import kinetics
 t1 = time.perf_counter()
 m = kinetics.load_model(sys.argv[1])
 t2 = time.perf_counter()
-c = m.compile()
+c = kinetics.compile_model(m)
 t3 = time.perf_counter()
 times = np.linspace(0, 48, 20)
 kinetics.simulate(m, times)
@@ -256,7 +256,7 @@ def bench_first_simulation(repeats):
     print(table(["model", "states", "path", "compile()", "first simulate", "load + compile + first simulate",
                  "second simulate", "import kinetics"], rows))
     print(f"\nEach run is a new Python process (nothing cached in memory). `compile()` is "
-          f"`Model.compile()` alone; the first simulate includes the lazy work (generated code, "
+          f"`kinetics.compile_model(Model)` alone; the first simulate includes the lazy work (generated code, "
           f"loading the numba-compiled kernels from the disk cache). Medians of {repeats} runs per "
           f"model, after one unmeasured run that fills a private NUMBA_CACHE_DIR. 20 output times on "
           f"[0, 48] h. Slowest model, load + compile + first simulate: {fmt_time(worst)}; slowest "

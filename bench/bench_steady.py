@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kinetics import load_model  # noqa: E402
-from kinetics.steady import steady_plan, steady_state  # noqa: E402
+from kinetics import compile_model, load_model  # noqa: E402
+from kinetics.analysis.steady import steady_plan, steady_state  # noqa: E402
 
 REFERENCE = REPO.parent / "shared" / "reference"
 
@@ -131,7 +131,7 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- exo_linear, exact
     lin = load_model(model_path("exo_linear"))
-    c = lin.compile()
+    c = compile_model(lin)
     plan = steady_plan(c)
     k_sec = c.parameter_names.index("k_sec")
     ps = [c.default_parameters.copy(), c.default_parameters.copy()]
@@ -148,7 +148,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------- exo_sat, numeric
     sat = load_model(model_path("exo_sat"))
-    cs = sat.compile()
+    cs = compile_model(sat)
     k_sec_s = cs.parameter_names.index("k_sec")
     qs = [cs.default_parameters.copy(), cs.default_parameters.copy()]
     qs[1][k_sec_s] = 0.25

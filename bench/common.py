@@ -247,7 +247,7 @@ def sbml_text(model) -> str:
     """SBML Level 3 of a kinetics model: one unit-volume compartment, compartments as species
     in amounts (hasOnlySubstanceUnits), flows as irreversible reactions with the same rates.
     Written directly, so libRoadRunner needs neither antimony nor libsbml's Python bindings."""
-    from kinetics.expressions import parse_expression
+    from kinetics.model.expressions import parse_expression
     import sympy as sp
     symbols = {n: sp.Symbol(n, real=True) for n in [*model.compartments, *model.parameters]}
     species, params, reactions = [], [], []

@@ -8,9 +8,9 @@ time-course data with lmfit.
 
 from .errors import (DataError, ExpressionError, FitError, KineticsError, KineticsWarning, ModelError,
                      SolverError, UnitError)
-from .model import Compartment, Flow, Model, Observable, Parameter, load_model
-from .simulate import Dose, Event, Infusion, Schedule, Simulation, simulate
-from .compile import warm_up
+from .model.core import Compartment, Flow, Model, Observable, Parameter, load_model
+from .simulation.schedule import Dose, Event, Infusion, Schedule, Simulation, simulate
+from .simulation.compiled import compile_model, warm_up
 
 __version__ = "0.1.0"
 
@@ -18,5 +18,5 @@ __all__ = [
     "Model", "Compartment", "Parameter", "Flow", "Observable", "load_model",
     "simulate", "Simulation", "Schedule", "Dose", "Infusion", "Event",
     "KineticsError", "ModelError", "ExpressionError", "UnitError", "DataError", "SolverError", "FitError",
-    "KineticsWarning", "warm_up", "__version__",
+    "KineticsWarning", "compile_model", "warm_up", "__version__",
 ]

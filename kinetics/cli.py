@@ -92,7 +92,7 @@ def _plot_format(path):
 
 
 def _check_out_folder(folder, option="--out"):
-    from .fileio import check_output_folder
+    from .io.files import check_output_folder
     return check_output_folder(folder, what=f"{option} {folder}")
 
 
@@ -129,13 +129,13 @@ def _parse_doses(items):
 
 
 def _load(name_or_path):
-    from .library import resolve_model_path
-    from .model import load_model
+    from .model.library import resolve_model_path
+    from .model.core import load_model
     return load_model(resolve_model_path(name_or_path))
 
 
 def cmd_models(args):
-    from .library import bundled_models, models_dir
+    from .model.library import bundled_models, models_dir
     library = bundled_models()
     if not library:
         _say(f"no bundled models found in {models_dir()}")
@@ -149,7 +149,7 @@ def cmd_models(args):
 
 
 def cmd_simulate(args):
-    from .simulate import simulate
+    from .simulation.schedule import simulate
     if args.points < 2:
         raise KineticsError("--points must be at least 2")
     _count("--points", args.points, 2, MAX_POINTS)
@@ -177,7 +177,7 @@ def cmd_simulate(args):
 
 def _save_figure(fig, path, image_format, dpi):
     """Save a detached Figure atomically (matplotlib's backend and pyplot state untouched)."""
-    from .fileio import atomic_path
+    from .io.files import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=image_format)
 
@@ -191,10 +191,10 @@ def _save_plot(draw, path, image_format):
 
 
 def cmd_fit(args):
-    from .fit import fit
-    from .problem import load_fit_spec
+    from .fitting.optimize import fit
+    from .fitting.problem import load_fit_spec
     folder = Path(args.case)
-    from .problem import MAX_MULTISTART    # one limit for the API, fit specs and the CLI
+    from .fitting.problem import MAX_MULTISTART    # one limit for the API, fit specs and the CLI
     _count("--multistart", args.multistart, 1, MAX_MULTISTART)
     _count("--seed", args.seed, 0)
     _count("--mcmc", args.mcmc, 1, MAX_DRAWS)
@@ -214,7 +214,7 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    from .compare import compare
+    from .analysis.compare import compare
     nested = {}
     for item in args.nested or ():
         small, sep, big = item.partition("<")
@@ -248,7 +248,7 @@ def cmd_steady(args):
 
     import pandas as pd
 
-    from .steady import compare_scenarios, steady_state
+    from .analysis.steady import compare_scenarios, steady_state
     _count("--samples", args.samples, 0, MAX_DRAWS)
     model = _load(args.model)
     overrides = _parse_assignments(args.set)
@@ -262,7 +262,7 @@ def cmd_steady(args):
         table = compare_scenarios(model, values or None, {"scenario": {"scale": scale}})
         out["scenario"] = steady_state(model, values or None, scale=scale).to_dict()
     if args.fit:
-        from .uncertainty import steady_state_uncertainty
+        from .analysis.uncertainty import steady_state_uncertainty
         uncertainty = steady_state_uncertainty(model, _fit_summary_at(args.fit, overrides), n_samples=args.samples)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
     if args.json:
@@ -285,7 +285,7 @@ def cmd_pk(args):
 
     import pandas as pd
 
-    from .pk import pk_summary
+    from .analysis.pk import pk_summary
     _count("--samples", args.samples, 0, MAX_DRAWS)
     model = _load(args.model)
     doses = _parse_doses([args.dose])
@@ -297,7 +297,7 @@ def cmd_pk(args):
     out = summary.to_dict()
     uncertainty = None
     if args.fit:
-        from .uncertainty import pk_uncertainty
+        from .analysis.uncertainty import pk_uncertainty
         uncertainty = pk_uncertainty(model, _fit_summary_at(args.fit, overrides), dose, args.observable,
                                      n_samples=args.samples, t_last=args.t_last)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
@@ -316,7 +316,7 @@ def _fit_summary_at(folder, overrides):
     """The saved fit's summary for intervals at the ``--set`` values: parameters set there are
     held at those values (no uncertainty); the other free parameters keep their fitted values
     and their covariance (the marginal block; MCMC samples: their columns)."""
-    from .uncertainty import FitSummary, load_fit_summary
+    from .analysis.uncertainty import FitSummary, load_fit_summary
     summary = load_fit_summary(folder)
     if not overrides:
         return summary
@@ -334,7 +334,7 @@ def _held_text(overrides):
 
 def _fit_values(folder, model):
     """Best-fit values of a saved fit (result.json) for the model's parameters."""
-    from .report import read_result
+    from .io.results import read_result
     path, data = read_result(folder)
     if data["model"].get("name") != model.name:
         raise KineticsError(f"{path}: this fit is of model '{data['model'].get('name')}', not '{model.name}'")

@@ -10,9 +10,9 @@ CASE = "culture_rab27a"
 
 
 def run(out: Path) -> int:
-    from .fit import fit
-    from .library import models_dir
-    from .problem import load_fit_spec
+    from .fitting.optimize import fit
+    from .model.library import models_dir
+    from .fitting.problem import load_fit_spec
 
     case = models_dir().parent / "fits" / CASE
     problem = load_fit_spec(case)
@@ -21,7 +21,7 @@ def run(out: Path) -> int:
     print(result.fit_report())
     written = result.save(out)
     print("\nwrote " + ", ".join(str(p) for p in written))
-    from .steady import steady_state
+    from .analysis.steady import steady_state
     values = {k: v for k, v in result.best_values.items() if k in problem.model.parameters}
     print("\n" + steady_state(problem.model, values).report())
     return 0

@@ -33,3 +33,12 @@ class FitError(KineticsError, RuntimeError):
 
 class KineticsWarning(UserWarning):
     """Something suspicious but not fatal (an unused parameter, a non-identifiable estimate)."""
+
+
+def suggest_name(name, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the candidate closest to a misspelled ``name``, or ``""``:
+    the hint every "unknown name" message in kinetics ends with."""
+    import difflib
+
+    hint = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""

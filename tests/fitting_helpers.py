@@ -147,7 +147,7 @@ def multi_condition_problem(nonlinear=True, log_scale=True, seed=3):
     Free: k_mat, k_sec (log10), k_lys (linear: min 0), kd (log10), gain (linear: min -10),
     off (linear, unbounded) and Vmax, Km (log10; nonlinear) or k_cl (log10; affine).
     """
-    from kinetics.problem import Condition, FitProblem
+    from kinetics.fitting.problem import Condition, FitProblem
 
     m = secretion_model(nonlinear)
     rng = np.random.default_rng(seed)
@@ -184,7 +184,7 @@ def knockdown_problem(seed=11, rel=0.10):
     """Control and knock-down cultures of the affine :func:`secretion_model`: the knock-down
     scales secretion by kd (override ``k_sec = "k_sec * kd"``). P and the release rate are
     measured at 10 log-spaced times with ``rel`` proportional noise; free k_mat, k_sec, k_cl, kd."""
-    from kinetics.problem import Condition, FitProblem
+    from kinetics.fitting.problem import Condition, FitProblem
 
     m = secretion_model(nonlinear=False)
     times = np.geomspace(0.25, 24.0, 10)
@@ -218,8 +218,8 @@ def coverage_replicate(seed):
     Module-level so that a process pool can run it."""
     import warnings
 
-    from kinetics.fit import fit
-    from kinetics.problem import Condition, FitProblem
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import Condition, FitProblem
 
     m = clearance_model()
     doses = [{"compartment": "P", "amount": 100.0, "time": 0.0}]

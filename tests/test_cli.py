@@ -291,10 +291,10 @@ def test_debug_is_accepted_after_the_subcommand(tmp_path):
 
 
 def test_fit_checks_out_before_fitting(capsys, tmp_path, monkeypatch):
-    import kinetics.fit
+    import kinetics.fitting.optimize
     case = write_fit_case(tmp_path / "case")
     (tmp_path / "file.txt").write_text("x")
-    monkeypatch.setattr(kinetics.fit, "fit", lambda *a, **k: pytest.fail("fitted before checking --out"))
+    monkeypatch.setattr(kinetics.fitting.optimize, "fit", lambda *a, **k: pytest.fail("fitted before checking --out"))
     code, out, err = run(capsys, "fit", case, "--out", tmp_path / "file.txt" / "results")
     assert_one_paragraph_error(code, out, err, "--out", "is a file, so no folder can be created")
     code, out, err = run(capsys, "fit", case, "--out", case)

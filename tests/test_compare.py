@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from kinetics import KineticsError, Model, simulate
-from kinetics.compare import akaike_weights, compare
-from kinetics.fit import fit
-from kinetics.problem import Condition, FitProblem
+from kinetics.analysis.compare import akaike_weights, compare
+from kinetics.fitting.optimize import fit
+from kinetics.fitting.problem import Condition, FitProblem
 
 
 def fake_result(folder, loglik, n_free, n_noise=1, n_data=20, data_sha="d1", noise="proportional", model_sha="m1",

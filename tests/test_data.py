@@ -1,4 +1,4 @@
-"""Data loading (kinetics.data): every bad-data case raises a DataError naming the file, the
+"""Data loading (kinetics.io.data): every bad-data case raises a DataError naming the file, the
 row(s) and the fix; good data loads the same from a CSV file and from a DataFrame."""
 
 import hashlib
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kinetics.data import NOISE_MODELS, Dataset, describe_rows, load_data
+from kinetics.io.data import NOISE_MODELS, Dataset, describe_rows, load_data
 from kinetics.errors import DataError, KineticsWarning
 
 GOOD = """time,observable,value,condition,sigma

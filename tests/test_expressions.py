@@ -11,7 +11,7 @@ import pytest
 import sympy as sp
 
 from kinetics.errors import ExpressionError, ModelError
-from kinetics.expressions import FUNCTIONS, MAX_LENGTH, RESERVED, TIME, parse_expression, shorten
+from kinetics.model.expressions import FUNCTIONS, MAX_LENGTH, RESERVED, TIME, parse_expression, shorten
 
 NAMES = ["P", "EE", "Km", "Vmax", "k_mat", "k"]
 S = {n: sp.Symbol(n, real=True) for n in NAMES}

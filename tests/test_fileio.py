@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kinetics import KineticsError
-from kinetics.fileio import (atomic_folder, atomic_write, check_output_folder, csv_safe_frame, csv_safe_text,
+from kinetics.io.files import (atomic_folder, atomic_write, check_output_folder, csv_safe_frame, csv_safe_text,
                              csv_unsafe_text)
 
 from conftest import REPO
@@ -110,7 +110,7 @@ def test_symlinked_output_folder_is_replaced_at_its_target(tmp_path):
 # ------------------------------------------------------------------ kills
 WRITER = """
 import sys
-from kinetics.fileio import atomic_folder
+from kinetics.io.files import atomic_folder
 target, version = sys.argv[1], 0
 print("ready", flush=True)
 while True:

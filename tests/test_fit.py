@@ -21,8 +21,8 @@ import pytest
 
 from kinetics import DataError, FitError, KineticsWarning, simulate
 from kinetics.cli import main
-from kinetics.fit import CHI2_95, fit
-from kinetics.problem import Condition, FitProblem, load_fit_spec
+from kinetics.fitting.optimize import CHI2_95, fit
+from kinetics.fitting.problem import Condition, FitProblem, load_fit_spec
 
 from conftest import FIT_TASK_DIR
 from fitting_helpers import (COVERAGE_TRUTH, KNOCKDOWN_TRUTH, add_noise, clearance_model, coverage_replicate,
@@ -131,7 +131,7 @@ def test_an_executor_that_is_not_one_is_refused(executor):
 def test_process_pool_rebuilds_the_problem_once_per_worker_with_serial_results():
     """Every start sent to a process pool carried the problem, and the worker rebuilt it (sympy,
     lambdify: ~0.2 s) for each one; now a worker builds it once and reuses it."""
-    from kinetics.problem import rebuild_stats
+    from kinetics.fitting.problem import rebuild_stats
     problem = multi_condition_problem(nonlinear=False)
     serial = fit(problem, multistart=6, seed=1, profiles=False, **QUIET)
     with concurrent.futures.ProcessPoolExecutor(1) as pool:
@@ -240,7 +240,7 @@ def test_a_start_where_the_model_cannot_be_simulated_is_reported_not_fatal(monke
         return original(x, jacobian)
 
     monkeypatch.setattr(problem, "predict", failing_at_bad_start)
-    monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
+    monkeypatch.setattr("kinetics.fitting.optimize.latin_starts", lambda p, n, seed: [p.start(), bad_start])
     result = fit(problem, multistart=2, profiles=False, **QUIET)
     assert result.n_starts == 2 and result.success
     failed = result.runs[1]
@@ -952,7 +952,7 @@ def test_lmfit_engine_marks_a_start_that_cannot_be_simulated_as_failed(monkeypat
         return original(x, jacobian)
 
     monkeypatch.setattr(problem, "predict", failing_at_bad_start)
-    monkeypatch.setattr("kinetics.fit._latin_starts", lambda p, n, seed: [p.start(), bad_start])
+    monkeypatch.setattr("kinetics.fitting.optimize.latin_starts", lambda p, n, seed: [p.start(), bad_start])
     result = fit(problem, multistart=2, profiles=False, engine="lmfit", **QUIET)
     failed = result.runs[1]
     assert failed["rss"] == math.inf and not failed["success"]
@@ -1014,7 +1014,7 @@ def test_combined_noise_warns_when_the_absolute_term_collapses():
 
 def test_combined_noise_alternation_that_runs_out_of_rounds_says_so(monkeypatch):
     """The alternation of rates and (a, b) used to stop silently at its round limit."""
-    monkeypatch.setattr("kinetics.fit._MAX_ROUNDS", 1)
+    monkeypatch.setattr("kinetics.fitting.optimize._MAX_ROUNDS", 1)
     with pytest.warns(KineticsWarning, match="stopped after 1 rounds"):
         result = fit(combined_problem(), multistart=1, profiles=False, **QUIET)
     assert not result.success and "stopped after 1 rounds" in result.message

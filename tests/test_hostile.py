@@ -136,14 +136,14 @@ def api_load_model(name="model.toml"):
 
 def api_load_data(name="data.csv", **kw):
     def run(tmp):
-        from kinetics.data import load_data
+        from kinetics.io.data import load_data
         return load_data(tmp / name, **kw)
     return run
 
 
 def api_load_spec(where="case"):
     def run(tmp):
-        from kinetics.problem import load_fit_spec
+        from kinetics.fitting.problem import load_fit_spec
         return load_fit_spec(tmp / where)
     return run
 
@@ -157,8 +157,8 @@ def api_simulate(model_name="model.toml", times=(0.0, 1.0, 2.0), **kw):
 
 def api_fit(**kw):
     def run(tmp):
-        from kinetics.fit import fit
-        from kinetics.problem import load_fit_spec
+        from kinetics.fitting.optimize import fit
+        from kinetics.fitting.problem import load_fit_spec
         return fit(load_fit_spec(tmp / "case"), progress=False, profiles=False, **kw)
     return run
 
@@ -166,7 +166,7 @@ def api_fit(**kw):
 def api_load_data_frame(frame_rows):
     def run(tmp):
         import pandas as pd
-        from kinetics.data import load_data
+        from kinetics.io.data import load_data
         return load_data(pd.DataFrame(frame_rows, columns=["time", "observable", "value"]))
     return run
 
@@ -447,7 +447,7 @@ ROWS = [
         check=lambda tmp, ds: (ds.n_points == 40_000) or pytest.fail(f"{ds.n_points} points")),
     Row("data-dataframe-1e307", {}, api_load_data_frame([[1.0, "c", 2.0], [2.0, "c", 1e307]]), error="DataError",
         fragments=("DataFrame", "row 2", "absurd magnitude")),
-    Row("data-not-a-path", {}, lambda tmp: __import__("kinetics.data").data.load_data(123), error="DataError",
+    Row("data-not-a-path", {}, lambda tmp: __import__("kinetics.io.data").io.data.load_data(123), error="DataError",
         fragments=("int",)),
 
     # ---------------------------------------------------------------- fit specs

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from kinetics import KineticsWarning, load_model, simulate
-from kinetics.library import bundled_models, models_dir, resolve_model_path
+from kinetics import KineticsWarning, compile_model, load_model, simulate
+from kinetics.model.library import bundled_models, models_dir, resolve_model_path
 
 from conftest import MODELS_DIR
 
@@ -81,7 +81,7 @@ def test_bundled_model_simulates_to_48_with_finite_nonnegative_amounts(loaded, n
     assert X.min() >= -1e-9 * scale, f"negative amount {X.min()} (scale {scale})"
     assert np.isfinite(sim.observables).all()
     # initial state honoured at t = 0
-    x0 = model.compile().initial_state(model.compile().parameter_vector())
+    x0 = compile_model(model).initial_state(compile_model(model).parameter_vector())
     np.testing.assert_allclose(X[0], x0, rtol=1e-9, atol=1e-9 * scale)
 
 
@@ -91,13 +91,13 @@ def test_readme_table_lists_every_bundled_model():
 
 @pytest.mark.parametrize("name", [p.stem for p in MODEL_FILES])
 def test_affine_detection_matches_the_readme(loaded, name):
-    compiled = loaded[name].compile()
+    compiled = compile_model(loaded[name])
     assert compiled.affine == LINEAR[name], (
         f"{name}: compile().affine is {compiled.affine} but models/README.md says linear = {LINEAR[name]}")
     assert compiled.method == ("exact" if LINEAR[name] else "numerical")
 
 
 def test_reference_models_are_classified_as_expected(loaded):
-    assert loaded["exo_linear"].compile().affine is True
-    assert loaded["exo_sat"].compile().affine is False
-    assert loaded["circulation_saturable"].compile().affine is False
+    assert compile_model(loaded["exo_linear"]).affine is True
+    assert compile_model(loaded["exo_sat"]).affine is False
+    assert compile_model(loaded["circulation_saturable"]).affine is False

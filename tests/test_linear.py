@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from kinetics.linear import MAX_EIGEN_CONDITION, dd1, dd2_zero, solve_affine
+from kinetics.numerics.linear import MAX_EIGEN_CONDITION, dd1, dd2_zero, solve_affine
 
 
 def mp_dd1(a, b):
@@ -180,7 +180,7 @@ def test_kernel_real_and_complex_specializations_agree():
     """The one generic kernel, compiled for float64 (real spectrum) and for complex128 (forced
     through ``eigen_solve`` on the same real spectrum), gives the same states and sensitivities,
     including growing modes, zero eigenvalues and times where the stable small-|z| formulas apply."""
-    kernel = pytest.importorskip("kinetics._linear_kernel")
+    kernel = pytest.importorskip("kinetics.numerics.linear_kernel")
     from scipy.linalg.lapack import dgeev
     A, b = exo_linear_matrix()
     A[2, 2] = 0.3  # a growing mode besides the zero eigenvalue of U

@@ -10,7 +10,7 @@ import lmfit
 import pytest
 import sympy as sp
 
-from kinetics import KineticsWarning, Model, ModelError, load_model
+from kinetics import KineticsWarning, Model, ModelError, compile_model, load_model
 
 from conftest import COMPARTMENTS, MODEL_TEXT, OBSERVABLES, PARAMETERS, model_error, variant, write_model
 
@@ -81,7 +81,7 @@ def test_parameter_may_be_a_bare_number(tmp_path):
 
 def test_initial_may_be_an_expression_of_parameters(tmp_path):
     model = load_model(write_model(tmp_path, variant("initial = 100", 'initial = "s_endo / k_mat"')))
-    assert model.compile().initial_state(model.compile().parameter_vector())[0] == pytest.approx(20.0)
+    assert compile_model(model).initial_state(compile_model(model).parameter_vector())[0] == pytest.approx(20.0)
 
 
 # ------------------------------------------------------------------ bad input, one problem each
@@ -448,7 +448,7 @@ def test_with_values_returns_a_changed_copy(model_file):
     assert new.parameters["k_sec"].max == 500      # bounds widened to hold the value
     assert new.parameters["k_sec"].min == 1e-3
     assert new.parameter_values() == {"s_endo": 10.0, "k_mat": 2.0, "k_sec": 500.0, "k_cl": 1.0, "V": 2.0}
-    assert new.compile().parameter_vector()[1] == 2.0
+    assert compile_model(new).parameter_vector()[1] == 2.0
 
 
 def test_with_values_unknown_parameter(model_file):

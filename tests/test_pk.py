@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kinetics import Model, ModelError, load_model, simulate
-from kinetics.library import bundled_models
-from kinetics.pk import PKSummary, pk_summary
+from kinetics.model.library import bundled_models
+from kinetics.analysis.pk import PKSummary, pk_summary
 
 BUNDLED = bundled_models()
 DOSE = 1e10

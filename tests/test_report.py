@@ -13,8 +13,8 @@ import pytest
 
 from kinetics import Model, simulate
 from kinetics.compare import compare
-from kinetics.fit import fit
-from kinetics.problem import Condition, FitProblem, load_fit_spec
+from kinetics.fitting.optimize import fit
+from kinetics.fitting.problem import Condition, FitProblem, load_fit_spec
 
 from conftest import write_fit_case
 

@@ -1,5 +1,5 @@
-"""Tests for the instruction tape (kinetics.tape) and the compiled Rodas5P integrator
-(kinetics.rosenbrock)."""
+"""Tests for the instruction tape (kinetics.codegen.tape) and the compiled Rodas5P integrator
+(kinetics.numerics.rosenbrock)."""
 
 import pickle
 
@@ -13,9 +13,9 @@ from scipy.integrate import solve_ivp  # noqa: E402
 from scipy.linalg import expm  # noqa: E402
 from scipy.special import lambertw  # noqa: E402
 
-from kinetics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, build_tapes, integrate,  # noqa: E402
+from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, build_tapes, integrate,  # noqa: E402
                                  numba_available)
-from kinetics.tape import Tape  # noqa: E402
+from kinetics.codegen.tape import Tape  # noqa: E402
 
 T = sp.Symbol("t", real=True)
 
@@ -337,8 +337,8 @@ def test_import_and_tape_without_numba():
     code = (
         "import sys; sys.modules['numba'] = None\n"
         "import numpy as np, sympy as sp\n"
-        "from kinetics import rosenbrock as R\n"
-        "from kinetics.tape import Tape\n"
+        "from kinetics.numerics import rosenbrock as R\n"
+        "from kinetics.codegen.tape import Tape\n"
         "x, k = sp.symbols('x k')\n"
         "assert not R.numba_available()\n"
         "tp = Tape.from_exprs([k * x - sp.exp(x)], [x, k], n_varying=1, linear=[0])\n"

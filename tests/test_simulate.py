@@ -8,7 +8,7 @@ import pytest
 
 import kinetics
 from kinetics import Model, SolverError, simulate
-from kinetics.library import bundled_models
+from kinetics.model.library import bundled_models
 
 
 def one_compartment(k=0.5, x0=100.0, source=None):
@@ -147,7 +147,7 @@ def linear_bundled():
     names = []
     for name, info in bundled_models().items():
         model = kinetics.load_model(info["path"])
-        if model.compile().affine:
+        if kinetics.compile_model(model).affine:
             names.append(name)
     return names
 
@@ -213,7 +213,7 @@ def test_time_dependent_rate_uses_numerical_path():
     m.add_parameter("k", 1.0, min=0, max=10)
     m.add_flow("input", "step(t - 1)", target="X")
     m.add_flow("loss", "k * X", source="X")
-    assert not m.compile().affine
+    assert not kinetics.compile_model(m).affine
     sim = simulate(m, T)
     expected = np.where(T < 1, 0.0, 1 - np.exp(-(T - 1)))
     np.testing.assert_allclose(sim["X"], expected, atol=1e-6)
@@ -285,11 +285,11 @@ def test_scipy_lsoda_fallback_without_numba(monkeypatch):
     """Without numba the nonlinear path runs on scipy's LSODA, sensitivities included."""
     from scipy.special import lambertw
 
-    from kinetics import rosenbrock
+    from kinetics.numerics import rosenbrock
     monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
     model = saturable_model()
     sim = simulate(model, T, sensitivities=["Vmax"], rtol=1e-10, atol=1e-12)
-    assert model.compile()._numeric["engine"] == "lsoda"
+    assert kinetics.compile_model(model)._numeric["engine"] == "lsoda"
     Vmax, Km, P0 = 40.0, 60.0, 500.0
     exact = Km * np.real(lambertw(P0 / Km * np.exp((P0 - Vmax * T) / Km)))
     assert_close(sim["P"], exact, 1e-7)
@@ -325,8 +325,8 @@ def jordan_growth_model():
 
 def test_jordan_growth_model_takes_the_expm_path():
     """Guards the expm row of the table below: that case must really reach the expm fallback."""
-    from kinetics.linear import solve_affine
-    A, b = jordan_growth_model().compile().affine_matrices([1.0])
+    from kinetics.numerics.linear import solve_affine
+    A, b = kinetics.compile_model(jordan_growth_model()).affine_matrices([1.0])
     assert solve_affine(A, b, np.array([1.0, 0.0]), np.array([0.0, 1.0]))[2] == "expm"
 
 
@@ -428,7 +428,7 @@ def test_cli_simulate_of_an_overflowing_model_fails_with_one_paragraph(capsys, t
 @pytest.mark.parametrize("method", ["auto", "numerical"])
 def test_changing_a_parameter_value_after_simulating_takes_effect(method):
     m = one_compartment(k=0.5, x0=100.0)
-    compiled = m.compile()
+    compiled = kinetics.compile_model(m)
     first = simulate(m, [2.0], method=method)["X"][0]
     m.parameters["k"].value = 1.5
     second = simulate(m, [2.0], method=method)["X"][0]
@@ -436,7 +436,7 @@ def test_changing_a_parameter_value_after_simulating_takes_effect(method):
     assert first == pytest.approx(100 * math.exp(-1.0), rel=1e-7)
     assert second == pytest.approx(100 * math.exp(-3.0), rel=1e-7)
     assert third == second
-    assert m.compile() is compiled                                # nothing was recompiled
+    assert kinetics.compile_model(m) is compiled                               # nothing was recompiled
 
 
 @pytest.mark.parametrize("value, fragment", [

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from kinetics import Model, ModelError, SolverError, load_model, simulate
-from kinetics.library import bundled_models
-from kinetics.steady import SteadyState, compare_scenarios, steady_plan, steady_state
+from kinetics import Model, ModelError, SolverError, compile_model, load_model, simulate
+from kinetics.model.library import bundled_models
+from kinetics.analysis.steady import SteadyState, compare_scenarios, steady_plan, steady_state
 
 BUNDLED = bundled_models()
-AFFINE = [name for name, info in BUNDLED.items() if load_model(info["path"]).compile().affine]
+AFFINE = [name for name, info in BUNDLED.items() if compile_model(load_model(info["path"])).affine]
 
 
 def bundled(name):
@@ -22,7 +22,7 @@ def bundled(name):
 
 def independent_solution(model, parameters=None):
     """Bounded steady state and sink rates from the full A, b (numpy only)."""
-    c = model.compile()
+    c = compile_model(model)
     p = c.parameter_vector(parameters)
     A, b = c.affine_matrices(p)
     sources = {f.source for f in model.flows.values()}
@@ -62,7 +62,7 @@ def long_run(model, parameters=None, t_end=2000.0):
 def test_bundled_affine_equals_solution_of_A_x_eq_minus_b(name):
     model = bundled(name)
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    c = model.compile()
+    c = compile_model(model)
     for trial in range(2):
         params = None if trial == 0 else {n: v * rng.uniform(0.5, 2.0) for n, v in zip(c.parameter_names, c.default_parameters)}
         values, rates = independent_solution(model, params)
@@ -131,8 +131,8 @@ def test_parameters_and_scale():
 def test_plan_fast_path_matches_and_is_cached():
     model = bundled("exo_linear")
     plan = steady_plan(model)
-    assert steady_plan(model.compile()) is plan
-    x, r = plan.solve(model.compile().default_parameters)
+    assert steady_plan(compile_model(model)) is plan
+    x, r = plan.solve(compile_model(model).default_parameters)
     assert x == pytest.approx([1250, 625, 6.25, 25]) and r == pytest.approx([500, 125])
     assert plan.bounded_names == ["EE", "MVB", "P", "T"] and plan.sink_names == ["LYS", "U"]
 

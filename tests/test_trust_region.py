@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares, lsq_linear
 
-from kinetics import trust_region
+from kinetics.numerics import trust_region
 from kinetics.errors import SolverError
-from kinetics.trust_region import TERMINATION_MESSAGES, TRFResult, least_squares_trf
+from kinetics.numerics.trust_region import TERMINATION_MESSAGES, TRFResult, least_squares_trf
 
 from conftest import FIT_TASK_DIR
 
@@ -419,7 +419,7 @@ def test_module_works_where_numba_cannot_be_imported():
     code = (
         "import json, sys; sys.modules['numba'] = None\n"
         "import numpy as np\n"
-        "from kinetics import trust_region as tr\n"
+        "from kinetics.numerics import trust_region as tr\n"
         "assert not tr.numba_available()\n"
         "r = tr.least_squares_trf(lambda x: (np.array([x[0] - 2.0, 3 * x[1] + 1.0]), np.diag([1.0, 3.0])),"
         " [0.5, 0.5], [0.0, 0.0], [1.0, 1.0])\n"
@@ -453,11 +453,11 @@ def test_warm_up_runs():
 def fit_task():
     if not (FIT_TASK / "fit.toml").exists():
         pytest.skip("reference fit task not available")
-    from kinetics.fit import _latin_starts
-    from kinetics.problem import load_fit_spec
+    from kinetics.fitting.optimize import latin_starts
+    from kinetics.fitting.problem import load_fit_spec
     problem = load_fit_spec(FIT_TASK)
     lo, hi = problem.internal_bounds()
-    starts = _latin_starts(problem, 4, 0)  # problem.start() and 3 Latin-hypercube points
+    starts = latin_starts(problem, 4, 0)  # problem.start() and 3 Latin-hypercube points
     return problem, lo, hi, starts
 
 
@@ -523,12 +523,12 @@ def test_overhead_per_evaluation(fit_task):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from kinetics.fit import _latin_starts
-    from kinetics.problem import load_fit_spec
+    from kinetics.fitting.optimize import latin_starts
+    from kinetics.fitting.problem import load_fit_spec
     problem = load_fit_spec(FIT_TASK)
     lo, hi = problem.internal_bounds()
     trust_region.warm_up()
-    for x0 in _latin_starts(problem, 4, 0):
+    for x0 in latin_starts(problem, 4, 0):
         nfev, us = measure_overhead(problem, lo, hi, x0, repeats=30)
         print(f"{nfev:3d} evaluations: port {us['port']:6.1f} µs, scipy {us['scipy']:6.1f} µs per evaluation"
               f" (model {us['model']:.0f} µs)")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kinetics import KineticsError, Model
-from kinetics.uncertainty import FitSummary, predict_with_uncertainty, steady_state_uncertainty
+from kinetics.analysis.uncertainty import FitSummary, predict_with_uncertainty, steady_state_uncertainty
 
 
 def production_model():
@@ -75,9 +75,9 @@ def test_mcmc_samples_and_corner_plot(tmp_path):
     import pandas as pd
 
     from kinetics import simulate
-    from kinetics.fit import fit
-    from kinetics.problem import Condition, FitProblem
-    from kinetics.uncertainty import load_fit_summary
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import Condition, FitProblem
+    from kinetics.analysis.uncertainty import load_fit_summary
 
     m = production_model()
     times = np.linspace(0.5, 12, 12)

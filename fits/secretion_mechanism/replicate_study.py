@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import generate_data  # noqa: E402
 
-from kinetics.fit import fit  # noqa: E402
-from kinetics.problem import FitProblem, load_fit_spec  # noqa: E402
+from kinetics.fitting.optimize import fit  # noqa: E402
+from kinetics.fitting.problem import FitProblem, load_fit_spec  # noqa: E402
 
 VARIANTS = ["acts_on_ilv", "acts_on_docking", "acts_on_degradation"]
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from .errors import KineticsError
+from ..errors import KineticsError
+from ..io.results import curves_table
 
 __all__ = ["compare", "Comparison", "akaike_weights"]
 
@@ -30,11 +31,11 @@ def akaike_weights(criterion) -> np.ndarray:
 
 def _entry(item, label=None):
     """(label, result dict, curves DataFrame or None, folder or None)."""
-    from .fit import FitResult
+    from ..fitting.optimize import FitResult
     if isinstance(item, FitResult):
         curves = curves_table(item)
         return label or item.problem.model.name, item.to_dict(), curves, None
-    from .report import read_result
+    from ..io.results import read_result
     path, data = read_result(item)
     return label or path.parent.name, data, _read_curves(path.parent / "curves.csv"), path.parent
 
@@ -42,7 +43,7 @@ def _entry(item, label=None):
 def _read_curves(path):
     """A saved curves.csv (text cells restored from their spreadsheet-safe form), or None when
     missing or unreadable (the comparison itself does not need it, only the plot)."""
-    from .fileio import csv_unsafe_text
+    from ..io.files import csv_unsafe_text
     if not path.is_file():
         return None
     try:
@@ -54,20 +55,6 @@ def _read_curves(path):
     for column in ("condition", "observable"):
         curves[column] = curves[column].map(lambda v: csv_unsafe_text(v) if isinstance(v, str) else v)
     return curves
-
-
-def curves_table(result) -> pd.DataFrame:
-    """The fitted curves of a FitResult on a fine grid: condition, observable, time, value
-    (what result folders hold as curves.csv)."""
-    from .report import _grid
-    frames = []
-    p = result.problem
-    for condition in p.condition_names:
-        grid = _grid(result, condition)
-        curves = result.predict(grid, condition)
-        for obs in p.data.observables:
-            frames.append(pd.DataFrame({"condition": condition, "observable": obs, "time": grid, "value": curves[obs]}))
-    return pd.concat(frames, ignore_index=True)
 
 
 class Comparison:
@@ -96,9 +83,9 @@ class Comparison:
     def plot_weights(self, ax=None, figure=None):
         """Akaike weights as bars; on ``ax``, else on ``figure`` (a detached Figure), else on a
         new pyplot figure."""
-        from .report import _new_figure
+        from ..report.plots import new_figure
         if ax is None:
-            _, axes = _new_figure(figure, (6, 3.5))
+            _, axes = new_figure(figure, (6, 3.5))
             ax = axes[0, 0]
         ax.bar(self.table["model"], self.table["weight"], color="tab:blue")
         ax.set_ylabel("Akaike weight (AICc)")
@@ -111,7 +98,7 @@ class Comparison:
     def plot_fits(self, figure=None):
         """Fitted curves of every variant over the data, one panel per observable and condition
         (on ``figure``, a detached Figure, when given)."""
-        from .report import _new_figure
+        from ..report.plots import new_figure
         data_table = self._data_table()
         panels = []
         for _, _, c, _ in self._entries:
@@ -122,7 +109,7 @@ class Comparison:
             return None
         cols = min(3, len(panels))
         rows = math.ceil(len(panels) / cols)
-        fig, axes = _new_figure(figure, (4.8 * cols, 3.6 * rows), rows, cols)
+        fig, axes = new_figure(figure, (4.8 * cols, 3.6 * rows), rows, cols)
         for ax, (cond, obs) in zip(axes.flat, panels):
             if data_table is not None:
                 sel = data_table[(data_table["condition"] == cond) & (data_table["observable"] == obs)]
@@ -146,8 +133,8 @@ class Comparison:
         when the file is gone or has changed since the fits."""
         import warnings
 
-        from .data import load_data
-        from .errors import KineticsWarning
+        from ..io.data import load_data
+        from ..errors import KineticsWarning
         _, data, _, folder = self._entries[0]
         recorded = data["data"].get("path")
         if not isinstance(recorded, str):

@@ -36,10 +36,11 @@ import numpy as np
 import sympy as sp
 from scipy.linalg import expm
 
-from .errors import ModelError, SolverError
-from .expressions import TIME
-from .linear import _eigen, solve_affine
-from .steady import _eigvals, _find_root, steady_plan
+from ..codegen.lambdify import lambdify_plain
+from ..errors import ModelError, SolverError
+from ..model.expressions import TIME
+from ..numerics.linear import eigen_decomposition, solve_affine
+from .steady import eigenvalues, find_root, steady_plan
 
 __all__ = ["pk_summary", "PKSummary"]
 
@@ -126,7 +127,7 @@ def _minutes(time_unit):
 
 
 def _unit_text(expr):
-    from .units import format_unit
+    from ..model.units import format_unit
     try:
         return format_unit(expr)  # units are monomials: sympy combines their powers itself
     except Exception:  # noqa: BLE001 - units are a courtesy
@@ -134,8 +135,8 @@ def _unit_text(expr):
 
 
 def _units(model, dose_comp, obs_unit):
-    from .errors import UnitError
-    from .units import DIMENSIONLESS, parse_unit
+    from ..errors import UnitError
+    from ..model.units import DIMENSIONLESS, parse_unit
     tu = model.time_unit
     dose_unit = model.compartments[dose_comp].unit
     out = {"dose": dose_unit, "cmax": obs_unit, "time": tu}
@@ -166,17 +167,17 @@ def _observable(compiled, plan, name):
     """(sympy expression of the observable, its unit)."""
     model = compiled.model
     if name in compiled.state_names:
-        return compiled._x_syms[compiled.state_names.index(name)], model.compartments[name].unit
+        return compiled.state_symbols[compiled.state_names.index(name)], model.compartments[name].unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
-    from .model import _suggest
+    from ..errors import suggest_name
     names = compiled.state_names + compiled.observable_names
-    raise ModelError(f"model '{compiled.name}' has no compartment or observable '{name}'{_suggest(name, names)}; "
+    raise ModelError(f"model '{compiled.name}' has no compartment or observable '{name}'{suggest_name(name, names)}; "
                      f"choose one of {', '.join(names)}")
 
 
 def _dose(compiled, dose):
-    from .simulate import Dose
+    from ..simulation.schedule import Dose
     if isinstance(dose, Dose):
         comp, amount, time = dose.compartment, dose.amount, dose.time
     elif isinstance(dose, dict):
@@ -187,8 +188,8 @@ def _dose(compiled, dose):
     else:
         raise ModelError(f"dose: expected a dict like {{'compartment': 'plasma', 'amount': 1e10}} or a Dose, got {dose!r}")
     if comp not in compiled.state_names:
-        from .model import _suggest
-        raise ModelError(f"dose into unknown compartment '{comp}'{_suggest(str(comp), compiled.state_names)}; "
+        from ..errors import suggest_name
+        raise ModelError(f"dose into unknown compartment '{comp}'{suggest_name(str(comp), compiled.state_names)}; "
                          f"compartments of '{compiled.name}' are {', '.join(compiled.state_names)}")
     if isinstance(amount, bool) or not isinstance(amount, (int, float, np.floating, np.integer)) or not amount > 0 or not math.isfinite(amount):
         raise ModelError(f"dose amount must be a positive number, got {amount!r}")
@@ -247,14 +248,14 @@ def _prepare(plan, comp, observable):
     """Symbolic work per (model, dose compartment, observable), cached on the plan."""
     c = plan.compiled
     expr, obs_unit = _observable(c, plan, observable)
-    sinks = [plan._x[i] for i in plan.S]
+    sinks = [plan.state_symbols[i] for i in plan.S]
     used_sinks = [s.name for s in sinks if s in expr.free_symbols]
     if used_sinks:
         raise ModelError(f"observable '{observable}' of model '{c.name}' depends on {', '.join(used_sinks)}, which only "
                          "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
                          "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
     linear_obs = (TIME not in expr.free_symbols
-                  and all(not (sp.diff(expr, s).free_symbols & set(c._x_syms)) for s in plan._xB))
+                  and all(not (sp.diff(expr, s).free_symbols & set(c.state_symbols)) for s in plan.bounded_symbols))
     units, concentration, why = _units(c.model, comp, obs_unit)
     return expr, linear_obs, units, concentration, why
 
@@ -264,15 +265,15 @@ def _gradient(plan, expr, p):
     key = ("pk-gradient", expr)
     fn = plan.cache.get(key)
     if fn is None:
-        fn = plan.cache[key] = sp.lambdify([plan._p], [sp.diff(expr, s) for s in plan._xB], "math")
+        fn = plan.cache[key] = lambdify_plain([plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math")
     return np.array(fn(list(map(float, p))), dtype=float).reshape(-1)
 
 
 def _phases(A, cvec, d):
     """[(lambda, coefficient or None)] of y(t) = c^T exp(A t) d, excited modes only."""
-    eig = _eigen(A) if A.shape[0] else None
+    eig = eigen_decomposition(A) if A.shape[0] else None
     if eig is None:
-        return [(lam, None) for lam in _eigvals(A)], False
+        return [(lam, None) for lam in eigenvalues(A)], False
     lam, V, Vinv = eig
     coef = (cvec @ V) * (Vinv @ d)
     total = np.abs(coef).sum()
@@ -306,7 +307,7 @@ def _exact(plan, p, comp, amount, expr, t_last):
     if comp in plan.bounded_names:
         d[plan.bounded_names.index(comp)] = amount
     y0 = float(cvec @ d)
-    ev = _eigvals(A)
+    ev = eigenvalues(A)
     if nb == 0 or not np.any(cvec) or not np.any(d):
         raise ModelError(f"model '{plan.name}': the observable does not respond to a dose into '{comp}'"
                          + (" (a sink: material there never comes back)" if comp in plan.sink_names else ""))
@@ -338,7 +339,7 @@ def _exact(plan, p, comp, amount, expr, t_last):
     if k > 0:
         lo, hi = grid[k - 1], grid[min(k + 1, len(grid) - 1)]
         if dy_at(lo) > 0 > dy_at(hi):
-            tmax = float(_find_root(dy_at, lo, hi, xtol=1e-15 * hi))
+            tmax = float(find_root(dy_at, lo, hi, xtol=1e-15 * hi))
         else:
             tmax = float(grid[k])
         cmax = float(y_at([tmax])[0])
@@ -372,8 +373,8 @@ def _numeric(plan, p, comp, amount, expr, t_last):
     xd[c.state_names.index(comp)] += amount
     key = ("pk-numeric", expr)
     if key not in plan.cache:
-        plan.cache[key] = (sp.lambdify([TIME, c._x_syms, plan._p], expr, "numpy"),
-                           sp.lambdify([TIME, c._x_syms, plan._p], [sp.diff(expr, s) for s in plan._xB], "math"))
+        plan.cache[key] = (lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], expr, "numpy"),
+                           lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math"))
     obs_fn, grad = plan.cache[key]
     pl = list(map(float, p))
     rtol, atol = 1e-10, 1e-12 * max(1.0, float(np.abs(xd).max()))

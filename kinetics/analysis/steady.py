@@ -61,11 +61,12 @@ import sympy as sp
 from scipy.linalg.lapack import dgeev as _dgeev
 from scipy.linalg.lapack import dgesv as _dgesv
 
-from .compile import CompiledModel, _heaviside, _ScalarPrinter
-from .errors import ModelError, SolverError
-from .expressions import TIME
-from .linear import solve_affine
-from .model import Model, load_model
+from ..codegen.lambdify import lambdify as _lambdify
+from ..simulation.compiled import CompiledModel, compile_model
+from ..errors import ModelError, SolverError
+from ..model.expressions import TIME
+from ..numerics.linear import solve_affine
+from ..model.core import Model, load_model
 
 __all__ = ["steady_state", "SteadyState", "compare_scenarios", "steady_plan", "SteadyPlan"]
 
@@ -88,23 +89,11 @@ def _as_compiled(model) -> CompiledModel:
     if isinstance(model, CompiledModel):
         return model
     if isinstance(model, Model):
-        return model.compile()
+        return compile_model(model)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from .library import resolve_model_path
-        return load_model(resolve_model_path(model)).compile()
+        from ..model.library import resolve_model_path
+        return compile_model(load_model(resolve_model_path(model)))
     raise TypeError(f"expected a Model, a CompiledModel or a model file path, got {type(model).__name__}")
-
-
-def _lambdify(args, exprs):
-    """Generated scalar code (math module, common subexpressions shared) for a list of
-    expressions; like :func:`kinetics.compile._lambdify`, with ``math`` itself in the namespace
-    for the fully qualified names the printer writes (``math.sqrt``)."""
-    exprs = list(exprs)
-    if not exprs:
-        return lambda *a: []
-    printer = _ScalarPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    return sp.lambdify(args, exprs, modules=[{"_heaviside": _heaviside, "math": math}, "math"], printer=printer,
-                       cse=True, docstring_limit=0)
 
 
 def steady_plan(model) -> "SteadyPlan":
@@ -217,6 +206,11 @@ def _simplify(expr):
 
 
 # ------------------------------------------------------------------------------------ plan
+#: Public names of the helpers above (used by :mod:`kinetics.analysis.pk`).
+eigenvalues = _eigvals
+find_root = _find_root
+
+
 class SteadyPlan:
     """What a model's steady state needs that does not depend on parameter values: the split
     into sinks and the bounded subsystem, generated code for A and b (affine models) or for
@@ -230,13 +224,13 @@ class SteadyPlan:
     def __init__(self, compiled: CompiledModel):
         c = self.compiled = compiled
         model = c.model
-        sym = model._build_symbolic()
+        sym = model.symbolic()
         self.name = c.name
         self.state_names = list(c.state_names)
         self.parameter_names = list(c.parameter_names)
         self.time_unit = model.time_unit
         self.units = {n: comp.unit for n, comp in model.compartments.items()}
-        x, p = list(c._x_syms), list(c._p_syms)
+        x, p = list(c.state_symbols), list(c.parameter_symbols)
         self._x, self._p = x, p
         f, J = c.rhs_symbolic, c.jacobian_symbolic
         n = len(x)
@@ -257,6 +251,7 @@ class SteadyPlan:
         self._fS = [f[i] for i in self.S]
         self._JBB = J.extract(list(self.B), list(self.B)) if len(self.B) else sp.zeros(0, 0)
         self._JSB = J.extract(list(self.S), list(self.B)) if len(self.S) and len(self.B) else sp.zeros(len(self.S), len(self.B))
+        self.state_symbols, self.bounded_symbols, self.parameter_symbols = self._x, self._xB, self._p  # public views
         # incidence of flows on bounded compartments (for residual scales and messages)
         index = {name: i for i, name in enumerate(self.bounded_names)}
         self._incidence = np.zeros((len(self.B), len(self.flow_names)))
@@ -461,10 +456,7 @@ class SteadyPlan:
         if not cands:
             return []
         # evaluated with cmath: roots written with I (casus irreducibilis) can still be real
-        import cmath
-        printer = _ScalarPrinter({"fully_qualified_modules": True, "allow_unknown_functions": False})
-        return [sp.lambdify([self._p], list(exprs), modules=[{"_heaviside": _heaviside, "math": cmath}, "math"],
-                            printer=printer, cse=True, docstring_limit=0) for exprs in cands]
+        return [_lambdify([self._p], list(exprs), complex_math=True) for exprs in cands]
 
     @cached_property
     def _candidate_strings(self):
@@ -1038,8 +1030,8 @@ def _parameter_vector(compiled, parameters, scale, check=True):
         p = p.copy()
         for name, factor in scale.items():
             if name not in index:
-                from .model import _suggest
-                raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{_suggest(name, index)}; "
+                from ..errors import suggest_name
+                raise ModelError(f"model '{compiled.name}': cannot scale unknown parameter '{name}'{suggest_name(name, index)}; "
                                  f"its parameters are {', '.join(compiled.parameter_names)}")
             p[index[name]] *= float(factor)
     if check and not np.isfinite(p).all():

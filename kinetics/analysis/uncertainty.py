@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .errors import KineticsError
+from ..errors import KineticsError
 
 __all__ = ["FitSummary", "load_fit_summary", "predict_with_uncertainty", "steady_state_uncertainty", "pk_uncertainty"]
 
@@ -49,12 +49,12 @@ class FitSummary:
 
 def load_fit_summary(fit) -> FitSummary:
     """From a :class:`~kinetics.fit.FitResult` or a fit folder (``result.json``)."""
-    from .fit import FitResult
+    from ..fitting.optimize import FitResult
     if isinstance(fit, FitResult):
         p = fit.problem
         samples = fit.mcmc["samples"] if fit.mcmc else None
         return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples)
-    from .report import read_result
+    from ..io.results import read_result
     path, data = read_result(fit)
     params = data["parameters"]
     free = [n for n, e in params.items() if e.get("free")]
@@ -116,8 +116,8 @@ def predict_with_uncertainty(quantities, fit, n_samples=300, seed=0, relative_st
 
 
 def _model_for(model, summary):
-    from .library import resolve_model_path
-    from .model import Model, load_model
+    from ..model.library import resolve_model_path
+    from ..model.core import Model, load_model
     if not isinstance(model, Model):
         model = load_model(resolve_model_path(model))
     if summary.model_name != model.name:

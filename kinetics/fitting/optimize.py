@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import chi2, qmc
 
-from .errors import FitError, KineticsWarning, SolverError
+from ..errors import FitError, KineticsWarning, SolverError
 
 __all__ = ["fit", "FitResult", "CHI2_95"]
 
@@ -195,7 +195,7 @@ def _no_worse_than_start(x, rss, result, start):
 
 def _trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
     """:func:`_local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
-    from .trust_region import least_squares_trf
+    from ..numerics.trust_region import least_squares_trf
     lo, hi = problem.internal_bounds()
     base = np.clip(np.asarray(x0, dtype=float), lo, hi)
     free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
@@ -262,7 +262,7 @@ def _global_minimize(objective, params, method, seed):
     return lmfit.minimize(objective.residual, params, method=method, seed=seed)
 
 
-def _latin_starts(problem, n, seed):
+def latin_starts(problem, n, seed):
     x0 = problem.start()
     if n <= 1:
         return [x0]
@@ -436,7 +436,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         runs = [polished]
         local_method = f"{method} + least_squares"
     else:
-        starts = _latin_starts(problem, multistart, seed)
+        starts = latin_starts(problem, multistart, seed)
         runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]
@@ -873,40 +873,40 @@ class FitResult:
         return self.problem.curves(phi, np.asarray(times, dtype=float), condition)
 
     def fit_report(self) -> str:
-        from .report import fit_report
+        from ..report.text import fit_report
         return fit_report(self)
 
     def to_dict(self) -> dict:
-        from .report import result_dict
+        from ..io.results import result_dict
         return result_dict(self)
 
     def to_json(self, path=None) -> str:
         import json
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False, default=float)
         if path is not None:
-            from .fileio import atomic_write
+            from ..io.files import atomic_write
             atomic_write(path, text + "\n")
         return text
 
     def plot_fit(self, ax=None, logy=False, band=True):
-        from .report import plot_fit
+        from ..report.plots import plot_fit
         return plot_fit(self, ax=ax, logy=logy, band=band)
 
     def plot_residuals(self, ax=None):
-        from .report import plot_residuals
+        from ..report.plots import plot_residuals
         return plot_residuals(self, ax=ax)
 
     def plot_profiles(self):
-        from .report import plot_profiles
+        from ..report.plots import plot_profiles
         return plot_profiles(self)
 
     def plot_corner(self):
-        from .report import plot_corner
+        from ..report.plots import plot_corner
         return plot_corner(self)
 
     def save(self, folder) -> list:
         """Write result.json, report.txt and the plots into ``folder`` (each atomically)."""
-        from .report import save_result
+        from ..report.plots import save_result
         return save_result(self, folder)
 
     def __repr__(self):

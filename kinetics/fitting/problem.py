@@ -35,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from .data import Dataset, load_data
-from .errors import DataError, ExpressionError, ModelError
-from .expressions import parse_expression
-from .fileio import sanitize_excerpt
-from .simulate import Schedule, as_event, as_input
+from ..io.data import Dataset, load_data
+from ..codegen.lambdify import lambdify_plain
+from ..errors import DataError, ExpressionError, ModelError
+from ..model.expressions import parse_expression
+from ..io.files import sanitize_excerpt
+from ..simulation.compiled import compile_model
+from ..simulation.schedule import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
 
@@ -74,7 +76,8 @@ class FitProblem:
 
     def __init__(self, model, data, free, *, conditions=None, parameters=None, noise="proportional",
                  log_scale=True, observables=None, origin="fit", settings=None):
-        from .model import Model, _suggest
+        from ..errors import suggest_name
+        from ..model.core import Model
         if not isinstance(model, Model):
             raise TypeError("model must be a kinetics.Model")
         # everything needed to rebuild this problem in another process (see __reduce__)
@@ -90,7 +93,7 @@ class FitProblem:
         self.log_scale = bool(log_scale)
         self.conditions = {c.name: c for c in (conditions or [Condition("default")])}
         self.observable_spec = dict(observables or {})
-        compiled = model.compile()
+        compiled = compile_model(model)
         self.compiled = compiled
         # ---- fit parameters: model parameters + new fit-level ones
         values, bounds = {}, {}
@@ -129,7 +132,7 @@ class FitProblem:
         for name in free:
             if name not in values:
                 raise DataError(f"{origin}: [fit] free names '{name}', which is neither a model parameter nor in [parameters]"
-                                f"{_suggest(name, values)}")
+                                f"{suggest_name(name, values)}")
         if len(set(free)) != len(free):
             raise DataError(f"{origin}: [fit] free lists a parameter twice")
         self.free = free
@@ -168,7 +171,7 @@ class FitProblem:
             g = list(phi[: compiled.n_params])  # model parameters are the first P fit parameters
             for pname, expr in cond.overrides.items():
                 if pname not in compiled.parameter_names:
-                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{_suggest(pname, compiled.parameter_names)}")
+                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{suggest_name(pname, compiled.parameter_names)}")
                 try:
                     g[compiled.parameter_names.index(pname)] = parse_expression(expr, self._symbols, allow_time=False)
                 except ExpressionError as exc:
@@ -184,7 +187,7 @@ class FitProblem:
             s_index = np.array([series_names.index(o) for o in rows["observable"]])
             self._plans.append({
                 "name": cname, "schedule": schedule, "rows": rows,
-                "g": sp.lambdify([phi], list(G), "math"), "dg": sp.lambdify([phi], G.jacobian(phi), "numpy"),
+                "g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
                 "identity": identity,
                 "t_index": t_index, "s_index": s_index,
                 "row_evaluator": schedule.row_evaluator(t_index, s_index),
@@ -206,7 +209,7 @@ class FitProblem:
                         e = parse_expression(entry[key], self._symbols, allow_time=False)
                     except ExpressionError as exc:
                         raise DataError(f"{origin}: [observables.{oname}] {key} '{entry[key]}' {exc}") from None
-                    maps[key] = (sp.lambdify([phi], e, "math"), sp.lambdify([phi], [e.diff(s) for s in phi], "math"))
+                    maps[key] = (lambdify_plain([phi], e, "math"), lambdify_plain([phi], [e.diff(s) for s in phi], "math"))
             self._obs_maps[oname] = maps
         # ---- data vectors in plan order
         self.y = np.concatenate([p["rows"]["value"].to_numpy(float) for p in self._plans])
@@ -230,6 +233,11 @@ class FitProblem:
         for k, i in enumerate(self.free_index):
             if i < P:
                 self._identity_D[i, k] = 1.0
+
+    @property
+    def plans(self) -> list:
+        """One entry per condition, in data order: its name and its data rows (``rows``)."""
+        return self._plans
 
     def _measurable_names(self):
         return self.compiled.state_names + self.compiled.observable_names
@@ -505,7 +513,7 @@ def _rebuild(recipe, key=None):
 
 
 def _build(recipe):
-    from .model import Model
+    from ..model.core import Model
     model_dict, source, sha = recipe["model"]
     model = Model.from_dict(model_dict, source=source)
     model.sha256 = sha
@@ -521,7 +529,7 @@ MAX_SEED = 2 ** 63 - 1
 
 def load_fit_spec(path) -> FitProblem:
     """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
-    from .fileio import read_toml_file
+    from ..io.files import read_toml_file
     path = Path(path)
     if path.is_dir():
         path = path / "fit.toml"
@@ -661,20 +669,21 @@ def _check_fixed_parameters(model, free, parameters: dict, origin: str):
 
 
 def problem_from_spec(spec: dict, path: Path) -> FitProblem:
-    from .model import _suggest, load_model
+    from ..errors import suggest_name
+    from ..model.core import load_model
     origin = str(path)
     if not isinstance(spec, dict):
         raise DataError(f"{origin}: a fit spec must be a TOML table of model, data, [fit], [parameters], [conditions]")
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise DataError(f"{origin}: unknown top-level key '{key}'{_suggest(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        raise DataError(f"{origin}: unknown top-level key '{key}'{suggest_name(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
     for key in ("model", "data"):
         if key not in spec:
             raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
     _check_spec_types(spec, origin)
     base = path.parent
-    from .library import resolve_model_path
+    from ..model.library import resolve_model_path
     model_path = base / spec["model"]
     if not model_path.exists():
         try:
@@ -686,7 +695,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     unknown = set(fit) - _FIT_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise DataError(f"{origin}: [fit] unknown key '{key}'{_suggest(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
+        raise DataError(f"{origin}: [fit] unknown key '{key}'{suggest_name(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
     _check_fixed_parameters(model, fit.get("free", []), spec.get("parameters", {}), origin)
     # "fixed" in the spec only grants the permission checked above; FitProblem knows value/min/max
     parameters = {name: ({k: v for k, v in entry.items() if k != "fixed"} if isinstance(entry, dict) else entry)
@@ -699,7 +708,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
         unknown = set(centry) - _COND_KEYS
         if unknown:
             key = sorted(unknown)[0]
-            raise DataError(f"{where} unknown key '{key}'{_suggest(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
+            raise DataError(f"{where} unknown key '{key}'{suggest_name(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
         try:
             doses = [as_input(d, f"{where} dose {i + 1}") for i, d in enumerate(centry.get("doses", []))]
             events = [as_event(e, f"{where} event {i + 1}") for i, e in enumerate(centry.get("events", []))]
@@ -712,7 +721,7 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     noise = fit.get("noise", "proportional")
     data_path = Path(os.path.normpath(base / spec["data"]))
     # data are loaded with the model's names known, so errors name unknown observables at once
-    names = model.compile().state_names + model.compile().observable_names
+    names = compile_model(model).state_names + compile_model(model).observable_names
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
                      default_condition=default_condition, noise=noise)

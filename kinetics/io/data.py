@@ -29,8 +29,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, KineticsWarning
-from .fileio import DATA_SIZE_LIMIT, decode_utf8, read_regular_file, sanitize_excerpt
+from ..errors import DataError, KineticsWarning
+from .files import DATA_SIZE_LIMIT, decode_utf8, read_regular_file, sanitize_excerpt
 
 __all__ = ["NOISE_MODELS", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "Dataset", "load_data", "describe_rows"]
 

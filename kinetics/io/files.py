@@ -16,7 +16,7 @@ import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import KineticsError
+from ..errors import KineticsError
 
 __all__ = ["atomic_write", "atomic_path", "atomic_folder", "check_output_folder", "output_mode",
            "csv_safe_text", "csv_unsafe_text", "csv_safe_frame", "RESULT_FILES"]
@@ -126,7 +126,7 @@ def check_output_folder(folder, owned=RESULT_FILES, what=None) -> Path:
     if not ancestor.is_dir():
         raise KineticsError(f"{what}: '{ancestor}' is a file, so no folder can be created under it; choose another folder")
     try:   # a real probe: permission bits do not tell about read-only mounts or root
-        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING_TAG}probe-", dir=ancestor))
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING_TAG}{os.getpid()}-probe-", dir=ancestor))
     except OSError as exc:
         raise KineticsError(f"{what}: cannot write into '{ancestor}' ({exc.strerror or exc}); "
                             "choose a writable folder") from None

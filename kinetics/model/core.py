@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import hashlib
 import keyword
 import math
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from .errors import ExpressionError, KineticsWarning, ModelError, UnitError
+from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError, suggest_name
 from .expressions import RESERVED, TIME, describe_character, nonstandard_character, parse_expression, shorten, to_text
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
@@ -135,9 +134,7 @@ class _Errors:
             raise ModelError(head + f"{len(self.items)} problems:\n  - " + "\n  - ".join(self.items))
 
 
-def _suggest(name, candidates):
-    hint = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean '{hint[0]}'?)" if hint else ""
+_suggest = suggest_name  # the shared "did you mean" hint (kinetics.errors)
 
 
 class Model:
@@ -151,8 +148,8 @@ class Model:
         m.add_flow("clearance", "k_cl * P", source="P")
         m.add_observable("plasma", "P", unit="particles")
 
-    The symbolic form (:meth:`odes`, :meth:`equations`) and the compiled form
-    (:meth:`compile`) are built on first use and rebuilt after any ``add_*`` change; parameter
+    The symbolic form (:meth:`symbolic`, :meth:`odes`, :meth:`equations`) and the compiled
+    form (:func:`kinetics.compile_model`) are built on first use and rebuilt after any change; parameter
     values (``model.parameters["k"].value = 2``) are read at each simulation.
     """
 
@@ -167,13 +164,14 @@ class Model:
         self.flows: dict[str, Flow] = {}
         self.observables: dict[str, Observable] = {}
         self._symbolic = None
-        self._compiled = None
+        # memo for what later layers derive from this model (the compiled form...): cleared on any change
+        self.cache: dict = {}
         self._declared_twice: list[str] = []
 
     # ---------------------------------------------------------------- building
     def _changed(self):
         self._symbolic = None
-        self._compiled = None
+        self.cache = {}
 
     def _check_new_name(self, name, kind):
         for other_kind, table in (("compartment", self.compartments), ("parameter", self.parameters),
@@ -225,7 +223,7 @@ class Model:
     # ------------------------------------------------------------------- files
     @classmethod
     def from_file(cls, path) -> "Model":
-        from .fileio import read_toml_file
+        from ..io.files import read_toml_file
         path = Path(path)
         data, raw = read_toml_file(path, what="model file", error=ModelError)
         model = cls.from_dict(data, source=str(path), default_name=path.stem)
@@ -331,6 +329,11 @@ class Model:
         Returns the warning messages (also issued as :class:`KineticsWarning`)."""
         self._build_symbolic()
         return list(self._symbolic["warnings"])
+
+    def symbolic(self) -> dict:
+        """The symbolic system every lowering consumes (states, parameters, rhs, initial values,
+        observables, warnings), built on first use and rebuilt after any change."""
+        return self._build_symbolic()
 
     def _build_symbolic(self):
         if self._symbolic is not None:
@@ -543,13 +546,6 @@ class Model:
         for p in self.parameters.values():
             params.add(p.name, value=float(overrides.get(p.name, p.value)), min=p.min, max=p.max, vary=not p.fixed)
         return params
-
-    def compile(self):
-        """The :class:`~kinetics.compile.CompiledModel` (built once, cached)."""
-        if self._compiled is None:
-            from .compile import CompiledModel
-            self._compiled = CompiledModel(self)
-        return self._compiled
 
     def __repr__(self):
         return (f"<Model '{self.name}': {len(self.compartments)} compartments, {len(self.parameters)} parameters, "

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from .errors import ExpressionError
+from ..errors import ExpressionError
 
 __all__ = ["FUNCTIONS", "RESERVED", "parse_expression", "to_text", "TIME", "shorten", "nonstandard_character",
            "describe_character"]

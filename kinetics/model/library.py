@@ -6,7 +6,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 __all__ = ["models_dir", "bundled_models", "resolve_model_path"]
 
@@ -14,7 +14,7 @@ __all__ = ["models_dir", "bundled_models", "resolve_model_path"]
 def models_dir() -> Path:
     """``$KINETICS_MODELS`` if set, else the ``models/`` folder beside the package."""
     env = os.environ.get("KINETICS_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
 def bundled_models() -> dict[str, dict]:

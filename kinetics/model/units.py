@@ -13,7 +13,7 @@ import ast
 
 import sympy as sp
 
-from .errors import UnitError
+from ..errors import UnitError
 from .expressions import shorten
 
 __all__ = ["parse_unit", "unit_of", "format_unit", "DIMENSIONLESS", "ANY", "UNKNOWN"]

@@ -132,7 +132,7 @@ def _kernel():
     global _linear_kernel
     if _linear_kernel is False:
         try:
-            from . import _linear_kernel as kernel
+            from . import linear_kernel as kernel
         except ImportError:  # pragma: no cover - exercised where numba is absent
             kernel = None
         _linear_kernel = kernel
@@ -295,3 +295,7 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
         big[n:2 * n, 2 * n] = db[k]
         S[:, :, k] = _propagate(big, np.concatenate([x0, s0[:, k], [1.0]]), taus)[:, n:2 * n]
     return X, S
+
+
+#: Public name of :func:`_eigen` ((lam, V, Vinv) of A, or None when V is ill-conditioned).
+eigen_decomposition = _eigen

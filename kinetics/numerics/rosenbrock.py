@@ -59,8 +59,8 @@ import math
 
 import numpy as np
 
-from . import tape as _tape
-from .tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AVAILABLE, Tape,
+from ..codegen import tape as _tape
+from ..codegen.tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AVAILABLE, Tape,
                    run_tape, tape_outputs)
 
 __all__ = [

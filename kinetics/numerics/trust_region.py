@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SolverError
+from ..errors import SolverError
 
 try:  # numba is optional (the "fast" extra)
     import numba as _numba

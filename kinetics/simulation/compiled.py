@@ -22,12 +22,11 @@ import math
 
 import numpy as np
 import sympy as sp
-from sympy.printing.numpy import NumPyPrinter
-from sympy.printing.pycode import PythonCodePrinter
 
-from .errors import ModelError, SolverError
-from .expressions import TIME, shorten
-from .linear import solve_affine
+from ..codegen.lambdify import lambdify as _lambdify
+from ..errors import ModelError, SolverError
+from ..model.expressions import TIME, shorten
+from ..numerics.linear import solve_affine
 
 __all__ = ["CompiledModel", "DEFAULT_RTOL", "DEFAULT_ATOL", "NonFiniteError", "first_nonfinite"]
 
@@ -64,46 +63,6 @@ def nonfinite_value(entry) -> float:
     """The first non-finite number in ``entry`` (a number or an array of them)."""
     flat = np.ravel(entry)
     return float(flat[~np.isfinite(flat)][0])
-
-
-def _heaviside(x, h0=1.0):
-    return 1.0 if x > 0 else (h0 if x == 0 else 0.0)
-
-
-class _ScalarPrinter(PythonCodePrinter):
-    def _print_Heaviside(self, expr):
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
-
-
-class _VectorPrinter(NumPyPrinter):
-    def _print_Min(self, expr):
-        return "_vmin(" + ", ".join(self._print(a) for a in expr.args) + ")"
-
-    def _print_Max(self, expr):
-        return "_vmax(" + ", ".join(self._print(a) for a in expr.args) + ")"
-
-    def _print_Heaviside(self, expr):
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
-
-
-def _vmin(*args):
-    return np.minimum.reduce(np.broadcast_arrays(*args))
-
-
-def _vmax(*args):
-    return np.maximum.reduce(np.broadcast_arrays(*args))
-
-
-def _lambdify(args, exprs, vector=False):
-    """Generated Python code for a list of expressions (common subexpressions shared)."""
-    if not exprs:
-        return lambda *a: []
-    printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
-               "numpy" if vector else "math"]
-    return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 
 
 class _SparseArray:
@@ -202,11 +161,20 @@ class _AffineSeries:
         return self._dC(pl), self._de(pl)
 
 
+def compile_model(model) -> "CompiledModel":
+    """The :class:`CompiledModel` of ``model``: built once, kept in ``model.cache`` (which the
+    model clears on any change), so every caller shares one compiled form and its generated code."""
+    compiled = model.cache.get("compiled")
+    if compiled is None:
+        compiled = model.cache["compiled"] = CompiledModel(model)
+    return compiled
+
+
 class CompiledModel:
-    """The numerical form of a model. Build with ``model.compile()`` (cached)."""
+    """The numerical form of a model. Build with :func:`compile_model` (cached on the model)."""
 
     def __init__(self, model):
-        sym = model._build_symbolic()
+        sym = model.symbolic()
         self.model = model
         self.name = model.name
         self.state_names = [s.name for s in sym["states"]]
@@ -289,9 +257,9 @@ class CompiledModel:
             index = {name: i for i, name in enumerate(self.parameter_names)}
             for name, value in values.items():
                 if name not in index:
-                    from .model import _suggest
-                    from .errors import ModelError
-                    raise ModelError(f"model '{self.name}' has no parameter '{name}'{_suggest(name, index)}; its parameters are {', '.join(self.parameter_names)}")
+                    from ..errors import suggest_name
+                    from ..errors import ModelError
+                    raise ModelError(f"model '{self.name}' has no parameter '{name}'{suggest_name(name, index)}; its parameters are {', '.join(self.parameter_names)}")
                 p[index[name]] = float(value)
             return p
         p = np.asarray(values, dtype=float)
@@ -307,6 +275,27 @@ class CompiledModel:
         if self._dx0 is None:
             return np.zeros((self.n_states, D.shape[1]))
         return self._dx0(list(map(float, p))) @ D
+
+    @property
+    def state_symbols(self) -> list:
+        """The sympy symbols of the states, in :attr:`state_names` order."""
+        return self._x_syms
+
+    @property
+    def parameter_symbols(self) -> list:
+        """The sympy symbols of the parameters, in :attr:`parameter_names` order."""
+        return self._p_syms
+
+    @property
+    def initial_depends_on_parameters(self) -> bool:
+        """Whether some initial value x0(p) depends on a parameter."""
+        return self._dx0 is not None
+
+    def affine_parts(self):
+        """(A, b, dA, db) of an affine model as generated callables of the parameter list
+        (each with ``.const``: True when it depends on no parameter), for hot loops that
+        evaluate them without :meth:`affine_matrices`' conversions."""
+        return self._A, self._b, self._dA, self._db
 
     def affine_matrices(self, p):
         """(A, b) of dx/dt = A x + b at parameters p (affine models only)."""
@@ -377,7 +366,7 @@ class CompiledModel:
         u = [sp.Symbol(f"_inflow_{i}") for i in range(n)]
         f = self.rhs_symbolic + sp.Matrix(u)
         num = {"u": u}
-        from . import rosenbrock
+        from ..numerics import rosenbrock
         if rosenbrock.numba_available():
             num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = rosenbrock.build_tapes(list(f), TIME, x, [*p, *u])
             num["engine"] = "rosenbrock"
@@ -405,7 +394,7 @@ class CompiledModel:
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from .rosenbrock import build_tapes
+            from ..numerics.rosenbrock import build_tapes
             system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *list(D)])
         else:
             system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
@@ -422,7 +411,7 @@ class CompiledModel:
         consts = np.concatenate([p, u]) if D is None else np.concatenate([p, u, np.asarray(D, dtype=float).reshape(-1)])
         system = num if D is None else self._sens_system(K)
         if num["engine"] == "rosenbrock":
-            from .rosenbrock import STATUS_NONFINITE, integrate
+            from ..numerics.rosenbrock import STATUS_NONFINITE, integrate
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
                                         dfdt=system["dfdt_tape"])
             if status == STATUS_NONFINITE:
@@ -487,7 +476,8 @@ def warm_up() -> float:
     simulation does not pay the one-off machine-code compilation."""
     import time
 
-    from . import linear, rosenbrock
+    from ..numerics import linear
+    from ..numerics import rosenbrock
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
     Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
@@ -499,6 +489,6 @@ def warm_up() -> float:
                            np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
     if rosenbrock.numba_available():
         rosenbrock.warm_up()
-        from . import trust_region
+        from ..numerics import trust_region
         trust_region.warm_up()
     return time.perf_counter() - start

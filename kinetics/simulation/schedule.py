@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .compile import DEFAULT_ATOL, DEFAULT_RTOL, NonFiniteError, first_nonfinite, nonfinite_value
-from .errors import ExpressionError, ModelError, SolverError
-from .expressions import parse_expression, shorten
-from .fileio import atomic_path
-from .linear import affine_rows
+from .compiled import DEFAULT_ATOL, DEFAULT_RTOL, NonFiniteError, compile_model, first_nonfinite, nonfinite_value
+from ..codegen.lambdify import lambdify_plain
+from ..errors import ExpressionError, ModelError, SolverError, suggest_name
+from ..model.expressions import parse_expression, shorten
+from ..io.files import atomic_path
+from ..numerics.linear import affine_rows
 
 __all__ = ["Dose", "Infusion", "Event", "Schedule", "Simulation", "simulate"]
 
@@ -147,11 +148,10 @@ class Schedule:
         self.inputs = [as_input(d, f"{where}: dose {i + 1}") for i, d in enumerate(doses or ())]
         self.events = sorted((as_event(e, f"{where}: event {i + 1}") for i, e in enumerate(events or ())), key=lambda e: e.time)
         state_index = {name: i for i, name in enumerate(c.state_names)}
-        from .model import _suggest
         for i, item in enumerate(self.inputs):
             if not isinstance(item.compartment, str) or item.compartment not in state_index:
                 raise ModelError(f"{where}: dose {i + 1} goes into the unknown compartment '{shorten(item.compartment, 40)}'"
-                                 f"{_suggest(str(item.compartment), state_index)}; compartments are {', '.join(c.state_names)}")
+                                 f"{suggest_name(str(item.compartment), state_index)}; compartments are {', '.join(c.state_names)}")
             if isinstance(item, Dose) and item.time < t0:
                 raise ModelError(f"{where}: dose {i + 1} ({_describe_input(item)}) at time {item.time:g} is before the start time {t0:g}")
         # events: parsed into functions of the parameter vector in force before them
@@ -162,24 +162,24 @@ class Schedule:
             g = list(psyms)
             for name, expr in event.set.items():
                 if name not in symbols:
-                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{shorten(name, 40)}'{_suggest(str(name), symbols)}")
+                    raise ModelError(f"{where}: event at t={event.time:g} sets unknown parameter '{shorten(name, 40)}'{suggest_name(str(name), symbols)}")
                 try:
                     g[c.parameter_names.index(name)] = parse_expression(expr, symbols, allow_time=False)
                 except ExpressionError as exc:
                     raise ModelError(f"{where}: event at t={event.time:g}, {name} = '{shorten(expr)}' {exc}") from None
             G = sp.Matrix(g)
-            self._event_maps.append((sp.lambdify([psyms], list(G), "math"), sp.lambdify([psyms], G.jacobian(psyms), "numpy")))
+            self._event_maps.append((lambdify_plain([psyms], list(G), "math"), lambdify_plain([psyms], G.jacobian(psyms), "numpy")))
         # initial overrides: number or expression of parameters per compartment
         self._initial = []
         for name, value in (initial or {}).items():
             if name not in state_index:
-                raise ModelError(f"{where}: initial value for unknown compartment '{shorten(name, 40)}'{_suggest(str(name), state_index)}")
+                raise ModelError(f"{where}: initial value for unknown compartment '{shorten(name, 40)}'{suggest_name(str(name), state_index)}")
             try:
                 expr = parse_expression(value, symbols, allow_time=False)
             except ExpressionError as exc:
                 raise ModelError(f"{where}: initial value of {name} '{shorten(value)}' {exc}") from None
-            self._initial.append((state_index[name], sp.lambdify([psyms], expr, "math"),
-                                  sp.lambdify([psyms], [expr.diff(s) for s in psyms], "math")))
+            self._initial.append((state_index[name], lambdify_plain([psyms], expr, "math"),
+                                  lambdify_plain([psyms], [expr.diff(s) for s in psyms], "math")))
         # breakpoints after t0 where something changes
         t_end = float(times[-1])
         cuts = set()
@@ -360,14 +360,15 @@ class _RowEvaluator:
             if item.time == schedule.t0:
                 self.doses[schedule._state_index[item.compartment]] += item.amount
         # what depends on no parameter (the usual case) is computed once
-        self.fixed_start = c._dx0 is None and not schedule._initial
+        self.fixed_start = not c.initial_depends_on_parameters and not schedule._initial
         defaults = c.default_parameters.tolist()
         self._fixed_series = None
         if self.series.constant:
             self._fixed_series = (*self.series.coefficients(defaults), *self.series.derivatives(defaults), s_index)
         # dA, db are constant when A, b are linear in the parameters (mass action)
-        self._dA = c._dA(defaults) if c._dA.const else None
-        self._db = c._db(defaults) if c._db.const else None
+        self._A_of, self._b_of, self._dA_of, self._db_of = c.affine_parts()
+        self._dA = self._dA_of(defaults) if self._dA_of.const else None
+        self._db = self._db_of(defaults) if self._db_of.const else None
 
     def __call__(self, p, D):
         c = self.schedule.compiled
@@ -379,9 +380,9 @@ class _RowEvaluator:
         else:
             x0, S0 = self.schedule.initial_conditions(p, D)
         series = self._fixed_series or (*self.series.coefficients(pl), *self.series.derivatives(pl), self.s_index)
-        dA = self._dA if self._dA is not None else c._dA(pl)
-        db = self._db if self._db is not None else c._db(pl)
-        return affine_rows(c._A(pl), c._b(pl), x0 + self.doses, self.taus, dA, db,
+        dA = self._dA if self._dA is not None else self._dA_of(pl)
+        db = self._db if self._db is not None else self._db_of(pl)
+        return affine_rows(self._A_of(pl), self._b_of(pl), x0 + self.doses, self.taus, dA, db,
                            np.ascontiguousarray(D), np.ascontiguousarray(S0), series, self.t_index)
 
 
@@ -496,11 +497,11 @@ def simulate(model, times, parameters=None, doses=(), events=(), initial=None, s
     rtol, atol : tolerances of the numerical path (the affine path is exact).
     method : "auto" (exact for affine-linear models) or "numerical" (always integrate).
     """
-    from .model import Model, load_model
+    from ..model.core import Model, load_model
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model)
-    compiled = model.compile() if isinstance(model, Model) else model
+    compiled = compile_model(model) if isinstance(model, Model) else model
     p = compiled.parameter_vector(parameters)
     if isinstance(times, (int, float)):
         times = np.linspace(t0, float(times), 201)

@@ -1,0 +1,20 @@
+"""Analysis of models and fits: questions asked of a model or a fitted result.
+
+:mod:`.compare` (model selection: AIC, likelihood ratio), :mod:`.steady` (steady states,
+scenarios), :mod:`.pk` (pharmacokinetic summaries) and :mod:`.uncertainty` (propagating a
+fit's uncertainty to predictions). Names are loaded on first access.
+"""
+
+import importlib
+
+_EXPORTS = {"compare": "compare", "akaike_weights": "compare", "steady_state": "steady", "steady_plan": "steady",
+            "compare_scenarios": "steady", "SteadyState": "steady", "pk_summary": "pk", "PKSummary": "pk",
+            "predict_with_uncertainty": "uncertainty", "steady_state_uncertainty": "uncertainty",
+            "pk_uncertainty": "uncertainty"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,6 @@
+"""Code generation: turning the symbolic system of a model into something a machine runs.
+
+:mod:`.lambdify` is the one place sympy expressions become Python/numpy callables (and the
+printers they use); :mod:`.tape` compiles expressions to the register tapes the numba
+integrator interprets. Depends on sympy and numpy only; knows nothing of simulation or fitting.
+"""

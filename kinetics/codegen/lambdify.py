@@ -1,0 +1,76 @@
+"""The one place sympy expressions become Python callables.
+
+Two conventions, both here so that every caller gets the same printers and namespaces:
+
+* :func:`lambdify`: the house convention for model code (right-hand sides, Jacobians,
+  observables, steady-state systems): a list of expressions in, a list out, common
+  subexpressions shared (``cse=True``), fully qualified ``math.``/``numpy.`` names,
+  ``Heaviside`` / ``Min`` / ``Max`` printed as the helpers below; ``vector=True`` for numpy
+  arrays of points, ``complex_math=True`` to evaluate with :mod:`cmath` (roots written with I).
+* :func:`lambdify_plain`: sympy's standard printer for a module (``"math"`` or ``"numpy"``),
+  no CSE: the small per-event and initial-value maps and the PK derivatives, which were
+  written that way and keep their exact floating-point results.
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+
+import numpy as np
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
+
+__all__ = ["lambdify", "lambdify_plain", "heaviside", "ScalarPrinter", "VectorPrinter"]
+
+
+def heaviside(x, h0=1.0):
+    """Scalar Heaviside step with value ``h0`` at 0 (what generated scalar code calls)."""
+    return 1.0 if x > 0 else (h0 if x == 0 else 0.0)
+
+
+class ScalarPrinter(PythonCodePrinter):
+    """Python printer for scalar code: ``Heaviside`` as :func:`heaviside`."""
+
+    def _print_Heaviside(self, expr):
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+
+class VectorPrinter(NumPyPrinter):
+    """numpy printer for code over arrays of points: ``Min``/``Max`` elementwise."""
+
+    def _print_Min(self, expr):
+        return "_vmin(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Max(self, expr):
+        return "_vmax(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Heaviside(self, expr):
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+
+def _vmin(*args):
+    return np.minimum.reduce(np.broadcast_arrays(*args))
+
+
+def _vmax(*args):
+    return np.maximum.reduce(np.broadcast_arrays(*args))
+
+
+def lambdify(args, exprs, vector=False, *, complex_math=False):
+    """Generated Python code for a list of expressions (common subexpressions shared)."""
+    exprs = list(exprs)
+    if not exprs:
+        return lambda *a: []
+    printer = (VectorPrinter if vector else ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
+    modules = [{"_heaviside": heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": cmath if complex_math else math,
+                "numpy": np}, "numpy" if vector else "math"]
+    return sp.lambdify(args, exprs, modules=modules, printer=printer, cse=True, docstring_limit=0)
+
+
+def lambdify_plain(args, expr, module):
+    """``sympy.lambdify(args, expr, module)``: sympy's standard printer, no CSE."""
+    return sp.lambdify(args, expr, module)
