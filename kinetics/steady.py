@@ -240,11 +240,16 @@ class SteadyPlan:
         x, p = list(sym.states), list(sym.parameters)
         self._x, self._p = x, p
         f, J = c.rhs_symbolic, c.jacobian_symbolic
+        # boundary pools are held at their initial values: constants of the steady state
+        held = {x[i]: sym.initial[i] for i, name in enumerate(sym.state_names) if name in sym.boundary}
+        if held:
+            f = f.xreplace(held)
+            J = f.jacobian(x)
         n = len(x)
         #: flows and reactions (:class:`~kinetics.symbolic.SymbolicReaction`) by name
         self.flows = dict(sym.reactions)
         self.flow_names = list(sym.reactions)
-        self.rate_exprs = [r.rate for r in sym.reactions.values()]
+        self.rate_exprs = [r.rate.xreplace(held) for r in sym.reactions.values()]
         # a pool that a reaction consumes is not a sink (boundary pools are never consumed)
         sources = {name for r in sym.reactions.values() for name, change in r.net.items()
                    if change < 0 and name not in sym.boundary}
