@@ -220,7 +220,7 @@ def pk_summary(model, dose, observable: str, parameters=None, t_last: float | No
     if prepared is None:
         prepared = plan.cache[key] = _prepare(plan, comp, observable)
     expr, linear_obs, units, concentration, why = prepared
-    exact = c.affine and linear_obs
+    exact = c.affine and linear_obs and not c.events  # triggered events: through the simulation schedule
     if method == "exact" and not exact:
         raise ModelError(f"model '{c.name}': the exact PK path needs an affine-linear model and an observable linear in the "
                          "compartments; use method='auto' or 'numeric'")
@@ -386,11 +386,18 @@ def _numeric(plan, p, comp, amount, expr, t_last):
                           or (len(B) and np.any(plan.f_bounded(x0[B], p)))
                           or float(observe(np.zeros(1), x0[None, :])[0]) != 0.0)
 
+    def solve(x_start, times):
+        if not c.events:
+            return c.solve(p, x_start, times, rtol=rtol, atol=atol)[0]
+        from .simulate import Dose, Schedule  # triggered events fire on the way
+        doses = [Dose(name, float(v)) for name, v in zip(c.state_names, x_start - x0) if v != 0]
+        return Schedule(c, times, doses=doses).run(p, rtol=rtol, atol=atol)[0]
+
     def response(times):
-        Xd, _ = c.solve(p, xd, times, rtol=rtol, atol=atol)
+        Xd = solve(xd, times)
         y = observe(times, Xd)
         if needs_baseline:
-            Xb, _ = c.solve(p, x0, times, rtol=rtol, atol=atol)
+            Xb = solve(x0, times)
             y = y - observe(times, Xb)
         return y
 
