@@ -676,7 +676,7 @@ class Model:
 
         self._check_units(errors, state_symbols, param_symbols, rates, observables,
                           assign_symbols=assign_symbols, assignments=raw_assignments, assignment_order=assignment_order,
-                          stoichiometry=stoichiometry, rate_rules=rate_rules)
+                          stoichiometry=stoichiometry, rate_rules=rate_rules, triggers=triggers, event_assigns=event_assigns)
         errors.raise_if_any()
 
         # assignments substituted (in dependency order) everywhere they are used
@@ -739,7 +739,8 @@ class Model:
         return self._symbolic
 
     def _check_units(self, errors, state_symbols, param_symbols, rates, observables, *, assign_symbols=None,
-                     assignments=None, assignment_order=(), stoichiometry=None, rate_rules=None):
+                     assignments=None, assignment_order=(), stoichiometry=None, rate_rules=None, triggers=None,
+                     event_assigns=None):
         units = {}
         for kind, table, symbols in (("compartments", self.compartments, state_symbols), ("parameters", self.parameters, param_symbols)):
             for name, entry in table.items():
@@ -788,6 +789,23 @@ class Model:
             if sp.simplify(actual / (p_unit / time_unit)) != 1:
                 errors.add(where, f"d{name}/dt = '{self.rate_rules[name].expr}' has unit '{format_unit(actual)}' but must be "
                            f"'{format_unit(p_unit / time_unit)}' (the parameter's unit per {self.time_unit})")
+        for name, trigger in (triggers or {}).items():
+            try:
+                unit_of(trigger, units)  # both sides of every comparison in one unit
+            except UnitError as exc:
+                errors.add(f"events.{name}", f"trigger '{self.events[name].trigger}': {exc}")
+        for name, assigns in (event_assigns or {}).items():
+            for target, expr in assigns.items():
+                symbol = state_symbols.get(target, param_symbols.get(target))
+                try:
+                    actual = unit_of(expr, units)
+                except UnitError as exc:
+                    errors.add(f"events.{name}", f"assign {target}: {exc}")
+                    continue
+                declared = units.get(symbol)
+                if declared is not None and actual not in (ANY, UNKNOWN) and sp.simplify(actual / declared) != 1:
+                    errors.add(f"events.{name}", f"assign {target} = '{self.events[name].assign[target]}' has unit "
+                               f"'{format_unit(actual)}' but {target} is in '{format_unit(declared)}'")
         for r in self.reactions.values():
             if r.name not in rates:
                 continue

@@ -492,3 +492,13 @@ def test_fit_through_events_rate_rules_and_computed_parameters():
     close(result.values, [truth["k1"], truth["k_tol"]], rtol=1e-4)
     with pytest.raises(Exception, match="'k2' is computed from its value expression"):
         FitProblem(m, data, ["k2"], noise="proportional")
+
+
+def test_event_units_are_checked():
+    units = {"compartments": {"A": {"initial": 1, "unit": "particles"}, "B": {"unit": "particles"}},
+             "parameters": {"k": {"value": 1.0, "unit": "1/h"}}}
+    text = error_of(**units, events={"e": {"trigger": "A > k", "assign": {"A": "0"}}})
+    assert "[events.e] trigger 'A > k'" in text and "'particles' and '1/h'" in text
+    text = error_of(**units, events={"e": {"trigger": "A > 2", "assign": {"A": "k"}}})
+    assert "[events.e] assign A = 'k' has unit '1/h' but A is in 'particles'" in text
+
