@@ -502,3 +502,30 @@ def test_event_units_are_checked():
     text = error_of(**units, events={"e": {"trigger": "A > 2", "assign": {"A": "k"}}})
     assert "[events.e] assign A = 'k' has unit '1/h' but A is in 'particles'" in text
 
+
+
+def test_triggered_events_with_doses_and_fixed_time_events():
+    # a dose at t=1 pushes A over the threshold (the triggered event fires at once); a fixed-time
+    # change of k at t=2 from simulate(events=...)
+    m = Model.from_dict({
+        "compartments": {"A": {"initial": 1}, "B": {}},
+        "parameters": {"k": 0.5, "kb": 0.2},
+        "flows": {"ab": {"from": "A", "to": "B", "rate": "k * A"}, "out": {"from": "B", "rate": "kb * B"}},
+        "events": {"spill": {"trigger": "A > 5", "assign": {"B": "B + 100"}}},
+    })
+    t = np.linspace(0, 4, 9)
+    sim = simulate(m, t, doses=[{"compartment": "A", "amount": 10.0, "time": 1.0}],
+                   events=[{"time": 2.0, "set": {"k": "k * 4"}}])
+    state = {"k": 0.5}
+
+    def rhs(_, y):
+        return [-state["k"] * y[0], state["k"] * y[0] - 0.2 * y[1]]
+
+    def dose(_, y):
+        return [y[0] + 10, y[1] + 100]  # the dose makes A > 5: spill fires at the same instant
+
+    def switch(_, y):
+        state["k"] = 2.0
+        return y
+    ref = radau(rhs, [1, 0], t, breaks=[(1.0, dose), (2.0, switch)])
+    close(sim.states, ref)
