@@ -122,6 +122,7 @@ def test_a_network_affine_in_the_pools_is_solved_exactly():
         "parameters": {"k_rel": 0.4, "V": 2.0},
         "assignments": {"conc": "I / V", "release": "k_rel * V * conc"},
         "reactions": {"cargo_release": {"reactants": {"I": 1}, "products": {"cargo": 4}, "rate": "release"}},
+        "observables": {"concentration": {"expr": "conc"}},
     })
     c = m.compile()
     assert c.affine and c.method == "exact"
