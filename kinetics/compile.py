@@ -45,6 +45,9 @@ class _ScalarPrinter(PythonCodePrinter):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
 
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"math.gamma({self._print(expr.args[0])} + 1)"
+
 
 class _VectorPrinter(NumPyPrinter):
     def _print_Min(self, expr):
@@ -56,6 +59,9 @@ class _VectorPrinter(NumPyPrinter):
     def _print_Heaviside(self, expr):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
 
 
 def _vmin(*args):
@@ -71,7 +77,9 @@ def _lambdify(args, exprs, vector=False):
     if not exprs:
         return lambda *a: []
     printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
+    import scipy.special
+
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np, "scipy": scipy},
                "numpy" if vector else "math"]
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 

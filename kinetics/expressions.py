@@ -65,6 +65,19 @@ FUNCTIONS = {
     "sin": _arity(sp.sin, 1),
     "cos": _arity(sp.cos, 1),
     "tanh": _arity(sp.tanh, 1),
+    # the rest of the MathML an SBML model may use
+    "tan": _arity(sp.tan, 1),
+    "sinh": _arity(sp.sinh, 1),
+    "cosh": _arity(sp.cosh, 1),
+    "asin": _arity(sp.asin, 1),
+    "acos": _arity(sp.acos, 1),
+    "atan": _arity(sp.atan, 1),
+    "asinh": _arity(sp.asinh, 1),
+    "acosh": _arity(sp.acosh, 1),
+    "atanh": _arity(sp.atanh, 1),
+    "floor": _arity(sp.floor, 1),
+    "ceiling": _arity(sp.ceiling, 1),
+    "factorial": _arity(sp.factorial, 1),  # of a real x: gamma(x + 1)
 }
 
 #: Names a model may not declare.
@@ -254,6 +267,9 @@ class _TextPrinter(sp.printing.str.StrPrinter):
 
     def _print_Heaviside(self, expr):
         return f"step({self._print(expr.args[0])})"
+
+    def _print_Exp1(self, expr):  # sympy's E, which the parser reads as a name
+        return "exp(1)"
 
     def _print_Piecewise(self, expr):
         parts = []
