@@ -178,19 +178,29 @@ class CompiledModel:
     """The numerical form of a model. Build with ``model.compile()`` (cached)."""
 
     def __init__(self, model):
-        sym = model._build_symbolic()
+        sym = model.symbolic()
+        self.symbolic = sym
         self.model = model
         self.name = model.name
-        self.state_names = [s.name for s in sym["states"]]
-        self.parameter_names = [s.name for s in sym["parameters"]]
-        self.observable_names = list(sym["observables"])
+        self.state_names = list(sym.state_names)
+        self.parameter_names = list(sym.parameter_names)
+        self.observable_names = list(sym.observables)
         self.n_states = n = len(self.state_names)
         self.n_params = P = len(self.parameter_names)
-        self.default_parameters = np.array([float(model.parameters[name].value) for name in self.parameter_names])
-        x = list(sym["states"])
-        p = list(sym["parameters"])
+        defaults = model.parameter_values()
+        self.default_parameters = np.array([defaults[name] for name in self.parameter_names])
+        x = list(sym.states)
+        p = list(sym.parameters)
         self._x_syms, self._p_syms = x, p
-        f = sp.Matrix(sym["rhs"])
+        #: the model's triggered events (:class:`~kinetics.symbolic.SymbolicEvent`)
+        self.events = list(sym.events)
+        # parameters whose value is an expression of the others, recomputed at every start
+        self._derived = None
+        if sym.parameter_expressions:
+            exprs = list(sym.parameter_expressions.values())
+            self._derived = (np.array([self.parameter_names.index(k) for k in sym.parameter_expressions], dtype=np.intp),
+                             _lambdify([p], exprs), _lambdify([p], list(sp.Matrix(exprs).jacobian(p))), sym.parameter_expressions)
+        f = sp.Matrix(sym.rhs)
         self.rhs_symbolic = f
         self.time_dependent = any(TIME in e.free_symbols for e in f)
         J = f.jacobian(x)
@@ -199,11 +209,11 @@ class CompiledModel:
         self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J)
         self._p_args = [p]
         # initial values x0(p) and their derivatives
-        x0 = sp.Matrix(sym["initial"])
+        x0 = sp.Matrix(sym.initial)
         self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object))
         self._dx0 = _SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P)) if P and any(x0) else None
         # observables h(t, x, p)
-        obs = sp.Matrix(list(sym["observables"].values())) if self.observable_names else sp.zeros(0, 1)
+        obs = sp.Matrix(list(sym.observables.values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
         vec_args = [TIME, x, p]
         self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
@@ -247,11 +257,39 @@ class CompiledModel:
                     from .errors import ModelError
                     raise ModelError(f"model '{self.name}' has no parameter '{name}'{_suggest(name, index)}; its parameters are {', '.join(self.parameter_names)}")
                 p[index[name]] = float(value)
-            return p
+            resolved = self.resolve_parameters(p)[0]
+            for name in self.computed_parameters:
+                given, value = p[index[name]], resolved[index[name]]
+                if name in values and not abs(given - value) <= 1e-9 * max(abs(value), 1e-300):
+                    from .errors import ModelError
+                    raise ModelError(f"model '{self.name}': parameter '{name}' is computed from its value expression "
+                                     f"'{self._derived[3][name]}' (= {value:g} here), so it cannot be set to {given:g}; "
+                                     "set the parameters it is computed from instead")
+            return resolved
         p = np.asarray(values, dtype=float)
         if p.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} parameter values, got shape {p.shape}")
         return p
+
+    @property
+    def computed_parameters(self) -> list[str]:
+        """Parameters whose value is an expression of others (recomputed at every start)."""
+        return [] if self._derived is None else list(self._derived[3])
+
+    def resolve_parameters(self, p, D=None):
+        """``p`` with the computed parameters re-evaluated from the others (and the directions
+        ``D`` (P, K) carried through by the chain rule); unchanged when there are none."""
+        if self._derived is None:
+            return p, D
+        index, fn, jac, _ = self._derived
+        pl = list(map(float, p))
+        p = np.array(pl)
+        p[index] = fn(pl)
+        if D is not None:
+            G = np.asarray(jac(pl), dtype=float).reshape(len(index), self.n_params)
+            D = np.array(D, dtype=float)
+            D[index] = G @ D
+        return p, D
 
     def initial_state(self, p) -> np.ndarray:
         return self._x0(list(map(float, p)))

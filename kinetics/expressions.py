@@ -208,11 +208,14 @@ class _Builder:
         self.fail(f"uses {_describe(node)}, which is not allowed in an expression")
 
 
-def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True) -> sp.Expr:
+def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True,
+                     condition: bool = False) -> sp.Expr:
     """Parse ``text`` into a sympy expression over ``symbols`` (name -> Symbol).
 
     Numbers (int or float) are accepted as well as strings. Raises :class:`ExpressionError`
-    with a message saying what is wrong; callers prefix it with the file and entry.
+    with a message saying what is wrong; callers prefix it with the file and entry. With
+    ``condition=True`` (event triggers) the text must be a condition (comparisons joined by
+    and/or/not) instead of a value.
     """
     if isinstance(text, bool):
         raise ExpressionError(f"is the boolean {text!r}; expected a number or an expression")
@@ -244,6 +247,11 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
         raise
     except (TypeError, ValueError) as exc:  # sympy refusing an operation on what we built
         raise ExpressionError(f"could not be built ({exc})") from None
+    if condition:
+        if not _is_condition(result):
+            raise ExpressionError("is a value, not a condition: a trigger is a comparison such as 'C > 0.4 * R' or 't >= 6' "
+                                  "(several joined by and/or/not)")
+        return result
     if _is_condition(result):
         raise ExpressionError("is a condition, not a value (conditions belong inside piecewise)")
     if result.has(sp.zoo, sp.oo, -sp.oo, sp.nan):

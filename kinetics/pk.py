@@ -166,7 +166,8 @@ def _observable(compiled, plan, name):
     """(sympy expression of the observable, its unit)."""
     model = compiled.model
     if name in compiled.state_names:
-        return compiled._x_syms[compiled.state_names.index(name)], model.compartments[name].unit
+        entry = model.compartments.get(name) or model.parameters[name]  # a parameter with a rate rule is a state too
+        return compiled.symbolic.states[compiled.state_names.index(name)], entry.unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
     from .model import _suggest
@@ -254,7 +255,7 @@ def _prepare(plan, comp, observable):
                          "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
                          "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
     linear_obs = (TIME not in expr.free_symbols
-                  and all(not (sp.diff(expr, s).free_symbols & set(c._x_syms)) for s in plan._xB))
+                  and all(not (sp.diff(expr, s).free_symbols & set(c.symbolic.states)) for s in plan._xB))
     units, concentration, why = _units(c.model, comp, obs_unit)
     return expr, linear_obs, units, concentration, why
 
@@ -372,8 +373,8 @@ def _numeric(plan, p, comp, amount, expr, t_last):
     xd[c.state_names.index(comp)] += amount
     key = ("pk-numeric", expr)
     if key not in plan.cache:
-        plan.cache[key] = (sp.lambdify([TIME, c._x_syms, plan._p], expr, "numpy"),
-                           sp.lambdify([TIME, c._x_syms, plan._p], [sp.diff(expr, s) for s in plan._xB], "math"))
+        plan.cache[key] = (sp.lambdify([TIME, c.symbolic.states, plan._p], expr, "numpy"),
+                           sp.lambdify([TIME, c.symbolic.states, plan._p], [sp.diff(expr, s) for s in plan._xB], "math"))
     obs_fn, grad = plan.cache[key]
     pl = list(map(float, p))
     rtol, atol = 1e-10, 1e-12 * max(1.0, float(np.abs(xd).max()))

@@ -164,8 +164,11 @@ def test_value_outside_bounds(tmp_path):
 
 
 def test_value_not_a_number(tmp_path):
-    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = "2",'))
-    assert "[parameters.V] 'value' must be a number, got '2'" in model_error(path)
+    # a string is an expression of other parameters (the general form); a boolean is neither
+    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = true,'))
+    assert "[parameters.V] 'value' must be a number, got True" in model_error(path)
+    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = "2 * nope",'))
+    assert "[parameters.V] value '2 * nope' uses the unknown name 'nope'" in model_error(path)
 
 
 def test_value_nan(tmp_path):
