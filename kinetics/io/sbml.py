@@ -7,12 +7,13 @@ same safe parser as a model file, so an SBML file never executes code.
 
 How SBML maps onto the general form:
 
-- A species changed by reactions (or by nothing) is a pool: the state is its amount. Where the
+- A species changed by reactions (or by nothing) is a pool: the state is its amount (a boundary
+  species is a boundary pool, which reactions read but do not change). Where the
   SBML math names a species in concentration units (``hasOnlySubstanceUnits`` false), the symbol
   becomes ``(S / C)`` with C its compartment's size; an initial concentration becomes the amount
   ``conc * C``.
-- A species with an assignment rule is an assignment; one with a rate rule, a boundary species
-  and a constant species is a parameter holding the SBML value of the species (its
+- A species with an assignment rule is an assignment; one with a rate rule and a constant
+  species is a parameter holding the SBML value of the species (its
   concentration, or its amount with ``hasOnlySubstanceUnits``), so rules and events act on it
   exactly as SBML says.
 - Compartments of constant size, global parameters and reactions' local parameters (renamed
@@ -226,16 +227,18 @@ class _Translator:
             return as_requested(_number_text(value), False)
         if t == L.AST_RATIONAL:
             return as_requested(f"({node.getNumerator()} / {node.getDenominator()})", False)
+        # e and pi as the doubles SBML tools compute with (a comparison with a computed value
+        # then behaves as it does numerically)
         if t == L.AST_CONSTANT_E:
-            return as_requested("exp(1)", False)
+            return as_requested(repr(math.e), False)
         if t == L.AST_CONSTANT_PI:
-            return as_requested("pi", False)
+            return as_requested(repr(math.pi), False)
         if t == L.AST_CONSTANT_TRUE:
             return as_requested("(1 > 0)", True)
         if t == L.AST_CONSTANT_FALSE:
             return as_requested("(1 < 0)", True)
         if t == L.AST_NAME_TIME:
-            return as_requested("t", False)
+            return as_requested("0" if self.initial_context else "t", False)  # initial values: at t = 0
         if t == L.AST_NAME_AVOGADRO:
             return as_requested(_number_text(AVOGADRO), False)
         if t == L.AST_NAME:
@@ -448,6 +451,7 @@ class _Translator:
         self.stoichiometry: dict[str, str] = {}
         self.amount_valued: dict[str, bool] = {}
         self.species_compartment: dict[str, str] = {}
+        self.boundary: set[str] = set()
 
         assigned = self.assigned = {r.getVariable() for r in m.getListOfRules() if r.isAssignment()}
         rated = {r.getVariable() for r in m.getListOfRules() if r.isRate()}
@@ -529,8 +533,7 @@ class _Translator:
             self.amount_valued[sid] = amount_valued
             if sid in assigned:
                 self.kind[sid] = "assignment"
-            elif sid in rated or s.getConstant() or s.getBoundaryCondition() or (
-                    sid not in in_reactions and sid in event_targets):
+            elif sid in rated or s.getConstant():
                 # not moved by reactions: a parameter holding the SBML value of the species
                 self.kind[sid] = "parameter"
                 if sid in initial_assignment:
@@ -543,6 +546,9 @@ class _Translator:
                 if sid in rated:  # pragma: no cover - caught above
                     raise AssertionError
                 pools[sid] = {"volume": self.kname[comp.getId()]}
+                if s.getBoundaryCondition():
+                    pools[sid]["boundary"] = True  # reactions read it but do not change it
+                    self.boundary.add(sid)
             c_name = self.kname[comp.getId()]
             value = self.pool_value_text(sid) if self.kind[sid] == "pool" else self.kname[sid]
             if self.kind[sid] == "pool":
@@ -625,12 +631,14 @@ class _Translator:
                                                        (r.getListOfProducts(), products))):
                 for i, ref in enumerate(refs):
                     sid = ref.getSpecies()
-                    if self.kind.get(sid) != "pool":
+                    if self.kind.get(sid) != "pool" or sid in self.boundary:
                         continue  # boundary, constant and rule-driven species are not moved by reactions
                     coefficient = self._stoich_values[(rid, side_index, i)]
                     if coefficient == 0:
                         continue
                     side[self.kname[sid]] = side.get(self.kname[sid], 0.0) + coefficient
+                    if side[self.kname[sid]] == 0:
+                        del side[self.kname[sid]]
             # a negative coefficient moves the species to the other side
             for side, other in ((reactants, products), (products, reactants)):
                 for name, value in list(side.items()):
@@ -683,10 +691,15 @@ class _Translator:
             events[event_name] = {"trigger": trigger_text, "assign": assign,
                                   "fire_at_start": not initial_value, "persistent": bool(persistent)}
 
-        model = {"name": m.getId() or m.getName() or "sbml_model", "time_unit": "s"}
+        # SBML models rarely keep their units consistent (sin(time) is common): no units are
+        # declared, so that kinetics' unit checks have nothing to refuse
+        model = {"name": m.getId() or m.getName() or "sbml_model", "time_unit": "dimensionless"}
         if m.isSetName() and m.getName() and m.getName() != model["name"]:
             model["description"] = m.getName()
         model["compartments"] = {self.kname[sid]: e for sid, e in pools.items()}
+        if not pools:
+            # the general form needs a pool; this one is empty and nothing changes it
+            model["compartments"][self._kinetics_name("no_species")] = {"initial": 0}
         model["parameters"] = {self.kname[pid]: e for pid, e in parameters.items()}
         if assignments:
             model["assignments"] = assignments
@@ -753,7 +766,8 @@ class _Translator:
             self.stoichiometry[rid] = _number_text(self.constant_rules[rid])
             return self.constant_rules[rid]
         if rid and rid in changing:
-            if self.kind.get(ref.getSpecies()) == "pool" or rid not in self.assigned:
+            moved = self.kind.get(ref.getSpecies()) == "pool" and ref.getSpecies() not in self.boundary
+            if moved or rid not in self.assigned:
                 self.refuse(*where, "has a variable stoichiometry")
             # the species is not moved by reactions: the id is only a named quantity
             self.kind[rid] = "assignment"
