@@ -911,3 +911,372 @@ def load_sbml(source):
     default = Path(origin).stem if origin else "sbml_model"
     return Model.from_dict(translation.model, source=origin or "SBML text", default_name=default)
 
+
+
+# ====================================================================== export
+
+#: kinetics unit names SBML can express exactly: name -> (SBML unit kind, scale, multiplier)
+_UNIT_KINDS = {
+    "s": ("second", 0, 1.0), "sec": ("second", 0, 1.0), "second": ("second", 0, 1.0),
+    "min": ("second", 0, 60.0), "h": ("second", 0, 3600.0), "hr": ("second", 0, 3600.0),
+    "hour": ("second", 0, 3600.0), "d": ("second", 0, 86400.0), "day": ("second", 0, 86400.0),
+    "L": ("litre", 0, 1.0), "l": ("litre", 0, 1.0), "mL": ("litre", -3, 1.0), "ml": ("litre", -3, 1.0),
+    "uL": ("litre", -6, 1.0), "nL": ("litre", -9, 1.0), "pL": ("litre", -12, 1.0), "fL": ("litre", -15, 1.0),
+    "mol": ("mole", 0, 1.0), "mmol": ("mole", -3, 1.0), "umol": ("mole", -6, 1.0), "nmol": ("mole", -9, 1.0),
+    "pmol": ("mole", -12, 1.0), "g": ("gram", 0, 1.0), "kg": ("kilogram", 0, 1.0), "mg": ("gram", -3, 1.0),
+    "ug": ("gram", -6, 1.0), "ng": ("gram", -9, 1.0), "pg": ("gram", -12, 1.0),
+    "particles": ("item", 0, 1.0), "particle": ("item", 0, 1.0), "cells": ("item", 0, 1.0),
+    "cell": ("item", 0, 1.0), "molecules": ("item", 0, 1.0), "copies": ("item", 0, 1.0),
+    "items": ("item", 0, 1.0), "EV": ("item", 0, 1.0), "EVs": ("item", 0, 1.0), "vesicles": ("item", 0, 1.0),
+}
+
+
+class _Exporter:
+    """A kinetics model dict (the general form) -> an SBML Level 3 version 2 document."""
+
+    def __init__(self, data: dict):
+        self.libsbml = _libsbml()
+        self.data = data
+        self.doc = self.libsbml.SBMLDocument(3, 2)
+        self.m = self.doc.createModel()
+        self.unit_ids: dict[str, str | None] = {}
+
+    def check(self, code, what):
+        if code not in (None, self.libsbml.LIBSBML_OPERATION_SUCCESS) and isinstance(code, int) and code < 0:
+            raise ModelError(f"writing SBML: {what} failed (libsbml code {code})")
+
+    # ------------------------------------------------------------ units
+    def unit(self, text):
+        """The id of a unitDefinition for a kinetics unit string, or None when SBML cannot
+        say it exactly (the attribute is then left out rather than guessed)."""
+        if text is None:
+            return None
+        if text in self.unit_ids:
+            return self.unit_ids[text]
+        import ast as _ast
+        factors = []  # (name, exponent)
+
+        def walk(node, sign):
+            if isinstance(node, _ast.BinOp) and isinstance(node.op, (_ast.Mult, _ast.Div)):
+                walk(node.left, sign)
+                walk(node.right, sign if isinstance(node.op, _ast.Mult) else -sign)
+            elif isinstance(node, _ast.BinOp) and isinstance(node.op, _ast.Pow) and isinstance(node.left, _ast.Name) \
+                    and isinstance(node.right, _ast.Constant) and isinstance(node.right.value, int):
+                factors.append((node.left.id, sign * node.right.value))
+            elif isinstance(node, _ast.Name):
+                factors.append((node.id, sign))
+            elif isinstance(node, _ast.Constant) and node.value == 1:
+                pass
+            else:
+                raise ValueError(text)
+
+        stripped = text.strip()
+        try:
+            if stripped.lower() in ("", "1", "dimensionless"):
+                factors = []
+            else:
+                walk(_ast.parse(stripped, mode="eval").body, 1)
+            if any(name not in _UNIT_KINDS for name, _ in factors):
+                raise ValueError(text)
+        except (ValueError, SyntaxError):
+            self.unit_ids[text] = None
+            return None
+        uid = "u_" + "".join(ch if ch.isalnum() else "_" for ch in stripped) if factors else "dimensionless_unit"
+        while self.m.getUnitDefinition(uid) is not None:
+            uid += "_"
+        ud = self.m.createUnitDefinition()
+        ud.setId(uid)
+        ud.setName(stripped or "dimensionless")
+        L = self.libsbml
+        for name, exponent in factors or [("", 1)]:
+            u = ud.createUnit()
+            if not name:
+                u.setKind(L.UNIT_KIND_DIMENSIONLESS)
+                u.setExponent(1.0)
+                u.setScale(0)
+                u.setMultiplier(1.0)
+                continue
+            kind, scale, multiplier = _UNIT_KINDS[name]
+            u.setKind(L.UnitKind_forName(kind))
+            u.setExponent(float(exponent))
+            u.setScale(scale)
+            u.setMultiplier(multiplier)
+        self.unit_ids[text] = uid
+        return uid
+
+    # ------------------------------------------------------------ math
+    def ast(self, expr):
+        import sympy as sp
+        from ..expressions import TIME
+
+        L = self.libsbml
+
+        def node(kind, *children, name=None):
+            n = L.ASTNode(kind)
+            if name is not None:
+                n.setName(name)
+            for c in children:
+                n.addChild(c)
+            return n
+
+        def number(value):
+            n = L.ASTNode(L.AST_REAL)
+            n.setValue(float(value))
+            return n
+
+        def build(e):
+            if e is sp.true:
+                return node(L.AST_CONSTANT_TRUE)
+            if e is sp.false:
+                return node(L.AST_CONSTANT_FALSE)
+            if e == TIME or (isinstance(e, sp.Symbol) and e.name == "t"):
+                n = node(L.AST_NAME_TIME)
+                n.setName("t")
+                return n
+            if isinstance(e, sp.Symbol):
+                return node(L.AST_NAME, name=e.name)
+            if e is sp.pi:
+                return node(L.AST_CONSTANT_PI)
+            if e is sp.E:
+                return node(L.AST_CONSTANT_E)
+            if isinstance(e, sp.Integer):
+                if abs(int(e)) < 2 ** 31:
+                    n = L.ASTNode(L.AST_INTEGER)
+                    n.setValue(int(e))
+                    return n
+                return number(e)
+            if isinstance(e, sp.Rational):
+                return node(L.AST_DIVIDE, build(sp.Integer(e.p)), build(sp.Integer(e.q)))
+            if isinstance(e, sp.Float) or e.is_Number:
+                return number(e)
+            if isinstance(e, sp.NumberSymbol):
+                return number(float(e))
+            if isinstance(e, sp.Add):
+                return node(L.AST_PLUS, *[build(a) for a in e.args])
+            if isinstance(e, sp.Mul):
+                num, den = [], []
+                for a in e.args:
+                    if isinstance(a, sp.Pow) and a.exp.is_Number and a.exp < 0:
+                        den.append(a.base if a.exp == -1 else sp.Pow(a.base, -a.exp))
+                    elif isinstance(a, sp.Rational) and not isinstance(a, sp.Integer) and a.p == 1:
+                        den.append(sp.Integer(a.q))
+                    else:
+                        num.append(a)
+                top = build(num[0]) if len(num) == 1 else node(L.AST_TIMES, *[build(a) for a in num]) if num else build(sp.Integer(1))
+                if not den:
+                    return top
+                bottom = build(den[0]) if len(den) == 1 else node(L.AST_TIMES, *[build(a) for a in den])
+                return node(L.AST_DIVIDE, top, bottom)
+            if isinstance(e, sp.Pow):
+                if e.exp == sp.Rational(1, 2):
+                    return node(L.AST_FUNCTION_ROOT, build(e.base))
+                if e.exp == -1:
+                    return node(L.AST_DIVIDE, build(sp.Integer(1)), build(e.base))
+                return node(L.AST_POWER, build(e.base), build(e.exp))
+            if isinstance(e, sp.Piecewise):
+                n = node(L.AST_FUNCTION_PIECEWISE)
+                for value, cond in e.args:
+                    if cond is sp.true:
+                        n.addChild(build(value))
+                        return n
+                    n.addChild(build(value))
+                    n.addChild(build(cond))
+                return n
+            if isinstance(e, sp.Heaviside):  # step(x): 0 before, value at 0 as given
+                x = e.args[0]
+                h0 = e.args[1] if len(e.args) > 1 else sp.Rational(1, 2)
+                return build(sp.Piecewise((1, sp.Gt(x, 0)), (h0, sp.Eq(x, 0)), (0, True)))
+            relations = {sp.StrictLessThan: L.AST_RELATIONAL_LT, sp.LessThan: L.AST_RELATIONAL_LEQ,
+                         sp.StrictGreaterThan: L.AST_RELATIONAL_GT, sp.GreaterThan: L.AST_RELATIONAL_GEQ,
+                         sp.Equality: L.AST_RELATIONAL_EQ, sp.Unequality: L.AST_RELATIONAL_NEQ}
+            if type(e) in relations:
+                return node(relations[type(e)], build(e.lhs), build(e.rhs))
+            logic = {sp.And: L.AST_LOGICAL_AND, sp.Or: L.AST_LOGICAL_OR, sp.Not: L.AST_LOGICAL_NOT}
+            if type(e) in logic:
+                return node(logic[type(e)], *[build(a) for a in e.args])
+            functions = {sp.exp: L.AST_FUNCTION_EXP, sp.log: L.AST_FUNCTION_LN, sp.Abs: L.AST_FUNCTION_ABS,
+                         sp.sin: L.AST_FUNCTION_SIN, sp.cos: L.AST_FUNCTION_COS, sp.tan: L.AST_FUNCTION_TAN,
+                         sp.sinh: L.AST_FUNCTION_SINH, sp.cosh: L.AST_FUNCTION_COSH, sp.tanh: L.AST_FUNCTION_TANH,
+                         sp.asin: L.AST_FUNCTION_ARCSIN, sp.acos: L.AST_FUNCTION_ARCCOS, sp.atan: L.AST_FUNCTION_ARCTAN,
+                         sp.asinh: L.AST_FUNCTION_ARCSINH, sp.acosh: L.AST_FUNCTION_ARCCOSH,
+                         sp.atanh: L.AST_FUNCTION_ARCTANH, sp.floor: L.AST_FUNCTION_FLOOR,
+                         sp.ceiling: L.AST_FUNCTION_CEILING, sp.factorial: L.AST_FUNCTION_FACTORIAL,
+                         sp.Min: L.AST_FUNCTION_MIN, sp.Max: L.AST_FUNCTION_MAX}
+            if type(e) in functions:
+                if type(e) is sp.log and len(e.args) == 2:
+                    return node(L.AST_DIVIDE, node(L.AST_FUNCTION_LN, build(e.args[0])),
+                                node(L.AST_FUNCTION_LN, build(e.args[1])))
+                return node(functions[type(e)], *[build(a) for a in e.args])
+            raise ModelError(f"writing SBML: cannot express '{e}' ({type(e).__name__}) in MathML")
+
+        return build(expr)
+
+    def math(self, text, *, boolean=False):
+        from ..expressions import parse_expression
+
+        if boolean:  # the parser reads a condition only inside piecewise
+            expr = parse_expression(f"piecewise(1, {text}, 0)", self.symbols).args[0][1]
+        else:
+            expr = parse_expression(text, self.symbols)
+        return self.ast(expr)
+
+    # ------------------------------------------------------------ model
+    def export(self) -> str:
+        import sympy as sp
+
+        L = self.libsbml
+        data = self.data
+        m = self.m
+        m.setId(_sbml_id(data.get("name") or "model"))
+        if data.get("name"):
+            m.setName(str(data["name"]))
+        pools = data.get("compartments") or {}
+        parameters = dict(data.get("parameters") or {})
+        assignments = {k: (v["expr"] if isinstance(v, dict) else v) for k, v in (data.get("assignments") or {}).items()}
+        rates = {k: (v["expr"] if isinstance(v, dict) else v) for k, v in (data.get("rates") or {}).items()}
+        events = data.get("events") or {}
+        observables = data.get("observables") or {}
+        names = list(pools) + list(parameters) + list(assignments) + list(observables)
+        self.symbols = {n: sp.Symbol(n, real=True) for n in names}
+        time_unit = self.unit(data.get("time_unit"))
+        if time_unit:
+            m.setTimeUnits(time_unit)
+        targets = {target for e in events.values() for target in (e.get("assign") or {})}
+
+        # SBML species live in compartments: a pool's volume parameter becomes one (its id is
+        # the parameter's name, so math naming it still means the volume)
+        compartments = {}
+        for name, pool in pools.items():
+            volume = pool.get("volume")
+            if volume is None:
+                key = "default_compartment"
+                size = 1.0
+            elif isinstance(volume, str):
+                key, size = volume, None
+            else:
+                key, size = f"volume_{_number_text(float(volume)).strip('()').replace('.', '_').replace('-', 'm')}", float(volume)
+            compartments.setdefault(key, size)
+        for cid, size in compartments.items():
+            c = m.createCompartment()
+            c.setId(cid)
+            c.setSpatialDimensions(3)
+            c.setConstant(True)
+            if size is None:
+                entry = parameters.pop(cid, None)
+                if entry is None:
+                    raise ModelError(f"writing SBML: a pool's volume names '{cid}', which is not a parameter")
+                if cid in rates or cid in targets:
+                    raise ModelError(f"writing SBML: the volume '{cid}' changes in time; SBML export needs constant volumes")
+                self.value(c, cid, entry.get("value"), setter=c.setSize)
+                unit = self.unit(entry.get("unit"))
+                if unit:
+                    c.setUnits(unit)
+            else:
+                c.setSize(size)
+
+        for name, pool in pools.items():
+            s = m.createSpecies()
+            s.setId(name)
+            volume = pool.get("volume")
+            s.setCompartment("default_compartment" if volume is None else volume if isinstance(volume, str) else
+                             f"volume_{_number_text(float(volume)).strip('()').replace('.', '_').replace('-', 'm')}")
+            s.setHasOnlySubstanceUnits(True)  # names in kinetics math are amounts
+            s.setBoundaryCondition(bool(pool.get("boundary", False)))
+            s.setConstant(False)
+            self.value(s, name, pool.get("initial", 0), setter=s.setInitialAmount)
+            unit = self.unit(pool.get("unit"))
+            if unit:
+                s.setSubstanceUnits(unit)
+            if pool.get("description"):
+                s.setName(str(pool["description"])[:200])
+
+        for name, entry in parameters.items():
+            if not isinstance(entry, dict):
+                entry = {"value": entry}
+            p = m.createParameter()
+            p.setId(name)
+            p.setConstant(name not in rates and name not in targets)
+            self.value(p, name, entry.get("value"), setter=p.setValue)
+            unit = self.unit(entry.get("unit"))
+            if unit:
+                p.setUnits(unit)
+        for name, expr in list(assignments.items()) + [(k, (v["expr"] if isinstance(v, dict) else v)) for k, v in observables.items()]:
+            p = m.createParameter()
+            p.setId(name)
+            p.setConstant(False)
+            rule = m.createAssignmentRule()
+            rule.setVariable(name)
+            rule.setMath(self.math(expr))
+        for name, expr in rates.items():
+            rule = m.createRateRule()
+            rule.setVariable(name)
+            rule.setMath(self.math(expr))
+
+        reactions = {}
+        for name, flow in (data.get("flows") or {}).items():
+            reactions[name] = {"reactants": [flow["from"]] if flow.get("from") else [],
+                               "products": [flow["to"]] if flow.get("to") else [], "rate": flow["rate"]}
+        reactions.update(data.get("reactions") or {})
+        for name, entry in reactions.items():
+            r = m.createReaction()
+            r.setId(name)
+            r.setReversible(True)  # a kinetics rate may change sign
+            for side, create in (("reactants", r.createReactant), ("products", r.createProduct)):
+                refs = entry.get(side) or {}
+                if isinstance(refs, (list, tuple)):
+                    counted = {}
+                    for species in refs:
+                        counted[species] = counted.get(species, 0) + 1
+                    refs = counted
+                for species, coefficient in refs.items():
+                    ref = create()
+                    ref.setSpecies(species)
+                    ref.setStoichiometry(float(coefficient))
+                    ref.setConstant(True)
+            law = r.createKineticLaw()
+            law.setMath(self.math(str(entry["rate"]) if not isinstance(entry["rate"], str) else entry["rate"]))
+
+        for name, entry in events.items():
+            e = m.createEvent()
+            e.setId(name)
+            e.setUseValuesFromTriggerTime(True)
+            trigger = e.createTrigger()
+            trigger.setMath(self.math(entry["trigger"], boolean=True))
+            trigger.setInitialValue(not entry.get("fire_at_start", False))
+            trigger.setPersistent(bool(entry.get("persistent", True)))
+            for target, expr in (entry.get("assign") or {}).items():
+                ea = e.createEventAssignment()
+                ea.setVariable(target)
+                ea.setMath(self.math(str(expr)))
+        return L.writeSBMLToString(self.doc)
+
+    def value(self, element, name, value, *, setter):
+        """A number sets the attribute; an expression becomes an initialAssignment."""
+        if isinstance(value, bool):
+            raise ModelError(f"writing SBML: '{name}' has the value {value!r}")
+        if isinstance(value, (int, float)):
+            setter(float(value))
+            return
+        ia = self.m.createInitialAssignment()
+        ia.setSymbol(name)
+        ia.setMath(self.math(str(value)))
+
+
+def _sbml_id(text):
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(text))
+    return out if out and not out[0].isdigit() else "m_" + out
+
+
+def write_sbml(model, path=None) -> str:
+    """A kinetics model (a :class:`~kinetics.Model` or a model dict) as SBML Level 3 version 2
+    text; written (atomically) to ``path`` if given. Pools are species in amounts
+    (``hasOnlySubstanceUnits``), a pool's volume parameter is its compartment, assignments and
+    observables are parameters with assignment rules, rates are rate rules and events keep
+    their trigger, initial value and persistence; units are written where SBML can state them
+    exactly."""
+    data = model if isinstance(model, dict) else model.to_dict()
+    text = _Exporter(data).export()
+    if path is not None:
+        from ..fileio import atomic_write
+        atomic_write(path, text)
+    return text
