@@ -106,6 +106,12 @@ def _lambdify(args, exprs, vector=False):
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 
 
+def lambdify(args, exprs):
+    """Scalar generated code for a list of sympy expressions (common subexpressions shared):
+    the one conversion other modules use for their own expressions."""
+    return _lambdify(args, exprs)
+
+
 class _SparseArray:
     """A numeric array whose nonzero entries are expressions of scalar arguments."""
 
@@ -265,6 +271,8 @@ class CompiledModel:
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
         self.method = "exact" if self.affine else "numerical"
+        if self.events:
+            self.method = "numerical"  # triggered events: integrated, event times located by root finding
 
     # ------------------------------------------------------------ parameters
     def parameter_vector(self, values=None) -> np.ndarray:
@@ -357,6 +365,17 @@ class CompiledModel:
                 raise SolverError("the exact solution overflowed (a growing mode reached infinity)")
             return X, S
         return self._solve_numeric(p, x0, times, t0, inflow, S0, D, rtol, atol)
+
+    def scipy_functions(self):
+        """(f(t, x, p, u) -> list of n, J(t, x, p) -> flat n*n list): the right-hand side with a
+        constant inflow u and its Jacobian as plain Python callables (built once), for
+        integrators that drive their own stepping (triggered events)."""
+        if getattr(self, "_scipy_functions", None) is None:
+            u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n_states)]
+            f = self.rhs_symbolic + sp.Matrix(u)
+            self._scipy_functions = (_lambdify([TIME, self._x_syms, self._p_syms, u], list(f)),
+                                     _lambdify([TIME, self._x_syms, self._p_syms], list(self.jacobian_symbolic)))
+        return self._scipy_functions
 
     # ---------------------------------------------------------- observables
     def observe(self, X, times, p, S=None, D=None):
