@@ -48,6 +48,9 @@ class _ScalarPrinter(PythonCodePrinter):
     def _print_factorial(self, expr):  # of a real number, as SBML defines it
         return f"math.gamma({self._print(expr.args[0])} + 1)"
 
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
 
 class _VectorPrinter(NumPyPrinter):
     def _print_Min(self, expr):
@@ -62,6 +65,9 @@ class _VectorPrinter(NumPyPrinter):
 
     def _print_factorial(self, expr):  # of a real number, as SBML defines it
         return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
+
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
 
 
 _STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)

@@ -353,8 +353,8 @@ class _Translator:
             a, b = kids()
             return as_requested(f"((not {cond(a)}) or {cond(b)})", True)
         # user functions: inlined
-        if t == L.AST_FUNCTION:
-            return as_requested(self.call_text(node, scope, d, element, ident), False)
+        if t == L.AST_FUNCTION:  # the body is read as a number or a condition, as the caller wants
+            return self.call_text(node, scope, d, element, ident, boolean)
         if t == L.AST_FUNCTION_DELAY:
             self.refuse(element, ident, "uses delay()")
         if t == L.AST_FUNCTION_RATE_OF:
@@ -362,7 +362,7 @@ class _Translator:
         name = node.getName() or self.libsbml.formulaToL3String(node)
         self.refuse(element, ident, f"uses the MathML construct '{name}'")
 
-    def call_text(self, node, scope, depth, element, ident):
+    def call_text(self, node, scope, depth, element, ident, boolean=False):
         name = node.getName()
         fd = self.m.getFunctionDefinition(name)
         if fd is None:
@@ -375,7 +375,7 @@ class _Translator:
             self.fail(element, ident, f"calls '{name}' with {node.getNumChildren()} arguments; it takes {n_args}")
         args = [self._math(node.getChild(i), scope, False, depth, element, ident) for i in range(n_args)]
         inner = {fd.getArgument(i).getName(): f"({args[i]})" for i in range(n_args)}
-        return self._math(body, inner, False, depth + 1, element, ident)
+        return self._math(body, inner, boolean, depth + 1, element, ident)
 
     # ------------------------------------------------------------------ names
     def name_text(self, sbml_id, element, ident):
