@@ -45,9 +45,6 @@ class _ScalarPrinter(PythonCodePrinter):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
 
-    def _print_factorial(self, expr):  # of a real number, as SBML defines it
-        return f"math.gamma({self._print(expr.args[0])} + 1)"
-
     def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
         return repr(float(expr))
 
@@ -62,9 +59,6 @@ class _VectorPrinter(NumPyPrinter):
     def _print_Heaviside(self, expr):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
-
-    def _print_factorial(self, expr):  # of a real number, as SBML defines it
-        return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
 
     def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
         return repr(float(expr))
@@ -105,9 +99,7 @@ def _lambdify(args, exprs, vector=False):
     if not exprs:
         return lambda *a: []
     printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    import scipy.special
-
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np, "scipy": scipy},
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
                "numpy" if vector else "math"]
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 

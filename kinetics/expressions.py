@@ -40,6 +40,19 @@ def _piecewise(*args):
     return sp.Piecewise(*pairs, (args[-1], True))
 
 
+def _factorial(x):
+    """factorial of a constant (SBML: of a real number, gamma(x + 1)); a factorial of a varying
+    quantity has no derivative the compiled integrator could use."""
+    if not x.is_number:
+        raise ValueError(f"takes a constant number, not '{x}'")
+    if x.is_Integer and 0 <= int(x) <= 1000:
+        return sp.factorial(x)
+    value = float(x) + 1.0
+    if value <= 0 and value == math.floor(value):
+        raise ValueError(f"is undefined at {x}")
+    return sp.Float(math.gamma(value)) if value < 171.6 else sp.oo
+
+
 def _arity(fn, n_min, n_max=None):
     def call(*args):
         hi = n_min if n_max is None else n_max
@@ -77,7 +90,7 @@ FUNCTIONS = {
     "atanh": _arity(sp.atanh, 1),
     "floor": _arity(sp.floor, 1),
     "ceiling": _arity(sp.ceiling, 1),
-    "factorial": _arity(sp.factorial, 1),  # of a real x: gamma(x + 1)
+    "factorial": _arity(lambda x: _factorial(x), 1),
 }
 
 #: Names a model may not declare.

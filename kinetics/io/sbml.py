@@ -288,6 +288,11 @@ class _Translator:
         if t in simple:
             if node.getNumChildren() != 1:
                 self.fail(element, ident, f"calls {node.getName()} with {node.getNumChildren()} arguments")
+            if t == L.AST_FUNCTION_FACTORIAL and self.initial_context is not None:
+                argument = num(node.getChild(0))
+                if self._evaluate_constant(argument) is None:
+                    self.refuse(element, ident, f"takes the factorial of '{argument}', which is not a number "
+                                "(kinetics takes factorials of constant numbers only)")
             return as_requested(simple[t].format(num(node.getChild(0))), False)
         if t == L.AST_FUNCTION_LOG:
             args = kids()
