@@ -48,6 +48,9 @@ class _ScalarPrinter(PythonCodePrinter):
     def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
         return repr(float(expr))
 
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"math.gamma({self._print(expr.args[0])} + 1)"
+
 
 class _VectorPrinter(NumPyPrinter):
     def _print_Min(self, expr):
@@ -62,6 +65,9 @@ class _VectorPrinter(NumPyPrinter):
 
     def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
         return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
 
 
 _STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)
@@ -99,7 +105,9 @@ def _lambdify(args, exprs, vector=False):
     if not exprs:
         return lambda *a: []
     printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
+    import scipy.special
+
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np, "scipy": scipy},
                "numpy" if vector else "math"]
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 

@@ -41,10 +41,13 @@ def _piecewise(*args):
 
 
 def _factorial(x):
-    """factorial of a constant (SBML: of a real number, gamma(x + 1)); a factorial of a varying
+    """factorial of a constant, or of a whole-number step (floor or ceiling of something), whose
+    derivative is 0 (SBML: of a real number, gamma(x + 1)); the factorial of a smoothly varying
     quantity has no derivative the compiled integrator could use."""
     if not x.is_number:
-        raise ValueError(f"takes a constant number, not '{x}'")
+        if isinstance(x, (sp.floor, sp.ceiling)):
+            return sp.factorial(x)
+        raise ValueError(f"takes a constant number or floor(...)/ceiling(...), not '{x}'")
     if x.is_Integer and 0 <= int(x) <= 1000:
         return sp.factorial(x)
     value = float(x) + 1.0

@@ -290,9 +290,10 @@ class _Translator:
                 self.fail(element, ident, f"calls {node.getName()} with {node.getNumChildren()} arguments")
             if t == L.AST_FUNCTION_FACTORIAL and self.initial_context is not None:
                 argument = num(node.getChild(0))
-                if self._evaluate_constant(argument) is None:
-                    self.refuse(element, ident, f"takes the factorial of '{argument}', which is not a number "
-                                "(kinetics takes factorials of constant numbers only)")
+                whole_step = node.getChild(0).getType() in (L.AST_FUNCTION_FLOOR, L.AST_FUNCTION_CEILING)
+                if not whole_step and self._evaluate_constant(argument) is None:
+                    self.refuse(element, ident, f"takes the factorial of '{argument}', which varies (kinetics "
+                                "takes factorials of constant numbers and of floor/ceiling only)")
             return as_requested(simple[t].format(num(node.getChild(0))), False)
         if t == L.AST_FUNCTION_LOG:
             args = kids()
