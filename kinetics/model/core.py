@@ -944,5 +944,11 @@ class Model:
 
 
 def load_model(path) -> Model:
-    """Read and validate a TOML model file (see DESIGN.md for the format)."""
+    """Read and validate a model file: TOML (see DESIGN.md for the format), or SBML for a
+    ``.xml`` file (needs python-libsbml, see :mod:`kinetics.io.sbml`)."""
+    if Path(path).suffix.lower() == ".xml":
+        from .io.sbml import load_sbml
+        model = load_sbml(path)
+        model.sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return model
     return Model.from_file(path)

@@ -40,6 +40,22 @@ def _piecewise(*args):
     return sp.Piecewise(*pairs, (args[-1], True))
 
 
+def _factorial(x):
+    """factorial of a constant, or of a whole-number step (floor or ceiling of something), whose
+    derivative is 0 (SBML: of a real number, gamma(x + 1)); the factorial of a smoothly varying
+    quantity has no derivative the compiled integrator could use."""
+    if not x.is_number:
+        if isinstance(x, (sp.floor, sp.ceiling)):
+            return sp.factorial(x)
+        raise ValueError(f"takes a constant number or floor(...)/ceiling(...), not '{x}'")
+    if x.is_Integer and 0 <= int(x) <= 1000:
+        return sp.factorial(x)
+    value = float(x) + 1.0
+    if value <= 0 and value == math.floor(value):
+        raise ValueError(f"is undefined at {x}")
+    return sp.Float(math.gamma(value)) if value < 171.6 else sp.oo
+
+
 def _arity(fn, n_min, n_max=None):
     def call(*args):
         hi = n_min if n_max is None else n_max
@@ -65,6 +81,19 @@ FUNCTIONS = {
     "sin": _arity(sp.sin, 1),
     "cos": _arity(sp.cos, 1),
     "tanh": _arity(sp.tanh, 1),
+    # the rest of the MathML an SBML model may use
+    "tan": _arity(sp.tan, 1),
+    "sinh": _arity(sp.sinh, 1),
+    "cosh": _arity(sp.cosh, 1),
+    "asin": _arity(sp.asin, 1),
+    "acos": _arity(sp.acos, 1),
+    "atan": _arity(sp.atan, 1),
+    "asinh": _arity(sp.asinh, 1),
+    "acosh": _arity(sp.acosh, 1),
+    "atanh": _arity(sp.atanh, 1),
+    "floor": _arity(sp.floor, 1),
+    "ceiling": _arity(sp.ceiling, 1),
+    "factorial": _arity(lambda x: _factorial(x), 1),
 }
 
 #: Names a model may not declare.
@@ -262,6 +291,9 @@ class _TextPrinter(sp.printing.str.StrPrinter):
 
     def _print_Heaviside(self, expr):
         return f"step({self._print(expr.args[0])})"
+
+    def _print_Exp1(self, expr):  # sympy's E, which the parser reads as a name
+        return "exp(1)"
 
     def _print_Piecewise(self, expr):
         parts = []

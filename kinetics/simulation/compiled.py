@@ -45,6 +45,12 @@ class _ScalarPrinter(PythonCodePrinter):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
 
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"math.gamma({self._print(expr.args[0])} + 1)"
+
 
 class _VectorPrinter(NumPyPrinter):
     def _print_Min(self, expr):
@@ -56,6 +62,34 @@ class _VectorPrinter(NumPyPrinter):
     def _print_Heaviside(self, expr):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
+
+
+_STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)
+
+
+def _jacobian(f, v):
+    """``f.jacobian(v)`` with the derivatives of step functions (floor, ceiling, sign,
+    Heaviside), which sympy leaves unevaluated, set to their value almost everywhere: 0."""
+    J = f.jacobian(v)
+
+    def is_step_derivative(e):
+        if isinstance(e, sp.Subs):
+            e = e.expr
+        return (isinstance(e, sp.Derivative) and isinstance(e.expr, _STEP_FUNCTIONS)) or isinstance(e, sp.DiracDelta)
+
+    def zero_steps(e):
+        found = {a: sp.Integer(0) for a in e.atoms(sp.Subs, sp.Derivative, sp.DiracDelta) if is_step_derivative(a)}
+        return e.xreplace(found) if found else e
+
+    if any(e.has(sp.Derivative, sp.DiracDelta) for e in J):
+        J = J.applyfunc(zero_steps)
+    return J
 
 
 def _vmin(*args):
@@ -71,7 +105,9 @@ def _lambdify(args, exprs, vector=False):
     if not exprs:
         return lambda *a: []
     printer = (_VectorPrinter if vector else _ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
-    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np},
+    import scipy.special
+
+    modules = [{"_heaviside": _heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": math, "numpy": np, "scipy": scipy},
                "numpy" if vector else "math"]
     return sp.lambdify(args, list(exprs), modules=modules, printer=printer, cse=True, docstring_limit=0)
 
@@ -201,10 +237,13 @@ class CompiledModel:
         f = sp.Matrix(sym.rhs)
         self.rhs_symbolic = f
         self.time_dependent = any(TIME in e.free_symbols for e in f)
-        J = f.jacobian(x)
+        J = _jacobian(f, x)
         self.jacobian_symbolic = J
         xset = set(x)
-        self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J)
+        # affine: constant Jacobian and a constant remainder f - J x (a state inside a piecewise
+        # condition or a floor has a zero derivative but is not affine)
+        self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J) and all(
+            not (e.free_symbols & xset) for e in (f - J * sp.Matrix(x)).applyfunc(sp.expand))
         self._p_args = [p]
         # initial values x0(p) and their derivatives
         x0 = sp.Matrix(sym.initial)
@@ -391,7 +430,7 @@ class CompiledModel:
         S = sp.Matrix(n, K, lambda i, k: sp.Symbol(f"_s_{i}_{k}"))
         D = sp.Matrix(P, K, lambda l, k: sp.Symbol(f"_d_{l}_{k}"))
         f = self.rhs_symbolic + sp.Matrix(u)
-        Fp = self.rhs_symbolic.jacobian(p) if P else sp.zeros(n, 0)
+        Fp = _jacobian(self.rhs_symbolic, p) if P else sp.zeros(n, 0)
         dS = self.jacobian_symbolic * S + (Fp * D if P else sp.zeros(n, K))
         y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
         rhs = list(f) + list(dS)
