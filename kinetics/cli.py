@@ -341,6 +341,19 @@ def _fit_values(folder, model):
     return {name: entry["value"] for name, entry in data["parameters"].items() if name in model.parameters}
 
 
+def cmd_export(args):
+    from .io.sbml import write_sbml
+    source = Path(args.model)
+    if source.is_dir() and (source / "fit.toml").exists():  # a fit case: its model
+        from .problem import load_fit_spec
+        model = load_fit_spec(source / "fit.toml").model
+    else:
+        model = _load(args.model)
+    write_sbml(model, args.out)
+    print(f"wrote {args.out} (SBML Level 3 version 2, model '{model.name}')")
+    return 0
+
+
 def cmd_demo(args):
     from . import demo
     _check_out_folder(args.out)
@@ -369,7 +382,7 @@ def build_parser():
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("simulate", help="simulate a model file or bundled model")
-    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("model", help="model file (.toml, or SBML .xml) or bundled model name")
     p.add_argument("--t-end", type=float, default=48.0, help="end time, in the model's time unit (default 48)")
     p.add_argument("--points", type=_integer, default=101, help="number of output times (default 101)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter value (repeatable)")
@@ -404,18 +417,24 @@ def build_parser():
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("steady", help="steady state, stability, fluxes and sensitivities of a model")
-    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("model", help="model file (.toml, or SBML .xml) or bundled model name")
     p.add_argument("--scale", action="append", metavar="NAME=FACTOR", help="what-if: scale a parameter, shown beside the baseline")
     _add_prediction_options(p)
     p.set_defaults(func=cmd_steady)
 
     p = sub.add_parser("pk", help="pharmacokinetic summary of a bolus dose (AUC, CL, Vss, MRT, half-lives)")
-    p.add_argument("model", help="model file (.toml) or bundled model name")
+    p.add_argument("model", help="model file (.toml, or SBML .xml) or bundled model name")
     p.add_argument("--dose", required=True, metavar="COMP=AMOUNT", help="bolus at t = 0, e.g. plasma=1e10")
     p.add_argument("--observable", required=True, help="measured compartment or observable (e.g. a concentration)")
     p.add_argument("--t-last", type=float, help="last sampling time, for AUC(0-tlast)")
     _add_prediction_options(p)
     p.set_defaults(func=cmd_pk)
+
+    p = sub.add_parser("export", help="write a model in another format (sbml: SBML Level 3 version 2)")
+    p.add_argument("format", choices=["sbml"], help="the format to write")
+    p.add_argument("model", help="model file (.toml or .xml), bundled model name, or fit case folder")
+    p.add_argument("--out", required=True, help="the file to write (e.g. model.xml)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

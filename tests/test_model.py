@@ -164,8 +164,11 @@ def test_value_outside_bounds(tmp_path):
 
 
 def test_value_not_a_number(tmp_path):
-    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = "2",'))
-    assert "[parameters.V] 'value' must be a number, got '2'" in model_error(path)
+    # a string is an expression of other parameters (the general form); a boolean is neither
+    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = true,'))
+    assert "[parameters.V] 'value' must be a number or an expression string, got True" in model_error(path)
+    path = write_model(tmp_path, variant("V      = { value = 2.0,", 'V      = { value = "2 * nope",'))
+    assert "[parameters.V] value '2 * nope' uses the unknown name 'nope'" in model_error(path)
 
 
 def test_value_nan(tmp_path):
@@ -505,14 +508,14 @@ HOSTILE_MODEL_FILES = [
     ("a list where an entry table is", K_MAT_LINE, "k_mat = [0.5, 1]",
      "[parameters.k_mat] must be an inline table such as k_mat = { ... }, got [0.5, 1] (a list)"),
     ("a string where an entry table is", EE_LINE, 'EE = "100"', "[compartments.EE] must be an inline table such as EE = { ... }, got '100' (a string)"),
-    ("a string where a number is", "k_mat  = { value = 0.5,", 'k_mat  = { value = "0.5",',
-     "[parameters.k_mat] 'value' must be a number, got '0.5' (a string)"),
+    ("a string where a number is", 'k_mat  = { value = 0.5, unit = "1/h", min = 1e-3,', 'k_mat  = { value = 0.5, unit = "1/h", min = "1e-3",',
+     "[parameters.k_mat] 'min' must be a number, got '1e-3' (a string)"),
     ("a boolean where a number is", "k_mat  = { value = 0.5,", "k_mat  = { value = true,",
-     "[parameters.k_mat] 'value' must be a number, got True (a boolean)"),
+     "[parameters.k_mat] 'value' must be a number or an expression string, got True (a boolean)"),
     ("a table where a bound is", "min = 1e-3, max = 100 }\nk_sec", "min = { low = 1 }, max = 100 }\nk_sec",
      "[parameters.k_mat] 'min' must be a number, got {'low': 1} (a table)"),
     ("a date where a number is", "k_mat  = { value = 0.5,", "k_mat  = { value = 1979-05-27,",
-     "[parameters.k_mat] 'value' must be a number, got datetime.date(1979, 5, 27) (a date or time)"),
+     "[parameters.k_mat] 'value' must be a number or an expression string, got datetime.date(1979, 5, 27) (a date or time)"),
     ("a number where a boolean is", "max = 100, fixed = true", "max = 100, fixed = 1",
      "[parameters.k_cl] 'fixed' must be true or false, got 1 (an integer)"),
     ("a list where a compartment name is", 'from = "EE", to = "MVB"', 'from = ["EE"], to = "MVB"',
@@ -599,4 +602,4 @@ def test_from_dict_with_python_values_of_the_wrong_type():
         Model.from_dict(data, source="api")
     message = str(info.value)
     assert "[name] 'name' must be a string, got None (a NoneType)" in message
-    assert "[parameters.k] 'value' must be a number, got None (a NoneType)" in message
+    assert "[parameters.k] 'value' must be a number or an expression string, got None (a NoneType)" in message

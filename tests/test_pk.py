@@ -146,3 +146,15 @@ def test_baseline_is_subtracted_for_a_model_with_constant_input():
     numeric = pk_summary(m, {"compartment": "P", "amount": 50.0}, "P", method="numeric")
     assert numeric.auc_inf == pytest.approx(25.0, rel=1e-7)
     assert any("baseline-corrected" in n for n in numeric.notes)
+
+
+def test_pk_summary_follows_triggered_events():
+    # clearance halves once plasma falls below 10: AUC = 90 (k = 1 down to 10) + 10 / 0.5
+    from kinetics.pk import pk_summary
+    base = {"compartments": {"P": {"initial": 0}}, "parameters": {"k": 1.0},
+            "flows": {"cl": {"from": "P", "rate": "k * P"}}}
+    plain = pk_summary(Model.from_dict(base), {"compartment": "P", "amount": 100.0}, "P")
+    slowed = pk_summary(Model.from_dict({**base, "events": {"saturate": {"trigger": "P < 10", "assign": {"k": "k * 0.5"}}}}),
+                        {"compartment": "P", "amount": 100.0}, "P")
+    assert plain.auc_inf == pytest.approx(100.0, rel=1e-6)
+    assert slowed.auc_inf == pytest.approx(110.0, rel=1e-5)

@@ -331,7 +331,7 @@ def test_jordan_growth_model_takes_the_expm_path():
 
 
 def no_numba(monkeypatch):
-    from kinetics import rosenbrock
+    from kinetics.numerics import rosenbrock
     monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
 
 

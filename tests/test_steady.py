@@ -372,3 +372,21 @@ def test_bistable_model_settles_in_the_basin_of_its_initial_state(x0, expected_r
     assert expected_range[0] < ss.values["X"] < expected_range[1]
     end = long_run(m, t_end=500.0)
     assert end["X"] == pytest.approx(ss.values["X"], rel=1e-6)
+
+
+def test_steady_state_of_a_reaction_network_with_a_boundary_pool():
+    # L is held (boundary): X settles where k L0 = kd X; 2 A <-> C with inflow of A and loss of C
+    m = Model.from_dict({
+        "compartments": {"L": {"initial": "L0", "boundary": True}, "X": {}, "A": {}, "C": {}},
+        "parameters": {"L0": 4.0, "k": 0.5, "kd": 2.0, "sA": 1.0, "kf": 0.1, "kr": 0.2, "kc": 0.3},
+        "reactions": {"make": {"reactants": ["L"], "products": ["X"], "rate": "k * L"},
+                      "loss": {"reactants": ["X"], "rate": "kd * X"},
+                      "dimer": {"reactants": {"A": 2}, "products": ["C"], "rate": "kf * A**2 - kr * C"},
+                      "clear": {"reactants": {"C": 1}, "rate": "kc * C"}},
+        "flows": {"inA": {"to": "A", "rate": "sA"}},
+    })
+    ss = steady_state(m)
+    assert ss.values["X"] == pytest.approx(0.5 * 4.0 / 2.0, rel=1e-9)
+    C = 1.0 / (2 * 0.3)  # every A ends in C, two per C, cleared at kc C
+    assert ss.values["C"] == pytest.approx(C, rel=1e-8)
+    assert ss.values["A"] == pytest.approx(math.sqrt((0.2 + 0.3) * C / 0.1), rel=1e-8)

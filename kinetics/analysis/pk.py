@@ -167,7 +167,8 @@ def _observable(compiled, plan, name):
     """(sympy expression of the observable, its unit)."""
     model = compiled.model
     if name in compiled.state_names:
-        return compiled.state_symbols[compiled.state_names.index(name)], model.compartments[name].unit
+        entry = model.compartments.get(name) or model.parameters[name]  # a parameter with a rate rule is a state too
+        return compiled.symbolic.states[compiled.state_names.index(name)], entry.unit
     if name in compiled.observable_names:
         return compiled.observables_symbolic[compiled.observable_names.index(name)], model.observables[name].unit
     from ..errors import suggest_name
@@ -220,7 +221,7 @@ def pk_summary(model, dose, observable: str, parameters=None, t_last: float | No
     if prepared is None:
         prepared = plan.cache[key] = _prepare(plan, comp, observable)
     expr, linear_obs, units, concentration, why = prepared
-    exact = c.affine and linear_obs
+    exact = c.affine and linear_obs and not c.events  # triggered events: through the simulation schedule
     if method == "exact" and not exact:
         raise ModelError(f"model '{c.name}': the exact PK path needs an affine-linear model and an observable linear in the "
                          "compartments; use method='auto' or 'numeric'")
@@ -255,7 +256,7 @@ def _prepare(plan, comp, observable):
                          "accumulate(s) (a cumulative sink): its dose response never returns to baseline, so AUC and "
                          "half-lives are not defined. Use an observable of a circulating compartment (e.g. plasma).")
     linear_obs = (TIME not in expr.free_symbols
-                  and all(not (sp.diff(expr, s).free_symbols & set(c.state_symbols)) for s in plan.bounded_symbols))
+                  and all(not (sp.diff(expr, s).free_symbols & set(c.symbolic.states)) for s in plan.bounded_symbols))
     units, concentration, why = _units(c.model, comp, obs_unit)
     return expr, linear_obs, units, concentration, why
 
@@ -373,8 +374,8 @@ def _numeric(plan, p, comp, amount, expr, t_last):
     xd[c.state_names.index(comp)] += amount
     key = ("pk-numeric", expr)
     if key not in plan.cache:
-        plan.cache[key] = (lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], expr, "numpy"),
-                           lambdify_plain([TIME, c.state_symbols, plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math"))
+        plan.cache[key] = (lambdify_plain([TIME, c.symbolic.states, plan.parameter_symbols], expr, "numpy"),
+                           lambdify_plain([TIME, c.symbolic.states, plan.parameter_symbols], [sp.diff(expr, s) for s in plan.bounded_symbols], "math"))
     obs_fn, grad = plan.cache[key]
     pl = list(map(float, p))
     rtol, atol = 1e-10, 1e-12 * max(1.0, float(np.abs(xd).max()))
@@ -386,11 +387,18 @@ def _numeric(plan, p, comp, amount, expr, t_last):
                           or (len(B) and np.any(plan.f_bounded(x0[B], p)))
                           or float(observe(np.zeros(1), x0[None, :])[0]) != 0.0)
 
+    def solve(x_start, times):
+        if not c.events:
+            return c.solve(p, x_start, times, rtol=rtol, atol=atol)[0]
+        from ..simulation.schedule import Dose, Schedule  # triggered events fire on the way
+        doses = [Dose(name, float(v)) for name, v in zip(c.state_names, x_start - x0) if v != 0]
+        return Schedule(c, times, doses=doses).run(p, rtol=rtol, atol=atol)[0]
+
     def response(times):
-        Xd, _ = c.solve(p, xd, times, rtol=rtol, atol=atol)
+        Xd = solve(xd, times)
         y = observe(times, Xd)
         if needs_baseline:
-            Xb, _ = c.solve(p, x0, times, rtol=rtol, atol=atol)
+            Xb = solve(x0, times)
             y = y - observe(times, Xb)
         return y
 

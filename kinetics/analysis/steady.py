@@ -224,27 +224,36 @@ class SteadyPlan:
     def __init__(self, compiled: CompiledModel):
         c = self.compiled = compiled
         model = c.model
-        sym = model.symbolic()
+        sym = c.symbolic
         self.name = c.name
         self.state_names = list(c.state_names)
         self.parameter_names = list(c.parameter_names)
         self.time_unit = model.time_unit
         self.units = {n: comp.unit for n, comp in model.compartments.items()}
-        x, p = list(c.state_symbols), list(c.parameter_symbols)
+        self.units.update({n: model.parameters[n].unit for n in sym.rate_rule_names})
+        x, p = list(sym.states), list(sym.parameters)
         self._x, self._p = x, p
         f, J = c.rhs_symbolic, c.jacobian_symbolic
+        # boundary pools are held at their initial values: constants of the steady state
+        held = {x[i]: sym.initial[i] for i, name in enumerate(sym.state_names) if name in sym.boundary}
+        if held:
+            f = f.xreplace(held)
+            J = f.jacobian(x)
         n = len(x)
-        self.flows = dict(model.flows)
-        self.flow_names = list(sym["rates"])
-        self.rate_exprs = [sym["rates"][k] for k in self.flow_names]
-        sources = {fl.source for fl in model.flows.values() if fl.source is not None}
+        #: flows and reactions (:class:`~kinetics.symbolic.SymbolicReaction`) by name
+        self.flows = dict(sym.reactions)
+        self.flow_names = list(sym.reactions)
+        self.rate_exprs = [r.rate.xreplace(held) for r in sym.reactions.values()]
+        # a pool that a reaction consumes is not a sink (boundary pools are never consumed)
+        sources = {name for r in sym.reactions.values() for name, change in r.net.items()
+                   if change < 0 and name not in sym.boundary}
         sinks = [i for i in range(n) if x[i].name not in sources and all(J[r, i] == 0 for r in range(n))]
         self.S = np.array(sinks, dtype=np.intp)
         self.B = np.array([i for i in range(n) if i not in set(sinks)], dtype=np.intp)
         self.bounded_names = [self.state_names[i] for i in self.B]
         self.sink_names = [self.state_names[i] for i in self.S]
         self.time_dependent = c.time_dependent
-        self.time_flows = [k for k, r in sym["rates"].items() if TIME in r.free_symbols]
+        self.time_flows = [k for k, r in sym.rates.items() if TIME in r.free_symbols]
         self.affine = c.affine
         self._xB = [x[i] for i in self.B]
         self._fB = [f[i] for i in self.B]
@@ -256,8 +265,7 @@ class SteadyPlan:
         index = {name: i for i, name in enumerate(self.bounded_names)}
         self._incidence = np.zeros((len(self.B), len(self.flow_names)))
         for k, name in enumerate(self.flow_names):
-            fl = model.flows[name]
-            for end in (fl.source, fl.target):
+            for end in sym.reactions[name].net:
                 if end in index:
                     self._incidence[index[end], k] = 1.0
         #: derived per-model artefacts of other modules (e.g. :mod:`kinetics.pk`), keyed by them
@@ -665,7 +673,7 @@ class SteadyPlan:
         grows = np.linalg.norm(left.T @ b) > 1e-9 * (np.abs(left).T @ np.abs(b)).max(initial=0.0) and np.abs(b).max(initial=0.0) > 0
         if grows:
             why = ""
-            lonely = [m for m in members if not any(fl.source == m for fl in self.flows.values())]
+            lonely = [m for m in members if not any(r.net.get(m, 0) < 0 for r in self.flows.values())]
             if lonely:
                 users = sorted({k for k, e in zip(self.flow_names, self.rate_exprs)
                                 for m in lonely if self._x[self.state_names.index(m)] in e.free_symbols})
@@ -694,8 +702,7 @@ class SteadyPlan:
         for name in members:
             s = self._x[self.state_names.index(name)]
             for fname, e in zip(self.flow_names, self.rate_exprs):
-                fl = self.flows[fname]
-                if fl.target == name and s in e.free_symbols:
+                if self.flows[fname].net.get(name, 0) > 0 and s in e.free_symbols:
                     self_feeding.append(fname)
         lam = w[k]
         lam_text = f"{lam.real:+.4g}" if abs(lam.imag) < 1e-12 else f"{lam.real:+.4g}{lam.imag:+.4g}i"
@@ -926,9 +933,9 @@ class SteadyState:
             wf = max(len(k) for k in self.fluxes)
             for k, v in self.fluxes.items():
                 fl = plan.flows[k]
-                end = fl.source or fl.target
+                end = next(iter(fl.reactants or fl.products), None)
                 unit = plan.units.get(end)
-                route = f"{fl.source or '(outside)'} -> {fl.target or '(outside)'}"
+                route = fl.route()
                 lines.append(f"  {k:<{wf}}  {_fmt(v):>12}  {(unit + '/' + tu) if unit else '':<16} {route}")
         if sensitivities and len(self.sensitivities.columns):
             lines += ["", "sensitivities d ln(value) / d ln(parameter) (sinks: of their inflow rate):"]

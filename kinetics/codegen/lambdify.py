@@ -22,7 +22,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-__all__ = ["lambdify", "lambdify_plain", "heaviside", "ScalarPrinter", "VectorPrinter"]
+__all__ = ["lambdify", "lambdify_plain", "step_safe_jacobian", "heaviside", "ScalarPrinter", "VectorPrinter"]
 
 
 def heaviside(x, h0=1.0):
@@ -37,6 +37,12 @@ class ScalarPrinter(PythonCodePrinter):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"_heaviside({self._print(expr.args[0])}, {self._print(h0)})"
 
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"math.gamma({self._print(expr.args[0])} + 1)"
+
 
 class VectorPrinter(NumPyPrinter):
     """numpy printer for code over arrays of points: ``Min``/``Max`` elementwise."""
@@ -50,6 +56,12 @@ class VectorPrinter(NumPyPrinter):
     def _print_Heaviside(self, expr):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
         return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"scipy.special.gamma({self._print(expr.args[0])} + 1)"
 
 
 def _vmin(*args):
@@ -66,11 +78,35 @@ def lambdify(args, exprs, vector=False, *, complex_math=False):
     if not exprs:
         return lambda *a: []
     printer = (VectorPrinter if vector else ScalarPrinter)({"fully_qualified_modules": True, "allow_unknown_functions": False})
+    import scipy.special
+
     modules = [{"_heaviside": heaviside, "_vmin": _vmin, "_vmax": _vmax, "math": cmath if complex_math else math,
-                "numpy": np}, "numpy" if vector else "math"]
+                "numpy": np, "scipy": scipy}, "numpy" if vector else "math"]
     return sp.lambdify(args, exprs, modules=modules, printer=printer, cse=True, docstring_limit=0)
 
 
 def lambdify_plain(args, expr, module):
     """``sympy.lambdify(args, expr, module)``: sympy's standard printer, no CSE."""
     return sp.lambdify(args, expr, module)
+
+
+_STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)
+
+
+def step_safe_jacobian(f, v):
+    """``f.jacobian(v)`` with the derivatives of step functions (floor, ceiling, sign,
+    Heaviside), which sympy leaves unevaluated, set to their value almost everywhere: 0."""
+    J = f.jacobian(v)
+
+    def is_step_derivative(e):
+        if isinstance(e, sp.Subs):
+            e = e.expr
+        return (isinstance(e, sp.Derivative) and isinstance(e.expr, _STEP_FUNCTIONS)) or isinstance(e, sp.DiracDelta)
+
+    def zero_steps(e):
+        found = {a: sp.Integer(0) for a in e.atoms(sp.Subs, sp.Derivative, sp.DiracDelta) if is_step_derivative(a)}
+        return e.xreplace(found) if found else e
+
+    if any(e.has(sp.Derivative, sp.DiracDelta) for e in J):
+        J = J.applyfunc(zero_steps)
+    return J

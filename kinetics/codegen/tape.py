@@ -47,7 +47,8 @@ Supported sympy nodes
     inputs, ``+ - * /``, powers (integer exponents by multiplication, 1/2 and -1/2 by sqrt,
     others by pow), exp, log, sqrt, Abs, sign, Min/Max (n-ary), Heaviside, Piecewise,
     relationals (< <= > >= == !=), And/Or/Not, true/false, sin, cos, tan, sinh, cosh, tanh,
-    asin, acos, atan, atan2, floor, ceiling, erf, erfc and sympy.codegen's log10, log2, exp2,
+    asin, acos, atan, asinh, acosh, atanh, atan2, floor, ceiling, erf, erfc, factorial (gamma(x + 1))
+    and sympy.codegen's log10, log2, exp2,
     expm1, log1p, Sqrt. Anything else raises ``ValueError`` naming the node.
 
 Kernels (numba-compiled, callable from other compiled code)
@@ -162,7 +163,11 @@ OP_LOG1P = 45
 OP_ERF = 46
 OP_ERFC = 47
 OP_COPY = 48
-N_OPS = 49
+OP_ASINH = 49
+OP_ACOSH = 50
+OP_ATANH = 51
+OP_FACTORIAL = 52  # gamma(x + 1), factorial of a real number
+N_OPS = 53
 
 #: Number of register operands per opcode (POWI reads one register; its b is a literal).
 OP_ARITY = {OP_MULADD: 3, OP_NMULADD: 3, OP_MULSUB: 3, OP_SELECT: 3, OP_POWI: 1}
@@ -355,6 +360,27 @@ def run_tape(up, reg, k0, k1):
             v = math.erfc(reg[a])
         elif op == OP_COPY:
             v = reg[a]
+        elif op == OP_ASINH:
+            v = math.asinh(reg[a])
+        elif op == OP_ACOSH:
+            x = reg[a]
+            v = math.acosh(x) if x >= 1.0 else math.nan
+        elif op == OP_FACTORIAL:
+            x = reg[a] + 1.0
+            if x > 0.0 or (x < 0.0 and x != math.floor(x)):
+                v = math.gamma(x) if x < 171.7 else math.inf
+            else:
+                v = math.nan
+        elif op == OP_ATANH:
+            x = reg[a]
+            if -1.0 < x < 1.0:
+                v = math.atanh(x)
+            elif x == 1.0:
+                v = math.inf
+            elif x == -1.0:
+                v = -math.inf
+            else:
+                v = math.nan
         else:
             v = math.nan
         reg[base + uk] = v
@@ -434,6 +460,10 @@ _UNARY_FUNCS = {
     sp.ceiling: OP_CEIL,
     sp.erf: OP_ERF,
     sp.erfc: OP_ERFC,
+    sp.asinh: OP_ASINH,
+    sp.acosh: OP_ACOSH,
+    sp.atanh: OP_ATANH,
+    sp.factorial: OP_FACTORIAL,
 }
 try:  # C99-style functions from sympy.codegen, if a caller uses them
     from sympy.codegen import cfunctions as _cf

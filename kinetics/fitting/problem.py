@@ -97,8 +97,10 @@ class FitProblem:
         self.compiled = compiled
         # ---- fit parameters: model parameters + new fit-level ones
         values, bounds = {}, {}
-        for name, p in model.parameters.items():
-            values[name] = float(p.value)
+        defaults = model.parameter_values()  # values given as expressions evaluated
+        for name in compiled.parameter_names:  # (parameters with a rate rule are states, not fitted)
+            p = model.parameters[name]
+            values[name] = defaults[name]
             bounds[name] = (float(p.min), float(p.max))
         for name, entry in (parameters or {}).items():
             where = f"{origin}: [parameters.{name}]"
@@ -129,6 +131,12 @@ class FitProblem:
         free = list(free)
         if not free:
             raise DataError(f"{origin}: [fit] free is empty: name the parameters to estimate")
+        computed = set(compiled.computed_parameters)
+        for name in [*free, *(n for n, e in (parameters or {}).items() if isinstance(e, dict) and "value" in e or not isinstance(e, dict))]:
+            if name in computed:
+                raise DataError(f"{origin}: [fit] '{name}' is computed from its value expression in the model "
+                                f"('{model.parameters[name].value}'), so it cannot be estimated or given a value; "
+                                "free or set the parameters it is computed from")
         for name in free:
             if name not in values:
                 raise DataError(f"{origin}: [fit] free names '{name}', which is neither a model parameter nor in [parameters]"

@@ -2,7 +2,7 @@
 
 :mod:`.files` (atomic writes), :mod:`.data` (the time-course data CSV), :mod:`.fit_spec`
 (the ``fit.toml`` fit specification), :mod:`.results` (``result.json`` / ``curves.csv`` of a
-saved fit). SBML and PEtab readers will join here. Import the submodule you need: the
+saved fit). SBML (:mod:`.sbml`, needs the optional ``python-libsbml``) reads and writes models; PEtab will join here. Import the submodule you need: the
 package itself imports nothing, so that reading one format does not load the others'
 dependencies.
 """

@@ -6,8 +6,8 @@ library (:mod:`.library`). Everything downstream (code generation, simulation, f
 analysis) consumes a model through its public methods; nothing here imports those layers.
 """
 
-from .core import Compartment, Flow, Model, Observable, Parameter, load_model
+from .core import Compartment, Flow, Model, Observable, Parameter, load_model, load_sbml
 from .library import bundled_models, models_dir, resolve_model_path
 
-__all__ = ["Model", "Compartment", "Parameter", "Flow", "Observable", "load_model",
+__all__ = ["Model", "Compartment", "Parameter", "Flow", "Observable", "load_model", "load_sbml",
            "bundled_models", "models_dir", "resolve_model_path"]

@@ -3,8 +3,11 @@ file or from Python, validated, and turned into symbolic ODEs.
 
 A flow leaves its ``source`` compartment and enters its ``target`` (either may be absent), at
 the rate given by its expression; dx/dt of a compartment is the sum of its inflows minus its
-outflows. Everything a user can get wrong is reported as a :class:`ModelError` that names the
-file, the entry and the offending text.
+outflows. The general form (DESIGN.md "The general form") adds reactions with stoichiometry,
+pool volumes and boundary pools, parameter values and initial values as expressions,
+assignments, rate rules and triggered events; :meth:`Model.symbolic` lowers all of it to a
+:class:`~kinetics.symbolic.SymbolicSystem`. Everything a user can get wrong is reported as a
+:class:`ModelError` that names the file, the entry and the offending text.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import sympy as sp
 
 from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError, suggest_name
 from .expressions import RESERVED, TIME, describe_character, nonstandard_character, parse_expression, shorten, to_text
+from .symbolic import SymbolicEvent, SymbolicReaction, SymbolicSystem
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
 
-__all__ = ["Compartment", "Parameter", "Flow", "Observable", "Model", "load_model"]
+__all__ = ["Compartment", "Parameter", "Flow", "Reaction", "Assignment", "RateRule", "TriggeredEvent", "Observable",
+           "Model", "load_model"]
 
 
 @dataclass
@@ -34,13 +39,18 @@ class Compartment:
     initial: float | str = 0.0
     unit: str | None = None
     description: str = ""
+    #: a number or a parameter name (metadata for concentrations; the state is an amount)
+    volume: float | str | None = None
+    #: a boundary pool is not changed by reactions (events and doses may change it)
+    boundary: bool = False
 
 
 @dataclass
 class Parameter:
-    """A model constant with its default value, fitting bounds and unit."""
+    """A model constant with its default value, fitting bounds and unit. ``value`` may be an
+    expression of other parameters (evaluated at the start of every simulation)."""
     name: str
-    value: float
+    value: float | str
     min: float = -math.inf
     max: float = math.inf
     fixed: bool = False
@@ -59,6 +69,45 @@ class Flow:
 
 
 @dataclass
+class Reaction:
+    """Reactants turned into products at ``rate`` (amount per time); stoichiometries are
+    positive numbers (name -> stoichiometry)."""
+    name: str
+    rate: str | float | sp.Expr
+    reactants: dict = None
+    products: dict = None
+    description: str = ""
+
+
+@dataclass
+class Assignment:
+    """A named derived quantity: an expression of pools, parameters, t and other assignments."""
+    name: str
+    expr: str | float | sp.Expr
+    unit: str | None = None
+    description: str = ""
+
+
+@dataclass
+class RateRule:
+    """d(parameter)/dt for a parameter that moves in time."""
+    name: str
+    expr: str | float | sp.Expr
+    description: str = ""
+
+
+@dataclass
+class TriggeredEvent:
+    """Assignments fired when ``trigger`` turns from false to true (see DESIGN.md)."""
+    name: str
+    trigger: str | sp.Basic
+    assign: dict
+    fire_at_start: bool = False
+    persistent: bool = True
+    description: str = ""
+
+
+@dataclass
 class Observable:
     """A measured quantity: an expression of compartments, parameters and ``t``."""
     name: str
@@ -68,12 +117,19 @@ class Observable:
 
 
 _ENTRY_KEYS = {
-    "compartments": {"initial", "unit", "description"},
+    "compartments": {"initial", "unit", "description", "volume", "boundary"},
     "parameters": {"value", "min", "max", "fixed", "unit", "description"},
     "flows": {"from", "to", "rate", "description"},
     "observables": {"expr", "unit", "description"},
 }
-_TOP_KEYS = {"name", "description", "time_unit", *_ENTRY_KEYS}
+#: sections of the general form, read after the ones above
+_GENERAL_KEYS = {
+    "reactions": {"reactants", "products", "rate", "description"},
+    "assignments": {"expr", "unit", "description"},
+    "rates": {"expr", "description"},
+    "events": {"trigger", "assign", "fire_at_start", "persistent", "description"},
+}
+_TOP_KEYS = {"name", "description", "time_unit", *_ENTRY_KEYS, *_GENERAL_KEYS}
 
 # The TOML type each key must have: (Python types, what to call them in a message). Keys not
 # listed here are checked where they are used.
@@ -83,7 +139,9 @@ _EXPRESSION = ((int, float, str), "a number or an expression string")
 _KEY_TYPES = {
     "name": _TEXT, "description": _TEXT, "time_unit": _TEXT, "unit": _TEXT, "from": _TEXT, "to": _TEXT,
     "initial": _EXPRESSION, "rate": _EXPRESSION, "expr": _EXPRESSION,
-    "value": _NUMBER, "min": _NUMBER, "max": _NUMBER, "fixed": ((bool,), "true or false"),
+    "value": _EXPRESSION, "min": _NUMBER, "max": _NUMBER, "fixed": ((bool,), "true or false"),
+    "volume": _EXPRESSION, "trigger": _TEXT, "boundary": ((bool,), "true or false"),
+    "fire_at_start": ((bool,), "true or false"), "persistent": ((bool,), "true or false"),
 }
 
 
@@ -137,6 +195,66 @@ class _Errors:
 _suggest = suggest_name  # the shared "did you mean" hint (kinetics.errors)
 
 
+def _number(value) -> sp.Expr:
+    """A stoichiometry or volume as a sympy number (integral values exact)."""
+    value = float(value)
+    return sp.Integer(int(value)) if value.is_integer() else sp.Float(value)
+
+
+def _dependency_order(deps: dict, section: str, errors) -> list:
+    """Names of ``deps`` (name -> names it uses) ordered so that each comes after what it
+    uses (declaration order otherwise); a cycle is reported naming its entries."""
+    order, state = [], {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "open":
+            cycle = path[path.index(name):] + [name]
+            errors.add(f"{section}.{name}", f"{' -> '.join(cycle)} is a cycle: each of {', '.join(sorted(set(cycle)))} "
+                       "is computed from the others; break the cycle by giving one of them a value")
+            return
+        state[name] = "open"
+        for other in sorted(deps[name] & deps.keys(), key=list(deps).index):
+            visit(other, path + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in deps:
+        visit(name, [])
+    return order
+
+
+def _stoichiometry(value, where, label, errors, pools) -> dict:
+    """A reaction side (None, a name, a list of names or a table name -> stoichiometry) as a
+    dict name -> positive number."""
+    out = {}
+    if value is None:
+        return out
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if not isinstance(item, str):
+                errors.add(where, f"'{label}' lists {item!r}; list pool names, or write a table {{ A = 1, B = 2 }} for stoichiometries")
+                continue
+            out[item] = out.get(item, 0) + 1
+    elif isinstance(value, dict):
+        for name, s in value.items():
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+                errors.add(where, f"'{label}' gives '{name}' the stoichiometry {s!r}; a stoichiometry is a positive number")
+                continue
+            out[name] = s
+    else:
+        errors.add(where, f"'{label}' must be a pool name, a list of names or a table name -> stoichiometry, got {value!r}")
+        return {}
+    for name in list(out):
+        if name not in pools:
+            errors.add(where, f"'{label}' names the unknown compartment '{name}'{_suggest(str(name), pools)}")
+            del out[name]
+    return out
+
+
 class Model:
     """A compartment model.
 
@@ -163,6 +281,10 @@ class Model:
         self.parameters: dict[str, Parameter] = {}
         self.flows: dict[str, Flow] = {}
         self.observables: dict[str, Observable] = {}
+        self.reactions: dict[str, Reaction] = {}
+        self.assignments: dict[str, Assignment] = {}
+        self.rate_rules: dict[str, RateRule] = {}
+        self.events: dict[str, TriggeredEvent] = {}
         self._symbolic = None
         # memo for what later layers derive from this model (the compiled form...): cleared on any change
         self.cache: dict = {}
@@ -175,17 +297,19 @@ class Model:
 
     def _check_new_name(self, name, kind):
         for other_kind, table in (("compartment", self.compartments), ("parameter", self.parameters),
-                                  ("flow", self.flows), ("observable", self.observables)):
+                                  ("flow", self.flows), ("observable", self.observables), ("reaction", self.reactions),
+                                  ("assignment", self.assignments), ("event", self.events)):
             if name in table:
                 self._declared_twice.append(f"'{name}' is declared as a {kind} and already as a {other_kind}")
 
-    def add_compartment(self, name: str, initial: float | str = 0.0, unit: str | None = None, description: str = "") -> Compartment:
+    def add_compartment(self, name: str, initial: float | str = 0.0, unit: str | None = None, description: str = "",
+                        *, volume: float | str | None = None, boundary: bool = False) -> Compartment:
         self._check_new_name(name, "compartment")
-        self.compartments[name] = c = Compartment(name, initial, unit, description)
+        self.compartments[name] = c = Compartment(name, initial, unit, description, volume, boundary)
         self._changed()
         return c
 
-    def add_parameter(self, name: str, value: float, *, min: float = -math.inf, max: float = math.inf,
+    def add_parameter(self, name: str, value: float | str, *, min: float = -math.inf, max: float = math.inf,
                       fixed: bool = False, unit: str | None = None, description: str = "") -> Parameter:
         self._check_new_name(name, "parameter")
         self.parameters[name] = p = Parameter(name, value, min, max, fixed, unit, description)
@@ -197,6 +321,38 @@ class Model:
         self.flows[name] = f = Flow(name, rate, source, target, description)
         self._changed()
         return f
+
+    def add_reaction(self, name: str, rate, reactants=None, products=None, description: str = "") -> Reaction:
+        """A reaction: ``reactants`` and ``products`` are a pool name, a list of names
+        (stoichiometry 1 each) or a dict name -> positive stoichiometry."""
+        self._check_new_name(name, "reaction")
+        self.reactions[name] = r = Reaction(name, rate, reactants, products, description)
+        self._changed()
+        return r
+
+    def add_assignment(self, name: str, expr, unit: str | None = None, description: str = "") -> Assignment:
+        """A named quantity (expression of pools, parameters, t, other assignments)."""
+        self._check_new_name(name, "assignment")
+        self.assignments[name] = a = Assignment(name, expr, unit, description)
+        self._changed()
+        return a
+
+    def add_rate_rule(self, parameter: str, expr, description: str = "") -> RateRule:
+        """d(parameter)/dt = expr: the parameter moves in time (it becomes a state)."""
+        if parameter in self.rate_rules:
+            self._declared_twice.append(f"parameter '{parameter}' has two rate rules")
+        self.rate_rules[parameter] = r = RateRule(parameter, expr, description)
+        self._changed()
+        return r
+
+    def add_event(self, name: str, trigger, assign: dict, *, fire_at_start: bool = False, persistent: bool = True,
+                  description: str = "") -> TriggeredEvent:
+        """When ``trigger`` turns true, set each target (pool or parameter) of ``assign`` to its
+        expression evaluated just before."""
+        self._check_new_name(name, "event")
+        self.events[name] = e = TriggeredEvent(name, trigger, dict(assign or {}), fire_at_start, persistent, description)
+        self._changed()
+        return e
 
     def add_observable(self, name: str, expr, unit: str | None = None, description: str = "") -> Observable:
         self._check_new_name(name, "observable")
@@ -273,7 +429,8 @@ class Model:
                     continue
                 try:
                     if section == "compartments":
-                        model.add_compartment(name, entry.get("initial", 0.0), entry.get("unit"), entry.get("description", ""))
+                        model.add_compartment(name, entry.get("initial", 0.0), entry.get("unit"), entry.get("description", ""),
+                                              volume=entry.get("volume"), boundary=entry.get("boundary", False))
                     elif section == "parameters":
                         if "value" not in entry:
                             errors.add(where, "has no 'value'")
@@ -293,13 +450,14 @@ class Model:
                         model.add_observable(name, entry["expr"], entry.get("unit"), entry.get("description", ""))
                 except ModelError as exc:
                     errors.add(where, str(exc))
+        model._read_general_sections(data, errors)
         if errors.items:
             # report format problems together with whatever validation finds in the rest
             try:
                 model.validate()
             except ModelError as exc:
                 declared = set(model.compartments) | set(model.parameters) | set(model.flows) | set(model.observables)
-                skipped = {name for section in _ENTRY_KEYS for name in (data.get(section) or {}) if isinstance(data.get(section), dict)} - declared
+                skipped = {name for section in (*_ENTRY_KEYS, *_GENERAL_KEYS) for name in (data.get(section) or {}) if isinstance(data.get(section), dict)} - declared
                 for line in str(exc).split("\n"):
                     line = line.strip().removeprefix("- ")
                     # leave out consequences of the entries that could not be read at all
@@ -309,17 +467,83 @@ class Model:
         model.validate()
         return model
 
+    def _read_general_sections(self, data, errors):
+        """[reactions], [assignments], [rates] and [events] of a model file."""
+        for section, keys in _GENERAL_KEYS.items():
+            table = data.get(section, {})
+            if not isinstance(table, dict):
+                errors.add(section, f"must be a table of entries like [{section}] name = ...")
+                continue
+            for name, entry in table.items():
+                where = f"{section}.{name}"
+                if section in ("assignments", "rates") and not isinstance(entry, dict):
+                    entry = {"expr": entry}
+                if not isinstance(entry, dict):
+                    errors.add(where, f"must be an inline table such as {name} = {{ ... }}, got {entry!r}")
+                    continue
+                unknown = set(entry) - keys
+                for key in sorted(unknown):
+                    errors.add(where, f"unknown key '{key}'{_suggest(key, keys)}; allowed: {', '.join(sorted(keys))}")
+                if unknown:
+                    continue
+                required = {"reactions": "rate", "assignments": "expr", "rates": "expr", "events": "trigger"}[section]
+                if required not in entry:
+                    errors.add(where, f"has no '{required}'")
+                    continue
+                description = entry.get("description", "")
+                if section == "reactions":
+                    self.add_reaction(name, entry["rate"], entry.get("reactants"), entry.get("products"), description)
+                elif section == "assignments":
+                    self.add_assignment(name, entry["expr"], entry.get("unit"), description)
+                elif section == "rates":
+                    self.add_rate_rule(name, entry["expr"], description)
+                else:
+                    assign = entry.get("assign", {})
+                    if not isinstance(assign, dict) or not assign:
+                        errors.add(where, "needs 'assign', a table of target = \"expression\" (targets: pools or parameters)")
+                        continue
+                    self.add_event(name, entry["trigger"], assign, fire_at_start=entry.get("fire_at_start", False),
+                                   persistent=entry.get("persistent", True), description=description)
+
+    def to_sbml(self, path=None) -> str:
+        """This model as SBML Level 3 version 2 text (written atomically to ``path`` if given);
+        see :func:`kinetics.io.sbml.write_sbml`."""
+        from ..io.sbml import write_sbml
+        return write_sbml(self, path)
+
     def to_dict(self) -> dict:
         """The model as a model-file table (round-trips through :meth:`from_dict`)."""
         def clean(d):
             return {k: v for k, v in d.items() if v not in (None, "") and not (isinstance(v, float) and math.isinf(v))}
+        general = {}
+        if self.reactions:
+            def side(v):
+                return dict(v) if isinstance(v, dict) else v
+            general["reactions"] = {r.name: clean({"reactants": side(r.reactants), "products": side(r.products),
+                                                   "rate": to_text(r.rate), "description": r.description})
+                                    for r in self.reactions.values()}
+        if self.assignments:
+            general["assignments"] = {a.name: (to_text(a.expr) if not (a.unit or a.description) else
+                                               clean({"expr": to_text(a.expr), "unit": a.unit, "description": a.description}))
+                                      for a in self.assignments.values()}
+        if self.rate_rules:
+            general["rates"] = {r.name: (to_text(r.expr) if not r.description else
+                                         {"expr": to_text(r.expr), "description": r.description})
+                                for r in self.rate_rules.values()}
+        if self.events:
+            general["events"] = {e.name: clean({"trigger": to_text(e.trigger), "assign": {k: to_text(v) for k, v in e.assign.items()},
+                                                "fire_at_start": e.fire_at_start or None,
+                                                "persistent": None if e.persistent else False, "description": e.description})
+                                 for e in self.events.values()}
         return {
             "name": self.name, "description": self.description, "time_unit": self.time_unit,
-            "compartments": {c.name: clean({"initial": c.initial if isinstance(c.initial, (int, float, str)) else to_text(c.initial), "unit": c.unit, "description": c.description}) for c in self.compartments.values()},
-            "parameters": {p.name: clean({"value": p.value, "min": p.min, "max": p.max, "fixed": p.fixed or None, "unit": p.unit,
+            "compartments": {c.name: clean({"initial": c.initial if isinstance(c.initial, (int, float, str)) else to_text(c.initial), "unit": c.unit, "description": c.description,
+                                            "volume": c.volume, "boundary": c.boundary or None}) for c in self.compartments.values()},
+            "parameters": {p.name: clean({"value": p.value if isinstance(p.value, (int, float, str)) else to_text(p.value), "min": p.min, "max": p.max, "fixed": p.fixed or None, "unit": p.unit,
                                           "description": p.description}) for p in self.parameters.values()},
             "flows": {f.name: clean({"from": f.source, "to": f.target, "rate": to_text(f.rate), "description": f.description}) for f in self.flows.values()},
             "observables": {o.name: clean({"expr": to_text(o.expr), "unit": o.unit, "description": o.description}) for o in self.observables.values()},
+            **general,
         }
 
     # -------------------------------------------------------------- validation
@@ -330,9 +554,11 @@ class Model:
         self._build_symbolic()
         return list(self._symbolic["warnings"])
 
-    def symbolic(self) -> dict:
-        """The symbolic system every lowering consumes (states, parameters, rhs, initial values,
-        observables, warnings), built on first use and rebuilt after any change."""
+    def symbolic(self) -> SymbolicSystem:
+        """The model lowered to sympy (:class:`~kinetics.symbolic.SymbolicSystem`): states,
+        parameters, right-hand sides, initial values, reactions, assignments (substituted),
+        events and observables. Built on first use, rebuilt after any change; raises
+        :class:`ModelError` listing every problem."""
         return self._build_symbolic()
 
     def _build_symbolic(self):
@@ -344,7 +570,8 @@ class Model:
         if not self.compartments:
             errors.add("compartments", "the model has no compartments")
         for kind, table in (("compartments", self.compartments), ("parameters", self.parameters),
-                            ("flows", self.flows), ("observables", self.observables)):
+                            ("flows", self.flows), ("observables", self.observables), ("reactions", self.reactions),
+                            ("assignments", self.assignments), ("events", self.events)):
             for name in table:
                 if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
                     errors.add(f"{kind}.{shorten(name, 40)}", f"'{shorten(name, 40)}' is not a valid name: use letters, digits and underscores, not starting with a digit")
@@ -357,27 +584,55 @@ class Model:
         state_symbols = {n: sp.Symbol(n, real=True) for n in self.compartments}
         param_symbols = {n: sp.Symbol(n, real=True) for n in self.parameters}
         all_symbols = {**param_symbols, **state_symbols}
+        assign_symbols = {n: sp.Symbol(n, real=True) for n in self.assignments}
+        full_symbols = {**all_symbols, **assign_symbols}
 
+        for name in self.rate_rules:
+            if name not in self.parameters:
+                kind = "a compartment (pools change through reactions and flows)" if name in self.compartments else "not a parameter"
+                errors.add(f"rates.{name}", f"'{name}' is {kind}; a rate rule gives d(parameter)/dt of a declared parameter"
+                           f"{_suggest(str(name), self.parameters) if name not in self.compartments else ''}")
+
+        values = {}  # parameter -> sympy value (number or expression of parameters)
         for p in self.parameters.values():
             where = f"parameters.{p.name}"
-            for attr in ("value", "min", "max"):
-                v = getattr(p, attr)
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    errors.add(where, f"'{attr}' must be a number, got {shorten(v, 40)}")
-                    break
-                if isinstance(v, int) and abs(v) > 2**1023:    # would overflow a double
-                    errors.add(where, f"'{attr}' is an integer of {len(str(abs(v)))} digits, beyond the range "
-                                      f"of a double (about 1.8e308); give a number in range")
-                    break
+            if isinstance(p.value, (str, sp.Basic)):
+                # an initial assignment: an expression of other parameters, evaluated at the start
+                for attr in ("min", "max"):
+                    v = getattr(p, attr)
+                    if isinstance(v, bool) or not isinstance(v, (int, float)):
+                        errors.add(where, f"'{attr}' must be a number, got {shorten(v, 40)}")
+                try:
+                    values[p.name] = parse_expression(p.value, param_symbols, allow_time=False)
+                except ExpressionError as exc:
+                    errors.add(where, f"value '{shorten(p.value)}' {exc}")
             else:
-                if math.isnan(p.value) or math.isinf(p.value):
-                    errors.add(where, f"value {p.value} is not a finite number")
-                elif p.min > p.max:
-                    errors.add(where, f"min ({p.min:g}) is greater than max ({p.max:g}); swap them")
-                elif not (p.min <= p.value <= p.max):
-                    errors.add(where, f"value {p.value:g} is outside its bounds [{p.min:g}, {p.max:g}]; widen the bounds or change the value")
+                for attr in ("value", "min", "max"):
+                    v = getattr(p, attr)
+                    if isinstance(v, bool) or not isinstance(v, (int, float)):
+                        errors.add(where, f"'{attr}' must be a number, got {shorten(v, 40)}")
+                        break
+                    if isinstance(v, int) and abs(v) > 2**1023:    # would overflow a double
+                        errors.add(where, f"'{attr}' is an integer of {len(str(abs(v)))} digits, beyond the range "
+                                          f"of a double (about 1.8e308); give a number in range")
+                        break
+                else:
+                    if math.isnan(p.value) or math.isinf(p.value):
+                        errors.add(where, f"value {p.value} is not a finite number")
+                    elif p.min > p.max:
+                        errors.add(where, f"min ({p.min:g}) is greater than max ({p.max:g}); swap them")
+                    elif not (p.min <= p.value <= p.max):
+                        errors.add(where, f"value {p.value:g} is outside its bounds [{p.min:g}, {p.max:g}]; widen the bounds or change the value")
+                    values[p.name] = sp.Float(p.value) if isinstance(p.value, float) else sp.Integer(p.value)
             if not isinstance(p.fixed, bool):
                 errors.add(where, f"'fixed' must be true or false, got {shorten(p.fixed, 40)}")
+        # parameter values in terms of the base parameters (numbers, no rate rule)
+        computed = [n for n, p in self.parameters.items() if isinstance(p.value, (str, sp.Basic)) and n in values]
+        order = _dependency_order({n: {s.name for s in values[n].free_symbols} for n in computed}, "parameters", errors)
+        resolved = {n: (values[n] if n in self.rate_rules else param_symbols[n]) for n in values if n not in computed}
+        for n in order:
+            resolved[n] = values[n].xreplace({param_symbols[d]: resolved[d] for d in
+                                              (s.name for s in values[n].free_symbols) if d in resolved})
 
         initial = {}
         for c in self.compartments.values():
@@ -389,7 +644,24 @@ class Model:
                 continue
             if expr.is_Number and float(expr) < 0:
                 errors.add(where, f"initial amount {shorten(c.initial)} is negative; amounts start at 0 or more")
-            initial[c.name] = expr
+            # parameters with a rate rule are states: their start value stands in for them
+            initial[c.name] = expr.xreplace({param_symbols[n]: resolved[n] for n in self.rate_rules if n in resolved})
+            if not isinstance(c.boundary, bool):
+                errors.add(where, f"'boundary' must be true or false, got {c.boundary!r}")
+            if c.volume is not None:
+                if isinstance(c.volume, str) and c.volume in self.parameters:
+                    pass
+                elif isinstance(c.volume, bool) or not isinstance(c.volume, (int, float)) or not (c.volume > 0 and math.isfinite(c.volume)):
+                    errors.add(where, f"volume {c.volume!r} must be a positive number or a parameter name{_suggest(str(c.volume), self.parameters)}")
+
+        raw_assignments = {}
+        for a in self.assignments.values():
+            try:
+                raw_assignments[a.name] = parse_expression(a.expr, full_symbols)
+            except ExpressionError as exc:
+                errors.add(f"assignments.{a.name}", f"'{a.expr}' {exc}")
+        assignment_order = _dependency_order({n: {s.name for s in e.free_symbols} & set(raw_assignments)
+                                              for n, e in raw_assignments.items()}, "assignments", errors)
 
         rates, used = {}, set()
         for f in self.flows.values():
@@ -404,54 +676,129 @@ class Model:
             if f.source is not None and f.source == f.target:
                 errors.add(where, f"goes from '{f.source}' to itself")
             try:
-                rates[f.name] = parse_expression(f.rate, all_symbols)
+                rates[f.name] = parse_expression(f.rate, full_symbols)
             except ExpressionError as exc:
                 errors.add(where, f"rate '{shorten(f.rate)}' {exc}")
                 continue
-            used |= rates[f.name].free_symbols
+        stoichiometry = {}  # reaction -> (reactants, products)
+        for r in self.reactions.values():
+            where = f"reactions.{r.name}"
+            sides = [_stoichiometry(getattr(r, label), where, label, errors, self.compartments) for label in ("reactants", "products")]
+            if not sides[0] and not sides[1] and r.reactants is None and r.products is None:
+                errors.add(where, "has neither 'reactants' nor 'products'; a reaction must consume or produce a pool")
+            stoichiometry[r.name] = tuple(sides)
+            try:
+                rates[r.name] = parse_expression(r.rate, full_symbols)
+            except ExpressionError as exc:
+                errors.add(where, f"rate '{r.rate}' {exc}")
+
+        rate_rules = {}
+        for r in self.rate_rules.values():
+            try:
+                rate_rules[r.name] = parse_expression(r.expr, full_symbols)
+            except ExpressionError as exc:
+                errors.add(f"rates.{r.name}", f"'{r.expr}' {exc}")
 
         observables = {}
         for o in self.observables.values():
             try:
-                observables[o.name] = parse_expression(o.expr, all_symbols)
+                observables[o.name] = parse_expression(o.expr, full_symbols)
             except ExpressionError as exc:
                 errors.add(f"observables.{o.name}", f"expr '{shorten(o.expr)}' {exc}")
                 continue
-            used |= observables[o.name].free_symbols
-        for expr in initial.values():
+
+        triggers, event_assigns = {}, {}
+        for e in self.events.values():
+            where = f"events.{e.name}"
+            try:
+                triggers[e.name] = parse_expression(e.trigger, full_symbols, condition=True)
+            except ExpressionError as exc:
+                errors.add(where, f"trigger '{e.trigger}' {exc}")
+            for flag in ("fire_at_start", "persistent"):
+                if not isinstance(getattr(e, flag), bool):
+                    errors.add(where, f"'{flag}' must be true or false, got {getattr(e, flag)!r}")
+            if not e.assign:
+                errors.add(where, "assigns nothing; give assign = { TARGET = \"expression\" }")
+            event_assigns[e.name] = {}
+            for target, expr in e.assign.items():
+                if target not in self.compartments and target not in self.parameters:
+                    what = " (an assignment is computed, not set: assign what it is computed from)" if target in self.assignments else \
+                        _suggest(str(target), [*self.compartments, *self.parameters])
+                    errors.add(where, f"assigns the unknown target '{target}'{what}; targets are compartments and parameters")
+                    continue
+                try:
+                    event_assigns[e.name][target] = parse_expression(expr, full_symbols)
+                except ExpressionError as exc:
+                    errors.add(where, f"assign {target} = '{expr}' {exc}")
+        errors.raise_if_any()
+
+        self._check_units(errors, state_symbols, param_symbols, rates, observables,
+                          assign_symbols=assign_symbols, assignments=raw_assignments, assignment_order=assignment_order,
+                          stoichiometry=stoichiometry, rate_rules=rate_rules, triggers=triggers, event_assigns=event_assigns)
+        errors.raise_if_any()
+
+        # assignments substituted (in dependency order) everywhere they are used
+        substitute = {}
+        for name in assignment_order:
+            substitute[assign_symbols[name]] = raw_assignments[name].xreplace(substitute)
+        assigned = {name: substitute[assign_symbols[name]] for name in assignment_order}
+        rates = {k: v.xreplace(substitute) for k, v in rates.items()}
+        observables = {k: v.xreplace(substitute) for k, v in observables.items()}
+        rate_rules = {k: v.xreplace(substitute) for k, v in rate_rules.items()}
+        events = [SymbolicEvent(e.name, triggers[e.name].xreplace(substitute),
+                                {k: v.xreplace(substitute) for k, v in event_assigns[e.name].items()},
+                                e.fire_at_start, e.persistent) for e in self.events.values()]
+
+        for expr in [*rates.values(), *observables.values(), *initial.values(), *rate_rules.values(),
+                     *(e.trigger for e in events), *(v for e in events for v in e.assign.values()),
+                     *(resolved[n] for n in order)]:
             used |= expr.free_symbols
-        errors.raise_if_any()
-
-        self._check_units(errors, state_symbols, param_symbols, rates, observables)
-        errors.raise_if_any()
-
+        used |= {param_symbols[c.volume] for c in self.compartments.values() if isinstance(c.volume, str)}
         warned = []
         for name in self.parameters:
-            if param_symbols[name] not in used:
+            if param_symbols[name] not in used and name not in self.rate_rules:
                 warned.append(f"{self.source or self.name}: [parameters.{name}] is not used by any flow, observable or initial value")
         for message in warned:
             warnings.warn(message, KineticsWarning, stacklevel=3)
 
-        states = [state_symbols[n] for n in self.compartments]
-        rhs = {s: sp.Integer(0) for s in states}
+        pools = [state_symbols[n] for n in self.compartments]
+        moving = [param_symbols[n] for n in self.parameters if n in self.rate_rules]  # declaration order
+        rhs = {s: sp.Integer(0) for s in pools}
+        reactions = {}
         for f in self.flows.values():
-            if f.source is not None:
-                rhs[state_symbols[f.source]] -= rates[f.name]
-            if f.target is not None:
-                rhs[state_symbols[f.target]] += rates[f.name]
-        self._symbolic = {
-            "states": states,
-            "parameters": [param_symbols[n] for n in self.parameters],
-            "rhs": [rhs[s] for s in states],
-            "rates": rates,
-            "observables": observables,
-            "initial": [initial[n] for n in self.compartments],
-            "symbols": all_symbols,
-            "warnings": warned,
-        }
+            reactions[f.name] = SymbolicReaction(f.name, rates[f.name], {f.source: 1} if f.source is not None else {},
+                                                 {f.target: 1} if f.target is not None else {})
+        for r in self.reactions.values():
+            reactions[r.name] = SymbolicReaction(r.name, rates[r.name], *stoichiometry[r.name])
+        for reaction in reactions.values():
+            for pool, change in reaction.net.items():
+                if change == 0 or self.compartments[pool].boundary:
+                    continue  # boundary pools are held (SBML boundaryCondition)
+                term = reaction.rate if change == 1 else (-reaction.rate if change == -1 else _number(change) * reaction.rate)
+                rhs[state_symbols[pool]] += term
+        volumes = {c.name: (param_symbols[c.volume] if isinstance(c.volume, str) else _number(c.volume))
+                   for c in self.compartments.values() if c.volume is not None}
+        self._symbolic = SymbolicSystem(
+            states=pools + moving,
+            parameters=[param_symbols[n] for n in self.parameters if n not in self.rate_rules],
+            rhs=[rhs[s] for s in pools] + [rate_rules[s.name] for s in moving],
+            initial=[initial[n] for n in self.compartments] + [resolved[s.name] for s in moving],
+            observables=observables,
+            reactions=reactions,
+            assignments=assigned,
+            parameter_expressions={n: resolved[n] for n in order if n not in self.rate_rules},
+            events=events,
+            n_pools=len(pools),
+            boundary=frozenset(n for n, c in self.compartments.items() if c.boundary),
+            volumes=volumes,
+            symbols={**all_symbols},
+            warnings=warned,
+        )
         return self._symbolic
 
-    def _check_units(self, errors, state_symbols, param_symbols, rates, observables):
+    def _check_units(self, errors, state_symbols, param_symbols, rates, observables, *, assign_symbols=None,
+                     assignments=None, assignment_order=(), stoichiometry=None, rate_rules=None, triggers=None,
+                     event_assigns=None):
         units = {}
         for kind, table, symbols in (("compartments", self.compartments, state_symbols), ("parameters", self.parameters, param_symbols)):
             for name, entry in table.items():
@@ -466,6 +813,83 @@ class Model:
             errors.add("time_unit", str(exc))
             return
         units[TIME] = time_unit
+        # assignments: their declared unit, else the unit of their expression (in dependency order)
+        for name in assignment_order:
+            a = self.assignments[name]
+            try:
+                actual = unit_of(assignments[name], units)
+            except UnitError as exc:
+                errors.add(f"assignments.{name}", f"'{a.expr}': {exc}")
+                continue
+            declared = None
+            if a.unit is not None:
+                try:
+                    declared = parse_unit(a.unit)
+                except UnitError as exc:
+                    errors.add(f"assignments.{name}", str(exc))
+                    continue
+                if actual not in (ANY, UNKNOWN) and sp.simplify(actual / declared) != 1:
+                    errors.add(f"assignments.{name}", f"'{a.expr}' has unit '{format_unit(actual)}' but is declared '{a.unit}'")
+                    continue
+            unit = declared if declared is not None else actual
+            if unit is not ANY and unit is not UNKNOWN:
+                units[assign_symbols[name]] = unit
+        for name, expr in (rate_rules or {}).items():
+            where = f"rates.{name}"
+            try:
+                actual = unit_of(expr, units)
+            except UnitError as exc:
+                errors.add(where, f"'{self.rate_rules[name].expr}': {exc}")
+                continue
+            p_unit = units.get(param_symbols[name])
+            if p_unit is None or actual in (ANY, UNKNOWN):
+                continue
+            if sp.simplify(actual / (p_unit / time_unit)) != 1:
+                errors.add(where, f"d{name}/dt = '{self.rate_rules[name].expr}' has unit '{format_unit(actual)}' but must be "
+                           f"'{format_unit(p_unit / time_unit)}' (the parameter's unit per {self.time_unit})")
+        for name, trigger in (triggers or {}).items():
+            try:
+                unit_of(trigger, units)  # both sides of every comparison in one unit
+            except UnitError as exc:
+                errors.add(f"events.{name}", f"trigger '{self.events[name].trigger}': {exc}")
+        for name, assigns in (event_assigns or {}).items():
+            for target, expr in assigns.items():
+                symbol = state_symbols.get(target, param_symbols.get(target))
+                try:
+                    actual = unit_of(expr, units)
+                except UnitError as exc:
+                    errors.add(f"events.{name}", f"assign {target}: {exc}")
+                    continue
+                declared = units.get(symbol)
+                if declared is not None and actual not in (ANY, UNKNOWN) and sp.simplify(actual / declared) != 1:
+                    errors.add(f"events.{name}", f"assign {target} = '{self.events[name].assign[target]}' has unit "
+                               f"'{format_unit(actual)}' but {target} is in '{format_unit(declared)}'")
+        for r in self.reactions.values():
+            if r.name not in rates:
+                continue
+            where = f"reactions.{r.name}"
+            reactants, products = stoichiometry[r.name]
+            pools = [n for n in [*reactants, *products] if n in self.compartments]
+            known = {n: units[state_symbols[n]] for n in pools if state_symbols[n] in units}
+            distinct = []
+            for n, u in known.items():
+                if not any(sp.simplify(u / known[m]) == 1 for m in distinct):
+                    distinct.append(n)
+            if len(distinct) > 1:
+                errors.add(where, f"connects pools in different units ({', '.join(f'{n} in {self.compartments[n].unit!r}' for n in distinct)}); "
+                           "stoichiometry counts units of one quantity, so every pool of a reaction needs the same unit")
+                continue
+            try:
+                actual = unit_of(rates[r.name], units)
+            except UnitError as exc:
+                errors.add(where, f"rate '{r.rate}': {exc}")
+                continue
+            if not distinct or actual in (ANY, UNKNOWN):
+                continue
+            expected = known[distinct[0]] / time_unit
+            if sp.simplify(actual / expected) != 1:
+                errors.add(where, f"rate '{r.rate}' has unit '{format_unit(actual)}' but must be '{format_unit(expected)}' "
+                           f"(the unit of its pools per {self.time_unit})")
         for f in self.flows.values():
             if f.name not in rates:
                 continue
@@ -536,15 +960,28 @@ class Model:
         raise ValueError(f"format must be 'text' or 'latex', not {format!r}")
 
     def parameter_values(self) -> dict[str, float]:
-        return {n: float(p.value) for n, p in self.parameters.items()}
+        """Default values; a value given as an expression of other parameters is evaluated."""
+        if not any(isinstance(p.value, (str, sp.Basic)) for p in self.parameters.values()):
+            return {n: float(p.value) for n, p in self.parameters.items()}
+        sym = self.symbolic()
+        base = {s: float(self.parameters[s.name].value) for s in sym.parameters if s.name not in sym.parameter_expressions}
+        moving = dict(zip(sym.rate_rule_names, sym.initial[sym.n_pools:]))
+        out = {}
+        for n, p in self.parameters.items():
+            expr = sym.parameter_expressions.get(n, moving.get(n))
+            out[n] = float(expr.xreplace(base)) if expr is not None else float(p.value)
+        return out
 
     def make_params(self, **overrides):
         """An :class:`lmfit.Parameters` with this model's values, bounds and fixed flags."""
         import lmfit
 
         params = lmfit.Parameters()
+        values = self.parameter_values()
         for p in self.parameters.values():
-            params.add(p.name, value=float(overrides.get(p.name, p.value)), min=p.min, max=p.max, vary=not p.fixed)
+            computed = isinstance(p.value, (str, sp.Basic))  # recomputed from others at every start
+            value = overrides.get(p.name, values[p.name])
+            params.add(p.name, value=float(value), min=min(p.min, value), max=max(p.max, value), vary=not (p.fixed or computed))
         return params
 
     def __repr__(self):
@@ -553,5 +990,20 @@ class Model:
 
 
 def load_model(path) -> Model:
-    """Read and validate a TOML model file (see DESIGN.md for the format)."""
+    """Read and validate a model file: TOML (see DESIGN.md for the format), or SBML for a
+    ``.xml`` file (needs python-libsbml, see :mod:`kinetics.io.sbml`)."""
+    if Path(path).suffix.lower() == ".xml":
+        model = load_sbml(path)
+        model.sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return model
     return Model.from_file(path)
+
+
+def load_sbml(source) -> Model:
+    """An SBML model (a file path or XML text) as a :class:`Model` (needs python-libsbml; see
+    :mod:`kinetics.io.sbml` for what is supported and what is refused)."""
+    from ..io.sbml import translate_sbml
+    translation = translate_sbml(source)
+    origin = translation.source if translation.source != "SBML text" else None
+    default = Path(origin).stem if origin else "sbml_model"
+    return Model.from_dict(translation.model, source=origin or "SBML text", default_name=default)

@@ -83,6 +83,22 @@ def _piecewise(*args):
     return sp.Piecewise(*pairs, (args[-1], True))
 
 
+def _factorial(x):
+    """factorial of a constant, or of a whole-number step (floor or ceiling of something), whose
+    derivative is 0 (SBML: of a real number, gamma(x + 1)); the factorial of a smoothly varying
+    quantity has no derivative the compiled integrator could use."""
+    if not x.is_number:
+        if isinstance(x, (sp.floor, sp.ceiling)):
+            return sp.factorial(x)
+        raise ValueError(f"takes a constant number or floor(...)/ceiling(...), not '{x}'")
+    if x.is_Integer and 0 <= int(x) <= 1000:
+        return sp.factorial(x)
+    value = float(x) + 1.0
+    if value <= 0 and value == math.floor(value):
+        raise ValueError(f"is undefined at {x}")
+    return sp.Float(math.gamma(value)) if value < 171.6 else sp.oo
+
+
 def _arity(fn, n_min, n_max=None):
     def call(*args):
         hi = n_min if n_max is None else n_max
@@ -108,6 +124,19 @@ FUNCTIONS = {
     "sin": _arity(sp.sin, 1),
     "cos": _arity(sp.cos, 1),
     "tanh": _arity(sp.tanh, 1),
+    # the rest of the MathML an SBML model may use
+    "tan": _arity(sp.tan, 1),
+    "sinh": _arity(sp.sinh, 1),
+    "cosh": _arity(sp.cosh, 1),
+    "asin": _arity(sp.asin, 1),
+    "acos": _arity(sp.acos, 1),
+    "atan": _arity(sp.atan, 1),
+    "asinh": _arity(sp.asinh, 1),
+    "acosh": _arity(sp.acosh, 1),
+    "atanh": _arity(sp.atanh, 1),
+    "floor": _arity(sp.floor, 1),
+    "ceiling": _arity(sp.ceiling, 1),
+    "factorial": _arity(lambda x: _factorial(x), 1),
 }
 
 #: Names a model may not declare.
@@ -292,11 +321,14 @@ def _check_constants(expr, fail):
              "and would evaluate to infinity; rescale the quantity or the units")
 
 
-def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True) -> sp.Expr:
+def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool = True,
+                     condition: bool = False) -> sp.Expr:
     """Parse ``text`` into a sympy expression over ``symbols`` (name -> Symbol).
 
     Numbers (int or float) are accepted as well as strings. Raises :class:`ExpressionError`
-    with a message saying what is wrong; callers prefix it with the file and entry.
+    with a message saying what is wrong; callers prefix it with the file and entry. With
+    ``condition=True`` (event triggers) the text must be a condition (comparisons joined by
+    and/or/not) instead of a value.
     """
     if isinstance(text, bool):
         raise ExpressionError(f"is the boolean {text!r}; expected a number or an expression")
@@ -333,6 +365,11 @@ def parse_expression(text, symbols: Mapping[str, sp.Symbol], *, allow_time: bool
         raise
     except (TypeError, ValueError) as exc:  # sympy refusing an operation on what we built
         raise ExpressionError(f"could not be built ({exc})") from None
+    if condition:
+        if not _is_condition(result):
+            raise ExpressionError("is a value, not a condition: a trigger is a comparison such as 'C > 0.4 * R' or 't >= 6' "
+                                  "(several joined by and/or/not)")
+        return result
     if _is_condition(result):
         raise ExpressionError("is a condition, not a value (conditions belong inside piecewise)")
     if result.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
@@ -361,6 +398,9 @@ class _TextPrinter(sp.printing.str.StrPrinter):
 
     def _print_Heaviside(self, expr):
         return f"step({self._print(expr.args[0])})"
+
+    def _print_Exp1(self, expr):  # sympy's E, which the parser reads as a name
+        return "exp(1)"
 
     def _print_Piecewise(self, expr):
         parts = []

@@ -33,7 +33,7 @@ def bundled_models() -> dict[str, dict]:
 def resolve_model_path(name_or_path) -> Path:
     """A model file path from a path or the name of a bundled model."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix in (".toml", ".xml") or path.exists():
         if not path.exists():
             raise ModelError(f"{path}: model file not found")
         return path

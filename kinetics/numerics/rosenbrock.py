@@ -974,8 +974,12 @@ def _derivatives(exprs, wrt, symbols):
         if d.has(sp.DiracDelta):
             d = d.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
         if d.has(sp.Derivative):
-            d = d.replace(lambda e: isinstance(e, sp.Derivative)
-                          and isinstance(e.expr, (sp.floor, sp.ceiling)), lambda e: sp.S.Zero)
+            # floor(u(x)) differentiates to Subs(Derivative(floor(xi), xi), xi, u) * u'(x)
+            steps = {e: sp.S.Zero for e in d.atoms(sp.Subs, sp.Derivative)
+                     if isinstance(getattr(e, "expr", None), (sp.floor, sp.ceiling))
+                     or (isinstance(e, sp.Subs) and isinstance(e.expr, sp.Derivative)
+                         and isinstance(e.expr.expr, (sp.floor, sp.ceiling)))}
+            d = d.xreplace(steps)
         return d.xreplace(back)
 
     rows = []

@@ -24,6 +24,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen.lambdify import lambdify as _lambdify
+from ..codegen.lambdify import step_safe_jacobian as _jacobian
 from ..errors import ModelError, SolverError
 from ..model.expressions import TIME, shorten
 from ..numerics.linear import solve_affine
@@ -58,11 +59,23 @@ def first_nonfinite(values) -> tuple[int, int] | None:
     per_column = bad.shape[1] // values.shape[1] if values.ndim > 1 and values.shape[1] else 1
     return row, int(np.argmax(bad[row])) // per_column
 
+    def _print_Float(self, expr):  # every bit of the double (sympy prints 15 digits)
+        return repr(float(expr))
+
+    def _print_factorial(self, expr):  # of a real number, as SBML defines it
+        return f"math.gamma({self._print(expr.args[0])} + 1)"
+
 
 def nonfinite_value(entry) -> float:
     """The first non-finite number in ``entry`` (a number or an array of them)."""
     flat = np.ravel(entry)
     return float(flat[~np.isfinite(flat)][0])
+
+
+def lambdify(args, exprs):
+    """Scalar generated code for a list of sympy expressions (common subexpressions shared):
+    the one conversion other modules use for their own expressions."""
+    return _lambdify(args, exprs)
 
 
 class _SparseArray:
@@ -175,31 +188,43 @@ class CompiledModel:
 
     def __init__(self, model):
         sym = model.symbolic()
+        self.symbolic = sym
         self.model = model
         self.name = model.name
-        self.state_names = [s.name for s in sym["states"]]
-        self.parameter_names = [s.name for s in sym["parameters"]]
-        self.observable_names = list(sym["observables"])
+        self.state_names = list(sym.state_names)
+        self.parameter_names = list(sym.parameter_names)
+        self.observable_names = list(sym.observables)
         self.n_states = n = len(self.state_names)
         self.n_params = P = len(self.parameter_names)
-        x = list(sym["states"])
-        p = list(sym["parameters"])
+        x = list(sym.states)
+        p = list(sym.parameters)
         self._x_syms, self._p_syms = x, p
-        f = sp.Matrix(sym["rhs"])
+        #: the model's triggered events (:class:`~kinetics.symbolic.SymbolicEvent`)
+        self.events = list(sym.events)
+        # parameters whose value is an expression of the others, recomputed at every start
+        self._derived = None
+        if sym.parameter_expressions:
+            exprs = list(sym.parameter_expressions.values())
+            self._derived = (np.array([self.parameter_names.index(k) for k in sym.parameter_expressions], dtype=np.intp),
+                             _lambdify([p], exprs), _lambdify([p], list(sp.Matrix(exprs).jacobian(p))), sym.parameter_expressions)
+        f = sp.Matrix(sym.rhs)
         self.rhs_symbolic = f
         self.time_dependent = any(TIME in e.free_symbols for e in f)
-        J = f.jacobian(x)
+        J = _jacobian(f, x)
         self.jacobian_symbolic = J
         xset = set(x)
-        self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J)
+        # affine: constant Jacobian and a constant remainder f - J x (a state inside a piecewise
+        # condition or a floor has a zero derivative but is not affine)
+        self.affine = (not self.time_dependent) and all(not (e.free_symbols & xset) for e in J) and all(
+            not (e.free_symbols & xset) for e in (f - J * sp.Matrix(x)).applyfunc(sp.expand))
         self._p_args = [p]
         # initial values x0(p) and their derivatives
-        x0 = sp.Matrix(sym["initial"])
+        x0 = sp.Matrix(sym.initial)
         self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object), label="the initial values")
         self._dx0 = (_SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
                      if P and any(x0) else None)
         # observables h(t, x, p)
-        obs = sp.Matrix(list(sym["observables"].values())) if self.observable_names else sp.zeros(0, 1)
+        obs = sp.Matrix(list(sym.observables.values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
         vec_args = [TIME, x, p]
         self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
@@ -228,6 +253,8 @@ class CompiledModel:
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
         self.method = "exact" if self.affine else "numerical"
+        if self.events:
+            self.method = "numerical"  # triggered events: integrated, event times located by root finding
 
     # ------------------------------------------------------------ parameters
     @property
@@ -235,16 +262,20 @@ class CompiledModel:
         """The model's parameter values as they are now: read at each call, so that setting
         ``model.parameters["k"].value`` after compiling takes effect."""
         parameters = self.model.parameters
+        computed = set(self.computed_parameters)
         values = []
         for name in self.parameter_names:
             entry = parameters.get(name)
             value = getattr(entry, "value", None)
+            if name in computed and isinstance(value, (str, sp.Basic)):
+                values.append(0.0)     # an expression of the others: evaluated below
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 what = "was removed from the model" if entry is None else f"has the value {shorten(value, 40)}"
                 raise ModelError(f"model '{self.name}': parameter '{name}' {what}; "
                                  "parameter values must be finite numbers (set model.parameters[name].value = number)")
             values.append(value)
-        return np.array(values, dtype=float)
+        return self.resolve_parameters(np.array(values, dtype=float))[0]
 
     def parameter_vector(self, values=None) -> np.ndarray:
         """Model parameter vector from a dict / lmfit.Parameters (missing names: defaults)."""
@@ -261,11 +292,39 @@ class CompiledModel:
                     from ..errors import ModelError
                     raise ModelError(f"model '{self.name}' has no parameter '{name}'{suggest_name(name, index)}; its parameters are {', '.join(self.parameter_names)}")
                 p[index[name]] = float(value)
-            return p
+            resolved = self.resolve_parameters(p)[0]
+            for name in self.computed_parameters:
+                given, value = p[index[name]], resolved[index[name]]
+                if name in values and not abs(given - value) <= 1e-9 * max(abs(value), 1e-300):
+                    from ..errors import ModelError
+                    raise ModelError(f"model '{self.name}': parameter '{name}' is computed from its value expression "
+                                     f"'{self._derived[3][name]}' (= {value:g} here), so it cannot be set to {given:g}; "
+                                     "set the parameters it is computed from instead")
+            return resolved
         p = np.asarray(values, dtype=float)
         if p.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} parameter values, got shape {p.shape}")
         return p
+
+    @property
+    def computed_parameters(self) -> list[str]:
+        """Parameters whose value is an expression of others (recomputed at every start)."""
+        return [] if self._derived is None else list(self._derived[3])
+
+    def resolve_parameters(self, p, D=None):
+        """``p`` with the computed parameters re-evaluated from the others (and the directions
+        ``D`` (P, K) carried through by the chain rule); unchanged when there are none."""
+        if self._derived is None:
+            return p, D
+        index, fn, jac, _ = self._derived
+        pl = list(map(float, p))
+        p = np.array(pl)
+        p[index] = fn(pl)
+        if D is not None:
+            G = np.asarray(jac(pl), dtype=float).reshape(len(index), self.n_params)
+            D = np.array(D, dtype=float)
+            D[index] = G @ D
+        return p, D
 
     def initial_state(self, p) -> np.ndarray:
         return self._x0(list(map(float, p)))
@@ -341,6 +400,17 @@ class CompiledModel:
                 value = nonfinite_value(values[row, col])
                 raise NonFiniteError(f"{name} is {value} at t={times[row]:g} ({cause})", name, float(times[row]), value)
 
+    def scipy_functions(self):
+        """(f(t, x, p, u) -> list of n, J(t, x, p) -> flat n*n list): the right-hand side with a
+        constant inflow u and its Jacobian as plain Python callables (built once), for
+        integrators that drive their own stepping (triggered events)."""
+        if getattr(self, "_scipy_functions", None) is None:
+            u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n_states)]
+            f = self.rhs_symbolic + sp.Matrix(u)
+            self._scipy_functions = (_lambdify([TIME, self._x_syms, self._p_syms, u], list(f)),
+                                     _lambdify([TIME, self._x_syms, self._p_syms], list(self.jacobian_symbolic)))
+        return self._scipy_functions
+
     # ---------------------------------------------------------- observables
     def observe(self, X, times, p, S=None, D=None):
         """Observables (m, o) of states X (m, n) and, with S, D, their sensitivities (m, o, K)."""
@@ -388,7 +458,7 @@ class CompiledModel:
         S = sp.Matrix(n, K, lambda i, k: sp.Symbol(f"_s_{i}_{k}"))
         D = sp.Matrix(P, K, lambda l, k: sp.Symbol(f"_d_{l}_{k}"))
         f = self.rhs_symbolic + sp.Matrix(u)
-        Fp = self.rhs_symbolic.jacobian(p) if P else sp.zeros(n, 0)
+        Fp = _jacobian(self.rhs_symbolic, p) if P else sp.zeros(n, 0)
         dS = self.jacobian_symbolic * S + (Fp * D if P else sp.zeros(n, K))
         y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
         rhs = list(f) + list(dS)
