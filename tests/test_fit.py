@@ -24,7 +24,7 @@ from kinetics.cli import main
 from kinetics.fitting.optimize import CHI2_95, fit
 from kinetics.fitting.problem import Condition, FitProblem, load_fit_spec
 
-from conftest import FIT_TASK_DIR
+from conftest import FIT_TASK_DIR, REPO
 from fitting_helpers import (COVERAGE_TRUTH, KNOCKDOWN_TRUTH, add_noise, clearance_model, coverage_replicate,
                              gaussian_loglik, knockdown_problem, multi_condition_problem, product_model, tidy,
                              variant_of, write_clearance_case)
@@ -1020,3 +1020,17 @@ def test_combined_noise_alternation_that_runs_out_of_rounds_says_so(monkeypatch)
     assert not result.success and "stopped after 1 rounds" in result.message
     # still the best point reached: not below the start's likelihood
     assert np.isfinite(result.loglik)
+
+
+def test_proportional_profiles_of_large_amounts_are_not_taken_for_failed_simulations():
+    """The exact proportional-noise residuals are scaled by the geometric mean of the
+    predictions (about 1e9 particles/mL here), so a valid sum of squares can exceed any fixed
+    'penalty' threshold: profiles of fits/plasma_clearance_1c were all reported as cut short by
+    failed simulations, with open intervals."""
+    problem = load_fit_spec(REPO / "fits" / "plasma_clearance_1c")
+    result = fit(problem, multistart=1, **QUIET)
+    assert result.profile_failures == {}
+    for name in problem.free:
+        lo, hi = result.ci95[name]
+        assert result.identifiable[name] is True and lo is not None and hi is not None, (name, lo, hi)
+        assert lo < result.values[problem.free.index(name)] < hi

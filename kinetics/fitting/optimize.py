@@ -35,7 +35,6 @@ CHI2_95 = float(chi2.ppf(0.95, 1))
 _LOCAL_METHODS = ("least_squares", "leastsq")
 _ENGINES = ("auto", "lmfit")
 _PENALTY = 1e10          # residual returned where the model cannot be simulated
-_FAILED_RSS = 1e19       # an optimum this bad sits on penalty residuals
 _MAX_ROUNDS = 50         # alternation rounds of combined noise (rates, then a and b)
 _GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
 
@@ -565,7 +564,7 @@ def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto"
     for _ in range(max_rounds):
         weights = problem.combined_weights(*ab)
         x, rss, _ = _local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
-        if not np.isfinite(rss) or rss >= _FAILED_RSS:
+        if not np.isfinite(rss):   # a local fit that could not simulate reports rss = inf
             break
         if best is None or problem.loglik(rss, weights) > best[0]:
             best = (problem.loglik(rss, weights), x, rss, weights, ab)
@@ -719,7 +718,7 @@ class FitResult:
             loglik = _loglik(p, rss, weights)
             if isinstance(res, _Failed):
                 why = str(res.message)
-        if not np.isfinite(rss) or rss >= _FAILED_RSS:
+        if not np.isfinite(rss):   # a local fit that could not simulate reports rss = inf
             return x, None, why
         return x, -2 * (loglik - self.loglik), None
 
