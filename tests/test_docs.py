@@ -85,7 +85,7 @@ def test_page_examples_run(page, scratch):
     text = page.read_text(encoding="utf-8")
     for module in re.findall(r"<!--\s*docs-test:\s*requires\s+([\w.]+)\s*-->", text):
         if not _importable(module):
-            pytest.skip(f"{_page_id(page)} needs the optional module {module}, which is not installed")
+            pytest.skip(f"{_page_id(page)} needs {module}, which cannot be imported here (an optional extra, or a part of kinetics this checkout lacks)")
     # the CLI runs the same kinetics as this test imports (e.g. PYTHONPATH=another checkout)
     package_root = str(Path(kinetics.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
