@@ -133,6 +133,21 @@ def rewrite(folder, old, new, name="fit.toml"):
     return folder
 
 
+def test_fit_spec_format_is_read_without_building_anything(case):
+    """io.fit_spec parses, checks and resolves; it loads neither the model nor the data, so a
+    spec's own mistakes are reported even when the model file is broken."""
+    from kinetics.io.fit_spec import FitSpec, read_fit_spec
+    spec = read_fit_spec(case)
+    assert isinstance(spec, FitSpec) and spec.path == case / "fit.toml"
+    assert spec.model_path == case / "model.toml" and spec.data_path == case / "data.csv"
+    assert spec.fit["free"] == ["k_cl", "V", "kd"] and set(spec.conditions) == {"control", "knockdown"}
+    (case / "model.toml").write_text("this is not TOML [", encoding="utf-8")
+    assert read_fit_spec(case).model_path == case / "model.toml"
+    rewrite(case, "[fit]", "[fit]\nnoyse = \"constant\"")
+    with pytest.raises(DataError, match=r"\[fit\] unknown key 'noyse'.*did you mean 'noise'"):
+        read_fit_spec(case)
+
+
 def test_valid_spec_loads(case):
     problem = load_fit_spec(case)
     assert problem.free == ["k_cl", "V", "kd"]
