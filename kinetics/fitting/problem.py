@@ -229,14 +229,21 @@ class FitProblem:
         self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
         self._counts = _EvaluationCounts()
         P = compiled.n_params
-        # the one-call shortcut for data rows (see Schedule.row_evaluator), when every condition
-        # has one and no observable scale/offset applies
-        self._row_evaluators = not self._obs_maps and all(p["row_evaluator"] is not None for p in self._plans)
+        #: whether predict() takes the one-call shortcut for data rows (see Schedule.row_evaluator):
+        #: every condition has one and no observable scale/offset applies. Setting it False forces
+        #: the general path (same results to rounding; the tests compare the two).
+        self.row_shortcut = not self._obs_maps and all(p["row_evaluator"] is not None for p in self._plans)
         self._no_directions = np.zeros((P, 0))
         self._identity_D = np.zeros((P, len(self.free)))
         for k, i in enumerate(self.free_index):
             if i < P:
                 self._identity_D[i, k] = 1.0
+
+    @property
+    def free_directions(self) -> np.ndarray:
+        """dp/d(theta) for unit steps of the free parameters: (P model parameters, K free), the
+        directions a condition without overrides passes to its row evaluator (a copy)."""
+        return self._identity_D.copy()
 
     @property
     def plans(self) -> list:
@@ -307,7 +314,7 @@ class FitProblem:
         # d phi_free / d internal
         dphi = natural * _LN10 if self._all_log else np.where(self.log_mask, natural * _LN10, 1.0)
         phil = phi.tolist()
-        if self._row_evaluators:
+        if self.row_shortcut:
             out = self._predict_rows(phi, phil, dphi, jacobian)
             if out is not None:
                 return out

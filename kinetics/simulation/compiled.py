@@ -346,6 +346,12 @@ class CompiledModel:
         return self._p_syms
 
     @property
+    def numerical_engine(self) -> str:
+        """The integrator of the numerical path: ``"rosenbrock"`` (the compiled Rodas5P, with
+        numba) or ``"lsoda"`` (scipy's, without); the path's code is generated on first use."""
+        return self._build_numeric()["engine"]
+
+    @property
     def initial_depends_on_parameters(self) -> bool:
         """Whether some initial value x0(p) depends on a parameter."""
         return self._dx0 is not None
