@@ -1,4 +1,4 @@
-"""numba kernel of the eigendecomposition path of :mod:`kinetics.linear` (optional: used when
+"""numba kernel of the eigendecomposition path of :mod:`kinetics.numerics.linear` (optional: used when
 numba is installed; the numpy implementation in ``linear`` is the reference and fallback).
 
 One compiled call does what costs a dozen numpy calls (each a few µs at these sizes): build

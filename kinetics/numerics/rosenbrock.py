@@ -252,7 +252,7 @@ def _set_inputs(reg, t, y):
 
 
 # NOTE on the disk cache: numba keys a cached function on its own source file only. Every
-# function here that calls into kinetics.tape (or uses its layout constants) therefore lives
+# function here that calls into kinetics.numerics.tape_machine (or uses its layout constants) therefore lives
 # inside the closure built by _make_solver, whose cache key includes a hash of tape_machine.py; the
 # module-level helpers below take plain numbers and arrays.
 
@@ -508,7 +508,7 @@ TH = np.array([
 def _make_solver(dependency_hash):
     """Build the integrator. It closes over ``dependency_hash`` (a hash of tape_machine.py) so that
     numba's disk cache, which keys entries on this file only, is invalidated when the tape
-    interpreter it calls changes (every call into kinetics.tape happens inside it)."""
+    interpreter it calls changes (every call into tape_machine happens inside it)."""
 
     @_jit
     def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
@@ -880,7 +880,7 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     inconsistent input.
     """
     if _solve is None:
-        raise ImportError("kinetics.rosenbrock.integrate needs numba; install it with "
+        raise ImportError("kinetics.numerics.rosenbrock.integrate needs numba; install it with "
                           "`pip install numba` or the `kinetics[fast]` extra")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)

@@ -5,7 +5,7 @@ Owns the symbolic-to-numeric step (done once per model and cached on the model):
 * dx/dt = N v(x, p, t) assembled from the flows (in :mod:`kinetics.model`), then classified:
   **affine-linear** (dx/dt = A(p) x + b(p), no explicit time) or general.
 * Affine systems: A, b and their parameter derivatives as generated code; solved exactly by
-  :mod:`kinetics.linear`.
+  :mod:`kinetics.numerics.linear`.
 * General systems: the right-hand side and its analytic Jacobian (common subexpressions
   eliminated) for a stiff solver: the compiled Rosenbrock integrator of
   :mod:`kinetics.numerics.rosenbrock` when numba is installed, otherwise scipy's LSODA.
