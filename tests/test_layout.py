@@ -74,6 +74,40 @@ def test_no_module_imports_another_modules_private_names():
     assert not offenders, offenders
 
 
+def test_numerics_knows_nothing_of_sympy_or_models():
+    """numerics/ is arrays in, arrays out: no module there imports sympy, and none reaches (even
+    through other kinetics modules, imports inside functions included) sympy or the layers that
+    know models (model, codegen, simulation, fitting, analysis)."""
+    mods, graph = _graph()
+    numerics = sorted(m for m in mods if m.startswith("kinetics.numerics"))
+    assert {"kinetics.numerics.rosenbrock", "kinetics.numerics.jit", "kinetics.numerics.tape_machine"} <= set(numerics)
+    offenders = []
+    for start in numerics:
+        seen, stack = set(), [start]
+        while stack:
+            m = stack.pop()
+            if m in seen:
+                continue
+            seen.add(m)
+            stack.extend(graph.get(m, ()))
+        for m in seen:
+            if not (m == "kinetics.errors" or m.startswith("kinetics.numerics")):
+                offenders.append(f"{start} reaches {m}")
+            tree = ast.parse(mods[m].read_text(encoding="utf-8"))
+            if any(target.split(".")[0] == "sympy" for target, _ in _imports(mods, m, tree)):
+                offenders.append(f"{start} reaches sympy through {m}")
+    assert not offenders, offenders
+
+
+def test_one_numba_shim():
+    """numba is imported in one module (numerics/jit.py) and nowhere else in the package."""
+    mods = _modules()
+    importers = sorted(name for name, path in mods.items()
+                       if any(target.split(".")[0] == "numba"
+                              for target, _ in _imports(mods, name, ast.parse(path.read_text(encoding="utf-8")))))
+    assert importers == ["kinetics.numerics.jit"]
+
+
 @pytest.mark.parametrize("old, names", [("kinetics.fit", ["fit", "FitResult", "CHI2_95"]),
                                         ("kinetics.problem", ["FitProblem", "Condition", "load_fit_spec"]),
                                         ("kinetics.steady", ["steady_state", "steady_plan"]),

@@ -133,6 +133,21 @@ def rewrite(folder, old, new, name="fit.toml"):
     return folder
 
 
+def test_fit_spec_format_is_read_without_building_anything(case):
+    """io.fit_spec parses, checks and resolves; it loads neither the model nor the data, so a
+    spec's own mistakes are reported even when the model file is broken."""
+    from kinetics.io.fit_spec import FitSpec, read_fit_spec
+    spec = read_fit_spec(case)
+    assert isinstance(spec, FitSpec) and spec.path == case / "fit.toml"
+    assert spec.model_path == case / "model.toml" and spec.data_path == case / "data.csv"
+    assert spec.fit["free"] == ["k_cl", "V", "kd"] and set(spec.conditions) == {"control", "knockdown"}
+    (case / "model.toml").write_text("this is not TOML [", encoding="utf-8")
+    assert read_fit_spec(case).model_path == case / "model.toml"
+    rewrite(case, "[fit]", "[fit]\nnoyse = \"constant\"")
+    with pytest.raises(DataError, match=r"\[fit\] unknown key 'noyse'.*did you mean 'noise'"):
+        read_fit_spec(case)
+
+
 def test_valid_spec_loads(case):
     problem = load_fit_spec(case)
     assert problem.free == ["k_cl", "V", "kd"]
@@ -307,16 +322,16 @@ def _shortcut_problem(model=None, observed=("P", "MVB", "release", "total"), see
 
 
 def _general_path(problem, x, jacobian=True):
-    problem._row_evaluators = False
+    problem.row_shortcut = False
     try:
         return problem.predict(x, jacobian=jacobian)
     finally:
-        problem._row_evaluators = True
+        problem.row_shortcut = True
 
 
 def test_row_shortcut_matches_the_general_path_and_finite_differences():
     problem = _shortcut_problem()
-    assert problem._row_evaluators and all(plan["row_evaluator"] is not None for plan in problem.plans)
+    assert problem.row_shortcut and all(plan["row_evaluator"] is not None for plan in problem.plans)
     rng = np.random.default_rng(0)
     for trial in range(4):
         x = problem.start() + rng.uniform(-0.4, 0.4, problem.n_free)
@@ -377,7 +392,7 @@ def test_row_shortcut_declines_and_the_general_path_answers():
     problem = FitProblem(m, data, ["k"], noise="constant")
     x = problem.start()
     plan = problem.plans[0]
-    assert plan["row_evaluator"](problem.phi(x)[:1], problem._identity_D) is None
+    assert plan["row_evaluator"](problem.phi(x)[:1], problem.free_directions) is None
     f, J = problem.predict(x, jacobian=True)
     np.testing.assert_allclose(f, data["value"].to_numpy(), rtol=1e-10)
     f_general, J_general = _general_path(problem, x)
@@ -389,4 +404,4 @@ def test_row_shortcut_does_not_apply_where_the_plan_has_segments():
     problem = multi_condition_problem(nonlinear=False)
     has_shortcut = {plan["name"]: plan["row_evaluator"] is not None for plan in problem.plans}
     assert has_shortcut == {"control": True, "knockdown": True, "bolus": False, "switch": False}
-    assert not problem._row_evaluators       # all conditions must have one, and no scale/offset
+    assert not problem.row_shortcut       # all conditions must have one, and no scale/offset

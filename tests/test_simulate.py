@@ -285,11 +285,11 @@ def test_scipy_lsoda_fallback_without_numba(monkeypatch):
     """Without numba the nonlinear path runs on scipy's LSODA, sensitivities included."""
     from scipy.special import lambertw
 
-    from kinetics.numerics import rosenbrock
-    monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
+    from kinetics.numerics import jit
+    monkeypatch.setattr(jit, "numba_available", lambda: False)
     model = saturable_model()
     sim = simulate(model, T, sensitivities=["Vmax"], rtol=1e-10, atol=1e-12)
-    assert kinetics.compile_model(model)._numeric["engine"] == "lsoda"
+    assert kinetics.compile_model(model).numerical_engine == "lsoda"
     Vmax, Km, P0 = 40.0, 60.0, 500.0
     exact = Km * np.real(lambertw(P0 / Km * np.exp((P0 - Vmax * T) / Km)))
     assert_close(sim["P"], exact, 1e-7)
@@ -331,8 +331,8 @@ def test_jordan_growth_model_takes_the_expm_path():
 
 
 def no_numba(monkeypatch):
-    from kinetics.numerics import rosenbrock
-    monkeypatch.setattr(rosenbrock, "numba_available", lambda: False)
+    from kinetics.numerics import jit
+    monkeypatch.setattr(jit, "numba_available", lambda: False)
 
 
 # (case, model factory, simulate keyword arguments, setup, fragments of the message)

@@ -1,7 +1,8 @@
 """Analysis of models and fits: questions asked of a model or a fitted result.
 
 :mod:`.compare` (model selection: AIC, likelihood ratio), :mod:`.steady` (steady states,
-scenarios), :mod:`.pk` (pharmacokinetic summaries) and :mod:`.uncertainty` (propagating a
+scenarios; the plan's jobs in :mod:`.steady_affine`, :mod:`.steady_symbolic`,
+:mod:`.steady_newton`, :mod:`.steady_messages`), :mod:`.pk` (pharmacokinetic summaries) and :mod:`.uncertainty` (propagating a
 fit's uncertainty to predictions). Names are loaded on first access.
 """
 

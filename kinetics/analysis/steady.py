@@ -58,28 +58,21 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import sympy as sp
-from scipy.linalg.lapack import dgeev as _dgeev
-from scipy.linalg.lapack import dgesv as _dgesv
 
-from ..codegen.lambdify import lambdify as _lambdify
 from ..simulation.compiled import CompiledModel, compile_model
 from ..errors import ModelError, SolverError
 from ..model.expressions import TIME
 from ..numerics.linear import solve_affine
 from ..model.core import Model, load_model
+from .steady_affine import AffineSteady
+from .steady_common import (MAX_CANDIDATES, MAX_EXPRESSION_LENGTH, MAX_LINEAR_BLOCK, MAX_SYMBOLIC_BLOCK,  # noqa: F401
+                            MAX_SYMBOLIC_DEGREE, SINGULAR_RCOND, eigenvalues, find_root, is_unstable, quoted_names,
+                            raise_parameters_not_finite)
+from .steady_messages import SteadyMessages
+from .steady_newton import NewtonSteady
+from .steady_symbolic import SymbolicSteady
 
 __all__ = ["steady_state", "SteadyState", "compare_scenarios", "steady_plan", "SteadyPlan"]
-
-#: Below this ratio of the smallest to the largest LU pivot the bounded subsystem's matrix counts as singular.
-SINGULAR_RCOND = 1e-13
-#: Largest nonlinear block (number of states) handed to ``sympy.solve``, and its Bezout bound.
-MAX_SYMBOLIC_BLOCK = 3
-MAX_SYMBOLIC_DEGREE = 2
-#: Longer symbolic expressions are not reported (the values still come from them).
-MAX_EXPRESSION_LENGTH = 600
-MAX_CANDIDATES = 16
-#: Larger linear blocks get no symbolic expression (the numeric solution is unaffected).
-MAX_LINEAR_BLOCK = 8
 
 _PLANS: "weakref.WeakKeyDictionary[CompiledModel, SteadyPlan]" = weakref.WeakKeyDictionary()
 
@@ -105,13 +98,6 @@ def steady_plan(model) -> "SteadyPlan":
     return plan
 
 
-def _names(items):
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(f"'{i}'" for i in items)
-    return ", ".join(f"'{i}'" for i in items[:-1]) + f" and '{items[-1]}'"
-
-
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -122,96 +108,8 @@ def _fmt(value) -> str:
     return f"{value:.6g}"
 
 
-def _tarjan(n, edges):
-    """Strongly connected components of a directed graph (i -> j in edges[i]), each emitted
-    after every component reachable from it (dependencies first)."""
-    index, low, on_stack, stack, out = {}, {}, set(), [], []
-    counter = [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        for w in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            out.append(sorted(comp))
-
-    for v in range(n):
-        if v not in index:
-            visit(v)
-    return out
-
-
-def _eigvals(M) -> np.ndarray:
-    if M.shape[0] == 0:
-        return np.zeros(0)
-    wr, wi, _, _, info = _dgeev(np.asfortranarray(M), compute_vl=0, compute_vr=0)
-    if info != 0:
-        return np.linalg.eigvals(M)
-    return wr + 1j * wi if wi.any() else wr
-
-
-def _find_root(f, a, b, xtol=0.0, maxiter=200):
-    """A root of the continuous function f in [a, b] where f(a), f(b) differ in sign:
-    regula falsi with the Illinois modification (superlinear), to ``xtol`` or rounding.
-    (Own code so that steady states do not need scipy.optimize, slow to import.)"""
-    fa, fb = f(a), f(b)
-    if fa == 0:
-        return a
-    if fb == 0:
-        return b
-    if (fa > 0) == (fb > 0):
-        raise ValueError("f(a) and f(b) must differ in sign")
-    side = 0
-    c_old = a
-    for _ in range(maxiter):
-        c = (a * fb - b * fa) / (fb - fa)
-        if not (min(a, b) <= c <= max(a, b)) or not math.isfinite(c):
-            c = 0.5 * (a + b)
-        fc = f(c)
-        if fc == 0 or abs(c - c_old) <= max(xtol, 4 * np.finfo(float).eps * abs(c)):
-            return c
-        c_old = c
-        if (fc > 0) == (fb > 0):
-            b, fb = c, fc
-            if side == -1:
-                fa *= 0.5
-            side = -1
-        else:
-            a, fa = c, fc
-            if side == 1:
-                fb *= 0.5
-            side = 1
-    return c
-
-
-def _simplify(expr):
-    try:
-        return sp.factor(expr)
-    except (sp.PolynomialError, NotImplementedError, ValueError, TypeError):
-        return expr
-
-
 # ------------------------------------------------------------------------------------ plan
-#: Public names of the helpers above (used by :mod:`kinetics.analysis.pk`).
-eigenvalues = _eigvals
-find_root = _find_root
-
-
-class SteadyPlan:
+class SteadyPlan(AffineSteady, SymbolicSteady, NewtonSteady, SteadyMessages):
     """What a model's steady state needs that does not depend on parameter values: the split
     into sinks and the bounded subsystem, generated code for A and b (affine models) or for
     the right-hand side and Jacobian (nonlinear ones), symbolic solutions. Built once per
@@ -219,6 +117,10 @@ class SteadyPlan:
 
     Fast path (affine models): ``x, r = plan.solve(p)`` gives the bounded compartments'
     steady values and the sinks' inflow rates at the model parameter vector ``p``.
+
+    Its jobs live in their own modules: the affine path (:mod:`.steady_affine`), symbolic
+    candidates (:mod:`.steady_symbolic`), generated callables and Newton
+    (:mod:`.steady_newton`) and the messages (:mod:`.steady_messages`).
     """
 
     def __init__(self, compiled: CompiledModel):
@@ -273,455 +175,6 @@ class SteadyPlan:
         if self.affine and not self.time_dependent:
             self._build_affine()
 
-    # ------------------------------------------------------------- affine fast path
-    def _build_affine(self):
-        """One generated function of p returning, flat: A_BB (dense, column-major), -b_B,
-        A_SB (dense, row-major), b_S, then the off-diagonal entries and the column sums of
-        A_BB (simplified symbolically) for the stability test."""
-        nb, ns = len(self.B), len(self.S)
-        zero = {s: 0 for s in self._x}
-        AB, ASB = self._JBB, self._JSB
-        bB = [e.xreplace(zero) for e in self._fB]
-        bS = [e.xreplace(zero) for e in self._fS]
-        offdiag = [AB[i, j] for j in range(nb) for i in range(nb) if i != j and AB[i, j] != 0]
-        colsums = [sp.expand(sum(AB[i, j] for i in range(nb))) for j in range(nb)]
-        exprs = ([AB[i, j] for j in range(nb) for i in range(nb)] + [-e for e in bB]
-                 + [ASB[i, j] for i in range(ns) for j in range(nb)] + bS + offdiag + colsums)
-        self._fast = _lambdify([self._p], exprs)
-        k1 = nb * nb
-        k2 = k1 + nb
-        k3 = k2 + ns * nb
-        k4 = k3 + ns
-        k5 = k4 + len(offdiag)
-        self._cut = (k1, k2, k3, k4, k5)
-
-    def matrices(self, p):
-        """(A_BB, b_B, A_SB, b_S) of the bounded subsystem and the sinks at parameters ``p``."""
-        nb, ns = len(self.B), len(self.S)
-        v = np.array(self._fast(list(map(float, p))), dtype=float)
-        k1, k2, k3, k4, _ = self._cut
-        return (v[:k1].reshape((nb, nb), order="F").copy(), -v[k1:k2], v[k2:k3].reshape((ns, nb)).copy(),
-                v[k3:k4].copy())
-
-    def solve(self, p, *, check=True):
-        """Exact steady state of an affine model at the parameter vector ``p``: returns
-        ``(x_bounded, sink_rates)`` as arrays ordered like :attr:`bounded_names` and
-        :attr:`sink_names`. Raises :class:`SolverError` when A is singular; with ``check``,
-        also when the steady state is unstable. (The per-call work of the fast path.)"""
-        x, r, stable = self._solve_linear(p)
-        if check and stable is None:
-            ev = _eigvals(self.matrices(p)[0])
-            if _unstable(ev):
-                self._raise_unstable(p, x, ev)
-        return x, r
-
-    def _solve_linear(self, p):
-        """(x_B, r_S, stable): stable is True when the compartmental-matrix test proves it
-        (off-diagonal entries >= 0, column sums <= 0, nonsingular) and None when eigenvalues
-        are needed to tell. Kept to a handful of numpy calls: at this size their fixed cost,
-        not the arithmetic, is the time."""
-        vals = self._fast(p.tolist() if isinstance(p, np.ndarray) else list(map(float, p)))
-        k1, k2, k3, k4, k5 = self._cut
-        nb = k2 - k1
-        if not math.isfinite(sum(vals[:k4])):
-            self._raise_not_finite(p)
-        stable = True
-        if nb:
-            v = np.array(vals[:k2])
-            A = v[:k1].reshape((nb, nb), order="F")
-            lu, _, x, info = _dgesv(A, v[k1:])
-            d = [abs(e) for e in lu.diagonal().tolist()]
-            if info != 0 or not min(d) > SINGULAR_RCOND * max(d):
-                self._raise_singular(A.copy(), -v[k1:], p)
-            off, sums = vals[k4:k5], vals[k5:]
-            if not ((not off or min(off) >= 0) and max(sums) <= 0):
-                stable = None
-        else:
-            x = np.zeros(0)
-        ns = k4 - k3
-        if not ns:
-            return x, np.zeros(0), stable
-        if ns * nb <= 64:
-            xl = x.tolist()
-            r = [vals[k3 + i] + sum(a * b for a, b in zip(vals[k2 + i * nb:k2 + (i + 1) * nb], xl)) for i in range(ns)]
-            return x, np.array(r), stable
-        return x, np.array(vals[k2:k3]).reshape((ns, nb)) @ x + np.array(vals[k3:k4]), stable
-
-    # --------------------------------------------------------- generated callables
-    @cached_property
-    def _num(self):
-        """Lambdified f_B, J_BB, f_S, J_SB, flow rates and df/dp (args: x_B list, p list)."""
-        xB, p = self._xB, self._p
-        P = len(p)
-        f_all = sp.Matrix(self._fB + self._fS)
-        Fp = f_all.jacobian(p) if P and len(f_all) else sp.zeros(len(f_all), P)
-        return {
-            "fB": _lambdify([xB, p], self._fB),
-            "JBB": _lambdify([xB, p], list(self._JBB)),
-            "fS": _lambdify([xB, p], self._fS),
-            "JSB": _lambdify([xB, p], list(self._JSB)),
-            "rates": _lambdify([xB, p], self.rate_exprs),
-            "Fp": _lambdify([xB, p], list(Fp)),
-        }
-
-    def f_bounded(self, xB, p) -> np.ndarray:
-        return np.asarray(self._num["fB"](list(map(float, xB)), list(map(float, p))), dtype=float).reshape(-1)
-
-    def jacobian_bounded(self, xB, p) -> np.ndarray:
-        nb = len(self.B)
-        if not nb:
-            return np.zeros((0, 0))
-        return np.asarray(self._num["JBB"](list(map(float, xB)), list(map(float, p))), dtype=float).reshape(nb, nb)
-
-    def sink_rates(self, xB, p) -> np.ndarray:
-        return np.asarray(self._num["fS"](list(map(float, xB)), list(map(float, p))), dtype=float).reshape(-1)
-
-    def rates(self, xB, p) -> np.ndarray:
-        return np.asarray(self._num["rates"](list(map(float, xB)), list(map(float, p))), dtype=float).reshape(-1)
-
-    def _flow_scale(self, xB, p) -> np.ndarray:
-        """Per bounded compartment: the sum of |rates| of the flows entering or leaving it."""
-        if not len(self.flow_names):
-            return np.zeros(len(self.B))
-        with np.errstate(invalid="ignore", over="ignore"):
-            return self._incidence @ np.abs(self.rates(xB, p))
-
-    def _eigen_at(self, xB, p) -> np.ndarray:
-        return _eigvals(self.jacobian_bounded(xB, p))
-
-    # ---------------------------------------------------------------- symbolic
-    @cached_property
-    def _blocks(self):
-        nb = len(self.B)
-        J = self._JBB
-        edges = [[j for j in range(nb) if j != i and J[i, j] != 0] for i in range(nb)]
-        return _tarjan(nb, edges)
-
-    @cached_property
-    def symbolic_candidates(self):
-        """Candidate symbolic steady states: a list of lists of expressions (bounded states, in
-        order) of the parameters, or None when sympy cannot (or should not try to) solve."""
-        if self.time_dependent:
-            return None
-        xB = self._xB
-        partial = [dict()]
-        try:
-            for block in self._blocks:
-                u = [xB[i] for i in block]
-                eqs = [self._fB[i] for i in block]
-                solutions = self._solve_block(eqs, u)
-                if not solutions:
-                    return None
-                merged = []
-                for known in partial:
-                    for sol in solutions:
-                        new = dict(known)
-                        for s in u:
-                            new[s] = sol[s].xreplace(known)
-                        merged.append(new)
-                if len(merged) > MAX_CANDIDATES:
-                    return None
-                partial = merged
-        except (NotImplementedError, ValueError, TypeError, ZeroDivisionError, sp.PolynomialError,
-                sp.polys.polyerrors.PolificationFailed, RecursionError):
-            return None
-        return [[cand[s] for s in xB] for cand in partial]
-
-    @staticmethod
-    def _solve_block(eqs, u):
-        M = sp.Matrix(eqs).jacobian(u)
-        uset = set(u)
-        if all(not (e.free_symbols & uset) for e in M) and not any(e.has(TIME) for e in eqs):
-            if len(u) > MAX_LINEAR_BLOCK:
-                return None
-            rhs = sp.Matrix(eqs).xreplace({s: 0 for s in u})
-            if M.det() == 0:
-                return None
-            sol = M.LUsolve(-rhs)
-            return [{s: _simplify(e) for s, e in zip(u, sol)}]
-        if len(u) > MAX_SYMBOLIC_BLOCK:
-            return None
-        bezout = 1
-        for e in eqs:
-            num, _ = sp.fraction(sp.together(e))
-            poly = sp.Poly(sp.expand(num), *u)  # raises PolynomialError when not polynomial
-            if any(not c.is_finite and c.is_finite is not None for c in poly.coeffs()):
-                return None
-            bezout *= max(poly.total_degree(), 1)
-        if bezout > MAX_SYMBOLIC_DEGREE:
-            return None
-        sols = sp.solve(eqs, u, dict=True, check=False, simplify=False)
-        out = []
-        for sol in sols:
-            if not all(s in sol for s in u):
-                return None  # a family of solutions
-            out.append({s: sol[s] for s in u})
-        return out
-
-    @cached_property
-    def _candidate_fns(self):
-        cands = self.symbolic_candidates
-        if not cands:
-            return []
-        # evaluated with cmath: roots written with I (casus irreducibilis) can still be real
-        return [_lambdify([self._p], list(exprs), complex_math=True) for exprs in cands]
-
-    @cached_property
-    def _candidate_strings(self):
-        """For each candidate: {compartment: expression string} including sinks' inflow rates."""
-        out = []
-        for exprs in self.symbolic_candidates or []:
-            out.append(self._expression_strings(exprs))
-        return out
-
-    def _expression_strings(self, exprs):
-        sub = dict(zip(self._xB, exprs))
-        strings = {}
-        items = list(zip(self.bounded_names, exprs)) + [(n, e.xreplace(sub)) for n, e in zip(self.sink_names, self._fS)]
-        for name, e in items:
-            e = _simplify(e)
-            text = str(e)
-            if not e.has(sp.I) and len(text) <= MAX_EXPRESSION_LENGTH:
-                strings[name] = text
-        return strings
-
-    @cached_property
-    def linear_expressions(self) -> dict:
-        """Symbolic steady values and sink rates of an affine model (cached)."""
-        cands = self.symbolic_candidates
-        if not cands or len(cands) != 1:
-            return {}
-        return self._candidate_strings[0]
-
-    def _symbolic_admissible(self, p):
-        """Indices and values of symbolic candidates that are real, finite, non-negative,
-        roots to rounding and not unstable at ``p``."""
-        out = []
-        self._last_complete = True
-        pl = list(map(float, p))
-        for k, fn in enumerate(self._candidate_fns):
-            try:
-                with np.errstate(all="ignore"):
-                    vals = fn(pl)
-                z = np.array([complex(v) for v in vals])
-            except (ValueError, ZeroDivisionError, TypeError, OverflowError):
-                self._last_complete = False
-                continue
-            if not np.isfinite(z).all() or (np.abs(z.imag) > 1e-9 * (1 + np.abs(z.real))).any():
-                continue
-            x = z.real.astype(float)
-            scale = max(1.0, float(np.abs(x).max(initial=0.0)))
-            if (x < -1e-9 * scale).any():
-                continue
-            x = np.where(x < 0, 0.0, x)
-            x = self._polish(x, p)
-            if x is None:
-                continue
-            ev = self._eigen_at(x, p)
-            if _unstable(ev):
-                continue
-            out.append((k, x, ev))
-        return out
-
-    def _residual_ok(self, x, p, F=None):
-        if F is None:
-            F = self.f_bounded(x, p)
-        if not np.isfinite(F).all():
-            return False
-        scale = self._flow_scale(x, p)
-        return bool((np.abs(F) <= 1e-9 * scale + 1e-300).all())
-
-    def _polish(self, x, p):
-        """A root to rounding: Newton steps from x when its residual is not already tiny."""
-        F = self.f_bounded(x, p)
-        if np.isfinite(F).all() and (np.abs(F) <= 1e-12 * self._flow_scale(x, p) + 1e-300).all():
-            return x
-        return self._newton(x, p)
-
-    # ------------------------------------------------------------------ Newton
-    def _newton(self, x, p, maxiter=100):
-        """Damped Newton on the bounded subsystem from x; the root or None."""
-        x = np.array(x, dtype=float)
-        with np.errstate(all="ignore"):
-            F = self.f_bounded(x, p)
-        if not np.isfinite(F).all():
-            return None
-        floor = 1e-13 * float(np.max(np.abs(x), initial=0.0))
-        for _ in range(maxiter):
-            if not np.any(F):
-                return x
-            Jm = self.jacobian_bounded(x, p)
-            try:
-                with np.errstate(all="ignore"):
-                    dx = np.linalg.solve(Jm, -F)
-            except np.linalg.LinAlgError:
-                return None
-            if not np.isfinite(dx).all():
-                return None
-            norm0 = float(np.linalg.norm(F))
-            lam = 1.0
-            while True:
-                xn = x + lam * dx
-                with np.errstate(all="ignore"):
-                    Fn = self.f_bounded(xn, p)
-                if np.isfinite(Fn).all() and np.linalg.norm(Fn) <= (1 - 1e-4 * lam) * norm0:
-                    break
-                lam *= 0.5
-                if lam < 1e-10:
-                    # no decrease possible: at the root to rounding, or stuck
-                    return x if self._residual_ok(x, p, F) else None
-            x, F = xn, Fn
-            step = float(np.max(np.abs(lam * dx), initial=0.0))
-            if step <= 1e-13 * float(np.max(np.abs(x), initial=0.0)) + floor:
-                return x if self._residual_ok(x, p, F) else None
-        return x if self._residual_ok(x, p, F) else None
-
-    def _horizon(self, xB, p):
-        """1 / (slowest nonzero decay rate) of the linearisation at xB, or None."""
-        try:
-            ev = self._eigen_at(xB, p)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            return None
-        if not len(ev) or not np.isfinite(ev).all():
-            return None
-        re = -np.real(ev)
-        big = float(np.abs(ev).max(initial=0.0))
-        good = re[re > 1e-10 * max(big, 1e-300)]
-        return 1.0 / float(good.min()) if len(good) else None
-
-    def newton_from_simulation(self, p, x0):
-        """Simulate from x0 to growing horizons, then Newton from the end state; returns the
-        bounded steady state. Raises :class:`SolverError` when none is reached."""
-        c = self.compiled
-        B = self.B
-        x = np.array(x0, dtype=float)
-        tau = self._horizon(x[B], p) or 1.0
-        t = 0.0
-        history = [(0.0, x[B].copy())]
-        rounds = 6
-        for k in range(rounds):
-            t_end = t + 10.0 * tau * 10.0 ** k if k else 10.0 * tau
-            try:
-                X, _ = c.solve(p, x, np.array([t_end]), t0=t)
-            except SolverError as exc:
-                raise SolverError(self._divergence_message(p, history, detail=str(exc))) from None
-            x, t = X[-1], t_end
-            history.append((t, x[B].copy()))
-            root = self._newton(x[B], p)
-            if root is not None:
-                scale = max(1.0, float(np.abs(root).max(initial=0.0)))
-                if (root >= -1e-9 * scale).all() and not _unstable(self._eigen_at(root, p)):
-                    return np.where(root < 0, 0.0, root)
-            if k == 0:
-                tau = self._horizon(x[B], p) or tau
-        raise SolverError(self._divergence_message(p, history))
-
-    # ----------------------------------------------------------------- messages
-    def _params_text(self, p):
-        return ", ".join(f"{n}={v:.6g}" for n, v in zip(self.parameter_names, p))
-
-    def _divergence_message(self, p, history, detail=None):
-        t1, x1 = history[-1]
-        t0, x0 = history[-2] if len(history) >= 3 else history[0]
-        with np.errstate(all="ignore"):
-            growth = np.abs(x1 - x0) / np.maximum(np.abs(x0), 1e-300)
-        picked = [i for i in range(len(growth)) if growth[i] > 1e-3]
-        if not picked and len(growth):
-            picked = [int(np.argmax(growth))]
-        culprits = [self.bounded_names[i] for i in sorted(picked)]
-        if detail:
-            observed = f" The simulation from the initial state failed ({detail})."
-        elif culprits and t1 > t0:
-            i = self.bounded_names.index(culprits[0])
-            rate = (x1[i] - x0[i]) / (t1 - t0)
-            observed = (f" Simulated from the initial state, {culprits[0]} reaches {x1[i]:.4g} at t={t1:.4g} {self.time_unit} "
-                        f"and still grows by about {rate:.4g} per {self.time_unit}.")
-        else:
-            observed = ""
-        one = len(culprits) == 1
-        return (f"model '{self.name}' has no steady state at these parameter values: {_names(culprits)} "
-                f"{'grows' if one else 'grow'} without bound, so no stable steady state is reached.{observed} "
-                f"The inflow into {'it' if one else 'them'} exceeds what the flows out can remove; raise the capacity of "
-                f"those outflows (a rate constant, or the Vmax of a saturable flow) or lower the inflow. "
-                f"Parameter values: {self._params_text(p)}.")
-
-    def _raise_not_finite(self, p):
-        if not np.isfinite(np.asarray(p, dtype=float)).all():
-            _raise_not_finite(self.compiled, np.asarray(p, dtype=float))
-        raise SolverError(f"model '{self.name}': the steady-state equations are not finite at these parameter values "
-                          f"(a rate divides by zero or overflows); check the values: {self._params_text(p)}")
-
-    def _raise_singular(self, A, b, p):
-        """A x = -b has no unique solution: no steady state, or a family of them."""
-        nb = len(self.B)
-        if not (np.isfinite(A).all() and np.isfinite(b).all()):
-            self._raise_not_finite(p)
-        U, s, Vt = np.linalg.svd(A)
-        tol = max(s.max(initial=0.0), 1e-300) * 1e-10
-        zero = s <= tol
-        if not zero.any():
-            zero[-1] = True
-        left, right = U[:, zero], Vt[zero].T
-
-        def support(M):
-            w = np.abs(M).max(axis=1)
-            return {i for i in range(nb) if w[i] > 1e-8 * max(w.max(), 1e-300)}
-
-        trap = support(left) & support(right) or support(right)
-        members = [self.bounded_names[i] for i in sorted(trap)]
-        one = len(members) == 1
-        grows = np.linalg.norm(left.T @ b) > 1e-9 * (np.abs(left).T @ np.abs(b)).max(initial=0.0) and np.abs(b).max(initial=0.0) > 0
-        if grows:
-            why = ""
-            lonely = [m for m in members if not any(r.net.get(m, 0) < 0 for r in self.flows.values())]
-            if lonely:
-                users = sorted({k for k, e in zip(self.flow_names, self.rate_exprs)
-                                for m in lonely if self._x[self.state_names.index(m)] in e.free_symbols})
-                if users:
-                    why = (f" {_names(lonely)} {'is' if len(lonely) == 1 else 'are'} not a sink because "
-                           f"{'flow' if len(users) == 1 else 'flows'} {_names(users)} depend{'s' if len(users) == 1 else ''} on "
-                           f"{'it' if len(lonely) == 1 else 'them'}.")
-            raise SolverError(
-                f"model '{self.name}' has no steady state: {_names(members)} {'accumulates' if one else 'accumulate'} "
-                f"without bound (material keeps entering and nothing removes it at a rate that depends on "
-                f"{'its' if one else 'their'} amount).{why} Add an outflow from {_names(members)} "
-                f"(or check for a rate constant set to 0). Parameter values: {self._params_text(p)}.")
-        raise SolverError(
-            f"model '{self.name}' has no unique steady state: {_names(members)} exchange material without losing any, "
-            f"so their total is conserved and the level they settle to depends on the initial amounts. "
-            f"Add an outflow from {_names(members)} (or check for a rate constant set to 0). "
-            f"Parameter values: {self._params_text(p)}.")
-
-    def _raise_unstable(self, p, xB, ev):
-        J = self.jacobian_bounded(xB, p)
-        w, V = np.linalg.eig(J)
-        k = int(np.argmax(w.real))
-        v = np.abs(V[:, k])
-        members = [self.bounded_names[i] for i in range(len(v)) if v[i] > 0.1 * v.max()]
-        self_feeding = []
-        for name in members:
-            s = self._x[self.state_names.index(name)]
-            for fname, e in zip(self.flow_names, self.rate_exprs):
-                if self.flows[fname].net.get(name, 0) > 0 and s in e.free_symbols:
-                    self_feeding.append(fname)
-        lam = w[k]
-        lam_text = f"{lam.real:+.4g}" if abs(lam.imag) < 1e-12 else f"{lam.real:+.4g}{lam.imag:+.4g}i"
-        hint = (f" Flow{'s' if len(self_feeding) > 1 else ''} {_names(self_feeding)} feed{'s' if len(self_feeding) == 1 else ''} "
-                f"a compartment in proportion to its own amount (autocatalytic growth) faster than it is removed."
-                if self_feeding else "")
-        raise SolverError(
-            f"model '{self.name}': the steady state is unstable: the Jacobian of the bounded subsystem has an eigenvalue "
-            f"with positive real part ({lam_text} per {self.time_unit}), so a small deviation in {_names(members)} grows "
-            f"exponentially instead of settling.{hint} Make the outflows of {_names(members)} faster than their self-feeding "
-            f"(lower the growth rate or raise a removal rate). Parameter values: {self._params_text(p)}.")
-
-
-def _unstable(ev) -> bool:
-    if not len(ev):
-        return False
-    scale = max(float(np.abs(ev).max()), 1e-300)
-    return bool(np.real(ev).max() > 1e-10 * scale)
-
 
 # ------------------------------------------------------------------------- the result
 class SteadyState:
@@ -770,7 +223,7 @@ class SteadyState:
     def eigenvalues(self) -> list:
         ev = self._eigenvalues
         if ev is None:
-            ev = self._eigenvalues = _eigvals(self.jacobian)
+            ev = self._eigenvalues = eigenvalues(self.jacobian)
         ev = sorted(np.asarray(ev).tolist(), key=lambda z: (-complex(z).real, complex(z).imag))
         return [complex(z) if isinstance(z, complex) and z.imag != 0 else float(complex(z).real) for z in ev]
 
@@ -1011,7 +464,7 @@ def _settling_times(ss: SteadyState) -> dict | None:
         if plan.affine:
             def g(t, i=i):
                 return float(abs(states([t])[0, i] - x_star[i]) / tol[i] - 1.0)
-            out[name] = float(_find_root(g, t_lo, t_hi, xtol=1e-14 * t_hi))
+            out[name] = float(find_root(g, t_lo, t_hi, xtol=1e-14 * t_hi))
         else:
             # a fine grid across the crossing, then linear interpolation of the margin
             fine = np.linspace(t_lo, t_hi, 201)
@@ -1042,13 +495,8 @@ def _parameter_vector(compiled, parameters, scale, check=True):
                                  f"its parameters are {', '.join(compiled.parameter_names)}")
             p[index[name]] *= float(factor)
     if check and not np.isfinite(p).all():
-        _raise_not_finite(compiled, p)
+        raise_parameters_not_finite(compiled, p)
     return p
-
-
-def _raise_not_finite(compiled, p):
-    bad = [n for n, v in zip(compiled.parameter_names, p) if not math.isfinite(v)]
-    raise ModelError(f"model '{compiled.name}': parameter values must be finite numbers; got {', '.join(f'{n}={p[compiled.parameter_names.index(n)]}' for n in bad)}")
 
 
 def steady_state(model, parameters=None, *, scale=None, method: str = "auto", allow_unstable: bool = False) -> SteadyState:
@@ -1077,14 +525,14 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
         raise ValueError(f"method must be 'auto', 'exact-linear', 'symbolic' or 'newton', not {method!r}")
     if plan.time_dependent:
         raise ModelError(f"model '{plan.name}' has no time-invariant steady state: the rate of "
-                         f"{'flow' if len(plan.time_flows) == 1 else 'flows'} {_names(plan.time_flows)} depends on the time t. "
+                         f"{'flow' if len(plan.time_flows) == 1 else 'flows'} {quoted_names(plan.time_flows)} depends on the time t. "
                          "Replace the time dependence by a constant (or a parameter) to ask for a steady state.")
     if fast:
         x, r, stable = plan._solve_linear(p)
         ev = None
         if stable is None:
-            ev = _eigvals(plan.matrices(p)[0])
-            if _unstable(ev) and not allow_unstable:
+            ev = eigenvalues(plan.matrices(p)[0])
+            if is_unstable(ev) and not allow_unstable:
                 plan._raise_unstable(p, x, ev)
         return SteadyState(plan, p, x, r, "exact-linear", stable=stable, eigenvalues=ev)
     if method == "exact-linear":
@@ -1109,7 +557,7 @@ def steady_state(model, parameters=None, *, scale=None, method: str = "auto", al
         x = plan.newton_from_simulation(p, c.initial_state(p))
     if ev is None:
         ev = plan._eigen_at(x, p) if len(plan.B) else np.zeros(0)
-    if _unstable(ev) and not allow_unstable:
+    if is_unstable(ev) and not allow_unstable:
         plan._raise_unstable(p, x, ev)
     r = plan.sink_rates(x, p) if len(plan.S) else np.zeros(0)
     ss = SteadyState(plan, p, x, r, used, eigenvalues=ev, candidate=candidate)

@@ -2,5 +2,7 @@
 
 :mod:`.lambdify` is the one place sympy expressions become Python/numpy callables (and the
 printers they use); :mod:`.tape` compiles expressions to the register tapes the numba
-integrator interprets. Depends on sympy and numpy only; knows nothing of simulation or fitting.
+integrator interprets (``build_tapes``: right-hand side, Jacobian, df/dt), run by
+:mod:`kinetics.numerics.tape_machine`. Depends on sympy, numpy and that interpreter only; knows
+nothing of simulation or fitting.
 """

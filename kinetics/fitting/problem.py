@@ -26,11 +26,9 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing
-import os
 import pickle
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import sympy as sp
@@ -39,7 +37,9 @@ from ..io.data import Dataset, load_data
 from ..codegen.lambdify import lambdify_plain
 from ..errors import DataError, ExpressionError, ModelError
 from ..model.expressions import parse_expression
-from ..io.files import sanitize_excerpt
+from ..io.fit_spec import FitSpec, parse_fit_spec, read_fit_spec
+from ..io.fit_spec import MAX_MULTISTART, MAX_NFEV_LIMIT, MAX_SEED  # noqa: F401  (limits shared with cli and optimize)
+from ..model.core import load_model
 from ..simulation.compiled import compile_model
 from ..simulation.schedule import Schedule, as_event, as_input
 
@@ -47,10 +47,6 @@ _LN10 = math.log(10.0)
 
 __all__ = ["Condition", "FitProblem", "load_fit_spec"]
 
-_FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight",
-             "engine"}
-_SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
-_COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
 
 
 class _EvaluationCounts(threading.local):
@@ -233,14 +229,21 @@ class FitProblem:
         self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
         self._counts = _EvaluationCounts()
         P = compiled.n_params
-        # the one-call shortcut for data rows (see Schedule.row_evaluator), when every condition
-        # has one and no observable scale/offset applies
-        self._row_evaluators = not self._obs_maps and all(p["row_evaluator"] is not None for p in self._plans)
+        #: whether predict() takes the one-call shortcut for data rows (see Schedule.row_evaluator):
+        #: every condition has one and no observable scale/offset applies. Setting it False forces
+        #: the general path (same results to rounding; the tests compare the two).
+        self.row_shortcut = not self._obs_maps and all(p["row_evaluator"] is not None for p in self._plans)
         self._no_directions = np.zeros((P, 0))
         self._identity_D = np.zeros((P, len(self.free)))
         for k, i in enumerate(self.free_index):
             if i < P:
                 self._identity_D[i, k] = 1.0
+
+    @property
+    def free_directions(self) -> np.ndarray:
+        """dp/d(theta) for unit steps of the free parameters: (P model parameters, K free), the
+        directions a condition without overrides passes to its row evaluator (a copy)."""
+        return self._identity_D.copy()
 
     @property
     def plans(self) -> list:
@@ -311,7 +314,7 @@ class FitProblem:
         # d phi_free / d internal
         dphi = natural * _LN10 if self._all_log else np.where(self.log_mask, natural * _LN10, 1.0)
         phil = phi.tolist()
-        if self._row_evaluators:
+        if self.row_shortcut:
             out = self._predict_rows(phi, phil, dphi, jacobian)
             if out is not None:
                 return out
@@ -529,135 +532,10 @@ def _build(recipe):
     return FitProblem(model, recipe["data"], recipe["free"], **args)
 
 
-# Sane limits on sizes a fit spec sets: beyond them memory or time runs out before any result.
-MAX_MULTISTART = 10_000
-MAX_NFEV_LIMIT = 10_000_000
-MAX_SEED = 2 ** 63 - 1
-
-
 def load_fit_spec(path) -> FitProblem:
-    """Read a fit spec (``fit.toml``) and everything it names; every name is checked here."""
-    from ..io.files import read_toml_file
-    path = Path(path)
-    if path.is_dir():
-        path = path / "fit.toml"
-    if not path.exists() and not path.is_symlink():
-        raise DataError(f"{path}: fit spec not found (a fit folder holds fit.toml, the data CSV and a README)")
-    spec, _ = read_toml_file(path, what="fit spec", error=DataError)
-    return problem_from_spec(spec, path)
-
-
-def _type_name(value) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _is_number(value) -> bool:
-    """A finite number that fits a float (not a boolean, not a 400-digit integer)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-def _check_spec_types(spec: dict, origin: str):
-    """Every value of the spec has the type its key needs, so later code never meets a number where
-    a table is (which used to end in a traceback); one DataError names the key and the type."""
-    def wrong(key, value, expected):
-        if isinstance(value, bool):
-            shown = "true" if value else "false"
-        elif isinstance(value, int) and len(str(abs(value))) <= 20:
-            shown = str(value)
-        elif isinstance(value, (float, str)):
-            shown = repr(sanitize_excerpt(value) if isinstance(value, str) else value)
-        else:
-            kind = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else _type_name(value)
-            raise DataError(f"{origin}: {key} is {kind}, but must be {expected}; correct it in the fit spec")
-        raise DataError(f"{origin}: {key} = {shown} must be {expected}; correct it in the fit spec")
-
-    for key, expected in (("model", "a path in quotes, e.g. model = \"model.toml\""),
-                          ("data", "a path in quotes, e.g. data = \"data.csv\""),
-                          ("description", "a string"), ("title", "a string")):
-        if key in spec and not isinstance(spec[key], str):
-            wrong(key, spec[key], expected)
-    for key in ("fit", "parameters", "conditions", "observables"):
-        if key in spec and not isinstance(spec[key], dict):
-            wrong(f"[{key}]", spec[key], f"a table ([{key}] followed by key = value lines)")
-    fit = spec.get("fit", {})
-    if "free" in fit:
-        free = fit["free"]
-        if not isinstance(free, list) or not all(isinstance(n, str) for n in free):
-            shown = free if isinstance(free, str) else None
-            if shown is not None:
-                raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{shown}\"]")
-            wrong("[fit] free", free, 'a list of parameter names in quotes, e.g. free = ["k_cl", "V"]')
-    for key, low, high in (("multistart", 1, MAX_MULTISTART), ("seed", 0, MAX_SEED), ("max_nfev", 1, MAX_NFEV_LIMIT)):
-        if key not in fit:
-            continue
-        value = fit[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            wrong(f"[fit] {key}", value, f"a whole number from {low} to {high:,}")
-        if not low <= value <= high:
-            shown = f"{value:,}" if len(str(abs(value))) <= 20 else "a number of more than 20 digits"
-            raise DataError(f"{origin}: [fit] {key} = {shown} is outside the allowed range {low} to {high:,}"
-                            + ("; more starts would exhaust memory and time: use at most "
-                               f"{high:,} (a few dozen are usually enough)" if key == "multistart" else ""))
-    for key in ("log_scale", "profiles", "reweight"):
-        if key in fit and not isinstance(fit[key], bool):
-            wrong(f"[fit] {key}", fit[key], "true or false")
-    for key, expected in (("noise", "one of \"constant\", \"proportional\", \"combined\", \"data\""),
-                          ("method", "an optimizer name in quotes, e.g. \"least_squares\""),
-                          ("engine", '"auto" or "lmfit"')):
-        if key in fit and not isinstance(fit[key], str):
-            wrong(f"[fit] {key}", fit[key], expected)
-    if "engine" in fit and fit["engine"] not in ("auto", "lmfit"):
-        raise DataError(f"{origin}: [fit] engine = {sanitize_excerpt(fit['engine'])!r} must be \"auto\" or \"lmfit\"")
-    for name, entry in spec.get("parameters", {}).items():
-        where = f"[parameters.{name}]"
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                # bounds may be +-inf (TOML inf), a value must be finite
-                bound = key in ("min", "max") and isinstance(value, float) and not math.isnan(value)
-                if key in ("value", "min", "max") and not (_is_number(value) or bound):
-                    wrong(f"{where} {key}", value, "a finite number" if key == "value" else "a number")
-                if key == "fixed" and not isinstance(value, bool):
-                    wrong(f"{where} fixed", value, "true or false")
-                if key in ("description", "unit") and not isinstance(value, str):
-                    wrong(f"{where} {key}", value, "a string")
-        elif not _is_number(entry):
-            wrong(where, entry, "a finite number or a table like { value = 1.0, min = 0.01, max = 100 }")
-    for cname, centry in spec.get("conditions", {}).items():
-        where = f"[conditions.{cname}]"
-        if not isinstance(centry, dict):
-            wrong(where, centry, "a table with doses, initial, overrides, events")
-        for key in ("doses", "events"):
-            if key in centry:
-                if not isinstance(centry[key], list):
-                    wrong(f"{where} {key}", centry[key], "a list of tables, e.g. "
-                          + ('[ { compartment = "P", amount = 100, time = 0 } ]' if key == "doses"
-                             else '[ { time = 24, set = { k = "k * 0.5" } } ]'))
-                for i, item in enumerate(centry[key]):
-                    if not isinstance(item, dict):
-                        wrong(f"{where} {key[:-1]} {i + 1}", item, "a table")
-                    for field_name, value in item.items():
-                        if field_name in ("amount", "time", "rate", "start") and not _is_number(value):
-                            wrong(f"{where} {key[:-1]} {i + 1} {field_name}", value, "a finite number")
-        for key in ("initial", "overrides"):
-            if key in centry:
-                if not isinstance(centry[key], dict):
-                    wrong(f"{where} {key}", centry[key], "a table of name = number or expression")
-                for name, value in centry[key].items():
-                    if not (isinstance(value, str) or _is_number(value)):
-                        wrong(f"{where} {key}.{name}", value, "a finite number or an expression in quotes")
-        if "description" in centry and not isinstance(centry["description"], str):
-            wrong(f"{where} description", centry["description"], "a string")
-    for oname, entry in spec.get("observables", {}).items():
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if not (isinstance(value, str) or _is_number(value)):
-                    wrong(f"[observables.{oname}] {key}", value, "an expression in quotes or a number")
+    """Read a fit spec (``fit.toml``, or a folder holding one; the format is
+    :mod:`kinetics.io.fit_spec`) and build its :class:`FitProblem`; every name is checked here."""
+    return problem_from_spec(read_fit_spec(path))
 
 
 def _check_fixed_parameters(model, free, parameters: dict, origin: str):
@@ -676,47 +554,20 @@ def _check_fixed_parameters(model, free, parameters: dict, origin: str):
                         f"in the fit spec")
 
 
-def problem_from_spec(spec: dict, path: Path) -> FitProblem:
-    from ..errors import suggest_name
-    from ..model.core import load_model
-    origin = str(path)
-    if not isinstance(spec, dict):
-        raise DataError(f"{origin}: a fit spec must be a TOML table of model, data, [fit], [parameters], [conditions]")
-    unknown = set(spec) - _SPEC_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise DataError(f"{origin}: unknown top-level key '{key}'{suggest_name(key, _SPEC_KEYS)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
-    for key in ("model", "data"):
-        if key not in spec:
-            raise DataError(f"{origin}: missing '{key} = \"...\"' (a path relative to the fit spec)")
-    _check_spec_types(spec, origin)
-    base = path.parent
-    from ..model.library import resolve_model_path
-    model_path = base / spec["model"]
-    if not model_path.exists():
-        try:
-            model_path = resolve_model_path(spec["model"])
-        except ModelError:
-            raise DataError(f"{origin}: model file '{sanitize_excerpt(spec['model'], 200)}' not found (paths are relative to the fit spec)") from None
-    model = load_model(model_path)
-    fit = spec.get("fit", {})
-    unknown = set(fit) - _FIT_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise DataError(f"{origin}: [fit] unknown key '{key}'{suggest_name(key, _FIT_KEYS)}; allowed: {', '.join(sorted(_FIT_KEYS))}")
-    _check_fixed_parameters(model, fit.get("free", []), spec.get("parameters", {}), origin)
+def problem_from_spec(spec, path=None) -> FitProblem:
+    """The :class:`FitProblem` of a fit spec: a :class:`~kinetics.io.fit_spec.FitSpec`, or a
+    parsed ``fit.toml`` table read from ``path``."""
+    if not isinstance(spec, FitSpec):
+        spec = parse_fit_spec(spec, path)
+    path, origin, fit = spec.path, spec.origin, spec.fit
+    model = load_model(spec.model_path)
+    _check_fixed_parameters(model, fit.get("free", []), spec.parameters, origin)
     # "fixed" in the spec only grants the permission checked above; FitProblem knows value/min/max
     parameters = {name: ({k: v for k, v in entry.items() if k != "fixed"} if isinstance(entry, dict) else entry)
-                  for name, entry in spec.get("parameters", {}).items()}
+                  for name, entry in spec.parameters.items()}
     conditions = []
-    for cname, centry in spec.get("conditions", {}).items():
+    for cname, centry in spec.conditions.items():
         where = f"{origin}: [conditions.{cname}]"
-        if not isinstance(centry, dict):
-            raise DataError(f"{where} must be a table")
-        unknown = set(centry) - _COND_KEYS
-        if unknown:
-            key = sorted(unknown)[0]
-            raise DataError(f"{where} unknown key '{key}'{suggest_name(key, _COND_KEYS)}; allowed: {', '.join(sorted(_COND_KEYS))}")
         try:
             doses = [as_input(d, f"{where} dose {i + 1}") for i, d in enumerate(centry.get("doses", []))]
             events = [as_event(e, f"{where} event {i + 1}") for i, e in enumerate(centry.get("events", []))]
@@ -727,16 +578,16 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
     if not conditions:
         conditions = [Condition("default")]
     noise = fit.get("noise", "proportional")
-    data_path = Path(os.path.normpath(base / spec["data"]))
+    data_path = spec.data_path
     # data are loaded with the model's names known, so errors name unknown observables at once
     names = compile_model(model).state_names + compile_model(model).observable_names
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
                      default_condition=default_condition, noise=noise)
     problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=parameters,
-                         noise=noise, log_scale=fit.get("log_scale", True), observables=spec.get("observables", {}),
+                         noise=noise, log_scale=fit.get("log_scale", True), observables=spec.observables,
                          origin=origin, settings=fit)
     problem.spec_path = path
-    problem.spec = spec
+    problem.spec = spec.spec
     return problem
 

@@ -13,7 +13,6 @@ assignments, rate rules and triggered events; :meth:`Model.symbolic` lowers all 
 from __future__ import annotations
 
 import copy
-import datetime
 import hashlib
 import keyword
 import math
@@ -27,6 +26,8 @@ from ..errors import ExpressionError, KineticsWarning, ModelError, UnitError, su
 from .expressions import RESERVED, TIME, describe_character, nonstandard_character, parse_expression, shorten, to_text
 from .symbolic import SymbolicEvent, SymbolicReaction, SymbolicSystem
 from .units import ANY, UNKNOWN, format_unit, parse_unit, unit_of
+from ..io.model_toml import ENTRY_KEYS as _ENTRY_KEYS, GENERAL_KEYS as _GENERAL_KEYS, TOP_KEYS as _TOP_KEYS
+from ..io.model_toml import describe_value as _got, read_model_toml, type_problem as _type_problem
 
 __all__ = ["Compartment", "Parameter", "Flow", "Reaction", "Assignment", "RateRule", "TriggeredEvent", "Observable",
            "Model", "load_model"]
@@ -114,64 +115,6 @@ class Observable:
     expr: str | sp.Expr
     unit: str | None = None
     description: str = ""
-
-
-_ENTRY_KEYS = {
-    "compartments": {"initial", "unit", "description", "volume", "boundary"},
-    "parameters": {"value", "min", "max", "fixed", "unit", "description"},
-    "flows": {"from", "to", "rate", "description"},
-    "observables": {"expr", "unit", "description"},
-}
-#: sections of the general form, read after the ones above
-_GENERAL_KEYS = {
-    "reactions": {"reactants", "products", "rate", "description"},
-    "assignments": {"expr", "unit", "description"},
-    "rates": {"expr", "description"},
-    "events": {"trigger", "assign", "fire_at_start", "persistent", "description"},
-}
-_TOP_KEYS = {"name", "description", "time_unit", *_ENTRY_KEYS, *_GENERAL_KEYS}
-
-# The TOML type each key must have: (Python types, what to call them in a message). Keys not
-# listed here are checked where they are used.
-_NUMBER = ((int, float), "a number")
-_TEXT = ((str,), "a string")
-_EXPRESSION = ((int, float, str), "a number or an expression string")
-_KEY_TYPES = {
-    "name": _TEXT, "description": _TEXT, "time_unit": _TEXT, "unit": _TEXT, "from": _TEXT, "to": _TEXT,
-    "initial": _EXPRESSION, "rate": _EXPRESSION, "expr": _EXPRESSION,
-    "value": _EXPRESSION, "min": _NUMBER, "max": _NUMBER, "fixed": ((bool,), "true or false"),
-    "volume": _EXPRESSION, "trigger": _TEXT, "boundary": ((bool,), "true or false"),
-    "fire_at_start": ((bool,), "true or false"), "persistent": ((bool,), "true or false"),
-}
-
-
-def _toml_type(value) -> str:
-    """What a parsed TOML value is, in TOML's words."""
-    if isinstance(value, bool):
-        return "a boolean"
-    for kind, word in ((int, "an integer"), (float, "a float"), (str, "a string"), (dict, "a table"), (list, "a list")):
-        if isinstance(value, kind):
-            return word
-    if isinstance(value, (datetime.date, datetime.time)):
-        return "a date or time"
-    return f"a {type(value).__name__}"
-
-
-def _type_problem(key, value):
-    """A message if ``value`` has the wrong type for ``key``, else None."""
-    expected = _KEY_TYPES.get(key)
-    if expected is None:
-        return None
-    types, words = expected
-    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
-        return None
-    return f"'{key}' must be {words}, got {_got(value)}"
-
-
-def _got(value) -> str:
-    """A parsed value for a message: shortened, and what TOML type it is."""
-    shown = f"'{shorten(value, 40)}'" if isinstance(value, str) else shorten(value, 40)
-    return f"{shown} ({_toml_type(value)})"
 
 
 class _Errors:
@@ -379,11 +322,10 @@ class Model:
     # ------------------------------------------------------------------- files
     @classmethod
     def from_file(cls, path) -> "Model":
-        from ..io.files import read_toml_file
-        path = Path(path)
-        data, raw = read_toml_file(path, what="model file", error=ModelError)
-        model = cls.from_dict(data, source=str(path), default_name=path.stem)
-        model.sha256 = hashlib.sha256(raw).hexdigest()
+        """Read and validate a TOML model file (the format: :mod:`kinetics.io.model_toml`)."""
+        file = read_model_toml(path)
+        model = cls.from_dict(file.data, source=file.source, default_name=file.default_name)
+        model.sha256 = file.sha256
         return model
 
     @classmethod

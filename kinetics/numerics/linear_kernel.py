@@ -1,4 +1,4 @@
-"""numba kernel of the eigendecomposition path of :mod:`kinetics.linear` (optional: used when
+"""numba kernel of the eigendecomposition path of :mod:`kinetics.numerics.linear` (optional: used when
 numba is installed; the numpy implementation in ``linear`` is the reference and fallback).
 
 One compiled call does what costs a dozen numpy calls (each a few µs at these sizes): build
@@ -15,8 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from .jit import jit, numba_available, overload
+from .jit import numba_types as types
+
+if not numba_available():   # kinetics.numerics.linear then uses its numpy implementation
+    raise ImportError("kinetics.numerics.linear_kernel needs numba")
 
 _CLOSE = 1e-5
 
@@ -44,7 +47,7 @@ def _expm1_typed(h):
     return complex_expm1
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _phi1(h):
     """phi1(h) = (e^h - 1) / h = e[h, 0]."""
     if h == 0:
@@ -52,7 +55,7 @@ def _phi1(h):
     return _expm1(h) / h
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _dphi1(m):
     """phi1'(m), by its series near 0."""
     if abs(m) < 0.2:
@@ -65,7 +68,7 @@ def _dphi1(m):
     return (np.exp(m) * (m - 1.0) + 1.0) / (m * m)
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _dd1(a, b):
     """e[a, b], pivoting on the point with the larger real part."""
     if b.real > a.real:
@@ -73,7 +76,7 @@ def _dd1(a, b):
     return np.exp(a) * _phi1(b - a)
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _dd2_zero(a, b):
     """e[a, b, 0], pivoting on the point with the largest real part (a, b are small here)."""
     if a.real >= b.real and a.real >= 0.0:
@@ -90,7 +93,7 @@ def _dd2_zero(a, b):
     return np.exp(pivot) * psi
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _invert(V, Vinv):
     """Gauss-Jordan with partial pivoting; False if singular."""
     n = V.shape[0]
@@ -123,7 +126,7 @@ def _invert(V, Vinv):
     return True
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _eigen_core(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
     """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b from the eigenvalues
     ``lam`` and eigenvectors ``V`` of A, both float64 (real spectrum) or both complex128.
@@ -221,7 +224,7 @@ def _eigen_core(lam, V, b, x0, taus, dA, db, s0, max_condition, X, S):
     return True
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
     """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b, given LAPACK dgeev's real
     output (wr, wi, vr) of A, in complex arithmetic. Returns False (outputs untouched) when the
@@ -254,7 +257,7 @@ eigen_solve_real = _eigen_core
 # ---------------------------------------------------------------------------------------------
 # The fitting inner loop: values and sensitivities at data rows in one call.
 
-@njit(cache=True, error_model="numpy")
+@jit
 def affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, series, t_index, max_condition, f, J):
     """Values f (N,) and sensitivities J (N, K) at data rows r: series ``series[r]`` at time
     ``taus[t_index[r]]`` of x' = A x + b, given LAPACK's eigen output (wr, wi, vr) of A. Series s

@@ -1,7 +1,8 @@
 """Compiled stiff integrator (Rodas5P) for small nonlinear systems, driven by instruction tapes.
 
-The model enters as data (:class:`kinetics.tape.Tape`), so the numba machine code is compiled
-once, cached on disk and reused for every model: a new model never triggers a compilation.
+The model enters as data (a :class:`kinetics.codegen.tape.Tape`, built by
+:func:`kinetics.codegen.tape.build_tapes`: this module never sees sympy), so the numba machine
+code is compiled once, cached on disk and reused for every model: a new model never triggers a compilation.
 
 Disk cache
     numba's ``cache=True``: the compiled code goes to ``__pycache__`` beside this file (the
@@ -10,8 +11,8 @@ Disk cache
     loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
     (about 15 s on a 2-core machine, once per machine and numba/Python version). numba
     invalidates an entry when its own source file changes; the integrator additionally keys
-    on a hash of ``tape.py`` (whose interpreter it calls), see :func:`_make_solver`.
-    :func:`warm_up` triggers the load or the compilation. The compiled code releases the GIL,
+    on a hash of ``tape_machine.py`` (whose interpreter it calls), see :func:`_make_solver`.
+    :func:`kinetics.warm_up` triggers the load or the compilation. The compiled code releases the GIL,
     so threads (e.g. a ThreadPoolExecutor over fit starts) integrate in parallel.
 
 Method
@@ -43,7 +44,7 @@ Output times
     every output time. Both are accurate; dense output takes fewer steps.
 
 Time-dependent right-hand sides
-    The Rosenbrock stages need ``df/dt``. Pass a ``dfdt`` tape (:func:`build_tapes` makes one
+    The Rosenbrock stages need ``df/dt``. Pass a ``dfdt`` tape (``build_tapes`` makes one
     symbolically whenever the right-hand side contains ``t``); without it, a right-hand side
     that reads input 0 gets a central finite difference with step
     ``eps**(1/3) * max(h, eps**(1/3) * |t|)`` (two more rhs evaluations per step).
@@ -59,12 +60,13 @@ import math
 
 import numpy as np
 
-from ..codegen import tape as _tape
-from ..codegen.tape import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, NUMBA_AVAILABLE, Tape,
-                   run_tape, tape_outputs)
+from .jit import jit as _jit_kernel
+from .jit import numba_available
+from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, run_tape, tape_outputs,
+                           tape_source_hash)
 
 __all__ = [
-    "integrate", "numba_available", "build_tapes", "warm_up", "lu_plan",
+    "integrate", "numba_available", "lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
     "STATUS_SINGULAR", "STATUS_MESSAGES",
 ]
@@ -83,11 +85,6 @@ STATUS_MESSAGES = {
     STATUS_NONFINITE: "non-finite values (rhs, Jacobian or state became inf/nan)",
     STATUS_SINGULAR: "singular iteration matrix I/(h*gamma) - J",
 }
-
-
-def numba_available() -> bool:
-    """Whether numba is importable (the compiled integrator needs it)."""
-    return NUMBA_AVAILABLE
 
 
 # --------------------------------------------------------------------------- Rodas5P tableau
@@ -189,16 +186,9 @@ MAX_SINGULAR = 6
 
 # --------------------------------------------------------------------------- numba kernels
 
-if NUMBA_AVAILABLE:
-    from numba import njit as _njit
-
-    def _jit(fn=None, *, inline="never"):
-        def deco(f):
-            return _njit(cache=True, error_model="numpy", nogil=True, inline=inline)(f)
-        return deco(fn) if fn is not None else deco
-else:  # pragma: no cover
-    def _jit(fn=None, **kwargs):
-        return fn if fn is not None else (lambda f: f)
+def _jit(fn=None, *, inline="never"):
+    """The shared kernel decorator (:func:`kinetics.numerics.jit.jit`), with inlining control."""
+    return _jit_kernel(fn, inline=inline)
 
 
 @_jit
@@ -262,8 +252,8 @@ def _set_inputs(reg, t, y):
 
 
 # NOTE on the disk cache: numba keys a cached function on its own source file only. Every
-# function here that calls into kinetics.tape (or uses its layout constants) therefore lives
-# inside the closure built by _make_solver, whose cache key includes a hash of tape.py; the
+# function here that calls into kinetics.numerics.tape_machine (or uses its layout constants) therefore lives
+# inside the closure built by _make_solver, whose cache key includes a hash of tape_machine.py; the
 # module-level helpers below take plain numbers and arrays.
 
 
@@ -484,7 +474,7 @@ def _make_lu_plan(pattern) -> np.ndarray:
     return plan
 
 
-def _jacobian_pattern(jac: Tape, n: int) -> np.ndarray:
+def _jacobian_pattern(jac, n: int) -> np.ndarray:
     """Structural nonzeros of a Jacobian tape: an output that is the constant 0 is zero."""
     out = jac.out_index
     n_in = jac.n_inputs
@@ -495,7 +485,7 @@ def _jacobian_pattern(jac: Tape, n: int) -> np.ndarray:
     return (~zero).reshape(n, n)
 
 
-def lu_plan(jac: Tape, n: int) -> np.ndarray:
+def lu_plan(jac, n: int) -> np.ndarray:
     """The sparse-LU plan for ``I/(h*gamma) - J`` (cached on the tape)."""
     plan = jac.aux.get("lu_plan")
     if plan is None or plan[0] != n:
@@ -516,9 +506,9 @@ TH = np.array([
 
 
 def _make_solver(dependency_hash):
-    """Build the integrator. It closes over ``dependency_hash`` (a hash of tape.py) so that
+    """Build the integrator. It closes over ``dependency_hash`` (a hash of tape_machine.py) so that
     numba's disk cache, which keys entries on this file only, is invalidated when the tape
-    interpreter it calls changes (every call into kinetics.tape happens inside it)."""
+    interpreter it calls changes (every call into tape_machine happens inside it)."""
 
     @_jit
     def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
@@ -855,8 +845,8 @@ def _make_solver(dependency_hash):
     return solve
 
 
-if NUMBA_AVAILABLE:
-    _solve = _make_solver(_tape.tape_source_hash())
+if numba_available():
+    _solve = _make_solver(tape_source_hash())
 else:  # pragma: no cover
     _solve = None
 
@@ -867,14 +857,14 @@ _EMPTY_F = np.zeros(0, dtype=np.float64)
 # --------------------------------------------------------------------------- Python API
 
 
-def integrate(rhs: Tape, jac: Tape, y0, params, t0: float, times, rtol: float, atol,
-              max_steps: int = 100000, first_step: float = 0.0, *, dfdt: Tape | None = None,
+def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
+              max_steps: int = 100000, first_step: float = 0.0, *, dfdt=None,
               dense_output: bool = True):
     """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
 
     ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
-    p_0..p_{m-1}]`` (see :func:`build_tapes`); ``rhs`` and ``dfdt`` have n outputs, ``jac``
-    n*n (row-major, ``d f_i/d y_j`` at ``i*n + j``; outputs that are the constant 0 define
+    p_0..p_{m-1}]`` (see :func:`kinetics.codegen.tape.build_tapes`); ``rhs`` and ``dfdt`` have n
+    outputs, ``jac`` n*n (row-major, ``d f_i/d y_j`` at ``i*n + j``; outputs that are the constant 0 define
     its sparsity). ``times``: ascending, all >= ``t0``; a time equal to ``t0`` returns ``y0``.
     ``rtol`` >= 0; ``atol`` > 0, a scalar or one value per state. ``max_steps`` bounds the
     attempted steps; ``first_step`` (> 0) overrides the initial-step heuristic. ``dfdt``:
@@ -890,7 +880,7 @@ def integrate(rhs: Tape, jac: Tape, y0, params, t0: float, times, rtol: float, a
     inconsistent input.
     """
     if _solve is None:
-        raise ImportError("kinetics.rosenbrock.integrate needs numba; install it with "
+        raise ImportError("kinetics.numerics.rosenbrock.integrate needs numba; install it with "
                           "`pip install numba` or the `kinetics[fast]` extra")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
@@ -956,78 +946,3 @@ def _explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol
     if np.any(times < t0):
         return f"times must be >= t0 = {t0}; got {times.min()}"
     return "times must be sorted ascending"
-
-
-def _derivatives(exprs, wrt, symbols):
-    """d expr / d w for each expr (rows) and w in ``wrt`` (columns), for real arguments:
-    non-real symbols are differentiated as real ones (so ``Abs``' derivative is ``sign``),
-    and the derivatives of step functions (``DiracDelta``, ``floor``, ``ceiling``) are taken
-    as 0, their value almost everywhere."""
-    import sympy as sp
-
-    to_real = {s: sp.Dummy(s.name, real=True) for s in symbols if not s.is_real}
-    back = {v: k for k, v in to_real.items()}
-    exprs_r = [e.xreplace(to_real) for e in exprs]
-    wrt_r = [to_real.get(w, w) for w in wrt]
-
-    def clean(d):
-        if d.has(sp.DiracDelta):
-            d = d.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
-        if d.has(sp.Derivative):
-            # floor(u(x)) differentiates to Subs(Derivative(floor(xi), xi), xi, u) * u'(x)
-            steps = {e: sp.S.Zero for e in d.atoms(sp.Subs, sp.Derivative)
-                     if isinstance(getattr(e, "expr", None), (sp.floor, sp.ceiling))
-                     or (isinstance(e, sp.Subs) and isinstance(e.expr, sp.Derivative)
-                         and isinstance(e.expr.expr, (sp.floor, sp.ceiling)))}
-            d = d.xreplace(steps)
-        return d.xreplace(back)
-
-    rows = []
-    for e in exprs_r:
-        free = e.free_symbols
-        rows.append([clean(sp.diff(e, w)) if w in free else sp.S.Zero for w in wrt_r])
-    return rows
-
-
-def build_tapes(rhs_exprs, t, states, params):
-    """Tapes for :func:`integrate` from sympy right-hand sides.
-
-    Returns ``(rhs, jac, dfdt)``: ``jac`` by symbolic differentiation (derivatives of step
-    functions taken as 0); ``dfdt`` a tape of ``df/dt`` if some right-hand side contains
-    ``t``, else None. The tapes' inputs are ``[t, *states, *params]`` with the parameters
-    marked fixed (subexpressions of parameters only are evaluated once per integration).
-    """
-    import sympy as sp
-
-    rhs_exprs = [sp.sympify(e) for e in rhs_exprs]
-    states = list(states)
-    params = list(params)
-    if len(rhs_exprs) != len(states):
-        raise ValueError(f"{len(rhs_exprs)} right-hand sides for {len(states)} states")
-    inputs = [t, *states, *params]
-    nv = 1 + len(states)
-    rhs = Tape.from_exprs(rhs_exprs, inputs, n_varying=nv, linear=range(1, nv))
-    jac_rows = _derivatives(rhs_exprs, states, inputs)
-    jac = Tape.from_exprs([d for row in jac_rows for d in row], inputs, n_varying=nv)
-    dfdt = None
-    if any(f.has(t) for f in rhs_exprs):
-        dfdt_exprs = [row[0] for row in _derivatives(rhs_exprs, [t], inputs)]
-        dfdt = Tape.from_exprs(dfdt_exprs, inputs, n_varying=nv)
-    lu_plan(jac, len(states))
-    return rhs, jac, dfdt
-
-
-def warm_up() -> float:
-    """Compile (or load from the disk cache) the integrator on a tiny problem; returns the
-    seconds taken. Call it once at start-up to move the one-off cost out of a timed loop."""
-    import time
-
-    import sympy as sp
-
-    start = time.perf_counter()
-    if _solve is None:
-        return 0.0
-    tt, x, k = sp.symbols("t x k")
-    rhs, jac, _ = build_tapes([-k * x], tt, [x], [k])
-    integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
-    return time.perf_counter() - start

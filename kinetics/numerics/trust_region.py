@@ -27,7 +27,7 @@ Design
     each model evaluation costs exactly one compiled call. The model returns residuals and
     Jacobian together, so an accepted trial point's Jacobian is used without a second call.
     The kernels release the GIL (threads over multi-start fits run in parallel) and are cached
-    on disk by numba (``cache=True``); :func:`warm_up` loads them (compiling them once per
+    on disk by numba (``cache=True``); :func:`kinetics.warm_up` loads them (compiling them once per
     machine takes ~40 s on 2 cores).
 
 Differences from ``scipy.optimize.least_squares``
@@ -57,12 +57,10 @@ import numpy as np
 
 from ..errors import SolverError
 
-try:  # numba is optional (the "fast" extra)
-    import numba as _numba
-except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
+from .jit import jit as _jit
+from .jit import numba_available
 
-__all__ = ["least_squares_trf", "TRFResult", "TERMINATION_MESSAGES", "numba_available", "warm_up"]
+__all__ = ["least_squares_trf", "TRFResult", "TERMINATION_MESSAGES", "numba_available"]
 
 EPS = np.finfo(float).eps
 
@@ -74,18 +72,6 @@ TERMINATION_MESSAGES = {
     3: "`xtol` termination condition is satisfied.",
     4: "Both `ftol` and `xtol` termination conditions are satisfied.",
 }
-
-
-def numba_available() -> bool:
-    """Whether the compiled solver can be used (numba importable)."""
-    return _numba is not None
-
-
-def _jit(fn):
-    # error_model="numpy": a division by zero gives inf/nan as in scipy, not an exception.
-    if _numba is None:  # pragma: no cover
-        return fn
-    return _numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
 
 
 @dataclass
@@ -806,7 +792,7 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     """
     x0, lb, ub, x_scale, (ftol, xtol, gtol), max_nfev = _prepare(
         x0, lower, upper, x_scale, ftol, xtol, gtol, max_nfev)
-    if _numba is None:  # the tests exercise this by monkeypatching
+    if not numba_available():  # the tests exercise this by monkeypatching
         return _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev)
 
     n = x0.size
@@ -899,21 +885,3 @@ def _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max
                      active_mask=np.asarray(res.active_mask, dtype=np.int64),
                      nfev=last["calls"], njev=int(res.njev), status=int(res.status),
                      message=TERMINATION_MESSAGES[int(res.status)], success=bool(res.success))
-
-
-def warm_up() -> float:
-    """Compile (or load from numba's disk cache) the kernels on tiny problems; returns seconds."""
-    import time
-
-    start = time.perf_counter()
-    if _numba is None:  # pragma: no cover
-        return 0.0
-    A = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
-    b = np.array([1.0, 2.0, 3.0])
-
-    def linear(x):
-        return A @ x - b, A
-
-    least_squares_trf(linear, np.zeros(2), np.array([0.0, -np.inf]), np.array([0.5, np.inf]))
-    least_squares_trf(linear, np.zeros(2), -np.inf, np.inf, x_scale=np.ones(2))
-    return time.perf_counter() - start

@@ -5,10 +5,10 @@ Owns the symbolic-to-numeric step (done once per model and cached on the model):
 * dx/dt = N v(x, p, t) assembled from the flows (in :mod:`kinetics.model`), then classified:
   **affine-linear** (dx/dt = A(p) x + b(p), no explicit time) or general.
 * Affine systems: A, b and their parameter derivatives as generated code; solved exactly by
-  :mod:`kinetics.linear`.
+  :mod:`kinetics.numerics.linear`.
 * General systems: the right-hand side and its analytic Jacobian (common subexpressions
   eliminated) for a stiff solver: the compiled Rosenbrock integrator of
-  :mod:`kinetics.rosenbrock` when numba is installed, otherwise scipy's LSODA.
+  :mod:`kinetics.numerics.rosenbrock` when numba is installed, otherwise scipy's LSODA.
 * Forward sensitivities along K parameter directions D (dp/dtheta, P x K) on both paths:
   s' = J s + (df/dp) D, s(0) = (dx0/dp) D.
 
@@ -346,6 +346,12 @@ class CompiledModel:
         return self._p_syms
 
     @property
+    def numerical_engine(self) -> str:
+        """The integrator of the numerical path: ``"rosenbrock"`` (the compiled Rodas5P, with
+        numba) or ``"lsoda"`` (scipy's, without); the path's code is generated on first use."""
+        return self._build_numeric()["engine"]
+
+    @property
     def initial_depends_on_parameters(self) -> bool:
         """Whether some initial value x0(p) depends on a parameter."""
         return self._dx0 is not None
@@ -436,9 +442,10 @@ class CompiledModel:
         u = [sp.Symbol(f"_inflow_{i}") for i in range(n)]
         f = self.rhs_symbolic + sp.Matrix(u)
         num = {"u": u}
-        from ..numerics import rosenbrock
-        if rosenbrock.numba_available():
-            num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = rosenbrock.build_tapes(list(f), TIME, x, [*p, *u])
+        from ..numerics.jit import numba_available   # here, not at import: numba is slow to import
+        if numba_available():
+            from ..codegen.tape import build_tapes
+            num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = build_tapes(list(f), TIME, x, [*p, *u])
             num["engine"] = "rosenbrock"
         else:
             num["f"] = _lambdify([TIME, x, p, u], list(f))
@@ -464,7 +471,7 @@ class CompiledModel:
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from ..numerics.rosenbrock import build_tapes
+            from ..codegen.tape import build_tapes
             system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *list(D)])
         else:
             system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
@@ -541,13 +548,16 @@ _STATUS = {
 
 
 def warm_up() -> float:
-    """Compile (or load from numba's disk cache) every compiled kernel on tiny problems; returns
-    the seconds taken. ``make`` runs this once after installing, so that a user's first
-    simulation does not pay the one-off machine-code compilation."""
+    """Compile (or load from numba's disk cache) every compiled kernel on tiny problems: the
+    exact affine path (real and complex spectra), the Rosenbrock integrator and its tape
+    interpreter, and the trust-region solver of the fits. Returns the seconds taken. ``make``
+    runs this once after installing, so that a user's first simulation does not pay the
+    one-off machine-code compilation; without numba it only warms the numpy paths."""
     import time
 
-    from ..numerics import linear
-    from ..numerics import rosenbrock
+    from ..codegen.tape import build_tapes
+    from ..numerics import linear, rosenbrock, trust_region
+    from ..numerics.jit import numba_available
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
     Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
@@ -557,8 +567,18 @@ def warm_up() -> float:
         series = (np.eye(2), np.zeros(2), np.zeros((0, 2, 2)), np.zeros((0, 2)), np.array([0, 1], dtype=np.intp))
         linear.affine_rows(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
                            np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
-    if rosenbrock.numba_available():
-        rosenbrock.warm_up()
-        from ..numerics import trust_region
-        trust_region.warm_up()
+    if not numba_available():
+        return time.perf_counter() - start
+    t, x, k = sp.symbols("t x k")
+    rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
+    rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    # the trust-region kernels, with and without bounds and x_scale (their specializations)
+    B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    b = np.array([1.0, 2.0, 3.0])
+
+    def linear_residuals(z):
+        return B @ z - b, B
+
+    trust_region.least_squares_trf(linear_residuals, np.zeros(2), np.array([0.0, -np.inf]), np.array([0.5, np.inf]))
+    trust_region.least_squares_trf(linear_residuals, np.zeros(2), -np.inf, np.inf, x_scale=np.ones(2))
     return time.perf_counter() - start

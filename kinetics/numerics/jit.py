@@ -1,0 +1,47 @@
+"""The one optional-numba shim: every compiled kernel of kinetics is decorated with :func:`jit`.
+
+numba is an optional dependency (the ``fast`` extra). With it, :func:`jit` is ``numba.njit``
+with the options every kernel shares: ``cache=True`` (machine code cached on disk beside the
+kernel's module), ``nogil=True`` (threads run kernels in parallel) and ``error_model="numpy"``
+(a division by zero gives inf/nan as in numpy, not an exception). Without numba it returns the
+function unchanged, so kernels run as plain Python (slow, but correct), and
+:func:`numba_available` is False: callers with a faster non-numba route (scipy's LSODA,
+scipy's ``least_squares``) take it.
+
+This module is the only place that imports numba; ``numba_types`` and :func:`overload` are
+re-exported for the one kernel module (``linear_kernel``) that specializes on scalar types.
+Compiling everything ahead of first use is :func:`kinetics.warm_up`.
+"""
+
+from __future__ import annotations
+
+try:  # numba is optional (the "fast" extra)
+    import numba as _numba
+    from numba import types as numba_types
+    from numba.extending import overload
+except ImportError:  # pragma: no cover - exercised only without numba (subprocess tests)
+    _numba = None
+    numba_types = None
+
+    def overload(*args, **kwargs):
+        raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
+
+__all__ = ["jit", "numba_available", "numba_types", "overload", "JIT_OPTIONS"]
+
+#: Options of every compiled kernel (see the module docstring).
+JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def numba_available() -> bool:
+    """Whether numba is importable, i.e. whether :func:`jit` compiles."""
+    return _numba is not None
+
+
+def jit(fn=None, **options):
+    """``numba.njit`` with :data:`JIT_OPTIONS` (``options`` add to or override them), or the
+    function unchanged without numba. Usable bare (``@jit``) or with options (``@jit(inline=...)``)."""
+    def decorate(f):
+        if _numba is None:
+            return f
+        return _numba.njit(**{**JIT_OPTIONS, **options})(f)
+    return decorate(fn) if fn is not None else decorate
