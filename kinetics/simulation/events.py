@@ -142,8 +142,9 @@ class EventRunner:
             for i in fired:
                 event = self.events[i]
                 if not event.persistent and i != fired[0]:
-                    # its trigger may have been undone by the events before it
-                    if not self._trigger_values(self._atom_truth(self._atom_values(t, x, p), memory.sides, pinned))[i]:
+                    # the events before it at this instant may have made its trigger false again:
+                    # a non-persistent event is then removed from the pending set (SBML L3 4.12.3)
+                    if not self._trigger_values(self._atom_truth(g, memory.sides, pinned))[i]:
                         continue
                 targets, values = self._assign[i]
                 new = values(t, list(x), list(p))  # values just before this event
@@ -151,13 +152,13 @@ class EventRunner:
                 for (kind, k), v in zip(targets, new):
                     (x if kind == "x" else p)[k] = float(v)
                 memory.fired.append((t, event.name))
-            g_new = self._atom_values(t, x, p)
-            for j in range(len(self.atoms)):
-                if g_new[j] != g[j]:      # the assignments moved this atom: judge it by value again
-                    pinned[j] = False
-                    if g_new[j] != 0:
-                        memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
-            g = g_new
+                g_new = self._atom_values(t, x, p)
+                for j in range(len(self.atoms)):
+                    if g_new[j] != g[j]:      # the assignments moved this atom: judge it by value again
+                        pinned[j] = False
+                        if g_new[j] != 0:
+                            memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
+                g = g_new
         names = sorted({name for _, name in memory.fired[-20:]})
         raise SolverError(f"events {', '.join(names)} keep triggering each other at t={t:g} (more than {MAX_CASCADE} "
                           "firings in one instant); change their triggers or assignments so that a firing does not "
