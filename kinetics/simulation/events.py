@@ -33,7 +33,7 @@ __all__ = ["EventRunner", "event_runner", "MAX_CASCADE"]
 MAX_CASCADE = 1000
 
 _RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal, "!=": np.not_equal}
+_OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__, "==": float.__eq__, "!=": float.__ne__}
 
 
 def event_runner(compiled) -> "EventRunner":
@@ -52,6 +52,18 @@ def _brent(f, a, b, fa, fb, xtol):
     if fb == 0:
         return b
     return brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
+
+
+def _linear_in_time(g) -> bool:
+    """Whether g is a polynomial of degree <= 1 in t (its other symbols taken as constants)."""
+    if TIME not in g.free_symbols:
+        return True
+    if not g.is_polynomial(TIME):
+        return False
+    try:
+        return sp.degree(g, TIME) <= 1
+    except (sp.PolynomialError, ValueError, TypeError):
+        return False
 
 
 class _Memory:
@@ -89,10 +101,22 @@ class EventRunner:
             self._assign.append((targets, lambdify([TIME, x, p], list(e.assign.values()))))
         self._f, self._J = c.scipy_functions()
         self.n = c.n_states
+        # Clock atoms: g is a polynomial of degree <= 1 in t whose states all have a zero
+        # right-hand side (t >= 5, t - reset >= 0.01, A > 2 with A moved by events only). Between
+        # events they move on a straight line, so their crossings are known in advance; when every
+        # atom is one, the states are integrated from crossing to crossing (exactly, or by the
+        # compiled integrator) with no root location.
+        gs = [rel.lhs - rel.rhs for rel in atoms]
+        self._state_is_still = np.array([sp.sympify(f) == 0 for f in c.rhs_symbolic], dtype=bool)
+        self._clock_states = []   # per atom: the state indices its g reads, or None when not linear in t
+        for g in gs:
+            self._clock_states.append([i for i, s in enumerate(x) if s in g.free_symbols] if _linear_in_time(g) else None)
+        self._slopes = lambdify([TIME, x, p], [sp.diff(g, TIME) for g in gs]) if atoms else None
 
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
-        return np.asarray(self._g(t, list(x), list(p)), dtype=float).reshape(-1)
+        """Root functions of the atoms at (t, x, p), a list of floats."""
+        return [float(v) for v in self._g(t, list(x), list(p))]
 
     def _atom_truth(self, g, sides, pinned):
         """Truth of each atom: on its side where pinned (just crossed), else by value."""
@@ -102,7 +126,7 @@ class EventRunner:
                 v = sides[j]
                 out.append(v > 0 if op in (">", ">=") else v < 0 if op in ("<", "<=") else op == "==")
             else:
-                out.append(bool(_OPS[op](g[j], 0.0)))
+                out.append(_OPS[op](g[j], 0.0))
         return out
 
     def _trigger_values(self, truth):
@@ -169,6 +193,9 @@ class EventRunner:
         """Integrate from (t_start, x) to t_end, firing events on the way. Returns (X, P, x_end,
         p_end): states and parameter vectors at ``out_times`` (sorted, in [t_start, t_end),
         values after any event at the same time) and at t_end."""
+        still = self._state_is_still if u is None else self._state_is_still & (np.asarray(u) == 0)
+        if all(states is not None and still[states].all() for states in self._clock_states):
+            return self._advance_clock(memory, x, p, u, t_start, t_end, out_times, rtol, atol, still.all())
         from scipy.integrate import Radau
         out_times = np.asarray(out_times, dtype=float)
         m = len(out_times)
@@ -261,6 +288,68 @@ class EventRunner:
             X[k], P[k] = x, p
             k += 1
         return X, P, x, p
+
+    def _advance_clock(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol, nothing_moves):
+        """:meth:`advance` when every atom is a clock atom: the next crossing is computed, not
+        searched for, and the states are integrated up to it in one call of the model's own
+        solver (exact for affine models); with ``nothing_moves`` no integration at all."""
+        out_times = np.asarray(out_times, dtype=float)
+        m = len(out_times)
+        X = np.empty((m, self.n))
+        P = np.empty((m, len(p)))
+        x = np.array(x, dtype=float)
+        p = np.array(p, dtype=float)
+        t = float(t_start)
+        k = int(np.searchsorted(out_times, t, side="right"))
+        X[:k], P[:k] = x, p
+        same_instant, last_fire = 0, None
+        while True:
+            xl, pl = list(x), list(p)
+            g = self._g(t, xl, pl)
+            slope = [float(a) for a in self._slopes(t, xl, pl)]
+            roots = {}
+            for j, a in enumerate(slope):
+                # heading for the other side: g crosses 0 at t - g / a (at once if it is already there)
+                if a != 0 and (a > 0) != (memory.sides[j] > 0) and math.isfinite(a) and math.isfinite(g[j]):
+                    roots[j] = max(t, t - float(g[j]) / a)
+            t_star = min(roots.values(), default=math.inf)
+            if t_star > t_end:
+                t_next = t_end
+                stop = m
+            else:
+                xtol = 1e-13 * max(1.0, abs(t_star))
+                stop = int(np.searchsorted(out_times, t_star - 4 * xtol, side="left"))
+                if stop < m and abs(out_times[stop] - t_star) <= 4 * xtol:
+                    t_star = float(out_times[stop])  # an output time within the location tolerance is the event time
+                t_next = t_star
+            # states from t to t_next, at the output times on the way
+            if nothing_moves or t_next == t:
+                X[k:stop], P[k:stop] = x, p
+                x_next = x
+            else:
+                solve_times = np.append(out_times[k:stop], t_next)
+                Xs, _ = self.compiled.solve(p, x, solve_times, t, u, rtol=rtol, atol=atol)
+                X[k:stop], P[k:stop] = Xs[:-1], p
+                x_next = np.array(Xs[-1], dtype=float)
+            k = stop
+            if t_star > t_end:
+                return X, P, x_next, p
+            pinned = [False] * len(self.atoms)
+            for j, r in roots.items():
+                if r <= t_star + 4 * xtol:
+                    pinned[j] = True
+                    memory.sides[j] = 1.0 if slope[j] > 0 else -1.0
+            same_instant = same_instant + 1 if t_star == last_fire else 0
+            if same_instant > MAX_CASCADE:
+                names = sorted({name for _, name in memory.fired[-20:]})
+                raise SolverError(f"events {', '.join(names)} keep triggering each other at t={t_star:g} (more than "
+                                  f"{MAX_CASCADE} firings in one instant); change their triggers or assignments so "
+                                  "that a firing does not make a trigger true again")
+            last_fire = t = t_star
+            x, p = self.fire(memory, t, x_next, p, pinned)
+            while k < m and out_times[k] <= t:
+                X[k], P[k] = x, p
+                k += 1
 
     def recheck(self, memory, t, x, p):
         """After a dose or a fixed-time change at t: fire what it made true."""
