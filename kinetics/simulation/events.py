@@ -54,14 +54,16 @@ def _brent(f, a, b, fa, fb, xtol):
     return brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
 
 
-def _linear_in_time(g) -> bool:
-    """Whether g is a polynomial of degree <= 1 in t (its other symbols taken as constants)."""
-    if TIME not in g.free_symbols:
+def _linear_in(g, variables) -> bool:
+    """Whether g is a polynomial of total degree <= 1 in ``variables`` (its other symbols taken
+    as constants)."""
+    variables = [v for v in variables if v in g.free_symbols]
+    if not variables:
         return True
-    if not g.is_polynomial(TIME):
+    if not g.is_polynomial(*variables):
         return False
     try:
-        return sp.degree(g, TIME) <= 1
+        return sp.Poly(g, *variables).total_degree() <= 1
     except (sp.PolynomialError, ValueError, TypeError):
         return False
 
@@ -90,9 +92,10 @@ class EventRunner:
                     atoms.append(rel)
         self.atoms = atoms
         self.ops = [rel.rel_op for rel in atoms]
-        self._g = lambdify([TIME, x, p], [rel.lhs - rel.rhs for rel in atoms])
+        gs = [rel.lhs - rel.rhs for rel in atoms]
+        self._g = lambdify([TIME, x, p], gs)
         flags = [sp.Symbol(f"_atom_{j}") for j in range(len(atoms))]
-        self._truth = [lambdify([flags], [sp.sympify(e.trigger).xreplace(dict(zip(atoms, flags)))]) for e in self.events]
+        self._truth = lambdify([flags], [sp.sympify(e.trigger).xreplace(dict(zip(atoms, flags))) for e in self.events])
         state_index = {s.name: i for i, s in enumerate(x)}
         param_index = {s.name: i for i, s in enumerate(p)}
         self._assign = []
@@ -101,17 +104,30 @@ class EventRunner:
             self._assign.append((targets, lambdify([TIME, x, p], list(e.assign.values()))))
         self._f, self._J = c.scipy_functions()
         self.n = c.n_states
-        # Clock atoms: g is a polynomial of degree <= 1 in t whose states all have a zero
-        # right-hand side (t >= 5, t - reset >= 0.01, A > 2 with A moved by events only). Between
-        # events they move on a straight line, so their crossings are known in advance; when every
-        # atom is one, the states are integrated from crossing to crossing (exactly, or by the
-        # compiled integrator) with no root location.
-        gs = [rel.lhs - rel.rhs for rel in atoms]
-        self._state_is_still = np.array([sp.sympify(f) == 0 for f in c.rhs_symbolic], dtype=bool)
-        self._clock_states = []   # per atom: the state indices its g reads, or None when not linear in t
+        # Clock atoms: g is a polynomial of degree <= 1 in t and in the states it reads that
+        # move at a constant rate, and its other states do not move (t >= 5, t - reset >= 0.01,
+        # A > 2 with A moved by events only, T > 3 with dT/dt = 1). Between events g moves on a
+        # straight line, so its crossing is known in advance; when every atom is one, the states
+        # are integrated from crossing to crossing (exactly, or by the compiled integrator) with
+        # no root location.
+        rhs = [sp.sympify(f) for f in c.rhs_symbolic]
+        x_set = set(x) | {TIME}
+        self._state_is_still = np.array([f == 0 for f in rhs], dtype=bool)
+        constant_rate = [not (f.free_symbols & x_set) for f in rhs]
+        u = [sp.Symbol(f"_inflow_{i}") for i in range(len(x))]
+        self._clock_states = []   # per atom: the still states it reads (no inflow allowed), or None
+        slopes = []
         for g in gs:
-            self._clock_states.append([i for i, s in enumerate(x) if s in g.free_symbols] if _linear_in_time(g) else None)
-        self._slopes = lambdify([TIME, x, p], [sp.diff(g, TIME) for g in gs]) if atoms else None
+            read = [i for i, s in enumerate(x) if s in g.free_symbols]
+            moving = [i for i in read if not self._state_is_still[i]]
+            if all(constant_rate[i] for i in moving) and _linear_in(g, [TIME, *(x[i] for i in moving)]):
+                self._clock_states.append([i for i in read if self._state_is_still[i]])
+                # dg/dt along the flow: constant between events
+                slopes.append(sp.diff(g, TIME) + sum((sp.diff(g, x[i]) * (rhs[i] + u[i]) for i in moving), sp.Integer(0)))
+            else:
+                self._clock_states.append(None)
+                slopes.append(sp.Integer(0))
+        self._slopes = lambdify([TIME, x, p, u], slopes) if atoms else None
 
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
@@ -130,7 +146,7 @@ class EventRunner:
         return out
 
     def _trigger_values(self, truth):
-        return [bool(fn(truth)[0]) for fn in self._truth]
+        return [bool(v) for v in self._truth(truth)]
 
     def _initial_sides(self, g):
         """Side of each atom: its sign; at exactly 0, the side from which leaving changes it."""
@@ -303,10 +319,11 @@ class EventRunner:
         k = int(np.searchsorted(out_times, t, side="right"))
         X[:k], P[:k] = x, p
         same_instant, last_fire = 0, None
+        ul = [0.0] * self.n if u is None else [float(v) for v in u]
         while True:
             xl, pl = list(x), list(p)
             g = self._g(t, xl, pl)
-            slope = [float(a) for a in self._slopes(t, xl, pl)]
+            slope = [float(a) for a in self._slopes(t, xl, pl, ul)]
             roots = {}
             for j, a in enumerate(slope):
                 # heading for the other side: g crosses 0 at t - g / a (at once if it is already there)
