@@ -98,10 +98,17 @@ class EventRunner:
         self._truth = lambdify([flags], [sp.sympify(e.trigger).xreplace(dict(zip(atoms, flags))) for e in self.events])
         state_index = {s.name: i for i, s in enumerate(x)}
         param_index = {s.name: i for i, s in enumerate(p)}
-        self._assign = []
+        # every event's assignments in one generated function (one lambdify, not one per event:
+        # building is what costs); an event whose own values fail falls back to its own function
+        self._assign, self._assign_slices, flat, start = [], [], [], 0
         for e in self.events:
             targets = [(("x", state_index[k]) if k in state_index else ("p", param_index[k])) for k in e.assign]
-            self._assign.append((targets, lambdify([TIME, x, p], list(e.assign.values()))))
+            self._assign.append((targets, None))
+            self._assign_slices.append(slice(start, start + len(e.assign)))
+            flat.extend(e.assign.values())
+            start += len(e.assign)
+        self._assign_all = lambdify([TIME, x, p], flat)
+        self._args = (x, p)
         self._f, self._J = c.scipy_functions()
         self.n = c.n_states
         # Clock atoms: g is a polynomial of degree <= 1 in t and in the states it reads that
@@ -127,7 +134,7 @@ class EventRunner:
             else:
                 self._clock_states.append(None)
                 slopes.append(sp.Integer(0))
-        self._slopes = lambdify([TIME, x, p, u], slopes) if atoms else None
+        self._slopes = lambdify([TIME, x, p, u], slopes)
 
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
@@ -169,6 +176,21 @@ class EventRunner:
         x, p = self.fire(memory, t0, np.array(x, dtype=float), np.array(p, dtype=float), pinned)
         return memory, x, p
 
+    def _assignment_values(self, i, t, x, p):
+        try:
+            return self._assign_all(t, list(x), list(p))[self._assign_slices[i]]
+        except (ArithmeticError, ValueError):
+            pass       # another event's expression fails here: evaluate this one's alone
+        targets, own = self._assign[i]
+        if own is None:
+            own = lambdify([TIME, *self._args], list(self.events[i].assign.values()))
+            self._assign[i] = (targets, own)
+        try:
+            return own(t, list(x), list(p))
+        except (ArithmeticError, ValueError) as exc:   # math.exp overflow, x / 0
+            raise SolverError(f"the assignments of event '{self.events[i].name}' cannot be evaluated at t={t:g} "
+                              f"({exc})") from None
+
     def fire(self, memory, t, x, p, pinned):
         """Fire every event whose trigger went false -> true at time t (cascades included);
         returns the new (x, p)."""
@@ -186,8 +208,7 @@ class EventRunner:
                     # a non-persistent event is then removed from the pending set (SBML L3 4.12.3)
                     if not self._trigger_values(self._atom_truth(g, memory.sides, pinned))[i]:
                         continue
-                targets, values = self._assign[i]
-                new = values(t, list(x), list(p))  # values just before this event
+                targets, new = self._assign[i][0], self._assignment_values(i, t, x, p)  # values just before it
                 x, p = x.copy(), p.copy()
                 for (kind, k), v in zip(targets, new):
                     (x if kind == "x" else p)[k] = float(v)
