@@ -17,6 +17,7 @@ again when its turn comes (after earlier events of the same instant) is skipped.
 
 from __future__ import annotations
 
+import bisect
 import math
 import weakref
 
@@ -52,6 +53,11 @@ def _brent(f, a, b, fa, fb, xtol):
     if fb == 0:
         return b
     return brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
+
+
+def _floats(v) -> list:
+    """A vector as a list of Python floats (the generated functions are fastest on those)."""
+    return v.tolist() if isinstance(v, np.ndarray) else list(v)
 
 
 def _linear_in(g, variables) -> bool:
@@ -92,6 +98,7 @@ class EventRunner:
                     atoms.append(rel)
         self.atoms = atoms
         self.ops = [rel.rel_op for rel in atoms]
+        self._compare = [_OPS[op] for op in self.ops]
         gs = [rel.lhs - rel.rhs for rel in atoms]
         self._g = lambdify([TIME, x, p], gs)
         flags = [sp.Symbol(f"_atom_{j}") for j in range(len(atoms))]
@@ -139,10 +146,12 @@ class EventRunner:
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
         """Root functions of the atoms at (t, x, p), a list of floats."""
-        return [float(v) for v in self._g(t, list(x), list(p))]
+        return [float(v) for v in self._g(t, _floats(x), _floats(p))]
 
     def _atom_truth(self, g, sides, pinned):
         """Truth of each atom: on its side where pinned (just crossed), else by value."""
+        if not any(pinned):
+            return [compare(v, 0.0) for compare, v in zip(self._compare, g)]
         out = []
         for j, op in enumerate(self.ops):
             if pinned[j]:
@@ -178,7 +187,7 @@ class EventRunner:
 
     def _assignment_values(self, i, t, x, p):
         try:
-            return self._assign_all(t, list(x), list(p))[self._assign_slices[i]]
+            return self._assign_all(t, _floats(x), _floats(p))[self._assign_slices[i]]
         except (ArithmeticError, ValueError):
             pass       # another event's expression fails here: evaluate this one's alone
         targets, own = self._assign[i]
@@ -186,7 +195,7 @@ class EventRunner:
             own = lambdify([TIME, *self._args], list(self.events[i].assign.values()))
             self._assign[i] = (targets, own)
         try:
-            return own(t, list(x), list(p))
+            return own(t, _floats(x), _floats(p))
         except (ArithmeticError, ValueError) as exc:   # math.exp overflow, x / 0
             raise SolverError(f"the assignments of event '{self.events[i].name}' cannot be evaluated at t={t:g} "
                               f"({exc})") from None
@@ -337,12 +346,13 @@ class EventRunner:
         x = np.array(x, dtype=float)
         p = np.array(p, dtype=float)
         t = float(t_start)
-        k = int(np.searchsorted(out_times, t, side="right"))
+        out_list = out_times.tolist()    # bisect on a list: this loop may run once per event, 10^4 times
+        k = bisect.bisect_right(out_list, t)
         X[:k], P[:k] = x, p
         same_instant, last_fire = 0, None
         ul = [0.0] * self.n if u is None else [float(v) for v in u]
         while True:
-            xl, pl = list(x), list(p)
+            xl, pl = x.tolist(), p.tolist()
             g = self._g(t, xl, pl)
             slope = [float(a) for a in self._slopes(t, xl, pl, ul)]
             roots = {}
@@ -356,13 +366,14 @@ class EventRunner:
                 stop = m
             else:
                 xtol = 1e-13 * max(1.0, abs(t_star))
-                stop = int(np.searchsorted(out_times, t_star - 4 * xtol, side="left"))
-                if stop < m and abs(out_times[stop] - t_star) <= 4 * xtol:
-                    t_star = float(out_times[stop])  # an output time within the location tolerance is the event time
+                stop = bisect.bisect_left(out_list, t_star - 4 * xtol)
+                if stop < m and abs(out_list[stop] - t_star) <= 4 * xtol:
+                    t_star = out_list[stop]  # an output time within the location tolerance is the event time
                 t_next = t_star
             # states from t to t_next, at the output times on the way
             if nothing_moves or t_next == t:
-                X[k:stop], P[k:stop] = x, p
+                if stop > k:
+                    X[k:stop], P[k:stop] = x, p
                 x_next = x
             else:
                 solve_times = np.append(out_times[k:stop], t_next)
@@ -385,7 +396,7 @@ class EventRunner:
                                   "that a firing does not make a trigger true again")
             last_fire = t = t_star
             x, p = self.fire(memory, t, x_next, p, pinned)
-            while k < m and out_times[k] <= t:
+            while k < m and out_list[k] <= t:
                 X[k], P[k] = x, p
                 k += 1
 
