@@ -10,6 +10,12 @@ to true fire in file order, each computing its assignments from the values just 
 triggers made true by those assignments fire in the same instant (a cascade, bounded by
 :data:`MAX_CASCADE`). Output times at the event time report the values after the event.
 
+When every atom is a "clock atom" (linear in t and in states that move at a constant rate, as
+in ``t >= 5`` or ``t - reset >= 0.01``), no root is searched for: each crossing time is computed
+from the atom's value and slope, and the states are advanced to it by the model's own solver
+(exact for affine models, the compiled integrator otherwise). Models that fire thousands of
+timed events (SBML test 00953: 10 000) run in a fraction of a second this way.
+
 Semantics follow DESIGN.md "The general form": a trigger already true at the start does not
 fire unless the event has ``fire_at_start``; a non-persistent event whose trigger is false
 again when its turn comes (after earlier events of the same instant) is skipped.
