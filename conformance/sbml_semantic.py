@@ -290,7 +290,9 @@ def main(argv=None):
     refused = {}
     for case, outcome in outcomes.items():
         if outcome.startswith("refused"):
-            refused.setdefault(outcome.split(": ", 1)[1], []).append(case)
+            # grouped by reason: the element's id taken out (<initialAssignment id="P"> -> <initialAssignment>)
+            reason = re.sub(r'^<(\w+) id="[^"]*">', r"<\1>", outcome.split(": ", 1)[1])
+            refused.setdefault(reason, []).append(case)
     summary["refused_by_reason"] = refused
     line = (f"kinetics: {counts['ok']}/{len(cases)} pass ({100 * counts['ok'] / max(len(cases), 1):.1f} %), "
             f"{counts['refused']} refused, {counts['wrong']} wrong, {counts['error']} error")
