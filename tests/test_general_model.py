@@ -289,6 +289,43 @@ def test_simultaneous_events_fire_in_file_order_and_cascade():
     assert sim["A"][1] == 100 and sim["A"][2] == pytest.approx(100.5)
 
 
+@pytest.mark.parametrize("persistent", [False, True])
+def test_simultaneous_non_persistent_event_is_cancelled_when_the_first_undoes_its_trigger(persistent):
+    # SBML test 00953 in small: two events share the trigger t - reset >= 1 and both set
+    # reset = t. Every time unit the first (file order) fires; a non-persistent second is
+    # cancelled because the first made its trigger false; a persistent one fires anyway.
+    events = {name: {"trigger": "t - reset >= 1", "assign": {"reset": "t", name.upper(): f"{name.upper()} + 1"},
+                     "persistent": persistent} for name in ("q", "r")}
+    m = Model.from_dict({
+        "compartments": {"A": {"initial": 0}},
+        "parameters": {"Q": 0.0, "R": 0.0, "reset": 0.0},
+        "observables": {"Qo": {"expr": "Q"}, "Ro": {"expr": "R"}},
+        "events": events,
+    })
+    sim = simulate(m, np.array([0.0, 0.5, 1.5, 10.5]))
+    assert list(sim["Qo"]) == [0, 0, 1, 10]
+    assert list(sim["Ro"]) == ([0, 0, 1, 10] if persistent else [0, 0, 0, 0])
+
+
+def test_trigger_on_a_state_with_a_constant_rate_fires_at_the_computed_time():
+    # T rises at 2 per time unit, so T >= 3 holds from t = 1.5 exactly; A grows at rate s, which
+    # the event raises from 1 to 5: A(t) = t before 1.5, 1.5 + 5 (t - 1.5) after.
+    from kinetics.simulation.schedule import Schedule
+    m = Model.from_dict({
+        "compartments": {"T": {"initial": 0}, "A": {"initial": 0}},
+        "parameters": {"s": 1.0},
+        "flows": {"clock": {"to": "T", "rate": "2"}, "feed": {"to": "A", "rate": "s"}},
+        "events": {"switch": {"trigger": "T >= 3", "assign": {"s": "5"}}},
+    })
+    t = np.array([0.0, 1.0, 1.5, 2.0, 3.0])
+    sim = simulate(m, t)
+    close(sim["A"], [0.0, 1.0, 1.5, 4.0, 9.0], rtol=1e-12)
+    compiled = kinetics.compile_model(m)
+    sch = Schedule(compiled, t)
+    sch.run(compiled.default_parameters)
+    assert sch.fired == [(1.5, "switch")]
+
+
 def test_events_that_retrigger_each_other_forever_are_refused():
     m = Model.from_dict({
         "compartments": {"A": {"initial": 0}},

@@ -223,7 +223,8 @@ class _Translator:
         if t in (L.AST_REAL, L.AST_REAL_E):
             value = node.getReal()
             if math.isnan(value) or math.isinf(value):
-                self.refuse(element, ident, f"uses the number {value} (infinity or NaN)")
+                self.refuse(element, ident, f"uses the number {value} (infinity or NaN): kinetics values are finite "
+                                            "numbers (a parameter, state or output cannot hold inf or NaN)")
             return as_requested(_number_text(value), False)
         if t == L.AST_RATIONAL:
             return as_requested(f"({node.getNumerator()} / {node.getDenominator()})", False)
