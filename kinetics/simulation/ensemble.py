@@ -269,8 +269,9 @@ def _run_affine(compiled, schedule, P, initial, failures):
     N, n = P.shape[0], compiled.n_states
     times = schedule.times
     m = len(times)
-    X = np.full((N, m, n), np.nan)
-    Y = np.full((N, m, len(compiled.observable_names)), np.nan)
+    # np.empty: rows of failed sets are set to NaN at the end
+    X = np.empty((N, m, n))
+    Y = np.empty((N, m, len(compiled.observable_names)))
     state_index = {name: i for i, name in enumerate(compiled.state_names)}
     with np.errstate(all="ignore"):
         x = _evaluate(functions["x0"], [P[:, k] for k in range(P.shape[1])], N)
@@ -313,7 +314,7 @@ def _run_affine(compiled, schedule, P, initial, failures):
         if len(solve_times):
             taus = np.ascontiguousarray(solve_times - seg_t0)
             bu = np.ascontiguousarray(b + rate)
-            Xs = np.full((N, len(taus), n), np.nan)
+            Xs = X if (start == 0 and not need_end) else np.empty((N, len(taus), n))   # one segment: in place
             ok = np.zeros(N, dtype=bool)
             finite_input = np.isfinite(A).all(axis=(1, 2)) & np.isfinite(bu).all(axis=1) & np.isfinite(x).all(axis=1)
             live = ~failures.mask & finite_input
@@ -323,7 +324,7 @@ def _run_affine(compiled, schedule, P, initial, failures):
             if len(sel) == N:
                 solve_sets(A, bu, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, Xs, ok)
             elif len(sel):
-                Xsel = np.full((len(sel), len(taus), n), np.nan)
+                Xsel = np.empty((len(sel), len(taus), n))
                 oksel = np.zeros(len(sel), dtype=bool)
                 solve_sets(A[sel], bu[sel], np.ascontiguousarray(x[sel]), taus, MAX_EIGEN_CONDITION, Xsel, oksel)
                 Xs[sel], ok[sel] = Xsel, oksel
@@ -332,13 +333,15 @@ def _run_affine(compiled, schedule, P, initial, failures):
             at_start = taus == 0
             if at_start.any():          # as solve_affine: the initial values exactly
                 Xs[:, at_start] = x[:, None, :]
+            Xs[~live] = np.nan
             bad = ~np.isfinite(Xs).all(axis=(1, 2)) & ~failures.mask
             for s in np.flatnonzero(bad):
                 row = int(np.argmax(~np.isfinite(Xs[s]).all(axis=1)))
                 failures.mark(s, f"the exact solution is not finite at t={solve_times[row]:g} (it overflowed)")
             k = len(seg_times)
             if k:
-                X[:, start:stop] = Xs[:, :k]
+                if Xs is not X:
+                    X[:, start:stop] = Xs[:, :k]
                 with np.errstate(all="ignore"):
                     Y[:, start:stop] = _observe(functions, compiled, Xs[:, :k], seg_times, P_seg)
             if need_end:
