@@ -105,3 +105,23 @@ def test_cli_predict_without_a_case_says_how(fitted, tmp_path, capsys):
     shutil.copytree(folder / "results", lone)
     assert main(["predict", "--fit", str(lone), "--samples", "10"]) != 0
     assert "--case" in capsys.readouterr().err
+
+
+def test_report_mcmc_band_equals_the_loop_over_draws(fitted):
+    """The fit plot's MCMC band (now one simulate_many call) equals percentiles over draws
+    simulated one by one, as the report computed it before."""
+    from kinetics.report.plots import _band
+    _, result = fitted
+    p = result.problem
+    saved = result.mcmc
+    rng = np.random.default_rng(5)
+    try:
+        samples = p.to_natural(result.x + 0.02 * rng.standard_normal((300, p.n_free)))
+        result.mcmc = {"samples": samples, "names": list(p.free)}
+        grid = np.linspace(0, 6, 13)
+        band = _band(result, grid, "knockdown", ["conc"])
+        draws = samples[np.random.default_rng(0).integers(0, len(samples), 100)]
+        curves = [p.curves(p.phi(x), grid, "knockdown")["conc"] for x in p.to_internal(draws)]
+        np.testing.assert_allclose(band["conc"], np.percentile(np.array(curves), [2.5, 97.5], axis=0), rtol=1e-12)
+    finally:
+        result.mcmc = saved
