@@ -48,7 +48,9 @@ EVENTS = [{"time": 10.0, "set": {"secretion_rate": "secretion_rate * 0.5"}}]
     ("lifecycle", {"doses": DOSES, "events": EVENTS}),
     ("circulation_2c", {"doses": [{"compartment": "plasma", "amount": 100.0, "time": 0.0}]}),
     ("exo_linear", {"initial": {"EE": "s_endo / k_mat"}}),
-    ("exo_sat", {}),                                           # nonlinear: threads over the sets
+    ("exo_sat", {}),                                           # nonlinear: batched integrator
+    ("exo_sat", {"doses": [{"compartment": "P", "amount": 500.0, "time": 3.0}],
+                 "events": [{"time": 12.0, "set": {"Vmax": "Vmax * 2"}}]}),
 ])
 def test_agrees_with_single_simulations(name, kwargs):
     model = kinetics.load_model(MODELS_DIR / f"{name}.toml")

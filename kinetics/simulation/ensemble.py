@@ -11,8 +11,9 @@ set, and the work per segment is batched:
   (:func:`kinetics.numerics.linear_batch.solve_sets`: dgeev and the eigen kernel a single
   simulation uses). Sets whose eigenvectors are too ill-conditioned for the eigen path are
   solved by the matrix exponential, one by one, as a single simulation would.
-* **nonlinear models**: the compiled Rosenbrock integrator, which releases the GIL, on one
-  thread per core, each thread running its share of the sets.
+* **nonlinear models**: the compiled Rosenbrock integrator over all sets of a segment in one
+  compiled call, in parallel over the sets (numba ``prange``:
+  :func:`kinetics.numerics.rosenbrock.integrate_many`), as a single simulation runs it.
 * **models with triggered events** (and nonlinear models without numba): a loop over the sets
   (root finding on the dense output runs in Python).
 
@@ -24,9 +25,7 @@ counts the failures.
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -262,9 +261,69 @@ def _inputs_at(schedule, state_index, tb):
     return dose, rate
 
 
-def _run_affine(compiled, schedule, P, initial, failures):
-    from ..numerics.linear import MAX_EIGEN_CONDITION, solve_affine
-    from ..numerics.linear_batch import solve_sets
+class _AffineSegments:
+    """Exact solutions of a segment for many sets: the batched eigen kernel, the matrix
+    exponential for sets whose eigenvectors are too ill-conditioned."""
+
+    def __init__(self, compiled):
+        self.functions = _vector_functions(compiled)
+        self.n = compiled.n_states
+
+    def set_parameters(self, P):
+        rows, cols = self.functions["A_index"]
+        columns = [P[:, k] for k in range(P.shape[1])]
+        N = len(P)
+        self.A = np.zeros((N, self.n, self.n))
+        with np.errstate(all="ignore"):
+            self.A[:, rows, cols] = _evaluate(self.functions["A"], columns, N)
+            self.b = _evaluate(self.functions["b"], columns, N)
+
+    def finite(self):
+        return np.isfinite(self.A).all(axis=(1, 2)) & np.isfinite(self.b).all(axis=1)
+
+    def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
+        from ..numerics.linear import MAX_EIGEN_CONDITION, solve_affine
+        from ..numerics.linear_batch import solve_sets
+        taus = np.ascontiguousarray(solve_times - seg_t0)
+        every = len(sel) == len(self.A)
+        A = self.A if every else self.A[sel]
+        b = np.ascontiguousarray((self.b if every else self.b[sel]) + rate)
+        ok = np.zeros(len(sel), dtype=bool)
+        solve_sets(A, b, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, out, ok)
+        for i in np.flatnonzero(~ok):     # ill-conditioned eigenvectors: the matrix exponential
+            out[i] = solve_affine(A[i], b[i], x[i], taus)[0]
+        at_start = taus == 0
+        if at_start.any():                # as solve_affine: the initial values exactly
+            out[:, at_start] = x[:, None, :]
+
+
+class _NumericSegments:
+    """The compiled Rosenbrock integrator over many sets in parallel (numba prange)."""
+
+    def __init__(self, compiled, rtol, atol):
+        self.tapes = compiled.integrator_tapes()
+        self.rtol, self.atol = float(rtol), float(atol)
+
+    def set_parameters(self, P):
+        self.P = P
+
+    def finite(self):
+        return np.isfinite(self.P).all(axis=1)
+
+    def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
+        from ..numerics.rosenbrock import STATUS_MESSAGES, integrate_many
+        rhs, jac, dfdt = self.tapes
+        consts = np.hstack([self.P[sel], np.tile(rate, (len(sel), 1))])
+        Y, status = integrate_many(rhs, jac, x, consts, seg_t0, solve_times, self.rtol, self.atol, dfdt=dfdt)
+        out[...] = Y
+        for i in np.flatnonzero(status != 0):
+            messages[int(sel[i])] = (f"the integrator failed between t={seg_t0:g} and t={solve_times[-1]:g}: "
+                                     f"{STATUS_MESSAGES.get(int(status[i]), f'status {int(status[i])}')}")
+
+
+def _run_batched(compiled, schedule, P, initial, failures, segments):
+    """Every set through the schedule's segments (doses, infusion switches, fixed-time events),
+    each segment solved for all live sets in one call of ``segments``."""
     functions = _vector_functions(compiled)
     N, n = P.shape[0], compiled.n_states
     times = schedule.times
@@ -282,7 +341,6 @@ def _run_affine(compiled, schedule, P, initial, failures):
             except SolverError as exc:
                 failures.mark(s, str(exc))
     P_seg = P.copy()
-    a_rows, a_cols = functions["A_index"]
 
     def apply_events(tb):
         for s in range(N):
@@ -291,20 +349,13 @@ def _run_affine(compiled, schedule, P, initial, failures):
                     P_seg[s] = schedule.event_parameters(tb, P_seg[s])
                 except SolverError as exc:
                     failures.mark(s, f"{exc}")
-
-    def matrices():
-        columns = [P_seg[:, k] for k in range(P_seg.shape[1])]
-        A = np.zeros((N, n, n))
-        with np.errstate(all="ignore"):
-            A[:, a_rows, a_cols] = _evaluate(functions["A"], columns, N)
-            b = _evaluate(functions["b"], columns, N)
-        return A, b
+        segments.set_parameters(P_seg)
 
     dose, rate = _inputs_at(schedule, state_index, schedule.t0)
     x = x + dose
+    segments.set_parameters(P_seg)
     if schedule.events:
         apply_events(schedule.t0)
-    A, b = matrices()
     start, seg_t0 = 0, schedule.t0
     for tb in [*schedule.breakpoints, math.inf]:
         stop = int(np.searchsorted(times, tb, side="left")) if tb != math.inf else m
@@ -312,35 +363,30 @@ def _run_affine(compiled, schedule, P, initial, failures):
         seg_times = times[start:stop]
         solve_times = np.append(seg_times, tb) if need_end else seg_times
         if len(solve_times):
-            taus = np.ascontiguousarray(solve_times - seg_t0)
-            bu = np.ascontiguousarray(b + rate)
-            Xs = X if (start == 0 and not need_end) else np.empty((N, len(taus), n))   # one segment: in place
-            ok = np.zeros(N, dtype=bool)
-            finite_input = np.isfinite(A).all(axis=(1, 2)) & np.isfinite(bu).all(axis=1) & np.isfinite(x).all(axis=1)
-            live = ~failures.mask & finite_input
+            in_place = start == 0 and not need_end      # one segment: straight into X
+            Xs = X if in_place else np.empty((N, len(solve_times), n))
+            finite_input = segments.finite() & np.isfinite(x).all(axis=1)
             for s in np.flatnonzero(~failures.mask & ~finite_input):
                 failures.mark(s, f"the rate coefficients, inflows or state are not finite at t={seg_t0:g}")
+            live = ~failures.mask
             sel = np.flatnonzero(live)
+            messages = {}
             if len(sel) == N:
-                solve_sets(A, bu, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, Xs, ok)
+                segments.solve(sel, np.ascontiguousarray(x), rate, solve_times, seg_t0, Xs, messages)
             elif len(sel):
-                Xsel = np.empty((len(sel), len(taus), n))
-                oksel = np.zeros(len(sel), dtype=bool)
-                solve_sets(A[sel], bu[sel], np.ascontiguousarray(x[sel]), taus, MAX_EIGEN_CONDITION, Xsel, oksel)
-                Xs[sel], ok[sel] = Xsel, oksel
-            for s in sel[~ok[sel]]:     # ill-conditioned eigenvectors: the matrix exponential
-                Xs[s] = solve_affine(A[s], bu[s], x[s], taus)[0]
-            at_start = taus == 0
-            if at_start.any():          # as solve_affine: the initial values exactly
-                Xs[:, at_start] = x[:, None, :]
+                part = np.empty((len(sel), len(solve_times), n))
+                segments.solve(sel, np.ascontiguousarray(x[sel]), rate, solve_times, seg_t0, part, messages)
+                Xs[sel] = part
+            for s, message in messages.items():
+                failures.mark(s, message)
             Xs[~live] = np.nan
             bad = ~np.isfinite(Xs).all(axis=(1, 2)) & ~failures.mask
             for s in np.flatnonzero(bad):
                 row = int(np.argmax(~np.isfinite(Xs[s]).all(axis=1)))
-                failures.mark(s, f"the exact solution is not finite at t={solve_times[row]:g} (it overflowed)")
+                failures.mark(s, f"the solution is not finite at t={solve_times[row]:g} (it overflowed)")
             k = len(seg_times)
             if k:
-                if Xs is not X:
+                if not in_place:
                     X[:, start:stop] = Xs[:, :k]
                 with np.errstate(all="ignore"):
                     Y[:, start:stop] = _observe(functions, compiled, Xs[:, :k], seg_times, P_seg)
@@ -352,7 +398,6 @@ def _run_affine(compiled, schedule, P, initial, failures):
         x = x + dose
         if any(event.time == tb for event in schedule.events):
             apply_events(tb)
-            A, b = matrices()
         start, seg_t0 = stop, tb
     bad = ~np.isfinite(Y).all(axis=(1, 2)) & ~failures.mask
     for s in np.flatnonzero(bad):
@@ -373,30 +418,17 @@ def _run_sets(schedule, P, indices, X, Y, failures, rtol, atol):
         X[s], Y[s] = Xs, Ys
 
 
-def _run_each(compiled, schedule, P, failures, rtol, atol, threads):
+def _run_each(compiled, schedule, P, failures, rtol, atol):
     N = P.shape[0]
     m = len(schedule.times)
     X = np.full((N, m, compiled.n_states), np.nan)
     Y = np.full((N, m, len(compiled.observable_names)), np.nan)
-    todo = np.flatnonzero(~failures.mask)
-    if not len(todo):
-        return X, Y
-    # the first set alone: builds the compiled functions before threads share them
-    _run_sets(schedule, P, todo[:1], X, Y, failures, rtol, atol)
-    rest = todo[1:]
-    threads = max(1, min(threads, len(rest)))
-    if threads == 1:
-        _run_sets(schedule, P, rest, X, Y, failures, rtol, atol)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            for future in [pool.submit(_run_sets, schedule, P, chunk, X, Y, failures, rtol, atol)
-                           for chunk in np.array_split(rest, threads)]:
-                future.result()
+    _run_sets(schedule, P, np.flatnonzero(~failures.mask), X, Y, failures, rtol, atol)
     return X, Y
 
 
 def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=None, observables=None,
-                  rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, t0=0.0, threads=None) -> Ensemble:
+                  rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, t0=0.0) -> Ensemble:
     """Simulate ``model`` (a Model, a CompiledModel or a model-file path) at ``times`` for every
     parameter set in ``parameter_sets``.
 
@@ -408,7 +440,6 @@ def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=
         (fixed-time events may set parameters from expressions of each set's values).
     observables : list of observable names to return (default: all); compartments are always returned.
     rtol, atol : tolerances of the numerical path (the affine path is exact).
-    threads : threads for the nonlinear path (default: the number of cores).
 
     Returns an :class:`Ensemble`. Sets that fail are NaN and marked in ``Ensemble.failed``
     (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
@@ -437,14 +468,14 @@ def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=
         failures.mark(s, f"parameter values are not finite ({', '.join(bad)})")
     from ..numerics.rosenbrock import numba_available
     if compiled.affine and not compiled.events and numba_available():
-        X, Y = _run_affine(compiled, schedule, P, initial, failures)
+        X, Y = _run_batched(compiled, schedule, P, initial, failures, _AffineSegments(compiled))
         method = "exact (batched)"
-    else:
-        threads = threads or os.cpu_count() or 1
-        if compiled.events:
-            threads = 1      # triggered events: Python root finding, one set after another
-        X, Y = _run_each(compiled, schedule, P, failures, rtol, atol, threads)
-        method = "numerical" if not compiled.affine or compiled.events else "exact"
+    elif not compiled.events and numba_available():
+        X, Y = _run_batched(compiled, schedule, P, initial, failures, _NumericSegments(compiled, rtol, atol))
+        method = "numerical (batched)"
+    else:   # triggered events (root finding in Python) or no numba: one set after another
+        X, Y = _run_each(compiled, schedule, P, failures, rtol, atol)
+        method = compiled.method
     obs_index = [compiled.observable_names.index(name) for name in keep]
     values = np.concatenate([X, Y[:, :, obs_index]], axis=2)
     values[failures.mask] = np.nan
