@@ -49,8 +49,23 @@ def _solve_one(A, b, x0, taus, max_condition, X):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
+def _solve_parallel(A, b, x0, taus, max_condition, X, ok):
+    for s in prange(A.shape[0]):
+        ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
+
+
+@njit(cache=True, error_model="numpy")
+def _solve_serial(A, b, x0, taus, max_condition, X, ok):
+    for s in range(A.shape[0]):
+        ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
+
+
+#: Below this many sets one thread does the work: waking numba's thread pool costs more.
+PARALLEL_MIN_SETS = 1000
+
+
 def solve_sets(A, b, x0, taus, max_condition, X, ok):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s]; ok[s] False
     where the eigen path declines (X[s] then untouched). A (N, n, n), b and x0 (N, n)."""
-    for s in prange(A.shape[0]):
-        ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
+    kernel = _solve_parallel if A.shape[0] >= PARALLEL_MIN_SETS else _solve_serial
+    kernel(A, b, x0, taus, max_condition, X, ok)

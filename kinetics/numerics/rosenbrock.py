@@ -940,6 +940,15 @@ if NUMBA_AVAILABLE:
             out[s] = Y
             status[s] = st
 
+    @_njit(cache=True, error_model="numpy", nogil=True)
+    def _solve_many_serial(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
+                           atol_s, atol_v, max_steps, first_step, dense, out, status):
+        for s in range(Y0.shape[0]):
+            Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
+                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense)
+            out[s] = Y
+            status[s] = st
+
 
 def integrate_many(rhs: Tape, jac: Tape, Y0, P, t0: float, times, rtol: float, atol: float,
                    max_steps: int = 100000, *, dfdt: Tape | None = None):
@@ -966,7 +975,8 @@ def integrate_many(rhs: Tape, jac: Tape, Y0, P, t0: float, times, rtol: float, a
     out = np.empty((len(Y0), len(times), Y0.shape[1]))
     status = np.empty(len(Y0), dtype=np.int64)
     if len(Y0):
-        _solve_many(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0),
+        kernel = _solve_many if len(Y0) >= 64 else _solve_many_serial   # a few sets: no thread pool to wake
+        kernel(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0),
                     times, float(rtol), float(atol), _EMPTY_F, int(max_steps), 0.0, True, out, status)
     bad = np.flatnonzero(status == _STATUS_BAD_INPUT)
     if len(bad):
