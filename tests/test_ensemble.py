@@ -76,6 +76,11 @@ def test_ill_conditioned_sets_fall_back_to_the_matrix_exponential():
     # early endosome out-rate (recycling + maturation) equal to the MVB out-rate (degradation + secretion)
     sets.loc[::2, "degradation_rate"] = sets.loc[::2, "recycling_rate"] + sets.loc[::2, "maturation_rate"] - sets.loc[::2, "secretion_rate"]
     assert (sets["degradation_rate"] > 0).all()
+    from kinetics.numerics.linear import eigen_decomposition
+    compiled = kinetics.compile_model(model)
+    declined = [eigen_decomposition(compiled.affine_matrices(compiled.parameter_vector(row))[0]) is None
+                for row in sets.to_dict("records")]
+    assert declined == [True, False] * 3
     ensemble = kinetics.simulate_many(model, TIMES, sets)
     _assert_agrees(ensemble, model, sets)
 
