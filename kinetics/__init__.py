@@ -11,12 +11,13 @@ from .errors import (DataError, ExpressionError, FitError, KineticsError, Kineti
 from .model.core import Compartment, Flow, Model, Observable, Parameter, load_model, load_sbml
 from .simulation.schedule import Dose, Event, Infusion, Schedule, Simulation, simulate
 from .simulation.compiled import compile_model, warm_up
+from .simulation.ensemble import Ensemble, simulate_many
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Model", "Compartment", "Parameter", "Flow", "Observable", "load_model", "load_sbml",
-    "simulate", "Simulation", "Schedule", "Dose", "Infusion", "Event",
+    "simulate", "simulate_many", "Ensemble", "Simulation", "Schedule", "Dose", "Infusion", "Event",
     "KineticsError", "ModelError", "ExpressionError", "UnitError", "DataError", "SolverError", "FitError",
     "KineticsWarning", "compile_model", "warm_up", "__version__",
 ]

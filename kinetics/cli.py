@@ -360,6 +360,96 @@ def cmd_demo(args):
     return demo.run(Path(args.out))
 
 
+def _fit_case(fit_dir, case):
+    """The fit case (folder with fit.toml) of a saved fit: --case, else the fit folder itself or its parent."""
+    if case:
+        return Path(case)
+    folder = Path(fit_dir)
+    for candidate in (folder, folder.parent):
+        if (candidate / "fit.toml").is_file():
+            return candidate
+    raise KineticsError(f"--fit {fit_dir}: no fit.toml in this folder or its parent, so the conditions (doses, "
+                        "overrides) of the fit are unknown; give the case folder with --case CASE")
+
+
+def cmd_predict(args):
+    from .analysis.uncertainty import load_fit_summary
+    from .fitting.predictive import ensemble_from_draws, parameter_draws
+    from .fitting.problem import load_fit_spec
+    from .io.results import read_result
+    _count("--samples", args.samples, 2, MAX_DRAWS)
+    _count("--seed", args.seed, 0)
+    plot_format = _plot_format(args.plot) if args.plot else None
+    path, data = read_result(args.fit)
+    problem = load_fit_spec(_fit_case(args.fit, args.case))
+    if data["model"]["name"] != problem.model.name:
+        raise KineticsError(f"{path}: the fit is of model '{data['model']['name']}', but the case's fit.toml uses "
+                            f"'{problem.model.name}'; give the matching case with --case")
+    summary = load_fit_summary(args.fit)
+    if list(summary.free) != list(problem.free):
+        raise KineticsError(f"{path}: the fit's free parameters ({', '.join(summary.free)}) differ from the case's "
+                            f"({', '.join(problem.free)}); give the matching case with --case")
+    best = np.array([summary.values[name] for name in problem.free])
+    jac = np.where(problem.log_mask, best * math.log(10.0), 1.0)     # d natural / d internal
+    x = problem.to_internal(best)
+    draws = parameter_draws(problem, x, summary.covariance / np.outer(jac, jac), None, args.samples, "covariance",
+                            args.seed)
+    conditions = [args.condition] if args.condition else problem.condition_names
+    noise = data.get("noise", {})
+    frames, ensembles = [], []
+    for condition in conditions:
+        if args.times:
+            times = np.array(sorted(_parse_numbers(args.times, "--times")))
+        else:
+            t_data = problem.data.for_condition(condition)["time"].to_numpy(float) if condition in problem.condition_names else [1.0]
+            times = np.linspace(0.0, float(np.max(t_data)), args.points)
+        ensemble = ensemble_from_draws(problem, draws, times, condition, noise.get("model") if not args.no_noise else None,
+                                       noise, not args.no_noise, args.seed)
+        ensembles.append(ensemble)
+        table = ensemble.quantiles([0.025, 0.5, 0.975], problem.data.observables)
+        wide = table.pivot_table(index=["name", "time"], columns="quantile", values="value", sort=False).reset_index()
+        wide.columns = ["name", "time", "lower", "median", "upper"]
+        wide.insert(0, "condition", condition)
+        frames.append(wide)
+    import pandas as pd
+    bands = pd.concat(frames, ignore_index=True)
+    what = ("parameter uncertainty (covariance draws)" + ("" if args.no_noise else f" and {noise.get('model')} measurement noise"))
+    if args.out:
+        from .io.files import atomic_path
+        with atomic_path(args.out) as tmp:
+            bands.to_csv(tmp, index=False, float_format="%.10g")
+        _say(f"wrote {args.out} (95 % bands: {what}; {args.samples} draws, "
+             f"{sum(int(e.failed.sum()) for e in ensembles)} failed)")
+    if args.plot:
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(7.5, 3.6 * len(ensembles)))
+        axes = fig.subplots(len(ensembles), 1, squeeze=False)[:, 0]
+        for ax, condition, ensemble in zip(axes, conditions, ensembles):
+            ensemble.plot(names=problem.data.observables, ax=ax, logy=args.logy)
+            rows = problem.data.for_condition(condition)
+            for name in problem.data.observables:
+                measured = rows[rows["observable"] == name]
+                ax.plot(measured["time"], measured["value"], "o", ms=3, color="k")
+            ax.set_title(f"{condition}: median and 95 % band ({'parameters' if args.no_noise else 'parameters and noise'}, "
+                         f"{args.samples} draws)", fontsize="small")
+        fig.tight_layout()
+        _save_figure(fig, args.plot, plot_format, dpi=120)
+        _say(f"wrote {args.plot}")
+    if not args.out and not args.plot:
+        _say(bands.to_string(index=False, max_rows=40, float_format=lambda v: f"{v:.5g}"))
+    return 0
+
+
+def _parse_numbers(text, option):
+    try:
+        values = [float(v) for v in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise KineticsError(f"{option} '{text}': expected numbers separated by commas, e.g. {option} 0,1,2,4") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise KineticsError(f"{option} '{text}': expected finite times >= 0, e.g. {option} 0,1,2,4")
+    return values
+
+
 def _add_prediction_options(p):
     """Options shared by the commands that predict from a model (steady, pk)."""
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
@@ -435,6 +525,20 @@ def build_parser():
     p.add_argument("model", help="model file (.toml or .xml), bundled model name, or fit case folder")
     p.add_argument("--out", required=True, help="the file to write (e.g. model.xml)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="posterior-predictive bands of a saved fit (parameter draws and measurement noise)")
+    p.add_argument("--fit", required=True, metavar="DIR", help="a saved fit (folder with result.json)")
+    p.add_argument("--case", help="the fit case (folder with fit.toml; default: DIR or its parent)")
+    p.add_argument("--samples", type=_integer, default=1000, help="parameter draws (default 1000)")
+    p.add_argument("--condition", help="one condition (default: every condition of the fit)")
+    p.add_argument("--times", help="output times, comma-separated (default: --points from 0 to the last data time)")
+    p.add_argument("--points", type=_integer, default=101, help="number of output times without --times (default 101)")
+    p.add_argument("--no-noise", action="store_true", help="parameter uncertainty only (no measurement noise)")
+    p.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
+    p.add_argument("--out", help="write the bands (condition, name, time, lower, median, upper) to this CSV")
+    p.add_argument("--plot", help="write a plot of the bands with the data to this image file")
+    p.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

@@ -2,8 +2,8 @@
 
 :mod:`.compare` (model selection: AIC, likelihood ratio), :mod:`.steady` (steady states,
 scenarios; the plan's jobs in :mod:`.steady_affine`, :mod:`.steady_symbolic`,
-:mod:`.steady_newton`, :mod:`.steady_messages`), :mod:`.pk` (pharmacokinetic summaries) and :mod:`.uncertainty` (propagating a
-fit's uncertainty to predictions). Names are loaded on first access.
+:mod:`.steady_newton`, :mod:`.steady_messages`), :mod:`.pk` (pharmacokinetic summaries), :mod:`.uncertainty` (propagating a
+fit's uncertainty to predictions) and :mod:`.gsa` (Sobol' and Morris global sensitivity, with SALib). Names are loaded on first access.
 """
 
 import importlib
@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {"compare": "compare", "akaike_weights": "compare", "steady_state": "steady", "steady_plan": "steady",
             "compare_scenarios": "steady", "SteadyState": "steady", "pk_summary": "pk", "PKSummary": "pk",
             "predict_with_uncertainty": "uncertainty", "steady_state_uncertainty": "uncertainty",
-            "pk_uncertainty": "uncertainty"}
+            "pk_uncertainty": "uncertainty", "sobol": "gsa", "morris": "gsa"}
 __all__ = sorted(_EXPORTS)
 
 

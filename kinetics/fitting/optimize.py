@@ -871,6 +871,18 @@ class FitResult:
         phi = self.problem.phi(self.x) if params is None else params
         return self.problem.curves(phi, np.asarray(times, dtype=float), condition)
 
+    def predict_ensemble(self, times, n_samples=1000, condition=None, source="auto", noise=True, seed=0):
+        """Posterior-predictive :class:`~kinetics.Ensemble` of one condition at ``times``:
+        ``n_samples`` parameter sets drawn from the MCMC samples (``source="mcmc"``, the default
+        when the fit has them) or from the covariance (``"covariance"``: multivariate normal on
+        the internal scale, log10 for log-scaled parameters), simulated together; with ``noise``
+        the measured series also carry measurement-noise realisations of the fit's noise model.
+        ``ensemble.quantiles([0.025, 0.5, 0.975])`` gives the bands."""
+        from .predictive import ensemble_from_draws, parameter_draws
+        draws = parameter_draws(self.problem, self.x, self.covariance_internal, self.mcmc, n_samples, source, seed)
+        return ensemble_from_draws(self.problem, draws, times, condition, self.problem.noise, self.noise_params,
+                                   noise, seed)
+
     def fit_report(self) -> str:
         from ..report.text import fit_report
         return fit_report(self)

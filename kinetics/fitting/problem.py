@@ -475,6 +475,17 @@ class FitProblem:
             out[oname] = scale * out[oname] + offset
         return out
 
+    def observation_maps(self, phi):
+        """{observable: (scale, offset)} of the observables the fit spec rescales, at fit values ``phi``."""
+        pl = list(map(float, phi))
+        return {oname: (maps["scale"][0](pl) if "scale" in maps else 1.0, maps["offset"][0](pl) if "offset" in maps else 0.0)
+                for oname, maps in self._obs_maps.items()}
+
+    def plan_parameters(self, phi, condition) -> np.ndarray:
+        """The model parameter vector of ``condition`` (its overrides applied) at fit values ``phi``."""
+        plan = next(p for p in self._plans if p["name"] == condition)
+        return np.array(plan["g"](list(map(float, phi))), dtype=float)
+
     @property
     def condition_names(self):
         return [p["name"] for p in self._plans]

@@ -8,7 +8,8 @@ function unchanged, so kernels run as plain Python (slow, but correct), and
 :func:`numba_available` is False: callers with a faster non-numba route (scipy's LSODA,
 scipy's ``least_squares``) take it.
 
-This module is the only place that imports numba; ``numba_types`` and :func:`overload` are
+This module is the only place that imports numba (but for :mod:`.linear_batch`, which calls
+numba's own LAPACK binding and is imported only where numba is available); ``numba_types`` and :func:`overload` are
 re-exported for the one kernel module (``linear_kernel``) that specializes on scalar types.
 Compiling everything ahead of first use is :func:`kinetics.warm_up`.
 """
@@ -18,15 +19,17 @@ from __future__ import annotations
 try:  # numba is optional (the "fast" extra)
     import numba as _numba
     from numba import types as numba_types
+    from numba import prange      # parallel loops in kernels compiled with parallel=True
     from numba.extending import overload
 except ImportError:  # pragma: no cover - exercised only without numba (subprocess tests)
     _numba = None
     numba_types = None
+    prange = range
 
     def overload(*args, **kwargs):
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
-__all__ = ["jit", "numba_available", "numba_types", "overload", "JIT_OPTIONS"]
+__all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}

@@ -61,14 +61,14 @@ import math
 import numpy as np
 
 from .jit import jit as _jit_kernel
-from .jit import numba_available
+from .jit import numba_available, prange
 from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, run_tape, tape_outputs,
                            tape_source_hash)
 
 __all__ = [
     "integrate", "numba_available", "lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
-    "STATUS_SINGULAR", "STATUS_MESSAGES",
+    "STATUS_SINGULAR", "STATUS_MESSAGES", "integrate_many",
 ]
 
 STATUS_OK = 0
@@ -916,6 +916,62 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
     return Y, status, n_steps, n_rhs
+
+
+if numba_available():
+    @_jit_kernel(parallel=True)
+    def _solve_many(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
+                    atol_s, atol_v, max_steps, first_step, dense, out, status):
+        for s in prange(Y0.shape[0]):
+            Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
+                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense)
+            out[s] = Y
+            status[s] = st
+
+    @_jit_kernel
+    def _solve_many_serial(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
+                           atol_s, atol_v, max_steps, first_step, dense, out, status):
+        for s in range(Y0.shape[0]):
+            Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
+                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense)
+            out[s] = Y
+            status[s] = st
+
+
+def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float,
+                   max_steps: int = 100000, *, dfdt=None):
+    """:func:`integrate` for many initial states ``Y0`` (N, n) and parameter vectors ``P``
+    (N, m) at once, in parallel over the N problems (numba ``prange``), with one scalar
+    ``atol``. Returns ``(Y (N, len(times), n), status (N,))``: a status per problem as in
+    :func:`integrate` (its rows nan where a failed integration did not reach)."""
+    if _solve is None:
+        raise ImportError("kinetics.rosenbrock.integrate_many needs numba; install it with "
+                          "`pip install numba` or the `kinetics[fast]` extra")
+    Y0 = np.ascontiguousarray(Y0, dtype=np.float64)
+    P = np.ascontiguousarray(P, dtype=np.float64)
+    times = np.ascontiguousarray(times, dtype=np.float64)
+    if Y0.ndim != 2 or P.ndim != 2 or len(Y0) != len(P) or times.ndim != 1:
+        raise ValueError(f"Y0 (N, n) and P (N, m) with equal N, and 1-D times; got shapes {Y0.shape}, "
+                         f"{P.shape}, {times.shape}")
+    if dfdt is None:
+        tmode, dprog, dconsts = (2 if rhs.uses_input[0] else 0), _EMPTY_I, _EMPTY_F
+    else:
+        tmode, dprog, dconsts = 1, dfdt.prog, dfdt.consts
+    plan = jac.aux.get("lu_plan")
+    if plan is None or plan[0] != Y0.shape[1]:
+        plan = lu_plan(jac, Y0.shape[1])
+    out = np.empty((len(Y0), len(times), Y0.shape[1]))
+    status = np.empty(len(Y0), dtype=np.int64)
+    if len(Y0):
+        kernel = _solve_many if len(Y0) >= 64 else _solve_many_serial   # a few sets: no thread pool to wake
+        kernel(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0),
+                    times, float(rtol), float(atol), _EMPTY_F, int(max_steps), 0.0, True, out, status)
+    bad = np.flatnonzero(status == _STATUS_BAD_INPUT)
+    if len(bad):
+        s = int(bad[0])
+        raise ValueError(f"problem {s}: " + _explain_bad_input(rhs, jac, dfdt, Y0[s], P[s], t0, times, rtol,
+                                                               float(atol), _EMPTY_F))
+    return out, status
 
 
 def _explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_v) -> str:

@@ -24,17 +24,19 @@ def _band(result, grid, condition, names, n_samples=100):
     parameters where drawing parameter sets from the covariance is not)."""
     p = result.problem
     if result.mcmc is not None:
+        import warnings
+
+        from ..errors import KineticsWarning
+        from ..fitting.predictive import ensemble_from_draws
         rng = np.random.default_rng(0)
         draws = result.mcmc["samples"][rng.integers(0, len(result.mcmc["samples"]), n_samples)]
-        curves = {n: [] for n in names}
-        for x in p.to_internal(draws):
-            try:
-                out = p.curves(p.phi(x), grid, condition)
-            except Exception:  # noqa: BLE001 - a draw that fails to simulate is skipped
-                continue
-            for n in names:
-                curves[n].append(out[n])
-        return {n: np.percentile(np.array(v), [2.5, 97.5], axis=0) for n, v in curves.items() if len(v) > 5}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KineticsWarning)   # a draw that fails to simulate is left out
+            ensemble = ensemble_from_draws(p, draws, grid, condition, noise=False)
+        ok = ensemble.values[~ensemble.failed]
+        if len(ok) <= 5:
+            return {}
+        return {n: np.percentile(ok[:, :, ensemble.names.index(n)], [2.5, 97.5], axis=0) for n in names}
     cov = result.covariance_internal
     if not np.isfinite(cov).all():
         return None

@@ -454,6 +454,14 @@ class CompiledModel:
         self._numeric = num
         return num
 
+    def integrator_tapes(self):
+        """(rhs, jac, dfdt) tapes of dx/dt = f(t, x, p) + u for the compiled integrator, with
+        inputs [t, x, p, u] (u: a constant inflow per state), or None without numba."""
+        num = self._build_numeric()
+        if num["engine"] != "rosenbrock":
+            return None
+        return num["rhs_tape"], num["jac_tape"], num["dfdt_tape"]
+
     def _sens_system(self, K):
         """Augmented (state + K sensitivity directions) system, built once per K."""
         system = self._sens_systems.get(K)

@@ -217,6 +217,14 @@ class Schedule:
         u = self._inflow(tb)
         return x, p, D, u
 
+    def event_parameters(self, tb, p):
+        """The parameter vector after the fixed-time events at ``tb`` (``p`` unchanged when
+        none is at tb); raises SolverError where an event cannot be evaluated. Ensembles
+        apply the events set by set with it."""
+        if not any(event.time == tb for event in self.events):
+            return p
+        return self._apply_discontinuities(tb, np.zeros(self.compiled.n_states), p, None, None)[1]
+
     def _inflow(self, t):
         u = None
         for item in self.inputs:
