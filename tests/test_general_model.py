@@ -326,6 +326,22 @@ def test_trigger_on_a_state_with_a_constant_rate_fires_at_the_computed_time():
     assert sch.fired == [(1.5, "switch")]
 
 
+def test_an_event_fires_while_another_events_assignment_cannot_be_evaluated():
+    # all events' assignments are generated as one function; 'later' divides by Z = 0, which
+    # must neither stop 'first' from firing nor pass as a number when 'later' fires
+    base = {
+        "compartments": {"A": {"initial": 0}},
+        "parameters": {"X": 0.0, "Y": 0.0, "Z": 0.0},
+        "observables": {"Xo": {"expr": "X"}, "Yo": {"expr": "Y"}},
+        "events": {"first": {"trigger": "t >= 1", "assign": {"X": "X + 1"}},
+                   "later": {"trigger": "t >= 2", "assign": {"Y": "1 / Z"}}},
+    }
+    sim = simulate(Model.from_dict(base), np.array([0.0, 1.5]))
+    assert list(sim["Xo"]) == [0, 1]
+    with pytest.raises(SolverError, match="event 'later' cannot be evaluated at t=2"):
+        simulate(Model.from_dict(base), np.array([0.0, 3.0]))
+
+
 def test_events_that_retrigger_each_other_forever_are_refused():
     m = Model.from_dict({
         "compartments": {"A": {"initial": 0}},
