@@ -107,6 +107,10 @@ def result_dict(result) -> dict:
         "data": {"path": p.data.path, "sha256": p.data.sha256, "n_points": int(p.n_data)},
         "noise": {"model": p.noise, **{k: float(v) for k, v in result.noise_params.items()}},
         "conditions": p.condition_names,
+        # each condition's parameter overrides (expressions over the fit parameters), so that
+        # steady/pk --fit DIR --condition NAME can predict for one condition
+        "condition_overrides": {name: {k: str(v) for k, v in getattr(p.conditions.get(name), "overrides", {}).items()}
+                                for name in p.condition_names},
         "parameters": params,
         "statistics": {"chisqr": float(result.chisqr), "redchi": _finite(result.redchi), "loglik": float(result.loglik),
                        "aic": float(result.aic), "aicc": _finite(result.aicc), "bic": float(result.bic),

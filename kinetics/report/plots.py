@@ -287,18 +287,31 @@ def plot_steady(steady, model, figure=None):
         if source is not None:
             splits.setdefault(source, []).append(name)
     splits = {c: names for c, names in splits.items() if len(names) >= 2}
-    fig, axes = new_figure(figure, (10.5 if splits else 6.5, max(3.0, 0.42 * len(fluxes) + 1.4)), 1, 2 if splits else 1)
+    fig, axes = new_figure(figure, (11.5 if splits else 6.5, max(3.2, 0.42 * len(fluxes) + 1.6)), 1, 2 if splits else 1)
     ax = axes[0, 0]
-    colours = condition_colours(list(dict.fromkeys(str(s) for s in sources.values())))
-    names = list(fluxes)[::-1]
-    ax.barh(names, [fluxes[n] for n in names], color=[colours[str(sources[n])] for n in names])
+    source_names = list(dict.fromkeys("(outside)" if s is None else str(s) for s in sources.values()))
+    colours = condition_colours(source_names)
+    names = list(fluxes)
+    values = [fluxes[n] for n in names]
+    bar_colours = [colours["(outside)" if sources[n] is None else str(sources[n])] for n in names]
+    ax.barh(range(len(names)), values, color=bar_colours)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()     # file order, top to bottom
     amount = next((unit_of(model, c) for c in getattr(model, "compartments", {}) if unit_of(model, c)), None)
     rate_unit = f"{amount}/{steady.time_unit}" if amount else f"amount/{steady.time_unit}"
     ax.set_xlabel(f"steady flux [{rate_unit}]")
-    ax.set_ylabel("flow")
-    if max(fluxes.values()) > 0 and min(v for v in fluxes.values()) > 0 and max(fluxes.values()) / min(fluxes.values()) > 100:
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
-        readable_log_axis(ax, "x", min(fluxes.values()), max(fluxes.values()))
+        ax.set_xlim(min(positive) / 3, max(positive) * 60)     # room for the values and the legend
+        readable_log_axis(ax, "x", min(positive) / 3, max(positive) * 60)
+    else:
+        ax.set_xlim(0, max(values + [0]) * 1.6 or 1)
+    for row, value in enumerate(values):
+        ax.text(value, row, f" {value:.3g}", va="center", fontsize="x-small")
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color=colours[n], label=f"from {n}") for n in source_names], fontsize="x-small",
+              loc="lower right", title="source", title_fontsize="x-small")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(f"{steady.model_name}: steady fluxes", fontsize="medium")
     if splits:
@@ -308,16 +321,24 @@ def plot_steady(steady, model, figure=None):
             outs = splits[compartment]
             total = sum(max(fluxes[n], 0.0) for n in outs) or 1.0
             left = 0.0
+            small = []
             for k, name in enumerate(outs):
                 share = 100.0 * max(fluxes[name], 0.0) / total
-                ax2.barh(row, share, left=left, color=f"C{k % 10}", edgecolor="white")
-                if share >= 6:
-                    ax2.text(left + share / 2, row, f"{name}\n{share:.3g} %", ha="center", va="center", fontsize="small")
+                ax2.barh(row, share, left=left, height=0.6, color=f"C{k % 10}", edgecolor="white")
+                if share >= max(12.0, 1.4 * len(name)):   # the label fits inside the segment
+                    ax2.text(left + share / 2, row, f"{name}\n{share:.3g} %", ha="center", va="center",
+                             fontsize="small", color="white")
+                else:
+                    small.append(f"{name} {share:.2g} %")
                 left += share
-        ax2.set_yticks(range(len(fates)), [f"{c} outflow" for c in fates])
+            if small:   # too thin for a label inside: written under the bar
+                ax2.text(100, row + 0.32, ", ".join(small), ha="right", va="top", fontsize="small")
+        ax2.set_yticks(range(len(fates)), [f"{c}\noutflow" for c in fates])
+        ax2.invert_yaxis()
         ax2.set_xlim(0, 100)
+        ax2.set_ylim(len(fates) - 0.3, -0.5)
         ax2.set_xlabel("share of the compartment's outflow [%]")
-        ax2.set_title("fate split", fontsize="medium")
+        ax2.set_title("fate of each compartment's outflow", fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -352,8 +373,6 @@ def plot_pk(summary, model, parameters=None, figure=None, points=400):
                         label=f"phase {k + 1}: t\u00bd = {phase['half_life']:.3g} {summary.time_unit}")
         elif phase.get("half_life"):
             ax_log.plot([], [], "--", color=f"C{k + 1}", label=f"phase {k + 1}: t\u00bd = {phase['half_life']:.3g} {summary.time_unit}")
-    if summary.terminal_half_life and positive.size:
-        ax_log.axvline(summary.tmax + summary.terminal_half_life, color="grey", lw=0.6, ls=":")
     ax_log.set_yscale("log")
     if positive.size:
         low, high = max(positive.min(), positive.max() * 1e-6), positive.max() * 1.5
@@ -364,6 +383,8 @@ def plot_pk(summary, model, parameters=None, figure=None, points=400):
         axis.set_ylabel(unit_label(summary.observable, unit))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="x-small")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+    ax.set_ylim(bottom=0)
     ax.set_title(f"{summary.model_name}: bolus of {summary.dose:.3g} into {summary.dose_compartment}", fontsize="medium")
     ax_log.set_title("phases (log scale)", fontsize="medium")
     fig.tight_layout()
