@@ -300,6 +300,7 @@ def plot_steady(steady, model, figure=None):
     amount = next((unit_of(model, c) for c in getattr(model, "compartments", {}) if unit_of(model, c)), None)
     rate_unit = f"{amount}/{steady.time_unit}" if amount else f"amount/{steady.time_unit}"
     ax.set_xlabel(f"steady flux [{rate_unit}]")
+    ax.set_ylabel("flow")
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
@@ -338,6 +339,7 @@ def plot_steady(steady, model, figure=None):
         ax2.set_xlim(0, 100)
         ax2.set_ylim(len(fates) - 0.3, -0.5)
         ax2.set_xlabel("share of the compartment's outflow [%]")
+        ax2.set_ylabel("compartment")
         ax2.set_title("fate of each compartment's outflow", fontsize="medium")
     fig.tight_layout()
     return fig
