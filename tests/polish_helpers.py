@@ -25,7 +25,7 @@ def unit_model() -> Model:
     return m
 
 
-def two_condition_problem(seed=0) -> FitProblem:
+def two_condition_problem(seed=0, noise="proportional") -> FitProblem:
     model = unit_model()
     rng = np.random.default_rng(seed)
     dose = [{"compartment": "plasma", "amount": 100.0, "time": 0.0}]
@@ -37,8 +37,8 @@ def two_condition_problem(seed=0) -> FitProblem:
     conditions = [Condition("control", doses=dose),
                   Condition("knockdown", doses=dose, overrides={"k_el": "k_el * kd"})]
     return FitProblem(model, pd.DataFrame(rows), ["k_el", "V", "kd"], conditions=conditions,
-                      parameters={"kd": {"value": 0.7, "min": 0.01, "max": 10}}, noise="proportional")
+                      parameters={"kd": {"value": 0.7, "min": 0.01, "max": 10}}, noise=noise)
 
 
-def two_condition_fit(profiles=True):
-    return fit(two_condition_problem(), multistart=1, profiles=profiles, progress=False, executor=None)
+def two_condition_fit(profiles=True, noise="proportional"):
+    return fit(two_condition_problem(noise=noise), multistart=1, profiles=profiles, progress=False, executor=None)

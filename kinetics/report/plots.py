@@ -163,6 +163,8 @@ def plot_fit(result, ax=None, logy=False, band=True, figure=None):
         if logy:
             axis.set_yscale("log")
             readable_log_axis(axis, "y")
+        else:   # x10^7 written as mathtext at the axis top instead of a bare "1e7"
+            axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
     fig.suptitle(f"{p.model.name}: data and fit" + (" (band: 95 % parameter uncertainty)" if band else ""),
