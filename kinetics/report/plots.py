@@ -253,7 +253,8 @@ def plot_corner(result, bins=30, figure=None):
     k = len(names)
     log = result.problem.log_mask
     data = np.where(log, np.log10(np.clip(samples, 1e-300, None)), samples)
-    labels = [f"log10 {n}" if lg else n for n, lg in zip(names, log)]
+    units = [unit_of(result.problem.model, n) for n in names]
+    labels = [unit_label(f"log10 {n}" if lg else n, unit) for n, lg, unit in zip(names, log, units)]
     fig, axes = new_figure(figure, (2.2 * k + 1, 2.2 * k + 1), k, k)
     for i in range(k):
         for j in range(k):
