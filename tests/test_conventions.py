@@ -70,7 +70,7 @@ def test_lmfit_names_match_an_lmfit_minimizer_result():
 
     reference = lmfit.minimize(residual, params, method="least_squares")
     for name in ("params", "nvarys", "ndata", "nfree", "var_names", "covar", "residual", "init_values", "success",
-                 "message", "aic", "bic", "chisqr", "redchi", "nfev", "method", "errorbars", "init_vals"):
+                 "message", "aic", "bic", "chisqr", "redchi", "nfev", "method", "errorbars", "init_vals", "uvars", "aborted"):
         assert hasattr(reference, name), name          # the names are lmfit's ...
         assert hasattr(result, name), name             # ... and ours
     assert (result.nvarys, result.ndata, result.nfree) == (reference.nvarys, reference.ndata, reference.nfree)
@@ -84,7 +84,11 @@ def test_lmfit_names_match_an_lmfit_minimizer_result():
     np.testing.assert_allclose(result.best_fit, result.data - result.residual / result.weights, rtol=1e-10)
     assert result.init_values == {"k_el": 1.0, "V": 2.0, "kd": 0.7}
     assert result.init_vals == [1.0, 2.0, 0.7]
-    assert result.errorbars
+    assert result.errorbars and not result.aborted
+    # uvars: correlated ufloats; the variance of a sum carries the covariance
+    total = sum(result.uvars.values())
+    np.testing.assert_allclose(total.std_dev ** 2, result.covar.sum(), rtol=1e-8)
+    assert set(result.uvars) == set(reference.uvars)
     np.testing.assert_allclose(result.aic, 2 * (result.nvarys + result.n_noise) - 2 * result.loglik)
 
 

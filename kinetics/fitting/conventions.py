@@ -61,6 +61,23 @@ class LmfitConventions:
         return bool(np.isfinite(self.covariance).all())
 
     @property
+    def aborted(self) -> bool:
+        """Always False: an interrupted kinetics fit raises instead of returning a result."""
+        return False
+
+    @property
+    def uvars(self) -> dict:
+        """The free parameters as correlated ``uncertainties`` ufloats (value, stderr, covariance),
+        as lmfit gives them; plain values where the covariance is not finite."""
+        from uncertainties import correlated_values, ufloat
+        if self.errorbars:
+            try:
+                return dict(zip(self.var_names, correlated_values(self.values, self.covariance)))
+            except (ValueError, np.linalg.LinAlgError):
+                pass
+        return {name: ufloat(v, sd if np.isfinite(sd) else np.nan) for name, v, sd in zip(self.var_names, self.values, self.stderr)}
+
+    @property
     def init_values(self) -> dict:
         """Start values of the free parameters (the fit spec's; natural scale)."""
         p = self.problem
