@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -454,7 +455,7 @@ EXAMPLES = {
   kinetics steady exo_linear --json
   kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc --fit results/pk2
 
-Doses, in every command: """ + DOSE_GRAMMAR + """.
+""" + textwrap.fill("Doses, in every command: " + DOSE_GRAMMAR + ".", 90) + """
 Add --debug (before or after the command) for the full traceback of an error.
 Documentation: docs/cli.md (every command and option) and docs/index.md.""",
     "models": """examples:
@@ -466,7 +467,7 @@ Documentation: docs/cli.md (every command and option) and docs/index.md.""",
   kinetics simulate circulation_2c --dose plasma=1e10 --t-end 24 --logy --plot plasma.svg
   kinetics simulate exo_linear --points 5 --json
 
---dose """ + DOSE_GRAMMAR + """.
+""" + textwrap.fill("--dose " + DOSE_GRAMMAR + ".", 90) + """
 Without --out/--plot the table is printed (--json: one record per time).""",
     "fit": """examples:
   kinetics fit fits/plasma_clearance_2c --out results/pk2
@@ -488,7 +489,7 @@ warnings), fit.png, residuals.png, profiles.png (300 dpi; also .svg/.pdf with
   kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc
   kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc --fit results/pk2 --plot pk.png
 
---dose """ + DOSE_GRAMMAR + """; pk summarises a bolus at time 0.""",
+""" + textwrap.fill("--dose " + DOSE_GRAMMAR + "; pk summarises a bolus at time 0.", 90),
     "export": """examples:
   kinetics export sbml lifecycle --out lifecycle.xml
   kinetics export sbml fits/culture_rab27a --out culture.xml""",
