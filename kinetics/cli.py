@@ -177,7 +177,7 @@ def cmd_simulate(args):
         sim.to_csv(args.out)
         _say(f"wrote {args.out} ({len(times)} times x {len(sim.names)} series, method: {sim.method})")
     if args.plot:
-        _save_plot(lambda ax: sim.plot(ax=ax, names=sim.names if args.all else None, logy=args.logy), args.plot, plot_format)
+        _save_simulation_plot(sim, sim.names if args.all else None, args.logy, args.plot, plot_format)
         _say(f"wrote {args.plot}")
     if args.json:
         import json
@@ -203,6 +203,26 @@ def _save_plot(draw, path, image_format):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7.5, 4.8))
     draw(fig.subplots())
+    fig.tight_layout()
+    _save_figure(fig, path, image_format, dpi=FIGURE_DPI)
+
+
+def _save_simulation_plot(sim, names, logy, path, image_format):
+    """One panel per unit (a concentration and a percentage on one axis would squash one of
+    them), stacked, sharing the time axis."""
+    from matplotlib.figure import Figure
+    names = names or sim.observable_names or sim.state_names
+    groups = {}
+    for name in names:
+        groups.setdefault(sim.unit(name), []).append(name)
+    fig = Figure(figsize=(7.5, 3.2 * len(groups) + 1.0 if len(groups) > 1 else 4.8))
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
+    for axis, group in zip(axes, groups.values()):
+        sim.plot(ax=axis, names=group, logy=logy)
+    for axis in axes[1:]:
+        axis.set_title("")
+    for axis in axes[:-1]:
+        axis.set_xlabel("")
     fig.tight_layout()
     _save_figure(fig, path, image_format, dpi=FIGURE_DPI)
 

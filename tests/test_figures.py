@@ -158,3 +158,13 @@ def test_comparison_plot_has_axis_labels(result, tmp_path):
         assert ax.get_xlabel() == "time [h]" and ax.get_ylabel() == "conc [particles/mL]"
     weights = comparison.plot_weights(figure=Figure())
     _labelled(weights.axes[0])
+
+
+@pytest.mark.parametrize("t_end", [2.5, 5.0])   # under one decade, then between one and two
+def test_simulation_log_axis_labels_a_narrow_range(t_end):
+    # the defect: a log axis spanning under two decades got one decade label or none
+    sim = kinetics.simulate(unit_model(), np.linspace(0.1, t_end, 30), doses=[{"compartment": "plasma", "amount": 100}])
+    fig = Figure(figsize=(6, 4))
+    ax = sim.plot(names=["conc"], ax=fig.subplots(), logy=True)
+    shown = _tick_labels_do_not_overlap(fig, ax, "y")
+    assert len(shown) >= 2, shown

@@ -91,9 +91,12 @@ def readable_log_axis(axis, which="x", low=None, high=None):
     if low is None or high is None:
         low, high = (axis.get_xlim() if which == "x" else axis.get_ylim())
     span = math.log10(high / low) if low > 0 and high > 0 else 0.0
-    if span >= 1.0:
+    if span >= 2.0:
         target.set_major_locator(ticker.LogLocator(base=10, numticks=6))
         target.set_major_formatter(ticker.LogFormatterSciNotation())
+    elif span >= 1.0:   # one or two decades: 1, 2, 5 x 10^k (decades alone would give one or two ticks)
+        target.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     else:
         target.set_major_locator(ticker.MaxNLocator(nbins=4, min_n_ticks=2))
         target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))

@@ -559,8 +559,19 @@ class Simulation:
         if logy:
             ax.set_yscale("log")
             from matplotlib import ticker
-            ax.yaxis.set_major_locator(ticker.LogLocator(base=10, numticks=6))
+            low, high = ax.get_ylim()
+            span = math.log10(high / low) if low > 0 else 0.0
+            if span >= 2:    # decades
+                ax.yaxis.set_major_locator(ticker.LogLocator(base=10, numticks=6))
+            elif span >= 1:  # 1, 2, 5 x 10^k
+                ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            else:    # within a decade: a few plain numbers, not every minor tick labelled (or none)
+                ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=4, min_n_ticks=2))
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
         return ax
