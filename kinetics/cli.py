@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .errors import KineticsError, KineticsWarning
 
 __all__ = ["main"]
 
+FIGURE_DPI = 300            # every --plot and fit figure: journals ask for 300 dpi
 MAX_POINTS = 10**6          # simulate --points: the table is held in memory several times over
 MAX_DRAWS = 10**6           # --samples, --mcmc
 QUOTED_LIMIT = 200          # quoted text longer than this is shortened in messages
@@ -109,8 +111,13 @@ def _parse_assignments(items, what="--set"):
     return out
 
 
-def _parse_doses(items):
-    """COMPARTMENT=AMOUNT[@TIME] bolus doses."""
+#: the one --dose grammar of every command (simulate, pk, and any command taking doses)
+DOSE_GRAMMAR = ("COMPARTMENT=AMOUNT[@TIME]: a bolus of AMOUNT (in the compartment's unit) into COMPARTMENT at "
+                "TIME (the model's time unit; default 0), e.g. --dose plasma=1e10 or --dose P=500@12")
+
+
+def _parse_doses(items, option="--dose"):
+    """COMPARTMENT=AMOUNT[@TIME] bolus doses (DOSE_GRAMMAR)."""
     doses = []
     for item in items or ():
         name, sep, rest = item.partition("=")
@@ -118,13 +125,13 @@ def _parse_doses(items):
         try:
             doses.append({"compartment": name.strip(), "amount": float(amount), "time": float(when) if when else 0.0})
         except ValueError:
-            raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT or COMPARTMENT=AMOUNT@TIME, e.g. --dose P=1e10@0") from None
-        if not sep:
-            raise KineticsError(f"--dose '{item}': expected COMPARTMENT=AMOUNT[@TIME]")
+            raise KineticsError(f"{option} '{item}': expected {DOSE_GRAMMAR}") from None
+        if not sep or not name.strip():
+            raise KineticsError(f"{option} '{item}': expected {DOSE_GRAMMAR}")
         bad = [what for what in ("amount", "time") if not math.isfinite(doses[-1][what])]
         if bad:
-            raise KineticsError(f"--dose '{item}': the {' and '.join(bad)} must be finite numbers, "
-                                f"e.g. --dose P=1e10@0")
+            raise KineticsError(f"{option} '{item}': the {' and '.join(bad)} must be finite numbers, "
+                                f"e.g. {option} P=1e10@0")
     return doses
 
 
@@ -137,6 +144,10 @@ def _load(name_or_path):
 def cmd_models(args):
     from .model.library import bundled_models, models_dir
     library = bundled_models()
+    if getattr(args, "json", False):
+        import json
+        _say(json.dumps({name: {k: str(v) for k, v in info.items()} for name, info in library.items()}, indent=2))
+        return 0
     if not library:
         _say(f"no bundled models found in {models_dir()}")
         return 0
@@ -166,9 +177,15 @@ def cmd_simulate(args):
         sim.to_csv(args.out)
         _say(f"wrote {args.out} ({len(times)} times x {len(sim.names)} series, method: {sim.method})")
     if args.plot:
-        _save_plot(lambda ax: sim.plot(ax=ax, names=sim.names if args.all else None, logy=args.logy), args.plot, plot_format)
+        _save_simulation_plot(sim, sim.names if args.all else None, args.logy, args.plot, plot_format)
         _say(f"wrote {args.plot}")
-    if not args.out and not args.plot:
+    if args.json:
+        import json
+        records = sim.wide.to_dict(orient="records")
+        _say(json.dumps({"model": sim.model_name, "method": sim.method, "time_unit": sim.time_unit,
+                         "units": {name: sim.unit(name) for name in sim.names},
+                         "records": records}, indent=2, default=float, allow_nan=False))
+    elif not args.out and not args.plot:
         import pandas as pd
         with pd.option_context("display.max_rows", 30, "display.width", 160):
             _say(sim.wide.to_string(index=False, max_rows=30, float_format=lambda v: f"{v:.6g}"))
@@ -187,7 +204,27 @@ def _save_plot(draw, path, image_format):
     fig = Figure(figsize=(7.5, 4.8))
     draw(fig.subplots())
     fig.tight_layout()
-    _save_figure(fig, path, image_format, dpi=120)
+    _save_figure(fig, path, image_format, dpi=FIGURE_DPI)
+
+
+def _save_simulation_plot(sim, names, logy, path, image_format):
+    """One panel per unit (a concentration and a percentage on one axis would squash one of
+    them), stacked, sharing the time axis."""
+    from matplotlib.figure import Figure
+    names = names or sim.observable_names or sim.state_names
+    groups = {}
+    for name in names:
+        groups.setdefault(sim.unit(name), []).append(name)
+    fig = Figure(figsize=(7.5, 3.2 * len(groups) + 1.0 if len(groups) > 1 else 4.8))
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
+    for axis, group in zip(axes, groups.values()):
+        sim.plot(ax=axis, names=group, logy=logy)
+    for axis in axes[1:]:
+        axis.set_title("")
+    for axis in axes[:-1]:
+        axis.set_xlabel("")
+    fig.tight_layout()
+    _save_figure(fig, path, image_format, dpi=FIGURE_DPI)
 
 
 def cmd_fit(args):
@@ -201,16 +238,37 @@ def cmd_fit(args):
     out = Path(args.out) if args.out else (folder if folder.is_dir() else folder.parent) / "results"
     problem = load_fit_spec(folder)
     _check_out_folder(out, "--out" if args.out else "the output folder (--out)")   # before the fit, not after
+    formats = _figure_formats(args.figure_format)
     _say(f"fitting {problem.model.name} to {problem.data.n_points} points "
-         f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})")
+         f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})",
+         file=sys.stderr if args.json else None)
     result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
                  executor=None if args.serial else "auto", progress=not args.no_progress,
                  profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None,
                  engine=args.engine)
+    written = result.save(out, formats=formats)
+    if args.json:   # the result.json content on stdout; the folder is written as usual
+        _say(result.to_json())
+        _say(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+        return 0
     _say(result.fit_report())
-    written = result.save(out)
     _say(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _figure_formats(items):
+    """--figure-format values (repeatable, or comma-separated): png always, svg/pdf on request."""
+    from .report.plots import FIGURE_FORMATS
+    formats = ["png"]
+    for item in items or ():
+        for value in item.split(","):
+            value = value.strip().lower().lstrip(".")
+            if value not in FIGURE_FORMATS:
+                raise KineticsError(f"--figure-format '{value}': use one of {', '.join(FIGURE_FORMATS)} "
+                                    "(PNG is always written; e.g. --figure-format svg)")
+            if value not in formats:
+                formats.append(value)
+    return tuple(formats)
 
 
 def cmd_compare(args):
@@ -238,7 +296,7 @@ def cmd_compare(args):
             if fig is None:
                 continue
             target = base.with_name(base.stem + suffix + (base.suffix or ".png"))
-            _save_figure(fig, target, plot_format, dpi=110)
+            _save_figure(fig, target, plot_format, dpi=FIGURE_DPI)
             _say(f"wrote {target}")
     return 0
 
@@ -250,9 +308,11 @@ def cmd_steady(args):
 
     from .analysis.steady import compare_scenarios, steady_state
     _count("--samples", args.samples, 0, MAX_DRAWS)
+    plot_format = _plot_format(args.plot) if args.plot else None
+    _check_condition_option(args)
     model = _load(args.model)
     overrides = _parse_assignments(args.set)
-    values = _fit_values(args.fit, model) if args.fit else {}
+    values = _fit_values(args.fit, model, args.condition) if args.fit else {}
     values.update(overrides)
     scale = _parse_assignments(args.scale, "--scale")
     baseline = steady_state(model, values or None)
@@ -263,8 +323,19 @@ def cmd_steady(args):
         out["scenario"] = steady_state(model, values or None, scale=scale).to_dict()
     if args.fit:
         from .analysis.uncertainty import steady_state_uncertainty
-        uncertainty = steady_state_uncertainty(model, _fit_summary_at(args.fit, overrides), n_samples=args.samples)
+        uncertainty = steady_state_uncertainty(model, _fit_summary_at(args.fit, overrides), n_samples=args.samples,
+                                               condition=args.condition)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
+    if args.condition:
+        out["condition"] = args.condition
+    if args.plot:
+        from .report.plots import plot_steady
+        from matplotlib.figure import Figure
+        figure = plot_steady(baseline, model, figure=Figure())
+        if figure is None:
+            raise KineticsError(f"--plot {args.plot}: model '{model.name}' has no flows, so there is no flux to plot")
+        _save_figure(figure, args.plot, plot_format, dpi=FIGURE_DPI)
+        _say(f"wrote {args.plot}", file=sys.stderr if args.json else None)
     if args.json:
         _say(json.dumps(out, indent=2, default=float))
         return 0
@@ -287,11 +358,16 @@ def cmd_pk(args):
 
     from .analysis.pk import pk_summary
     _count("--samples", args.samples, 0, MAX_DRAWS)
+    plot_format = _plot_format(args.plot) if args.plot else None
+    _check_condition_option(args)
     model = _load(args.model)
     doses = _parse_doses([args.dose])
+    if doses[0]["time"] != 0:
+        raise KineticsError(f"--dose '{args.dose}': pk summarises a bolus at time 0; write --dose "
+                            f"{doses[0]['compartment']}={doses[0]['amount']:g} (or @0)")
     dose = {"compartment": doses[0]["compartment"], "amount": doses[0]["amount"]}
     overrides = _parse_assignments(args.set)
-    values = _fit_values(args.fit, model) if args.fit else {}
+    values = _fit_values(args.fit, model, args.condition) if args.fit else {}
     values.update(overrides)
     summary = pk_summary(model, dose, args.observable, values or None, t_last=args.t_last)
     out = summary.to_dict()
@@ -299,8 +375,15 @@ def cmd_pk(args):
     if args.fit:
         from .analysis.uncertainty import pk_uncertainty
         uncertainty = pk_uncertainty(model, _fit_summary_at(args.fit, overrides), dose, args.observable,
-                                     n_samples=args.samples, t_last=args.t_last)
+                                     n_samples=args.samples, t_last=args.t_last, condition=args.condition)
         out["uncertainty"] = uncertainty.to_dict(orient="records")
+    if args.condition:
+        out["condition"] = args.condition
+    if args.plot:
+        from .report.plots import plot_pk
+        from matplotlib.figure import Figure
+        _save_figure(plot_pk(summary, model, figure=Figure()), args.plot, plot_format, dpi=FIGURE_DPI)
+        _say(f"wrote {args.plot}", file=sys.stderr if args.json else None)
     if args.json:
         _say(json.dumps(out, indent=2, default=float))
         return 0
@@ -323,7 +406,14 @@ def _fit_summary_at(folder, overrides):
     keep = [i for i, name in enumerate(summary.free) if name not in overrides]
     samples = summary.samples[:, keep] if summary.samples is not None else None
     return FitSummary(summary.model_name, {**summary.values, **overrides}, [summary.free[i] for i in keep],
-                      summary.covariance[np.ix_(keep, keep)], summary.log_scale[keep], samples)
+                      summary.covariance[np.ix_(keep, keep)], summary.log_scale[keep], samples,
+                      conditions=summary.conditions, overrides=summary.overrides, origin=summary.origin)
+
+
+def _check_condition_option(args):
+    if args.condition and not args.fit:
+        raise KineticsError(f"--condition {args.condition}: selects a condition of a saved fit, so it needs "
+                            "--fit DIR as well (e.g. --fit results/culture --condition rab27a_kd)")
 
 
 def _held_text(overrides):
@@ -332,13 +422,18 @@ def _held_text(overrides):
     return " at " + ", ".join(f"{k} = {v:g}" for k, v in overrides.items()) + " (held fixed; the other parameters vary)"
 
 
-def _fit_values(folder, model):
-    """Best-fit values of a saved fit (result.json) for the model's parameters."""
+def _fit_values(folder, model, condition=None):
+    """Best-fit values of a saved fit (result.json) for the model's parameters (in
+    ``condition``, its overrides applied, when given)."""
     from .io.results import read_result
     path, data = read_result(folder)
     if data["model"].get("name") != model.name:
         raise KineticsError(f"{path}: this fit is of model '{data['model'].get('name')}', not '{model.name}'")
-    return {name: entry["value"] for name, entry in data["parameters"].items() if name in model.parameters}
+    values = {name: entry["value"] for name, entry in data["parameters"].items()}
+    if condition is not None:
+        from .analysis.uncertainty import condition_values, load_fit_summary
+        values = condition_values(load_fit_summary(folder), values, condition)
+    return {name: value for name, value in values.items() if name in model.parameters}
 
 
 def cmd_export(args):
@@ -455,20 +550,88 @@ def _add_prediction_options(p):
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--fit", metavar="DIR", help="use the best-fit values of a saved fit, with 95 %% intervals")
     p.add_argument("--samples", type=_integer, default=300, help="parameter draws for the sampled intervals (default 300)")
+    p.add_argument("--condition", metavar="NAME", help="with --fit: predict for this condition of a multi-condition fit "
+                   "(its parameter overrides applied; default: the fitted parameter values as they are)")
+    p.add_argument("--plot", metavar="PATH", help="write a figure to this image file (.png at 300 dpi, .svg, .pdf)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+#: the examples at the end of each command's --help
+EXAMPLES = {
+    "kinetics": """examples:
+  kinetics models
+  kinetics simulate lifecycle --t-end 48 --points 97 --out lifecycle.csv --plot lifecycle.png
+  kinetics fit fits/plasma_clearance_2c --out results/pk2
+  kinetics steady exo_linear --json
+  kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc --fit results/pk2
+
+""" + textwrap.fill("Doses, in every command: " + DOSE_GRAMMAR + ".", 90) + """
+Add --debug (before or after the command) for the full traceback of an error.
+Documentation: docs/cli.md (every command and option) and docs/index.md.""",
+    "models": """examples:
+  kinetics models
+  kinetics models --json""",
+    "simulate": """examples:
+  kinetics simulate lifecycle --t-end 48 --points 97 --out lifecycle.csv --plot lifecycle.png
+  kinetics simulate models/exo_sat.toml --set Vmax=200 --dose P=500@0
+  kinetics simulate circulation_2c --dose plasma=1e10 --t-end 24 --logy --plot plasma.svg
+  kinetics simulate exo_linear --points 5 --json
+
+""" + textwrap.fill("--dose " + DOSE_GRAMMAR + ".", 90) + """
+Without --out/--plot the table is printed (--json: one record per time).""",
+    "fit": """examples:
+  kinetics fit fits/plasma_clearance_2c --out results/pk2
+  kinetics fit fits/culture_rab27a --multistart 20 --seed 3 --figure-format svg
+  kinetics fit fits/plasma_clearance_1c --no-profiles --json > pk1.json
+
+Writes result.json, report.txt, report.html (one page: estimates, intervals, figures,
+warnings), fit.png, residuals.png, profiles.png (300 dpi; also .svg/.pdf with
+--figure-format), curves.csv and, with --mcmc, corner.png.""",
+    "compare": """examples:
+  kinetics compare results/pk1 results/pk2
+  kinetics compare results/pk1 results/pk2 --nested pk1<pk2 --plot comparison.png
+  kinetics compare results/pk1 results/pk2 --json""",
+    "steady": """examples:
+  kinetics steady exo_linear
+  kinetics steady exo_sat --scale k_sec=2 --plot fluxes.png
+  kinetics steady culture --fit fits/culture_rab27a/results --condition rab27a_kd --json""",
+    "pk": """examples:
+  kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc
+  kinetics pk circulation_2c --dose plasma=1e10 --observable plasma_conc --fit results/pk2 --plot pk.png
+
+""" + textwrap.fill("--dose " + DOSE_GRAMMAR + "; pk summarises a bolus at time 0.", 90),
+    "export": """examples:
+  kinetics export sbml lifecycle --out lifecycle.xml
+  kinetics export sbml fits/culture_rab27a --out culture.xml""",
+    "demo": """examples:
+  kinetics demo
+  kinetics demo --out /tmp/demo""",
+}
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="kinetics", description="Compartment kinetics of exosome production and clearance.")
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="kinetics", description="Compartment kinetics of exosome production and clearance: "
+                                     "simulate models, fit them to time courses, compare variants, predict steady states "
+                                     "and PK figures.", epilog=EXAMPLES["kinetics"],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kinetics {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     # --debug also after the subcommand; SUPPRESS keeps a subcommand without it from resetting it
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_parser = sub.add_parser
-    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)
+
+    def add_command(name, **kwargs):
+        # every command: --debug, a description (its help line unless given) and examples
+        kwargs.setdefault("description", kwargs.get("help", "").rstrip(".").capitalize() + ".")
+        return add_parser(name, parents=[common], epilog=EXAMPLES.get(name),
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    sub.add_parser = add_command
 
     p = sub.add_parser("models", help="list bundled models")
+    p.add_argument("--json", action="store_true", help="print JSON (name -> description and path)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("simulate", help="simulate a model file or bundled model")
@@ -476,13 +639,15 @@ def build_parser():
     p.add_argument("--t-end", type=float, default=48.0, help="end time, in the model's time unit (default 48)")
     p.add_argument("--points", type=_integer, default=101, help="number of output times (default 101)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter value (repeatable)")
-    p.add_argument("--dose", action="append", metavar="COMP=AMOUNT[@TIME]", help="bolus dose (repeatable)")
+    p.add_argument("--dose", action="append", metavar="COMPARTMENT=AMOUNT[@TIME]",
+                   help="bolus dose at TIME (default 0; repeatable), e.g. --dose P=500@12")
     p.add_argument("--out", help="write the wide table (time, compartments, observables) to this CSV")
     p.add_argument("--plot", help="write a plot to this image file")
     p.add_argument("--all", action="store_true", help="plot compartments as well as observables")
     p.add_argument("--logy", action="store_true", help="logarithmic y axis")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance, numerical path (default 1e-8)")
     p.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance, numerical path (default 1e-10)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON records (one per time) with the units")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("fit", help="fit a worked case folder (fit.toml + data) and write result.json, report.txt, plots")
@@ -497,6 +662,9 @@ def build_parser():
     p.add_argument("--mcmc", type=_integer, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
     p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--figure-format", action="append", metavar="FORMAT",
+                   help="also write the figures as svg or pdf (repeatable or comma-separated; PNG at 300 dpi always)")
+    p.add_argument("--json", action="store_true", help="print the result.json content instead of the text report")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("compare", help="compare fits of model variants to the same data (AIC, AICc, BIC, weights, LRT)")
@@ -514,7 +682,7 @@ def build_parser():
 
     p = sub.add_parser("pk", help="pharmacokinetic summary of a bolus dose (AUC, CL, Vss, MRT, half-lives)")
     p.add_argument("model", help="model file (.toml, or SBML .xml) or bundled model name")
-    p.add_argument("--dose", required=True, metavar="COMP=AMOUNT", help="bolus at t = 0, e.g. plasma=1e10")
+    p.add_argument("--dose", required=True, metavar="COMPARTMENT=AMOUNT[@0]", help="bolus at time 0, e.g. --dose plasma=1e10")
     p.add_argument("--observable", required=True, help="measured compartment or observable (e.g. a concentration)")
     p.add_argument("--t-last", type=float, help="last sampling time, for AUC(0-tlast)")
     _add_prediction_options(p)
@@ -546,12 +714,42 @@ def build_parser():
     return parser
 
 
+def _kernels_cached() -> bool:
+    """Whether numba's disk cache holds the compiled kernels (an index file of the linear kernel
+    beside the module, in $NUMBA_CACHE_DIR or in ~/.cache/numba); True without numba."""
+    try:
+        import importlib.util
+        if importlib.util.find_spec("numba") is None:
+            return True
+    except (ImportError, ValueError):
+        return True
+    numerics = Path(__file__).parent / "numerics"
+    places = [numerics / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    places.append(Path.home() / ".cache" / "numba")
+    for place in places:
+        try:
+            if next(place.rglob("linear_kernel.*.nbi"), None) is not None:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+#: commands that never run compiled kernels (no first-use compile message for them)
+_NO_KERNELS = {"models", "export"}
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.command not in _NO_KERNELS and not _kernels_cached():
+        print("note: compiling the numerical kernels for their first use (a minute or two, once; "
+              "they are cached on disk afterwards)", file=sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", KineticsWarning)

@@ -80,6 +80,14 @@ class Comparison:
     def to_dict(self):
         return {"models": self.table.to_dict(orient="records"), "likelihood_ratio_tests": self.tests.to_dict(orient="records")}
 
+    def _repr_html_(self) -> str:
+        """The comparison and the likelihood-ratio tests as tables (for notebooks)."""
+        html = "<p><b>Model comparison</b> (same data, same noise model; AICc weights)</p>" + self.table.to_html(
+            index=False, float_format=lambda v: f"{v:.4g}")
+        if not self.tests.empty:
+            html += "<p><b>Likelihood-ratio tests</b></p>" + self.tests.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        return html
+
     def plot_weights(self, ax=None, figure=None):
         """Akaike weights as bars; on ``ax``, else on ``figure`` (a detached Figure), else on a
         new pyplot figure."""
@@ -87,9 +95,15 @@ class Comparison:
         if ax is None:
             _, axes = new_figure(figure, (6, 3.5))
             ax = axes[0, 0]
-        ax.bar(self.table["model"], self.table["weight"], color="tab:blue")
+        from ..report.plots import condition_colours
+        colours = condition_colours([entry[0] for entry in self._entries])   # the curves' colours (plot_fits)
+        ax.bar(self.table["model"], self.table["weight"], color=[colours.get(m, "tab:blue") for m in self.table["model"]])
+        for x, weight in enumerate(self.table["weight"]):
+            ax.text(x, weight + 0.02, f"{weight:.3g}", ha="center", va="bottom", fontsize="small")
         ax.set_ylabel("Akaike weight (AICc)")
-        ax.set_ylim(0, 1)
+        ax.set_xlabel("model variant")
+        ax.set_ylim(0, 1.12)     # room for the value above a bar of weight 1
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.tick_params(axis="x", rotation=20)
         ax.grid(alpha=0.3, axis="y")
         ax.figure.tight_layout()
@@ -98,8 +112,12 @@ class Comparison:
     def plot_fits(self, figure=None):
         """Fitted curves of every variant over the data, one panel per observable and condition
         (on ``figure``, a detached Figure, when given)."""
-        from ..report.plots import new_figure
+        from ..report.plots import condition_colours, new_figure, readable_log_axis, unit_label
         data_table = self._data_table()
+        colours = condition_colours([name for name, _, c, _ in self._entries])
+        model_info = self._entries[0][1].get("model", {}) if isinstance(self._entries[0][1], dict) else {}
+        time_unit = model_info.get("time_unit")
+        units = model_info.get("units") if isinstance(model_info.get("units"), dict) else {}
         panels = []
         for _, _, c, _ in self._entries:
             if c is not None:
@@ -118,8 +136,16 @@ class Comparison:
                 if c is None:
                     continue
                 sel = c[(c["condition"] == cond) & (c["observable"] == obs)]
-                ax.plot(sel["time"], sel["value"], "-", label=name)
+                ax.plot(sel["time"], sel["value"], "-", color=colours[name], label=name)
             ax.set_title(f"{cond}: {obs}", fontsize="medium")
+            ax.set_xlabel(f"time [{time_unit}]" if time_unit else "time")
+            ax.set_ylabel(unit_label(obs, units.get(obs)))
+            shown = np.concatenate([line.get_ydata() for line in ax.get_lines()]).astype(float) if ax.get_lines() else np.array([])
+            if shown.size and (shown > 0).all() and shown.max() / shown.min() > 100:   # decades: a log axis shows them
+                ax.set_yscale("log")
+                readable_log_axis(ax, "y")
+            else:
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
             ax.grid(alpha=0.3)
             ax.legend(fontsize="x-small")
         for ax in list(axes.flat)[len(panels):]:

@@ -81,6 +81,17 @@ class PKSummary:
                 out[key] = None
         return out
 
+    def _repr_html_(self) -> str:
+        """The PK figures as a table (for notebooks)."""
+        import html
+        keys = ["cmax", "tmax", "auc_last", "auc_inf", "aumc_inf", "mrt", "terminal_half_life", "clearance", "vss"]
+        rows = "".join(f"<tr><td>{k}</td><td>{'' if getattr(self, k) is None else f'{getattr(self, k):.5g}'}</td>"
+                       f"<td>{html.escape(str(self.units.get(k) or (self.time_unit if k in ('tmax', 'mrt', 'terminal_half_life') else '')))}</td></tr>"
+                       for k in keys)
+        return (f"<p><b>PK summary of {html.escape(self.model_name)}</b>: bolus of {self.dose:.4g} into "
+                f"{html.escape(self.dose_compartment)}, observable {html.escape(self.observable)} ({self.method})</p>"
+                f"<table><tr><th>figure</th><th>value</th><th>unit</th></tr>{rows}</table>")
+
     def report(self) -> str:
         u = self.units
         tu = self.time_unit

@@ -348,6 +348,24 @@ class SteadyState:
             "method": self.method,
         }
 
+    def to_frame(self) -> pd.DataFrame:
+        """Steady values of the compartments and inflow rates of the sinks, one row each
+        (columns kind, value), indexed by name."""
+        rows = [{"name": n, "kind": "compartment", "value": v} for n, v in self.values.items()]
+        rows += [{"name": n, "kind": "sink (inflow rate)", "value": v} for n, v in self.sinks.items()]
+        return pd.DataFrame(rows, columns=["name", "kind", "value"]).set_index("name")
+
+    def fluxes_frame(self) -> pd.DataFrame:
+        """Steady rate of every flow, indexed by flow name."""
+        return pd.DataFrame({"flux": self.fluxes}).rename_axis("flow")
+
+    def _repr_html_(self) -> str:
+        """Steady values, fluxes and stability as tables (for notebooks)."""
+        fmt = lambda v: f"{v:.5g}"   # noqa: E731
+        return (f"<p><b>Steady state of {self.model_name}</b> ({self.method}; "
+                f"{'stable' if self.stable else 'NOT stable'})</p>" + self.to_frame().to_html(float_format=fmt)
+                + "<p><b>steady fluxes</b> (per " + str(self.time_unit) + ")</p>" + self.fluxes_frame().to_html(float_format=fmt))
+
     def report(self, sensitivities: bool = True) -> str:
         """A readable text table."""
         plan = self._plan

@@ -12,14 +12,21 @@ import pandas as pd
 
 from ..errors import KineticsError
 
-__all__ = ["FitSummary", "load_fit_summary", "predict_with_uncertainty", "steady_state_uncertainty", "pk_uncertainty"]
+__all__ = ["FitSummary", "load_fit_summary", "predict_with_uncertainty", "steady_state_uncertainty", "pk_uncertainty",
+           "condition_values"]
 
 
 class FitSummary:
     """What prediction uncertainty needs from a fit: best values, free names, covariance."""
 
-    def __init__(self, model_name, values, free, covariance, log_scale, samples=None):
+    def __init__(self, model_name, values, free, covariance, log_scale, samples=None, conditions=None,
+                 overrides=None, origin="the fit"):
         self.model_name = model_name
+        # the fit's conditions and each one's parameter overrides (name -> expression text over
+        # the fit parameters); None: not recorded (a result.json of an older kinetics)
+        self.conditions = list(conditions or [])
+        self.overrides = overrides
+        self.origin = origin
         self.values = dict(values)              # every fit parameter -> best value
         self.free = list(free)
         self.covariance = np.asarray(covariance, dtype=float)   # natural scale, free x free
@@ -47,13 +54,41 @@ class FitSummary:
         return out
 
 
+def condition_values(summary, values, condition):
+    """The model's parameter values in ``condition`` of a fit, from the fit parameters ``values``
+    (the condition's overrides evaluated; ``condition`` None: ``values`` unchanged)."""
+    if condition is None:
+        return values
+    if condition not in summary.conditions:
+        raise KineticsError(f"{summary.origin}: no condition '{condition}' in this fit; its conditions are "
+                            f"{', '.join(summary.conditions) or '(none recorded)'}. Use --condition with one of them "
+                            "(condition= in Python)")
+    if summary.overrides is None:
+        if len(summary.conditions) == 1:
+            return values
+        raise KineticsError(f"{summary.origin}: this result.json does not record the conditions' parameter overrides "
+                            "(written by an older kinetics); run the fit again to select a condition")
+    import sympy as sp
+
+    from ..model.expressions import parse_expression
+    symbols = {name: sp.Symbol(name) for name in values}
+    out = dict(values)
+    for name, expr in summary.overrides.get(condition, {}).items():
+        parsed = parse_expression(str(expr), symbols, allow_time=False)
+        out[name] = float(parsed.subs({symbols[k]: v for k, v in values.items()}))
+    return out
+
+
 def load_fit_summary(fit) -> FitSummary:
     """From a :class:`~kinetics.fit.FitResult` or a fit folder (``result.json``)."""
     from ..fitting.optimize import FitResult
     if isinstance(fit, FitResult):
         p = fit.problem
         samples = fit.mcmc["samples"] if fit.mcmc else None
-        return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples)
+        return FitSummary(p.model.name, fit.best_values, p.free, fit.covariance, p.log_mask, samples,
+                          conditions=p.condition_names,
+                          overrides={name: {k: str(v) for k, v in c.overrides.items()} for name, c in p.conditions.items()},
+                          origin=f"the fit of {p.origin}")
     from ..io.results import read_result
     path, data = read_result(fit)
     params = data["parameters"]
@@ -66,7 +101,10 @@ def load_fit_summary(fit) -> FitSummary:
         raise KineticsError(f"{path}: some free parameters have no standard error, so no interval can be propagated")
     cov = corr * np.outer(sd, sd)
     log_scale = [bool(params[n].get("log_scale", True)) for n in free]
-    return FitSummary(data["model"]["name"], {n: e["value"] for n, e in params.items()}, free, cov, log_scale)
+    conditions = data.get("conditions") if isinstance(data.get("conditions"), list) else []
+    overrides = data.get("condition_overrides") if isinstance(data.get("condition_overrides"), dict) else None
+    return FitSummary(data["model"]["name"], {n: e["value"] for n, e in params.items()}, free, cov, log_scale,
+                      conditions=conditions, overrides=overrides, origin=str(path))
 
 
 def predict_with_uncertainty(quantities, fit, n_samples=300, seed=0, relative_step=1e-6) -> pd.DataFrame:
@@ -125,14 +163,17 @@ def _model_for(model, summary):
     return model
 
 
-def steady_state_uncertainty(model, fit, n_samples=300, seed=0) -> pd.DataFrame:
-    """Steady values (bounded compartments), sink inflow rates and fluxes with 95 % intervals."""
+def steady_state_uncertainty(model, fit, n_samples=300, seed=0, condition=None) -> pd.DataFrame:
+    """Steady values (bounded compartments), sink inflow rates and fluxes with 95 % intervals
+    (``condition``: of that condition of a multi-condition fit, its overrides applied)."""
     from .steady import steady_state
     summary = fit if isinstance(fit, FitSummary) else load_fit_summary(fit)
     model = _model_for(model, summary)
     names = set(model.parameters)
+    condition_values(summary, summary.values, condition)     # an unknown condition fails here, once
 
     def quantities(values):
+        values = condition_values(summary, values, condition)
         ss = steady_state(model, {k: v for k, v in values.items() if k in names})
         out = {f"{k}": v for k, v in ss.values.items()}
         out.update({f"{k} (inflow rate)": v for k, v in ss.sinks.items()})
@@ -142,14 +183,17 @@ def steady_state_uncertainty(model, fit, n_samples=300, seed=0) -> pd.DataFrame:
     return predict_with_uncertainty(quantities, summary, n_samples, seed)
 
 
-def pk_uncertainty(model, fit, dose, observable, n_samples=300, seed=0, t_last=None) -> pd.DataFrame:
-    """PK figures (AUC, CL, Vss, MRT, half-lives, ...) with 95 % intervals from a fit."""
+def pk_uncertainty(model, fit, dose, observable, n_samples=300, seed=0, t_last=None, condition=None) -> pd.DataFrame:
+    """PK figures (AUC, CL, Vss, MRT, half-lives, ...) with 95 % intervals from a fit
+    (``condition``: of that condition of a multi-condition fit, its overrides applied)."""
     from .pk import pk_summary
     summary = fit if isinstance(fit, FitSummary) else load_fit_summary(fit)
     model = _model_for(model, summary)
     names = set(model.parameters)
+    condition_values(summary, summary.values, condition)
 
     def quantities(values):
+        values = condition_values(summary, values, condition)
         d = pk_summary(model, dose, observable, {k: v for k, v in values.items() if k in names}, t_last=t_last).to_dict()
         out = {}
         for key, value in d.items():

@@ -27,6 +27,7 @@ from scipy.optimize import minimize
 from scipy.stats import chi2, qmc
 
 from ..errors import FitError, KineticsWarning, SolverError
+from .conventions import LmfitConventions
 
 __all__ = ["fit", "FitResult", "CHI2_95"]
 
@@ -589,7 +590,7 @@ def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto"
     return x, rss, weights, ab, converged
 
 
-class FitResult:
+class FitResult(LmfitConventions):
     """The outcome of :func:`fit`: estimates, statistics, uncertainty, and ways to show them.
 
     ``params`` is an :class:`lmfit.Parameters` on the natural scale (stderr from the covariance),
@@ -915,10 +916,11 @@ class FitResult:
         from ..report.plots import plot_corner
         return plot_corner(self)
 
-    def save(self, folder) -> list:
-        """Write result.json, report.txt and the plots into ``folder`` (each atomically)."""
+    def save(self, folder, formats=("png",)) -> list:
+        """Write result.json, report.txt, report.html and the plots into ``folder`` (as a whole);
+        ``formats``: figure formats besides PNG, e.g. ("png", "svg") or ("png", "pdf")."""
         from ..report.plots import save_result
-        return save_result(self, folder)
+        return save_result(self, folder, formats=formats)
 
     def __repr__(self):
         return f"<FitResult {self.problem.model.name}: -2 loglik {-2 * self.loglik:.4g}, AICc {self.aicc:.4g}, {self.n_free} free>"

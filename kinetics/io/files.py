@@ -24,7 +24,9 @@ __all__ = ["atomic_write", "atomic_path", "atomic_folder", "check_output_folder"
 # The files `kinetics fit` / FitResult.save write into a result folder. A folder holding
 # anything else is not replaced (it may hold the user's own files).
 RESULT_FILES = frozenset({"result.json", "report.txt", "fit.png", "residuals.png", "curves.csv",
-                          "profiles.png", "corner.png"})
+                          "profiles.png", "corner.png", "report.html"}
+                         | {f"{stem}.{suffix}" for stem in ("fit", "residuals", "profiles", "corner")
+                            for suffix in ("svg", "pdf")})
 
 _STAGING_TAG = ".kinetics-"
 

@@ -76,6 +76,13 @@ def _check_result_shape(path, data):
         fail("noise", "a JSON object")
 
 
+def _unit_of(model, name):
+    for table in (model.observables, model.compartments):
+        if name in table and getattr(table[name], "unit", None):
+            return str(table[name].unit)
+    return None
+
+
 def _finite(v):
     if v is None:
         return None
@@ -103,10 +110,16 @@ def result_dict(result) -> dict:
     model_sha = p.model.sha256 or hashlib.sha256(repr(p.model.to_dict()).encode()).hexdigest()
     return {
         "kinetics_version": __version__,
-        "model": {"name": p.model.name, "sha256": model_sha, "path": p.model.source},
+        "model": {"name": p.model.name, "sha256": model_sha, "path": p.model.source, "time_unit": p.model.time_unit,
+                  # units of the measured observables (None where the model declares none), for plots
+                  "units": {obs: _unit_of(p.model, obs) for obs in p.data.observables}},
         "data": {"path": p.data.path, "sha256": p.data.sha256, "n_points": int(p.n_data)},
         "noise": {"model": p.noise, **{k: float(v) for k, v in result.noise_params.items()}},
         "conditions": p.condition_names,
+        # each condition's parameter overrides (expressions over the fit parameters), so that
+        # steady/pk --fit DIR --condition NAME can predict for one condition
+        "condition_overrides": {name: {k: str(v) for k, v in getattr(p.conditions.get(name), "overrides", {}).items()}
+                                for name in p.condition_names},
         "parameters": params,
         "statistics": {"chisqr": float(result.chisqr), "redchi": _finite(result.redchi), "loglik": float(result.loglik),
                        "aic": float(result.aic), "aicc": _finite(result.aicc), "bic": float(result.bic),

@@ -926,6 +926,28 @@ class Model:
             params.add(p.name, value=float(value), min=min(p.min, value), max=max(p.max, value), vary=not (p.fixed or computed))
         return params
 
+    def _repr_html_(self) -> str:
+        """Tables of compartments, parameters, flows and observables (for notebooks)."""
+        import html
+
+        def table(title, header, rows):
+            if not rows:
+                return ""
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+                           for row in rows)
+            return f"<p><b>{html.escape(title)}</b></p><table><tr>{head}</tr>{body}</table>"
+
+        return (f"<p><b>Model {html.escape(self.name)}</b> (time unit {html.escape(str(self.time_unit))})</p>"
+                + table("compartments", ["name", "initial", "unit"],
+                        [(c.name, c.initial, c.unit) for c in self.compartments.values()])
+                + table("parameters", ["name", "value", "min", "max", "unit", "fixed"],
+                        [(p.name, p.value, p.min, p.max, p.unit, p.fixed) for p in self.parameters.values()])
+                + table("flows", ["name", "rate", "from", "to"],
+                        [(f.name, f.rate, f.source or "(outside)", f.target or "(outside)") for f in self.flows.values()])
+                + table("observables", ["name", "expression", "unit"],
+                        [(o.name, o.expr, o.unit) for o in self.observables.values()]))
+
     def __repr__(self):
         return (f"<Model '{self.name}': {len(self.compartments)} compartments, {len(self.parameters)} parameters, "
                 f"{len(self.flows)} flows, {len(self.observables)} observables>")

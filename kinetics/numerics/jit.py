@@ -8,8 +8,8 @@ function unchanged, so kernels run as plain Python (slow, but correct), and
 :func:`numba_available` is False: callers with a faster non-numba route (scipy's LSODA,
 scipy's ``least_squares``) take it.
 
-This module is the only place that imports numba (but for :mod:`.linear_batch`, which calls
-numba's own LAPACK binding and is imported only where numba is available); ``numba_types`` and :func:`overload` are
+This module is the only place that imports numba (:func:`lapack_dgeev` hands the batched
+ensemble kernel numba's own LAPACK binding); ``numba_types`` and :func:`overload` are
 re-exported for the one kernel module (``linear_kernel``) that specializes on scalar types.
 Compiling everything ahead of first use is :func:`kinetics.warm_up`.
 """
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - exercised only without numba (subproce
     def overload(*args, **kwargs):
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
-__all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "JIT_OPTIONS"]
+__all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -48,3 +48,12 @@ def jit(fn=None, **options):
             return f
         return _numba.njit(**{**JIT_OPTIONS, **options})(f)
     return decorate(fn) if fn is not None else decorate
+
+
+def lapack_dgeev():
+    """numba's binding of LAPACK's dgeev (the one ``np.linalg.eig`` uses inside numba), callable
+    from compiled code: what :mod:`kinetics.numerics.linear_batch` decomposes each set with.
+    Needs numba."""
+    from numba.np.linalg import _LAPACK, ensure_lapack   # numba's own binding; no public name
+    ensure_lapack()
+    return _LAPACK().numba_ez_rgeev(numba_types.float64)

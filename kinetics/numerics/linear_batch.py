@@ -12,19 +12,17 @@ solves it by the matrix exponential (:func:`kinetics.numerics.linear.solve_affin
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
-from numba.np.linalg import _LAPACK, ensure_lapack  # numba's LAPACK binding, as np.linalg.eig uses it
+from .jit import jit, lapack_dgeev, prange
 
 from .linear_kernel import eigen_solve, eigen_solve_real
 
 __all__ = ["solve_sets"]
 
-ensure_lapack()
-_rgeev = _LAPACK().numba_ez_rgeev(types.float64)
+_rgeev = lapack_dgeev()
 _KIND, _NO, _YES = ord("d"), ord("N"), ord("V")
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _solve_one(A, b, x0, taus, max_condition, X):
     n = A.shape[0]
     a = np.asfortranarray(A)
@@ -48,13 +46,13 @@ def _solve_one(A, b, x0, taus, max_condition, X):
     return eigen_solve_real(wr, np.ascontiguousarray(vr_t.T), b, x0, taus, dA, db, s0, max_condition, X, S)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@jit(parallel=True)
 def _solve_parallel(A, b, x0, taus, max_condition, X, ok):
     for s in prange(A.shape[0]):
         ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _solve_serial(A, b, x0, taus, max_condition, X, ok):
     for s in range(A.shape[0]):
         ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])

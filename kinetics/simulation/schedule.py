@@ -538,26 +538,58 @@ class Simulation:
         with atomic_path(path) as tmp:
             self.wide.to_csv(tmp, index=False, float_format="%.10g")
 
-    def plot(self, names=None, ax=None, logy=False, **kwargs):
-        """Plot the named curves (default: observables if any, else compartments) against time."""
-        import matplotlib.pyplot as plt
+    def unit(self, name):
+        """The declared unit of a compartment or observable (None when the model gives none)."""
+        return self._units.get(name)
 
+    def plot(self, names=None, ax=None, logy=False, **kwargs):
+        """Plot the named curves (default: observables if any, else compartments) against time;
+        the y axis carries the unit (the curves' common unit, else each curve's in its label)."""
         if names is None:
             names = self.observable_names or self.state_names
         elif isinstance(names, str):
             names = [names]
         if ax is None:
+            import matplotlib.pyplot as plt
             _, ax = plt.subplots(figsize=(7, 4.5))
+        units = {self._units.get(name) for name in names}
+        common = units.pop() if len(units) == 1 else None
         for name in names:
             unit = self._units.get(name)
-            ax.plot(self.times, self[name], label=f"{name} [{unit}]" if unit else name, **kwargs)
+            ax.plot(self.times, self[name], label=f"{name} [{unit}]" if unit and not common else name, **kwargs)
         ax.set_xlabel(f"time [{self.time_unit}]")
+        if len(names) == 1:
+            ax.set_ylabel(f"{names[0]} [{common}]" if common else names[0])
+        else:
+            kind = "amount" if all(name in self.state_names for name in names) else "value"
+            ax.set_ylabel(f"{kind} [{common}]" if common else f"{kind} [unit in the legend]")
         ax.set_title(f"{self.model_name} ({self.method})")
         if logy:
             ax.set_yscale("log")
+            from matplotlib import ticker
+            low, high = ax.get_ylim()
+            span = math.log10(high / low) if low > 0 else 0.0
+            if span >= 2:    # decades
+                ax.yaxis.set_major_locator(ticker.LogLocator(base=10, numticks=6))
+            elif span >= 1:  # 1, 2, 5 x 10^k
+                ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            else:    # within a decade: a few plain numbers, not every minor tick labelled (or none)
+                ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=4, min_n_ticks=2))
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
         return ax
+
+    def _repr_html_(self) -> str:
+        import html
+        head = (f"<p><b>Simulation of {html.escape(self.model_name)}</b> ({html.escape(self.method)}): "
+                f"{len(self.times)} times from {self.times[0]:g} to {self.times[-1]:g} {html.escape(str(self.time_unit))}, "
+                f"{len(self.names)} series</p>")
+        return head + self.wide.to_html(max_rows=12, index=False, float_format=lambda v: f"{v:.5g}")
 
     def __repr__(self):
         return f"<Simulation of '{self.model_name}' ({self.method}): {len(self.times)} times, {len(self.names)} series>"
