@@ -596,10 +596,11 @@ class FitProblem:
                 raise DataError(f"{where} transformation = \"{transformation}\" needs positive measurements, but data "
                                 f"row {row} is {y[~(y > 0)][0]:g}; use transformation = \"lin\" or drop the row")
             if "sigma" in entry:
-                if "noise" in entry:
-                    raise DataError(f"{where} gives both noise and sigma; sigma (an expression of parameters) "
-                                    "already is the noise model: keep one")
-                kind, sigma = "expression", entry["sigma"]
+                if entry.get("noise", "constant") not in ("constant", "proportional"):
+                    raise DataError(f"{where} gives sigma with noise = {sanitize_excerpt(str(entry['noise']))!r}; with "
+                                    "sigma, noise is \"constant\" (sigma itself) or \"proportional\" (sigma x |f|)")
+                kind = "proportional" if entry.get("noise") == "proportional" else "expression"
+                sigma = entry["sigma"]
             else:
                 kind = entry.get("noise", self.default_noise)
                 if kind not in ("constant", "proportional", "data"):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["PetabTranslation", "read_petab", "write_petab", "is_petab_problem"]
+__all__ = ["PetabTranslation", "read_petab", "write_petab", "evaluate", "is_petab_problem", "PetabUnsupported"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"^(observable|noise)Parameter(\d+)_(.+)$")
@@ -122,6 +122,20 @@ def _substitute(formula: str, mapping: dict, unknown) -> str:
         pos = match.end()
     out.append(formula[pos:])
     return "".join(out)
+
+
+def _proportional_factor(noise_text, observable_text, dynamic):
+    """c when noise = c * observable with c free of model quantities (``dynamic``), else None."""
+    import sympy as sp
+    names = set(_IDENTIFIER.findall(noise_text)) | set(_IDENTIFIER.findall(observable_text))
+    local = {n: sp.Symbol(n) for n in names if n not in _FUNCTIONS}
+    try:
+        ratio = sp.simplify(sp.sympify(noise_text, locals=local) / sp.sympify(observable_text, locals=local))
+    except (sp.SympifyError, TypeError, ValueError):
+        return None
+    if {str(v) for v in ratio.free_symbols} & dynamic:
+        return None
+    return str(ratio)
 
 
 def read_petab(path) -> PetabTranslation:
@@ -335,11 +349,17 @@ def read_petab(path) -> PetabTranslation:
             if _is_nan(noise_formula):
                 raise DataError(f"{origin}: observable table row {orow_number} ({oid}), column noiseFormula: empty")
             noise_text = _substitute(noise_formula, local, lambda i: unknown(i, "noiseFormula"))
-            for ident in _IDENTIFIER.findall(noise_text):
-                if ident in state_names or ident in model_dict.get("assignments", {}):
+            noise_kind = "constant"
+            dynamic = state_names | set(model_dict.get("assignments", {}))
+            if set(_IDENTIFIER.findall(noise_text)) & dynamic:
+                # sigma proportional to the observable (e.g. a relative error): c(parameters) * formula
+                noise_text = _proportional_factor(noise_text, expr, dynamic)
+                if noise_text is None:
                     raise PetabUnsupported(f"{origin}: observable table row {orow_number} ({oid}), column noiseFormula: "
-                                           f"reads the model quantity {ident}; kinetics' noise formulas may use "
-                                           "parameters only")
+                                           "reads model quantities other than as a factor times the observable "
+                                           "formula; kinetics' noise formulas may use parameters, times the "
+                                           "observable at most")
+                noise_kind = "proportional"
             transformation = orow.get("observableTransformation")
             transformation = "lin" if _is_nan(transformation) else str(transformation).strip()
             distribution = orow.get("noiseDistribution")
@@ -353,6 +373,8 @@ def read_petab(path) -> PetabTranslation:
             model_observables[name] = {"expr": expr}
             observables_spec[name] = {"sigma": noise_text, "transformation": transformation,
                                       "distribution": distribution}
+            if noise_kind == "proportional":
+                observables_spec[name]["noise"] = "proportional"
         records.append({"condition": cname, "time": time, "observable": instances[key],
                         "value": float(m["measurement"])})
         keys.append((oid, sim, preeq))
@@ -373,8 +395,213 @@ def read_petab(path) -> PetabTranslation:
                                     "conditions": conditions_df, "parameters": parameters_df})
 
 
+def evaluate(problem, internal=None) -> dict:
+    """PEtab's log-likelihood (priors excluded), chi2 and simulation table of a fit problem
+    imported from PEtab (see :func:`kinetics.fitting.problem.load_petab`), at internal theta
+    (default: the nominal values)."""
+    import numpy as np
+    x = problem.start() if internal is None else internal
+    nll, _ = problem.negative_loglik(x, priors=False)
+    out = {"llh": -float(nll), "chi2": float(problem.chi2(x)), "n_measurements": int(problem.n_data)}
+    tr = getattr(problem, "petab", None)
+    if tr is not None:
+        f = problem.predict(x)[0]
+        simulations = np.empty(problem.n_data)
+        simulations[np.asarray(problem.rows, dtype=int) - 1] = f    # data row = measurement position + 1
+        table = tr.tables["measurements"].copy()
+        table.insert(table.columns.get_loc("measurement"), "simulation", simulations)
+        out["simulations"] = table.drop(columns=["measurement"])
+    return out
+
+
+def _inline(text, replacements: dict) -> str:
+    """Replace identifiers of kinetics expression text by other text (in parentheses)."""
+    return _substitute(str(text), replacements, lambda name: None) if replacements else str(text)
+
+
 def write_petab(problem, out_dir, values=None) -> Path:
-    """Write a kinetics fit problem (its model, data, conditions, noise and free parameters)
-    as a PEtab v1 problem in ``out_dir``; returns the YAML path. ``values`` (name -> value)
-    replaces nominal values (e.g. a fit's estimates)."""
-    raise NotImplementedError
+    """Write a kinetics fit problem as a PEtab v1 problem in ``out_dir`` (model.xml, the four
+    tables, problem.yaml); returns the YAML path. ``values`` (fit parameter name -> value)
+    replaces the nominal values, e.g. a fit's estimates.
+
+    Conditions become indicator parameters ``petab_in_<condition>`` (0, set to 1 by the
+    condition table): a parameter P a condition overrides with an expression e is replaced in
+    every model expression by ``P + in * (e - P)``, and so are initial values and bolus doses at
+    t = 0, so that expressions of parameters, which PEtab's condition table cannot hold, stay
+    exact. A profiled noise scale (noise "constant" / "proportional") becomes an estimated noise
+    parameter with its maximum-likelihood value at the nominal point as nominal value, so the
+    likelihood there is the same; "data" sigmas and "combined" noise (at its estimates) become
+    numeric noise parameters. Doses after t = 0, infusions and timed events are refused."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+    from ..model.core import Model
+    from .sbml import write_sbml
+    from .files import atomic_write
+    out = Path(out_dir)
+    origin = getattr(problem, "origin", "fit problem")
+    model_dict = problem.model.to_dict()
+    params = model_dict.setdefault("parameters", {})
+    phi = problem.fit_values.copy()
+    for name, value in (values or {}).items():
+        if name in problem.fit_names:
+            phi[problem.fit_names.index(name)] = float(value)
+    value_of = dict(zip(problem.fit_names, phi))
+    computed = set(problem.compiled.computed_parameters)
+    for name, value in value_of.items():      # fit-level parameters join the model; values as fitted
+        if name in computed:
+            continue
+        entry = params.setdefault(name, {})
+        if not isinstance(entry, dict):
+            entry = params[name] = {"value": entry}
+        entry["value"] = float(value)
+        entry.pop("fixed", None)
+        entry.pop("min", None)
+        entry.pop("max", None)
+    # ---- conditions through indicator parameters
+    plans = problem.plans
+    overrides, initial_by_condition = {}, {}
+    pools = model_dict.get("compartments", {})
+    for plan in plans:
+        cond = problem.conditions[plan["name"]]
+        where = f"{origin}: [conditions.{cond.name}]"
+        if getattr(cond, "preequilibration", None) is not None:
+            raise PetabUnsupported(f"{where}: re-exporting pre-equilibration is not supported")
+        if cond.events:
+            raise PetabUnsupported(f"{where}: timed events (parameter changes at t > 0) have no PEtab v1 form")
+        initial = {k: str(v) for k, v in cond.initial.items()}
+        for dose in cond.doses:
+            if getattr(dose, "amount", None) is None or dose.time != 0:
+                raise PetabUnsupported(f"{where}: only bolus doses at t = 0 have a PEtab v1 form (as initial "
+                                       f"values); this condition has {dose}")
+            base = initial.get(dose.compartment, pools.get(dose.compartment, {}).get("initial", 0))
+            initial[dose.compartment] = f"({base}) + {float(dose.amount)!r}"
+        indicator = f"petab_in_{_safe(cond.name)}"
+        params[indicator] = {"value": 0.0}
+        for pname, expr in cond.overrides.items():
+            overrides.setdefault(pname, []).append((indicator, str(expr)))
+        for pool, expr in initial.items():
+            initial_by_condition.setdefault(pool, []).append((indicator, expr))
+    replacements = {p: f"{p} + " + " + ".join(f"{ind} * (({e}) - {p})" for ind, e in pairs)
+                    for p, pairs in overrides.items()}
+
+    def rewrite(text):
+        return _inline(text, replacements)
+    for section in ("flows", "reactions"):
+        for entry in model_dict.get(section, {}).values():
+            entry["rate"] = rewrite(entry["rate"])
+    for key in list(model_dict.get("assignments", {})):
+        model_dict["assignments"][key] = rewrite(model_dict["assignments"][key])
+    for key in list(model_dict.get("rates", {})):
+        model_dict["rates"][key] = rewrite(model_dict["rates"][key])
+    for name, entry in model_dict.get("observables", {}).items():
+        entry["expr"] = rewrite(entry["expr"])
+    for pool, entry in pools.items():
+        base = str(entry.get("initial", 0))
+        pairs = initial_by_condition.get(pool, [])
+        text = f"({base})" + "".join(f" + {ind} * (({e}) - ({base}))" for ind, e in pairs)
+        entry["initial"] = rewrite(text)
+    # ---- observables, noise and measurements
+    x = problem.to_internal(np.array([value_of[n] for n in problem.free]))
+    f = problem.predict(x)[0]
+    y = problem.y
+    rows_obs = np.concatenate([p["rows"]["observable"].to_numpy() for p in plans])
+    rows_cond = np.concatenate([[p["name"]] * len(p["rows"]) for p in plans])
+    rows_time = np.concatenate([p["rows"]["time"].to_numpy(float) for p in plans])
+    observable_records, noise_pars = [], [""] * len(y)
+    extra_parameters = []      # (id, nominal, estimate, scale, lo, hi)
+    noise = problem.noise
+    if noise in ("constant", "proportional"):
+        weights = problem.likelihood_weights(f) if noise == "proportional" else problem.weights
+        r = weights * (y - f)
+        s_hat = math.sqrt(float(r @ r) / len(y))
+        extra_parameters.append(("noise_sigma", s_hat, 1, "log10", s_hat * 1e-6, s_hat * 1e6))
+    elif noise == "combined":
+        a, b = (values or {}).get("sigma_abs"), (values or {}).get("sigma_rel")
+        if a is None or b is None:
+            raise PetabUnsupported(f"{origin}: combined noise exports from a finished fit (its sigma_abs, sigma_rel)")
+        sig = np.sqrt(a * a + b * b * y * y)
+    model_observables = model_dict.get("observables", {})
+    for oname in dict.fromkeys(rows_obs):
+        # a model observable's expression (already rewritten), or a pool (an amount species)
+        formula = f"({model_observables[oname]['expr']})" if oname in model_observables else oname
+        maps = problem.observable_spec.get(oname, {}) if isinstance(problem.observable_spec.get(oname), dict) else {}
+        if "scale" in maps:
+            formula = f"({maps['scale']}) * ({formula})"
+        if "offset" in maps:
+            formula = f"{formula} + ({maps['offset']})"
+        transformation, distribution = "lin", "normal"
+        if noise == "constant":
+            sigma = "noise_sigma"
+        elif noise == "proportional":
+            sigma = f"noise_sigma * ({formula})"
+        elif noise in ("data", "combined"):
+            sigma = f"noiseParameter1_{oname}"
+        else:
+            entry = problem._noise_entries[oname] if hasattr(problem, "_noise_entries") else {}
+            transformation, distribution = entry["transformation"], entry["distribution"]
+            if entry["kind"] == "data":
+                sigma = f"noiseParameter1_{oname}"
+            elif entry["kind"] == "proportional":
+                sigma = f"({entry['sigma']}) * ({formula})"
+            else:
+                sigma = str(entry["sigma"])
+        # scale, offset and sigma are expressions of the fit parameters themselves, never of a
+        # condition's overridden values: they are not rewritten
+        observable_records.append({"observableId": f"obs_{oname}", "observableFormula": formula,
+                                   "noiseFormula": sigma, "observableTransformation": transformation,
+                                   "noiseDistribution": distribution})
+    data_sigma = np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in plans])
+    for i in range(len(y)):
+        kind = noise if noise != "per-observable" else problem._noise_entries[rows_obs[i]]["kind"]
+        if kind == "data":
+            noise_pars[i] = repr(float(data_sigma[i]))
+        elif kind == "combined":
+            noise_pars[i] = repr(float(sig[i]))
+    # model observables for the measured states are their names already (pools are amounts)
+    measurement_records = [{"observableId": f"obs_{rows_obs[i]}", "simulationConditionId": _safe(rows_cond[i]),
+                            "time": rows_time[i], "measurement": y[i], "noiseParameters": noise_pars[i]}
+                           for i in range(len(y))]
+    condition_records = []
+    indicators = [f"petab_in_{_safe(p['name'])}" for p in plans]
+    for plan, ind in zip(plans, indicators):
+        condition_records.append({"conditionId": _safe(plan["name"]), **{i: float(i == ind) for i in indicators}})
+    parameter_records = []
+    for name in problem.free:
+        k = problem.fit_names.index(name)
+        lo, hi = problem.fit_bounds[k]
+        scale = problem.scales.get(name, "lin") if hasattr(problem, "scales") else "lin"
+        record = {"parameterId": name, "parameterScale": scale, "lowerBound": lo, "upperBound": hi,
+                  "nominalValue": float(value_of[name]), "estimate": 1}
+        prior = getattr(problem, "priors", {}).get(name)
+        if prior:
+            record.update(objectivePriorType=prior[0], objectivePriorParameters=f"{prior[1]!r};{prior[2]!r}")
+        parameter_records.append(record)
+    for pid, nominal, estimate, scale, lo, hi in extra_parameters:
+        params[pid] = {"value": float(nominal)}
+        parameter_records.append({"parameterId": pid, "parameterScale": scale, "lowerBound": lo, "upperBound": hi,
+                                  "nominalValue": nominal, "estimate": estimate})
+    import warnings
+    from ..errors import KineticsWarning
+    with warnings.catch_warnings():   # indicators and noise parameters are used by the tables only
+        warnings.filterwarnings("ignore", message=".*is not used by any flow", category=KineticsWarning)
+        exported = Model.from_dict(model_dict, source=origin)
+    out.mkdir(parents=True, exist_ok=True)
+    write_sbml(exported, out / "model.xml")
+    tables = {"conditions.tsv": condition_records, "measurements.tsv": measurement_records,
+              "observables.tsv": observable_records, "parameters.tsv": parameter_records}
+    for filename, records in tables.items():
+        frame = pd.DataFrame.from_records(records)
+        atomic_write(out / filename, frame.to_csv(sep="\t", index=False))
+    config = {"format_version": 1, "parameter_file": "parameters.tsv",
+              "problems": [{"sbml_files": ["model.xml"], "condition_files": ["conditions.tsv"],
+                            "measurement_files": ["measurements.tsv"], "observable_files": ["observables.tsv"]}]}
+    path = out / "problem.yaml"
+    atomic_write(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _safe(name) -> str:
+    """A PEtab identifier for a kinetics name (conditions may be any text)."""
+    text = re.sub(r"\W", "_", str(name))
+    return text if _IDENTIFIER.fullmatch(text) else f"c_{text}"
