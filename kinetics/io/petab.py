@@ -171,11 +171,16 @@ def read_petab(path) -> PetabTranslation:
             return None
         frames = [reader(str(base / f)) for f in files]
         return pd.concat(frames) if len(frames) > 1 else frames[0]
+    import warnings
     try:
-        conditions_df = tables("condition_files", petab.get_condition_df)
-        measurements_df = tables("measurement_files", petab.get_measurement_df)
-        observables_df = tables("observable_files", petab.get_observable_df)
-        parameters_df = petab.get_parameter_df(str(base / config["parameter_file"]))
+        with warnings.catch_warnings():     # the petab library's own pandas deprecations
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=Warning, module="petab")
+            conditions_df = tables("condition_files", petab.get_condition_df)
+            measurements_df = tables("measurement_files", petab.get_measurement_df)
+            observables_df = tables("observable_files", petab.get_observable_df)
+            parameters_df = petab.get_parameter_df(str(base / config["parameter_file"]))
     except Exception as exc:  # noqa: BLE001 - a table that pandas/petab cannot read
         raise DataError(f"{origin}: cannot read the PEtab tables ({type(exc).__name__}: {exc})") from None
     if measurements_df is None or observables_df is None:
