@@ -158,6 +158,44 @@ def test_per_observable_refusals_name_the_entry(tmp_path):
         load_fit_spec(spec)
 
 
+def test_fit_spec_preequilibration_starts_from_the_steady_state(tmp_path):
+    from kinetics.errors import SolverError
+    from kinetics.fitting.problem import load_fit_spec
+    model = DECAY_MODEL.replace('[flows]', '[flows]\nsource = { to = "B", rate = "s" }').replace(
+        'k = { value', 's = { value = 0, min = 0, max = 10 }\nk = { value')
+    (tmp_path / "model.toml").write_text(model)
+    rows = [(t, "B", 200 - 100 * math.exp(-0.5 * t) + 0.3 * (-1) ** i) for i, t in enumerate(TIMES)]
+    (tmp_path / "data.csv").write_text("time,observable,value,condition\n"
+                                       + "".join(f"{float(t)!r},{o},{float(v)!r},main\n" for t, o, v in rows))
+    spec = """model = "model.toml"\ndata = "data.csv"\n[fit]\nfree = ["k"]\n
+[observables.B]\nsigma = 0.5\n[conditions.pre]\n[conditions.main]\npreequilibration = "pre"\ninitial = { A = 100 }\n"""
+    (tmp_path / "fit.toml").write_text(spec)
+    problem = load_fit_spec(tmp_path / "fit.toml")
+    k = 0.7                       # pre-equilibrated: A = 0, B = 100; then A = 100 again
+    x = problem.to_internal([k])
+    expected = sum(0.5 * ((y - (200 - 100 * math.exp(-k * t))) / 0.5) ** 2 + math.log(0.5)
+                   + 0.5 * math.log(2 * math.pi) for t, _, y in rows)
+    assert problem.negative_loglik(x)[0] == pytest.approx(expected, rel=1e-7)
+    np.testing.assert_allclose(problem.likelihood_residuals(x, jacobian=True)[1][:, 0] * 0.5,
+                               [-(100 * t * math.exp(-k * t)) * k * math.log(10) for t in TIMES], rtol=1e-6)
+    # a source that never stops: no steady state, and the message says so
+    (tmp_path / "fit.toml").write_text(spec.replace("[conditions.pre]", "[conditions.pre]\noverrides = { s = 1 }"))
+    with pytest.raises(SolverError, match="pre-equilibration pre of condition main: no steady state"):
+        load_fit_spec(tmp_path / "fit.toml").negative_loglik(x)
+
+
+def test_profiles_of_an_estimated_sigma_fit(tmp_path):
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { noise = "constant", distribution = "laplace" }\n')
+    result = fit(load_fit_spec(spec), multistart=2, profiles=False, progress=False, executor=None)
+    result.compute_profiles(["k"])
+    lower, upper = result.ci95["k"]
+    assert lower < result.best_values["k"] < upper
+    assert min(result.profiles["k"]["delta"]) > -1e-6     # no profile point beats the optimum
+
+
 # ------------------------------------------------------------------------------ PEtab
 def _petab_from_case(tmp_path):
     """A PEtab problem written by kinetics' exporter from a small fit spec."""

@@ -451,6 +451,10 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         raise FitError(f"{problem.origin}: multistart = {multistart:,} is more than the limit of "
                        f"{MAX_MULTISTART:,} starts; use fewer (a few dozen are usually enough)")
     executor = _check_executor(executor, problem.origin)
+    if mcmc and problem.noise == "per-observable":
+        raise FitError(f"{problem.origin}: MCMC is not available for per-observable likelihoods (noise, sigma, "
+                       "transformation or distribution under [observables], priors, PEtab problems) yet; fit "
+                       "without --mcmc and read the profile-likelihood intervals")
     t_start = time.perf_counter()
     problem.nfev = problem.njev = 0
     noise_params = {}

@@ -59,7 +59,7 @@ _PRIOR_TYPES = ("normal", "laplace", "logNormal", "logLaplace", "parameterScaleN
 _FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight",
              "engine"}
 _SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
-_COND_KEYS = {"doses", "overrides", "initial", "events", "description"}
+_COND_KEYS = {"doses", "overrides", "initial", "events", "description", "preequilibration"}
 
 
 class _EvaluationCounts(threading.local):
@@ -575,7 +575,7 @@ class FitProblem:
         """Read each measured observable's noise model; noise = "constant" / "proportional" add
         the fit parameter sigma_NAME / sigma_rel_NAME (estimated unless the spec says otherwise)."""
         origin = self.origin
-        self._noise_entries = {}
+        self.noise_entries = {}
         y_all = self.data.table
         for name in self.data.observables:
             entry = observables.get(name, {})
@@ -624,7 +624,7 @@ class FitProblem:
                         bounds[sigma] = (lo, hi)
                     if sigma not in free:
                         free.append(sigma)
-            self._noise_entries[name] = {"kind": kind, "sigma": sigma, "transformation": transformation,
+            self.noise_entries[name] = {"kind": kind, "sigma": sigma, "transformation": transformation,
                                          "distribution": distribution}
 
     def _setup_likelihood(self):
@@ -639,7 +639,7 @@ class FitProblem:
         self._sigma_groups = []
         data_sigma = np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in self._plans])
         depends = False
-        for name, entry in self._noise_entries.items():
+        for name, entry in self.noise_entries.items():
             idx = np.flatnonzero(row_obs == name)
             if not len(idx):
                 continue
@@ -1091,6 +1091,17 @@ def problem_from_spec(spec: dict, path: Path) -> FitProblem:
             raise DataError(str(exc)) from None
         conditions.append(Condition(cname, doses, dict(centry.get("initial", {})), events,
                                     dict(centry.get("overrides", {})), str(centry.get("description", ""))))
+    by_name = {c.name: c for c in conditions}
+    for condition in conditions:       # preequilibration = "OTHER": OTHER's steady state is the start
+        other = spec["conditions"][condition.name].get("preequilibration")
+        if other is None:
+            continue
+        where = f"{origin}: [conditions.{condition.name}] preequilibration"
+        if not isinstance(other, str) or other not in by_name or other == condition.name:
+            raise DataError(f"{where} = {sanitize_excerpt(str(other))!r} must name another condition of the fit spec")
+        if spec["conditions"][other].get("preequilibration") is not None:
+            raise DataError(f"{where} = {other!r}: that condition is pre-equilibrated itself; chains are not supported")
+        condition.preequilibration = by_name[other]
     if not conditions:
         conditions = [Condition("default")]
     noise = fit.get("noise", "proportional")

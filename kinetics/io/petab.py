@@ -543,7 +543,7 @@ def write_petab(problem, out_dir, values=None) -> Path:
         elif noise in ("data", "combined"):
             sigma = f"noiseParameter1_{oname}"
         else:
-            entry = problem._noise_entries[oname] if hasattr(problem, "_noise_entries") else {}
+            entry = problem.noise_entries[oname] if hasattr(problem, "noise_entries") else {}
             transformation, distribution = entry["transformation"], entry["distribution"]
             if entry["kind"] == "data":
                 sigma = f"noiseParameter1_{oname}"
@@ -558,7 +558,7 @@ def write_petab(problem, out_dir, values=None) -> Path:
                                    "noiseDistribution": distribution})
     data_sigma = np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in plans])
     for i in range(len(y)):
-        kind = noise if noise != "per-observable" else problem._noise_entries[rows_obs[i]]["kind"]
+        kind = noise if noise != "per-observable" else problem.noise_entries[rows_obs[i]]["kind"]
         if kind == "data":
             noise_pars[i] = repr(float(data_sigma[i]))
         elif kind == "combined":
