@@ -121,6 +121,26 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
     assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-12)
 
 
+def test_one_noise_scale_for_every_row_is_profiled_exactly(tmp_path):
+    """sigma shared by all rows: the rates are a least-squares problem and sigma is in closed
+    form; the result is the joint optimum L-BFGS-B finds over (rates, sigma) together."""
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, rows = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n')
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    (tmp_path / "data.csv").write_text("\n".join(line for line in lines if ",B," not in line) + "\n")
+    problem = load_fit_spec(spec)
+    assert problem.profiled_scale == problem.free.index("sigma_A")
+    profiled = fit(problem, multistart=3, profiles=False, progress=False, executor=None)
+    joint = fit(problem, multistart=3, profiles=False, progress=False, executor=None, engine="lmfit")
+    assert profiled.method.startswith("least_squares") and joint.method == "L-BFGS-B"
+    assert profiled.loglik == pytest.approx(joint.loglik, rel=1e-8)
+    assert profiled.best_values["k"] == pytest.approx(joint.best_values["k"], rel=1e-4)
+    e, _ = problem.scale_residuals(profiled.x)
+    assert profiled.best_values["sigma_A"] == pytest.approx(math.sqrt(np.mean(e ** 2)), rel=1e-10)
+    assert problem.negative_loglik(profiled.x, gradient=True)[1] == pytest.approx([0, 0], abs=1e-4)
+
+
 def test_fixed_sigma_is_least_squares_on_the_trust_region_path(tmp_path):
     from kinetics.fitting.optimize import fit
     from kinetics.fitting.problem import load_fit_spec

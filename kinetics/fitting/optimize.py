@@ -131,6 +131,9 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
     its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
     if weights is None and getattr(problem, "scalar_objective", False):
+        k = problem.profiled_scale
+        if k is not None and not (fixed and k in fixed) and use_jacobian and engine != "lmfit":
+            return _profiled_scale_fit(problem, x0, fixed, max_nfev)
         return _scalar_fit(problem, x0, fixed, max_nfev)
     if weights is None and problem.noise == "proportional":
         return _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
@@ -211,6 +214,45 @@ def _scalar_fit(problem, x0, fixed=None, max_nfev=None):
     message = res.message if isinstance(res.message, str) else str(res.message)
     res.message = f"L-BFGS-B: {message}"
     return _no_worse_than_start(x, 2.0 * float(res.fun), res, start[0] if start else None)
+
+
+def _profiled_scale_fit(problem, x0, fixed=None, max_nfev=None):
+    """:func:`_local_fit` when one noise parameter s is the sigma of every row (normal noise):
+    -log L = N log s + sum e_i^2 / (2 s^2) + const has its optimum over s at s^2 = mean e^2, so
+    the other parameters minimize sum e_i^2 (the compiled trust-region path with the analytic
+    Jacobian) and s is set in closed form. If that s lies outside its bounds the joint optimum is
+    not the profiled one: the fit continues on L-BFGS-B from there. Returns (x, 2 nll, result)."""
+    from ..numerics.trust_region import least_squares_trf
+    k = problem.profiled_scale
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    held = set(fixed or ()) | {k}
+    free = np.array([i for i in range(len(base)) if i not in held], dtype=int)
+    start = []
+
+    def fun_and_jac(z):
+        x = base.copy()
+        x[free] = z
+        e, de = problem.scale_residuals(x, jacobian=True)
+        if not start:
+            start.append((x, 2.0 * problem.negative_loglik(x)[0]))
+        return e, de[:, free]
+    try:
+        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
+                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
+    except SolverError as exc:
+        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    s_hat = math.sqrt(float(res.fun @ res.fun) / problem.n_data)
+    x[k] = problem.to_internal(np.array([s_hat if j == k else 1.0 for j in range(len(x))]))[k] if s_hat > 0 else lo[k]
+    if not lo[k] <= x[k] <= hi[k]:
+        return _scalar_fit(problem, np.clip(x, lo, hi), fixed, max_nfev)
+    try:
+        value = problem.negative_loglik(x)[0]
+    except SolverError as exc:
+        return base, math.inf, _Failed(f"the model cannot be simulated at the fitted point: {exc}")
+    return _no_worse_than_start(x, 2.0 * value, res, start[0] if start else None)
 
 
 class _Failed:
@@ -542,7 +584,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.chisqr = problem.chi2(result.x)
         result.redchi = result.chisqr / (result.n_data - result.n_free) if result.n_data > result.n_free else math.inf
         if problem.scalar_objective:
-            result.method = "L-BFGS-B" if method in _LOCAL_METHODS else result.method
+            if method in _LOCAL_METHODS:
+                result.method = ("least_squares (noise scale in closed form)" if problem.profiled_scale is not None
+                                 and use_jacobian and engine != "lmfit" else "L-BFGS-B")
     if profiles:
         result.compute_profiles(progress=progress)
     if mcmc:

@@ -665,9 +665,46 @@ class FitProblem:
         active_priors = {n: p for n, p in self.priors.items() if n in self.free and not p[0].endswith("niform")}
         self.scalar_objective = bool(depends or self._laplace.any() or active_priors)
         self._ls_constant = 0.0
+        #: index (in free) of a noise parameter that is the sigma of every row (normal noise, used
+        #: nowhere else, no priors): its optimum is sqrt(mean e^2) in closed form, so the rates
+        #: are a least-squares problem (see kinetics.fitting.optimize._profiled_scale_fit)
+        self.profiled_scale = None
+        exprs = [g for g in self._sigma_groups]
+        if self.scalar_objective and not active_priors and not self._laplace.any() and exprs and all(
+                g[1] in ("expression", "constant") for g in exprs):
+            sigmas = {parse_expression(entry["sigma"], self._symbols, allow_time=False)
+                      for entry in self.noise_entries.values() if entry["kind"] in ("expression", "constant")}
+            if len(sigmas) == 1 and next(iter(sigmas)).is_Symbol:
+                name = str(sigmas.pop())
+                if name in self.free and not self._used_by_model(name):
+                    self.profiled_scale = self.free.index(name)
         if not self.scalar_objective:   # sigma fixed: -loglik = rss / 2 + this constant
             sigma, _ = self._sigma(self.fit_values.tolist(), None, None, None)
             self._ls_constant = float(np.sum(np.log(sigma)) + 0.5 * N * math.log(2 * math.pi) + self._jacobian_terms)
+
+    def _used_by_model(self, name) -> bool:
+        """Whether a fit parameter enters the predictions (rates, observables, initial values,
+        condition overrides and initial values, observable scale/offset)."""
+        import re
+        c = self.compiled
+        symbols = set()
+        for matrix in (c.rhs_symbolic, c.observables_symbolic):
+            for e in matrix:
+                symbols |= {str(v) for v in e.free_symbols}
+        if name in symbols:
+            return True
+        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+        texts = [str(p.initial) for p in self.model.compartments.values()]
+        texts += [str(v) for p in self.model.parameters.values() for v in (p.value,) if isinstance(v, str)]
+        for cond in self.conditions.values():
+            for item in (cond, cond.preequilibration):
+                if item is not None:
+                    texts += [str(v) for v in (*item.overrides.values(), *item.initial.values())]
+                    texts += [str(v) for e in item.events for v in e.set.values()]
+        for entry in self.observable_spec.values():
+            if isinstance(entry, dict):
+                texts += [str(entry.get("scale", "")), str(entry.get("offset", ""))]
+        return any(pattern.search(t) for t in texts)
 
     def _sigma(self, phil, f, J, dphi):
         """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""
@@ -762,6 +799,12 @@ class FitProblem:
                 value += abs(u - a) / b + math.log(2 * b) + extra
                 grad[k] += (math.copysign(1.0, u - a) / b * du + dextra) * dx
         return value, grad
+
+    def scale_residuals(self, internal, jacobian=False):
+        """Transformed residuals e = t(y) - t(f) (sigma left out) and de/d(internal theta): the
+        least-squares problem of the rates when ``profiled_scale`` is set."""
+        e, de, _, _ = self._likelihood_terms(internal, jacobian)
+        return e, de
 
     def chi2(self, internal):
         """Sum of squared transformed residuals over sigma (PEtab's chi2)."""
