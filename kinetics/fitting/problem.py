@@ -19,6 +19,17 @@ proportional noise that includes the weights' dependence on the curve (the resid
 (y_i - f_i) G / |f_i| with G the geometric mean of |f_i|). The "combined" model,
 sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated jointly with the rates
 (:mod:`kinetics.fit`).
+
+Per-observable likelihoods (``noise = "per-observable"``, or any ``[observables.NAME]`` with
+noise, sigma, transformation or distribution, or a prior): each row has a transformation t
+(lin, log, log10), a distribution (normal, Laplace) and sigma_i, a compiled expression of the fit
+parameters (times |f_i| for proportional noise, or the data's sigma); noise parameters are
+ordinary fit parameters. :meth:`FitProblem.negative_loglik` is PEtab's negative log-likelihood
+with all normalising terms, and its gradient from the sensitivities. With every sigma fixed and
+normal noise it is a sum of squares (``likelihood_residuals``: e_i / sigma_i); otherwise
+``scalar_objective`` is set and fits minimize it directly, except that one noise parameter
+shared by every row (``profiled_scale``) has a closed-form optimum. Conditions may be
+pre-equilibrated (simulated to steady state first, sensitivities included).
 """
 
 from __future__ import annotations
