@@ -182,12 +182,10 @@ def _scalar_fit(problem, x0, fixed=None, max_nfev=None):
     base = np.clip(np.asarray(x0, dtype=float), lo, hi)
     free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
     start = []
-    counts = {"n": 0}
 
     def value_and_gradient(z):
         x = base.copy()
         x[free] = z
-        counts["n"] += 1
         try:
             value, grad = problem.negative_loglik(x, gradient=True)
         except SolverError:
@@ -245,7 +243,10 @@ def _profiled_scale_fit(problem, x0, fixed=None, max_nfev=None):
     x = base.copy()
     x[free] = res.x
     s_hat = math.sqrt(float(res.fun @ res.fun) / problem.n_data)
-    x[k] = problem.to_internal(np.array([s_hat if j == k else 1.0 for j in range(len(x))]))[k] if s_hat > 0 else lo[k]
+    if s_hat > 0:
+        x[k] = math.log10(s_hat) if problem.log_mask[k] else s_hat
+    else:       # a perfect fit: the likelihood is unbounded; sigma at its lower bound
+        x[k] = lo[k]
     if not lo[k] <= x[k] <= hi[k]:
         return _scalar_fit(problem, np.clip(x, lo, hi), fixed, max_nfev)
     try:
