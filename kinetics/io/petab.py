@@ -200,7 +200,8 @@ def read_petab(path) -> PetabTranslation:
 
     def new_name(pid):
         name = pid if pid not in RESERVED and pid not in taken else f"petab_{pid}"
-        names.setdefault(pid, name) if name != pid else None
+        if name != pid:
+            names[pid] = name
         taken.add(name)
         return name
 
