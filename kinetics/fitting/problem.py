@@ -130,6 +130,8 @@ class FitProblem:
         self.observable_spec = dict(observables or {})
         compiled = compile_model(model)
         self.compiled = compiled
+        if isinstance(free, str):      # checked before the data, as it always was
+            raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{free}\"]")
         # ---- data (before the parameters: per-observable noise parameters take defaults from it)
         if not isinstance(data, Dataset):
             data = load_data(data, observables=self._measurable_names(), conditions=list(self.conditions),
