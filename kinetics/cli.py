@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import os
 import re
@@ -439,6 +440,8 @@ def _fit_values(folder, model, condition=None):
 def cmd_export(args):
     from .io.sbml import write_sbml
     source = Path(args.model)
+    if args.format == "petab":
+        return _export_petab(source, Path(args.out))
     if source.is_dir() and (source / "fit.toml").exists():  # a fit case: its model
         from .problem import load_fit_spec
         model = load_fit_spec(source / "fit.toml").model
@@ -446,6 +449,44 @@ def cmd_export(args):
         model = _load(args.model)
     write_sbml(model, args.out)
     print(f"wrote {args.out} (SBML Level 3 version 2, model '{model.name}')")
+    return 0
+
+
+def _export_petab(source, out):
+    """``kinetics export petab CASE_OR_FIT --out DIR``: a fit case (folder or fit.toml) at its
+    start values, or a finished fit (a folder with result.json beside or inside the case) at
+    its estimates."""
+    from .fitting.problem import load_fit_spec
+    from .io.petab import write_petab
+    values = None
+    spec = source
+    if source.is_dir() and (source / "result.json").exists():
+        result = json.loads((source / "result.json").read_text())
+        values = {name: entry["value"] for name, entry in result["parameters"].items()}
+        values.update({k: v for k, v in result.get("noise", {}).items() if k != "model"})
+        candidates = [source / "fit.toml", source.parent / "fit.toml"]
+        spec = next((c for c in candidates if c.exists()), None)
+        if spec is None:
+            raise KineticsError(f"{source}: a finished fit needs its fit spec beside it or in the folder above "
+                                "(fit.toml); export the case folder instead")
+    problem = load_fit_spec(spec)
+    _check_out_folder(out, "--out")
+    path = write_petab(problem, out, values)
+    print(f"wrote {path} (PEtab v1: model.xml, conditions, measurements, observables, parameters)")
+    return 0
+
+
+def cmd_petab(args):
+    from .fitting.problem import load_petab
+    from .io.petab import evaluate
+    problem = load_petab(args.problem)
+    result = evaluate(problem)
+    result.pop("simulations", None)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.problem}: at the nominal parameters\n  log-likelihood  {result['llh']:.10g}\n"
+              f"  chi2            {result['chi2']:.10g}\n  measurements    {result['n_measurements']}")
     return 0
 
 
@@ -689,9 +730,10 @@ def build_parser():
     p.set_defaults(func=cmd_pk)
 
     p = sub.add_parser("export", help="write a model in another format (sbml: SBML Level 3 version 2)")
-    p.add_argument("format", choices=["sbml"], help="the format to write")
-    p.add_argument("model", help="model file (.toml or .xml), bundled model name, or fit case folder")
-    p.add_argument("--out", required=True, help="the file to write (e.g. model.xml)")
+    p.add_argument("format", choices=["sbml", "petab"], help="the format to write (petab: a PEtab v1 problem)")
+    p.add_argument("model", help="model file (.toml or .xml), bundled model name, or fit case folder; for petab: "
+                                 "a fit case folder or a finished fit (a folder with result.json)")
+    p.add_argument("--out", required=True, help="the file to write (e.g. model.xml); for petab the folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="posterior-predictive bands of a saved fit (parameter draws and measurement noise)")
@@ -707,6 +749,12 @@ def build_parser():
     p.add_argument("--plot", help="write a plot of the bands with the data to this image file")
     p.add_argument("--logy", action="store_true", help="logarithmic y axis")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("petab", help="PEtab v1 problems: evaluate the log-likelihood at the nominal parameters")
+    p.add_argument("action", choices=["evaluate"], help="evaluate: log-likelihood, chi2, number of measurements")
+    p.add_argument("problem", help="the PEtab problem's YAML file")
+    p.add_argument("--json", action="store_true", help='print {"llh": ..., "chi2": ..., "n_measurements": ...}')
+    p.set_defaults(func=cmd_petab)
 
     p = sub.add_parser("demo", help="run the worked example end to end")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

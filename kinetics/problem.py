@@ -1,5 +1,5 @@
 """Moved to :mod:`kinetics.fitting.problem`; this old import path stays as a re-export."""
 
-from .fitting.problem import Condition, FitProblem, load_fit_spec
+from .fitting.problem import Condition, FitProblem, load_fit_spec, load_petab
 
-__all__ = ["Condition", "FitProblem", "load_fit_spec"]
+__all__ = ["Condition", "FitProblem", "load_fit_spec", "load_petab"]

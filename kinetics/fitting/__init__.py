@@ -8,7 +8,8 @@ Names are loaded on first access (lmfit is slow to import).
 
 import importlib
 
-_EXPORTS = {"FitProblem": "problem", "Condition": "problem", "fit": "optimize", "FitResult": "optimize",
+_EXPORTS = {"FitProblem": "problem", "Condition": "problem", "load_fit_spec": "problem", "load_petab": "problem",
+            "fit": "optimize", "FitResult": "optimize",
             "CHI2_95": "optimize"}
 __all__ = sorted(_EXPORTS)
 

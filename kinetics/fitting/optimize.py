@@ -131,6 +131,11 @@ def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", us
     ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
     scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
     its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
+    if weights is None and getattr(problem, "scalar_objective", False):
+        k = problem.profiled_scale
+        if k is not None and not (fixed and k in fixed) and use_jacobian and engine != "lmfit":
+            return _profiled_scale_fit(problem, x0, fixed, max_nfev)
+        return _scalar_fit(problem, x0, fixed, max_nfev)
     if weights is None and problem.noise == "proportional":
         return _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
     return _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
@@ -167,6 +172,89 @@ def _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine
         if rss2 < rss or not np.isfinite(rss):
             return x2, rss2, res2
     return x, rss, res
+
+
+def _scalar_fit(problem, x0, fixed=None, max_nfev=None):
+    """:func:`_local_fit` of a likelihood that is not a sum of squares (sigma estimated with
+    its log terms, Laplace noise, priors): scipy's L-BFGS-B on the exact negative
+    log-likelihood with its analytic gradient from the sensitivities. Returns (x, 2 nll, result):
+    the "rss" of this objective is twice its negative log-likelihood (see FitProblem.loglik)."""
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
+    start = []
+
+    def value_and_gradient(z):
+        x = base.copy()
+        x[free] = z
+        try:
+            value, grad = problem.negative_loglik(x, gradient=True)
+        except SolverError:
+            if not start:
+                raise
+            return math.inf, np.zeros(len(free))     # a failed trial step: L-BFGS-B backtracks
+        if not start:
+            start.append((x.copy(), 2.0 * value))
+        if not np.isfinite(value):
+            return math.inf, np.zeros(len(free))
+        return value, grad[free]
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = minimize(value_and_gradient, base[free], jac=True, method="L-BFGS-B",
+                           bounds=list(zip(lo[free], hi[free])),
+                           options={"maxiter": max_nfev or 10000, "maxfun": max_nfev or 15000,
+                                    "ftol": 1e-13, "gtol": 1e-9, "maxcor": 20})
+    except SolverError as exc:   # at the start point: no fit from here
+        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    message = res.message if isinstance(res.message, str) else str(res.message)
+    res.message = f"L-BFGS-B: {message}"
+    return _no_worse_than_start(x, 2.0 * float(res.fun), res, start[0] if start else None)
+
+
+def _profiled_scale_fit(problem, x0, fixed=None, max_nfev=None):
+    """:func:`_local_fit` when one noise parameter s is the sigma of every row (normal noise):
+    -log L = N log s + sum e_i^2 / (2 s^2) + const has its optimum over s at s^2 = mean e^2, so
+    the other parameters minimize sum e_i^2 (the compiled trust-region path with the analytic
+    Jacobian) and s is set in closed form. If that s lies outside its bounds the joint optimum is
+    not the profiled one: the fit continues on L-BFGS-B from there. Returns (x, 2 nll, result)."""
+    from ..numerics.trust_region import least_squares_trf
+    k = problem.profiled_scale
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    held = set(fixed or ()) | {k}
+    free = np.array([i for i in range(len(base)) if i not in held], dtype=int)
+    start = []
+
+    def fun_and_jac(z):
+        x = base.copy()
+        x[free] = z
+        e, de = problem.scale_residuals(x, jacobian=True)
+        if not start:
+            start.append((x, 2.0 * problem.negative_loglik(x)[0]))
+        return e, de[:, free]
+    try:
+        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
+                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
+    except SolverError as exc:
+        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    s_hat = math.sqrt(float(res.fun @ res.fun) / problem.n_data)
+    if s_hat > 0:
+        x[k] = math.log10(s_hat) if problem.log_mask[k] else s_hat
+    else:       # a perfect fit: the likelihood is unbounded; sigma at its lower bound
+        x[k] = lo[k]
+    if not lo[k] <= x[k] <= hi[k]:
+        return _scalar_fit(problem, np.clip(x, lo, hi), fixed, max_nfev)
+    try:
+        value = problem.negative_loglik(x)[0]
+    except SolverError as exc:
+        return base, math.inf, _Failed(f"the model cannot be simulated at the fitted point: {exc}")
+    return _no_worse_than_start(x, 2.0 * value, res, start[0] if start else None)
 
 
 class _Failed:
@@ -407,6 +495,10 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         raise FitError(f"{problem.origin}: multistart = {multistart:,} is more than the limit of "
                        f"{MAX_MULTISTART:,} starts; use fewer (a few dozen are usually enough)")
     executor = _check_executor(executor, problem.origin)
+    if mcmc and problem.noise == "per-observable":
+        raise FitError(f"{problem.origin}: MCMC is not available for per-observable likelihoods (noise, sigma, "
+                       "transformation or distribution under [observables], priors, PEtab problems) yet; fit "
+                       "without --mcmc and read the profile-likelihood intervals")
     t_start = time.perf_counter()
     problem.nfev = problem.njev = 0
     noise_params = {}
@@ -417,6 +509,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     if problem.noise == "combined":
         weights, noise_params = _fit_combined_noise(problem, use_jacobian, max_nfev, engine)
     if method in _GLOBAL_METHODS:
+        if problem.scalar_objective:
+            raise FitError(f"{problem.origin}: method '{method}' needs a sum-of-squares likelihood; this one (noise "
+                           "parameters estimated, Laplace noise or priors) is fitted with least_squares starts")
         lo, hi = problem.internal_bounds()
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise FitError(f"{problem.origin}: method '{method}' needs finite bounds (min and max) on every free parameter")
@@ -447,7 +542,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
     x_best, rss_best = best["x"], best["rss"]
     success = bool(best["success"])
     extra = (problem.nfev, problem.njev)
-    if engine != "lmfit" and use_jacobian and local_method.endswith("least_squares"):
+    if engine != "lmfit" and use_jacobian and local_method.endswith("least_squares") and not problem.scalar_objective:
         # the best start is finished by lmfit itself: from a converged point its least_squares
         # confirms the optimum in a few evaluations (and would take over if it found better)
         try:
@@ -470,7 +565,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
             success = False
             notes.append(_combined_not_converged(problem))
         _warn_collapsed_absolute_noise(problem, ab)
-    if weights is None:
+    if weights is None and problem.noise != "per-observable":
         # report sigma_i = s / w_i with the weights 1/sigma at the optimum (the likelihood is the same)
         f, _ = problem.predict(x_best)
         weights = problem.likelihood_weights(f)
@@ -486,6 +581,14 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         problem.noise == "proportional" and not reweight) else weights
     result.nfev += extra[0]
     result.njev += extra[1]
+    if problem.noise == "per-observable":
+        # per-observable noise: chi2 is sum ((t(y) - t(f)) / sigma)^2, not the objective's "rss"
+        result.chisqr = problem.chi2(result.x)
+        result.redchi = result.chisqr / (result.n_data - result.n_free) if result.n_data > result.n_free else math.inf
+        if problem.scalar_objective:
+            if method in _LOCAL_METHODS:
+                result.method = ("least_squares (noise scale in closed form)" if problem.profiled_scale is not None
+                                 and use_jacobian and engine != "lmfit" else "L-BFGS-B")
     if profiles:
         result.compute_profiles(progress=progress)
     if mcmc:

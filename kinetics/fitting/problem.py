@@ -19,6 +19,17 @@ proportional noise that includes the weights' dependence on the curve (the resid
 (y_i - f_i) G / |f_i| with G the geometric mean of |f_i|). The "combined" model,
 sigma_i = sqrt(a^2 + b^2 y_i^2), has two noise parameters, estimated jointly with the rates
 (:mod:`kinetics.fit`).
+
+Per-observable likelihoods (``noise = "per-observable"``, or any ``[observables.NAME]`` with
+noise, sigma, transformation or distribution, or a prior): each row has a transformation t
+(lin, log, log10), a distribution (normal, Laplace) and sigma_i, a compiled expression of the fit
+parameters (times |f_i| for proportional noise, or the data's sigma); noise parameters are
+ordinary fit parameters. :meth:`FitProblem.negative_loglik` is PEtab's negative log-likelihood
+with all normalising terms, and its gradient from the sensitivities. With every sigma fixed and
+normal noise it is a sum of squares (``likelihood_residuals``: e_i / sigma_i); otherwise
+``scalar_objective`` is set and fits minimize it directly, except that one noise parameter
+shared by every row (``profiled_scale``) has a closed-form optimum. Conditions may be
+pre-equilibrated (simulated to steady state first, sensitivities included).
 """
 
 from __future__ import annotations
@@ -29,14 +40,16 @@ import multiprocessing
 import pickle
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
 
 from ..io.data import Dataset, load_data
 from ..codegen.lambdify import lambdify_plain
-from ..errors import DataError, ExpressionError, ModelError
+from ..errors import DataError, ExpressionError, ModelError, SolverError
 from ..model.expressions import parse_expression
+from ..io.files import sanitize_excerpt
 from ..io.fit_spec import FitSpec, parse_fit_spec, read_fit_spec
 from ..io.fit_spec import MAX_MULTISTART, MAX_NFEV_LIMIT, MAX_SEED  # noqa: F401  (limits shared with cli and optimize)
 from ..model.core import load_model
@@ -45,7 +58,16 @@ from ..simulation.schedule import Schedule, as_event, as_input
 
 _LN10 = math.log(10.0)
 
-__all__ = ["Condition", "FitProblem", "load_fit_spec"]
+__all__ = ["Condition", "FitProblem", "load_fit_spec", "parse_prior"]
+
+#: [observables.NAME] keys that give an observable its own noise model
+_NOISE_KEYS = {"noise", "sigma", "transformation", "distribution"}
+_TRANSFORMATIONS = ("lin", "log", "log10")
+_DISTRIBUTIONS = ("normal", "laplace")
+#: output times of a pre-equilibration run: the state must have stopped changing between the last two
+_PREEQ_TIMES = np.array([1e3, 1e4, 1e5, 1e6])
+_PRIOR_TYPES = ("normal", "laplace", "logNormal", "logLaplace", "parameterScaleNormal", "parameterScaleLaplace",
+                "uniform", "parameterScaleUniform")
 
 
 
@@ -65,6 +87,9 @@ class Condition:
     events: list = field(default_factory=list)
     overrides: dict = field(default_factory=dict)
     description: str = ""
+    #: a Condition simulated to steady state first; this one starts from its end state (its own
+    #: ``initial`` entries re-initialize those pools), as PEtab's pre-equilibration
+    preequilibration: "Condition | None" = None
 
 
 class FitProblem:
@@ -72,6 +97,8 @@ class FitProblem:
 
     def __init__(self, model, data, free, *, conditions=None, parameters=None, noise="proportional",
                  log_scale=True, observables=None, origin="fit", settings=None):
+        # noise = "per-observable" (or any observable with noise/sigma/transformation/distribution
+        # keys): the likelihood is assembled per observable, see _setup_likelihood
         from ..errors import suggest_name
         from ..model.core import Model
         if not isinstance(model, Model):
@@ -80,19 +107,37 @@ class FitProblem:
         self._recipe = dict(model=(model.to_dict(), model.source, model.sha256), free=list(free),
                             conditions=conditions, parameters=parameters, noise=noise, log_scale=log_scale,
                             observables=observables, origin=origin, settings=settings)
+        observables = dict(observables or {})
+        per_observable = noise == "per-observable" or any(
+            isinstance(e, dict) and set(e) & _NOISE_KEYS for e in observables.values()) or any(
+            isinstance(e, dict) and "prior" in e for e in (parameters or {}).values())
         self.model = model
         self.origin = origin
         self.settings = dict(settings or {})
-        self.noise = noise
-        if noise not in ("constant", "proportional", "combined", "data"):
+        self.noise = "per-observable" if per_observable else noise
+        #: the noise model of observables whose [observables] entry names none (per-observable mode)
+        self.default_noise = "constant" if noise == "per-observable" else noise
+        if noise not in ("constant", "proportional", "combined", "data", "per-observable"):
             raise DataError(f"{origin}: noise '{noise}' is not one of constant, proportional, combined, data")
+        if per_observable and self.default_noise == "combined":
+            raise DataError(f"{origin}: noise = \"combined\" cannot be combined with per-observable noise models "
+                            "([observables.NAME] noise, sigma, transformation, distribution) or priors; give "
+                            "each observable its own noise")
         self.log_scale = bool(log_scale)
         self.conditions = {c.name: c for c in (conditions or [Condition("default")])}
         self.observable_spec = dict(observables or {})
         compiled = compile_model(model)
         self.compiled = compiled
+        if isinstance(free, str):      # checked before the data, as it always was
+            raise DataError(f"{origin}: [fit] free must be a list of names, e.g. free = [\"{free}\"]")
+        # ---- data (before the parameters: per-observable noise parameters take defaults from it)
+        if not isinstance(data, Dataset):
+            data = load_data(data, observables=self._measurable_names(), conditions=list(self.conditions),
+                             noise=None if per_observable else noise)
+        self.data = data
         # ---- fit parameters: model parameters + new fit-level ones
         values, bounds = {}, {}
+        scales, priors = {}, {}
         defaults = model.parameter_values()  # values given as expressions evaluated
         for name in compiled.parameter_names:  # (parameters with a rate rule are states, not fitted)
             p = model.parameters[name]
@@ -102,9 +147,17 @@ class FitProblem:
             where = f"{origin}: [parameters.{name}]"
             if not isinstance(entry, dict):
                 entry = {"value": entry}
-            unknown = set(entry) - {"value", "min", "max", "description", "unit"}
+            unknown = set(entry) - {"value", "min", "max", "description", "unit", "scale", "prior"}
             if unknown:
-                raise DataError(f"{where} unknown key(s) {', '.join(sorted(unknown))}; allowed: value, min, max")
+                raise DataError(f"{where} unknown key(s) {', '.join(sorted(unknown))}; allowed: value, min, max, "
+                                "scale, prior")
+            if "scale" in entry:
+                if entry["scale"] not in ("lin", "log", "log10"):
+                    raise DataError(f"{where} scale = {sanitize_excerpt(str(entry['scale']))!r} must be \"lin\", "
+                                    "\"log\" or \"log10\"")
+                scales[name] = entry["scale"]
+            if "prior" in entry:
+                priors[name] = parse_prior(entry["prior"], where)
             if name not in values and "value" not in entry:
                 raise DataError(f"{where} is a new fit-level parameter and needs a 'value'")
             lo, hi = bounds.get(name, (-math.inf, math.inf))
@@ -118,6 +171,9 @@ class FitProblem:
             if not lo <= value <= hi:
                 raise DataError(f"{where} value {value:g} is outside its bounds [{lo:g}, {hi:g}]")
             values[name], bounds[name] = value, (lo, hi)
+        free = list(free) if not isinstance(free, str) else free
+        if per_observable and not isinstance(free, str):
+            self._add_noise_parameters(observables, parameters or {}, values, bounds, free)
         self.fit_names = list(values)
         self.fit_values = np.array([values[n] for n in self.fit_names])
         self.fit_bounds = np.array([bounds[n] for n in self.fit_names])
@@ -142,16 +198,18 @@ class FitProblem:
         self.free = free
         self.free_index = np.array([self.fit_names.index(n) for n in free], dtype=int)
         lo, hi = self.fit_bounds[self.free_index].T
-        self.log_mask = np.array([self.log_scale and l > 0 for l in lo])
+        for name, scale in scales.items():
+            if scale != "lin" and name in free and not self.fit_bounds[self.fit_names.index(name)][0] > 0:
+                raise DataError(f"{origin}: [parameters.{name}] scale = \"{scale}\" needs a positive min")
+        # log and log10 scales are both optimized as log10 (the same parameterization up to a factor)
+        self.log_mask = np.array([scales[n] != "lin" if n in scales else (self.log_scale and l > 0)
+                                  for n, l in zip(free, lo)])
+        self.scales = {n: scales.get(n, "log10" if m else "lin") for n, m in zip(free, self.log_mask)}
+        self.priors = priors
         self._all_log = bool(self.log_mask.all())
         # ---- symbols for override / scale expressions
         self._symbols = {n: sp.Symbol(n, real=True) for n in self.fit_names}
         phi = [self._symbols[n] for n in self.fit_names]
-        # ---- data
-        if not isinstance(data, Dataset):
-            data = load_data(data, observables=self._measurable_names(), conditions=list(self.conditions),
-                             noise=noise)
-        self.data = data
         unknown_obs = set(data.observables) - set(self._measurable_names())
         if unknown_obs:
             raise DataError(f"{origin}: the data measure {', '.join(sorted(unknown_obs))}, which the model "
@@ -160,7 +218,7 @@ class FitProblem:
         if unknown_cond:
             raise DataError(f"{origin}: the data name condition(s) {', '.join(sorted(unknown_cond))} that the fit spec "
                             f"does not define; add [conditions.NAME] or fix the data")
-        if noise == "data" and not data.has_sigma:
+        if noise == "data" and not per_observable and not data.has_sigma:
             raise DataError(f"{origin}: noise = \"data\" needs a sigma column in the data")
         # ---- per-condition plans
         self._plans = []
@@ -172,16 +230,7 @@ class FitProblem:
             if rows.empty:
                 continue
             where = f"{origin}: [conditions.{cname}]"
-            g = list(phi[: compiled.n_params])  # model parameters are the first P fit parameters
-            for pname, expr in cond.overrides.items():
-                if pname not in compiled.parameter_names:
-                    raise DataError(f"{where} overrides '{pname}', which is not a model parameter{suggest_name(pname, compiled.parameter_names)}")
-                try:
-                    g[compiled.parameter_names.index(pname)] = parse_expression(expr, self._symbols, allow_time=False)
-                except ExpressionError as exc:
-                    raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
-            G = sp.Matrix(g)
-            identity = not cond.overrides
+            parameter_map = self._parameter_map(cond, phi, where)
             try:
                 schedule = Schedule(compiled, np.unique(rows["time"].to_numpy(float)), cond.doses, cond.events,
                                     cond.initial, where=where)
@@ -189,12 +238,24 @@ class FitProblem:
                 raise DataError(str(exc)) from None
             t_index = np.searchsorted(schedule.times, rows["time"].to_numpy(float))
             s_index = np.array([series_names.index(o) for o in rows["observable"]])
+            preequilibration = None
+            if cond.preequilibration is not None:
+                pre = cond.preequilibration
+                if compiled.events:
+                    raise DataError(f"{where} pre-equilibration is not supported for models with triggered events")
+                if compiled.time_dependent:
+                    raise DataError(f"{where} pre-equilibration needs a model whose rates do not depend on time t")
+                try:
+                    pre_schedule = Schedule(compiled, _PREEQ_TIMES, pre.doses, pre.events, pre.initial,
+                                            where=f"{where} pre-equilibration {pre.name}")
+                except ModelError as exc:
+                    raise DataError(str(exc)) from None
+                preequilibration = {"name": pre.name, "schedule": pre_schedule,
+                                    **self._parameter_map(pre, phi, f"{where} pre-equilibration {pre.name}")}
             self._plans.append({
-                "name": cname, "schedule": schedule, "rows": rows,
-                "g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
-                "identity": identity,
-                "t_index": t_index, "s_index": s_index,
-                "row_evaluator": schedule.row_evaluator(t_index, s_index),
+                "name": cname, "schedule": schedule, "rows": rows, **parameter_map,
+                "t_index": t_index, "s_index": s_index, "preequilibration": preequilibration,
+                "row_evaluator": None if preequilibration else schedule.row_evaluator(t_index, s_index),
             })
         # ---- observable scale/offset (expressions of fit parameters)
         self._obs_maps = {}
@@ -203,9 +264,10 @@ class FitProblem:
                 raise DataError(f"{origin}: [observables.{oname}] is not an observable or compartment of the model")
             if not isinstance(entry, dict):
                 raise DataError(f"{origin}: [observables.{oname}] must be a table like {{ scale = \"gain\", offset = \"background\" }}")
-            unknown = set(entry) - {"scale", "offset"}
+            unknown = set(entry) - {"scale", "offset"} - _NOISE_KEYS
             if unknown:
-                raise DataError(f"{origin}: [observables.{oname}] unknown key(s) {', '.join(sorted(unknown))}; allowed: scale, offset")
+                raise DataError(f"{origin}: [observables.{oname}] unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                                "scale, offset, noise, sigma, transformation, distribution")
             maps = {}
             for key in ("scale", "offset"):
                 if key in entry:
@@ -214,11 +276,14 @@ class FitProblem:
                     except ExpressionError as exc:
                         raise DataError(f"{origin}: [observables.{oname}] {key} '{entry[key]}' {exc}") from None
                     maps[key] = (lambdify_plain([phi], e, "math"), lambdify_plain([phi], [e.diff(s) for s in phi], "math"))
-            self._obs_maps[oname] = maps
+            if maps:
+                self._obs_maps[oname] = maps
         # ---- data vectors in plan order
         self.y = np.concatenate([p["rows"]["value"].to_numpy(float) for p in self._plans])
         self.rows = np.concatenate([p["rows"]["row"].to_numpy() for p in self._plans])
-        if noise == "data":
+        if per_observable:
+            self.weights = np.ones_like(self.y)
+        elif noise == "data":
             self.weights = 1.0 / np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in self._plans])
         elif noise == "proportional":
             self.weights = 1.0 / np.abs(self.y)
@@ -226,7 +291,11 @@ class FitProblem:
             self.weights = np.ones_like(self.y)
         self._recipe["data"] = data
         self.n_data = len(self.y)
-        self.n_noise = {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
+        # per-observable noise parameters are ordinary fit parameters (counted in n_free)
+        self.n_noise = 0 if per_observable else {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
+        self.scalar_objective = False
+        if per_observable:
+            self._setup_likelihood()
         self._counts = _EvaluationCounts()
         P = compiled.n_params
         #: whether predict() takes the one-call shortcut for data rows (see Schedule.row_evaluator):
@@ -321,7 +390,7 @@ class FitProblem:
         preds, jacs = [], []
         for plan in self._plans:
             p, D = self._plan_parameters(plan, phi, phil, dphi, jacobian)
-            X, Y, S, dY = plan["schedule"].run(p, D)
+            X, Y, S, dY = plan["schedule"].run(p, D, start=self._preequilibrate(plan, phi, phil, dphi, jacobian))
             series = np.hstack([X, Y]) if Y.shape[1] else X
             f = series[plan["t_index"], plan["s_index"]]
             if jacobian:
@@ -350,6 +419,37 @@ class FitProblem:
             self.njev += 1
             return np.concatenate(preds), np.concatenate(jacs, axis=0)
         return np.concatenate(preds), None
+
+    def _parameter_map(self, cond, phi, where):
+        """The model parameters of a condition as functions of the fit parameters phi."""
+        from ..errors import suggest_name
+        compiled = self.compiled
+        g = list(phi[: compiled.n_params])  # model parameters are the first P fit parameters
+        for pname, expr in cond.overrides.items():
+            if pname not in compiled.parameter_names:
+                raise DataError(f"{where} overrides '{pname}', which is not a model parameter{suggest_name(pname, compiled.parameter_names)}")
+            try:
+                g[compiled.parameter_names.index(pname)] = parse_expression(expr, self._symbols, allow_time=False)
+            except ExpressionError as exc:
+                raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
+        G = sp.Matrix(g)
+        return {"g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
+                "identity": not cond.overrides}
+
+    def _preequilibrate(self, plan, phi, phil, dphi, jacobian):
+        """(x, S) at the steady state of the plan's pre-equilibration condition, or None."""
+        pre = plan.get("preequilibration")
+        if pre is None:
+            return None
+        p, D = self._plan_parameters(pre, phi, phil, dphi, jacobian)
+        X, _, S, _ = pre["schedule"].run(p, D)
+        change = np.abs(X[-1] - X[-2])
+        if not np.all(change <= 1e-7 * np.abs(X[-1]) + 1e-12):
+            worst = int(np.argmax(change - 1e-7 * np.abs(X[-1])))
+            raise SolverError(f"pre-equilibration {pre['name']} of condition {plan['name']}: no steady state by "
+                              f"t = {_PREEQ_TIMES[-1]:g} ({self.compiled.state_names[worst]} still changes by "
+                              f"{change[worst]:.3g})")
+        return X[-1], (S[-1] if jacobian else None)
 
     def _plan_parameters(self, plan, phi, phil, dphi, jacobian):
         """Model parameters p of a condition and, with ``jacobian``, D = dp/d(internal theta)."""
@@ -383,9 +483,26 @@ class FitProblem:
         return w * (self.y - f)
 
     def residuals_and_jacobian(self, internal, noise_weights=None):
+        if self.noise == "per-observable":
+            return self.fisher_rows(internal)
         f, J = self.predict(internal, jacobian=True)
         w = self.weights if noise_weights is None else noise_weights
         return w * (self.y - f), -w[:, None] * J
+
+    def fisher_rows(self, internal):
+        """Per-observable mode: (z, F) with F^T F the Fisher information of the likelihood in
+        internal theta (rows dz/dtheta, then sqrt(2) dlog sigma (normal) or dlog sigma (Laplace),
+        then the curvature of normal priors), for the covariance."""
+        e, de, sigma, dls = self._likelihood_terms(internal, True)
+        rows = [de / sigma[:, None], np.where(self._laplace, 1.0, math.sqrt(2.0))[:, None] * dls]
+        for k, name in enumerate(self.free):
+            prior = self.priors.get(name)
+            if prior and prior[0] in ("normal", "parameterScaleNormal") and self.scales[name] == "lin":
+                row = np.zeros(len(self.free))
+                row[k] = 1.0 / prior[2]
+                rows.append(row[None, :])
+        F = np.vstack(rows)
+        return np.concatenate([e / sigma, np.zeros(F.shape[0] - len(e))]), F
 
     def prediction_floor(self):
         """Smallest |f_i| a proportional-noise weight 1/|f_i| uses: 1e-9 of the largest |y|. It
@@ -407,6 +524,11 @@ class FitProblem:
         noise, whose weights depend on (a, b): pass them to :meth:`residuals_and_jacobian`."""
         if self.noise == "combined":
             raise ValueError("combined noise has no fixed-weight likelihood: pass weights from (a, b)")
+        if self.noise == "per-observable":
+            if self.scalar_objective:
+                raise ValueError("this likelihood is not a sum of squares: use negative_loglik")
+            e, de, sigma, _ = self._likelihood_terms(internal, jacobian)
+            return e / sigma, (de / sigma[:, None] if jacobian else None)
         f, J = self.predict(internal, jacobian=jacobian)
         e = self.y - f
         if self.noise != "proportional":
@@ -430,6 +552,8 @@ class FitProblem:
 
     def objective_loglik(self, rss):
         """The log-likelihood at a point where :meth:`likelihood_residuals` has sum of squares rss."""
+        if self.noise == "per-observable":
+            return self.loglik(rss)
         if self.noise == "proportional":   # the weights G/|f_i| have sum log w_i = 0
             return self.loglik(rss, np.ones(self.n_data))
         return self.loglik(rss)
@@ -449,6 +573,10 @@ class FitProblem:
         With sigma_i = s / w_i: -2 loglik = N log(2 pi s^2) - 2 sum log w_i + RSS / s^2, and
         s^2 = RSS / N (constant, proportional); s = 1 for "data" and "combined" (whose weights
         already are 1/sigma_i)."""
+        if self.noise == "per-observable":
+            # rss: the sum of squares of likelihood_residuals (sigma fixed), else 2 x the
+            # negative log-likelihood (scalar_objective; _ls_constant is then 0)
+            return -0.5 * rss - self._ls_constant
         N = self.n_data
         w = self.weights if noise_weights is None else noise_weights
         log_w = float(np.sum(np.log(w)))
@@ -460,14 +588,260 @@ class FitProblem:
     def noise_scale(self, rss):
         return math.sqrt(rss / self.n_data) if self.noise in ("constant", "proportional") else 1.0
 
+    # ------------------------------------------------------- per-observable likelihood
+    def _add_noise_parameters(self, observables, parameters, values, bounds, free):
+        """Read each measured observable's noise model; noise = "constant" / "proportional" add
+        the fit parameter sigma_NAME / sigma_rel_NAME (estimated unless the spec says otherwise)."""
+        origin = self.origin
+        self.noise_entries = {}
+        y_all = self.data.table
+        for name in self.data.observables:
+            entry = observables.get(name, {})
+            where = f"{origin}: [observables.{name}]"
+            if not isinstance(entry, dict):
+                raise DataError(f"{where} must be a table like {{ noise = \"constant\", transformation = \"log10\" }}")
+            transformation = entry.get("transformation", "lin")
+            distribution = entry.get("distribution", "normal")
+            if transformation not in _TRANSFORMATIONS:
+                raise DataError(f"{where} transformation = {sanitize_excerpt(str(transformation))!r} must be one of "
+                                + ", ".join(f'"{t}"' for t in _TRANSFORMATIONS))
+            if distribution not in _DISTRIBUTIONS:
+                raise DataError(f"{where} distribution = {sanitize_excerpt(str(distribution))!r} must be \"normal\" or "
+                                "\"laplace\"")
+            y = y_all.loc[y_all["observable"] == name, "value"].to_numpy(float)
+            if transformation != "lin" and not np.all(y > 0):
+                row = y_all.loc[(y_all["observable"] == name) & ~(y_all["value"] > 0), "row"].iloc[0]
+                raise DataError(f"{where} transformation = \"{transformation}\" needs positive measurements, but data "
+                                f"row {row} is {y[~(y > 0)][0]:g}; use transformation = \"lin\" or drop the row")
+            if "sigma" in entry:
+                if entry.get("noise", "constant") not in ("constant", "proportional"):
+                    raise DataError(f"{where} gives sigma with noise = {sanitize_excerpt(str(entry['noise']))!r}; with "
+                                    "sigma, noise is \"constant\" (sigma itself) or \"proportional\" (sigma x |f|)")
+                kind = "proportional" if entry.get("noise") == "proportional" else "expression"
+                sigma = entry["sigma"]
+            else:
+                kind = entry.get("noise", self.default_noise)
+                if kind not in ("constant", "proportional", "data"):
+                    raise DataError(f"{where} noise = {sanitize_excerpt(str(kind))!r} must be \"constant\", "
+                                    "\"proportional\" or \"data\" (or give sigma = \"expression\")")
+                sigma = None
+                if kind == "data":
+                    if not self.data.has_sigma or not np.all(
+                            y_all.loc[y_all["observable"] == name, "sigma"].to_numpy(float) > 0):
+                        raise DataError(f"{where} noise = \"data\" needs a positive sigma column value on every row "
+                                        f"measuring {name}")
+                else:
+                    sigma = f"sigma_{name}" if kind == "constant" else f"sigma_rel_{name}"
+                    if sigma not in values:     # (a value in [parameters] or the model wins)
+                        given = {}
+                        t = {"lin": y, "log": np.log(np.abs(y) + 1e-300), "log10": np.log10(np.abs(y) + 1e-300)}[transformation]
+                        size = float(np.max(np.abs(t))) if kind == "constant" and transformation == "lin" and len(t) else 1.0
+                        size = size if size > 0 else 1.0
+                        lo, hi = float(given.get("min", 1e-8 * size)), float(given.get("max", 1e2 * size))
+                        values[sigma] = float(given.get("value", 0.1 * size))
+                        bounds[sigma] = (lo, hi)
+                    if sigma not in free:
+                        free.append(sigma)
+            self.noise_entries[name] = {"kind": kind, "sigma": sigma, "transformation": transformation,
+                                         "distribution": distribution}
+
+    def _setup_likelihood(self):
+        """Per-row transformation, distribution and sigma (compiled expressions of the fit
+        parameters) of the per-observable likelihood, and whether it is a sum of squares."""
+        phi = [self._symbols[n] for n in self.fit_names]
+        free_symbols = {self._symbols[n] for n in self.free}
+        row_obs = np.concatenate([p["rows"]["observable"].to_numpy() for p in self._plans])
+        N = len(row_obs)
+        self._tcode = np.zeros(N, dtype=int)
+        self._laplace = np.zeros(N, dtype=bool)
+        self._sigma_groups = []
+        data_sigma = np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in self._plans])
+        depends = False
+        for name, entry in self.noise_entries.items():
+            idx = np.flatnonzero(row_obs == name)
+            if not len(idx):
+                continue
+            self._tcode[idx] = _TRANSFORMATIONS.index(entry["transformation"])
+            self._laplace[idx] = entry["distribution"] == "laplace"
+            if entry["kind"] == "data":
+                self._sigma_groups.append((idx, "data", data_sigma[idx], None))
+                continue
+            try:
+                expr = parse_expression(entry["sigma"], self._symbols, allow_time=False)
+            except ExpressionError as exc:
+                raise DataError(f"{self.origin}: [observables.{name}] sigma '{sanitize_excerpt(str(entry['sigma']))}' "
+                                f"{exc}; it may use fit parameters only") from None
+            depends = depends or bool(expr.free_symbols & free_symbols) or entry["kind"] == "proportional"
+            self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math"),
+                                       lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
+        y = self.y
+        self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
+                             np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
+        # the density of y from that of t(y): log |dt/dy| = -log y (log), -log(y ln 10) (log10)
+        self._jacobian_terms = float(np.sum(np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)), 0.0))
+                                     + np.sum(np.where(self._tcode == 2, np.log(np.where(self._tcode == 2, y, 1.0) * _LN10), 0.0)))
+        active_priors = {n: p for n, p in self.priors.items() if n in self.free and not p[0].endswith("niform")}
+        self.scalar_objective = bool(depends or self._laplace.any() or active_priors)
+        self._ls_constant = 0.0
+        #: index (in free) of a noise parameter that is the sigma of every row (normal noise, used
+        #: nowhere else, no priors): its optimum is sqrt(mean e^2) in closed form, so the rates
+        #: are a least-squares problem (see kinetics.fitting.optimize._profiled_scale_fit)
+        self.profiled_scale = None
+        exprs = [g for g in self._sigma_groups]
+        if self.scalar_objective and not active_priors and not self._laplace.any() and exprs and all(
+                g[1] in ("expression", "constant") for g in exprs):
+            sigmas = {parse_expression(entry["sigma"], self._symbols, allow_time=False)
+                      for entry in self.noise_entries.values() if entry["kind"] in ("expression", "constant")}
+            if len(sigmas) == 1 and next(iter(sigmas)).is_Symbol:
+                name = str(sigmas.pop())
+                if name in self.free and not self._used_by_model(name):
+                    self.profiled_scale = self.free.index(name)
+        if not self.scalar_objective:   # sigma fixed: -loglik = rss / 2 + this constant
+            sigma, _ = self._sigma(self.fit_values.tolist(), None, None, None)
+            self._ls_constant = float(np.sum(np.log(sigma)) + 0.5 * N * math.log(2 * math.pi) + self._jacobian_terms)
+
+    def _used_by_model(self, name) -> bool:
+        """Whether a fit parameter enters the predictions (rates, observables, initial values,
+        condition overrides and initial values, observable scale/offset)."""
+        import re
+        c = self.compiled
+        symbols = set()
+        for matrix in (c.rhs_symbolic, c.observables_symbolic):
+            for e in matrix:
+                symbols |= {str(v) for v in e.free_symbols}
+        if name in symbols:
+            return True
+        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+        texts = [str(p.initial) for p in self.model.compartments.values()]
+        texts += [str(v) for p in self.model.parameters.values() for v in (p.value,) if isinstance(v, str)]
+        for cond in self.conditions.values():
+            for item in (cond, cond.preequilibration):
+                if item is not None:
+                    texts += [str(v) for v in (*item.overrides.values(), *item.initial.values())]
+                    texts += [str(v) for e in item.events for v in e.set.values()]
+        for entry in self.observable_spec.values():
+            if isinstance(entry, dict):
+                texts += [str(entry.get("scale", "")), str(entry.get("offset", ""))]
+        return any(pattern.search(t) for t in texts)
+
+    def _sigma(self, phil, f, J, dphi):
+        """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""
+        sigma = np.empty(self.n_data)
+        dls = None if J is None else np.zeros((self.n_data, len(self.free)))
+        for idx, kind, fn, dfn in self._sigma_groups:
+            if kind == "data":
+                sigma[idx] = fn
+                continue
+            value = float(fn(phil))
+            if not value > 0 or not math.isfinite(value):
+                raise SolverError(f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
+            if kind == "proportional":
+                scale = np.maximum(np.abs(f[idx]), self.prediction_floor())
+                sigma[idx] = value * scale
+            else:
+                sigma[idx] = value
+            if dls is not None:
+                grad = np.asarray(dfn(phil), dtype=float)[self.free_index] * dphi / value
+                dls[idx] = grad[None, :]
+                if kind == "proportional":
+                    live = np.abs(f[idx]) > self.prediction_floor()
+                    dls[idx] += np.where(live, 1.0 / np.where(live, f[idx], 1.0), 0.0)[:, None] * J[idx]
+        return sigma, dls
+
+    def _likelihood_terms(self, internal, jacobian):
+        """(e, de, sigma, dlog sigma): transformed residuals e = t(y) - t(f) and the row sigmas."""
+        phi = self.phi(internal)
+        natural = phi[self.free_index]
+        dphi = np.where(self.log_mask, natural * _LN10, 1.0)
+        f, J = self.predict(internal, jacobian=jacobian)
+        tf, dt = f, J
+        if self._tcode.any():
+            logged = self._tcode > 0
+            if not np.all(f[logged] > 0):
+                raise SolverError("a log-transformed observable is not positive at these parameters")
+            safe = np.where(logged, f, 1.0)
+            tf = np.where(self._tcode == 1, np.log(safe), np.where(self._tcode == 2, np.log10(safe), f))
+            if jacobian:
+                factor = np.where(self._tcode == 1, 1.0 / safe, np.where(self._tcode == 2, 1.0 / (safe * _LN10), 1.0))
+                dt = factor[:, None] * J
+        sigma, dls = self._sigma(phi.tolist(), f, J, dphi)
+        return self._y_t - tf, (-dt if jacobian else None), sigma, dls
+
+    def negative_loglik(self, internal, gradient=False, priors=True):
+        """The exact negative log-likelihood (plus the negative log-priors of free parameters with
+        ``priors``) at internal theta, and its gradient if asked (from the sensitivities)."""
+        e, de, sigma, dls = self._likelihood_terms(internal, gradient)
+        z = e / sigma
+        lap = self._laplace
+        terms = np.where(lap, np.abs(z) + np.log(2 * sigma), 0.5 * z * z + np.log(sigma) + 0.5 * math.log(2 * math.pi))
+        value = float(np.sum(terms)) + self._jacobian_terms
+        grad = None
+        if gradient:
+            dz_coef = np.where(lap, np.sign(z), z) / sigma          # d term / d e
+            ds_coef = np.where(lap, 1.0 - np.abs(z), 1.0 - z * z)   # d term / d log sigma
+            grad = dz_coef @ de + ds_coef @ dls
+        if priors and self.priors:
+            pv, pg = self._prior_terms(internal)
+            value += pv
+            if gradient:
+                grad = grad + pg
+        return value, grad
+
+    def _prior_terms(self, internal):
+        """Negative log-prior of the free parameters and its gradient in internal theta."""
+        internal = np.asarray(internal, dtype=float)
+        natural = self.to_natural(internal)
+        value, grad = 0.0, np.zeros(len(internal))
+        for k, name in enumerate(self.free):
+            if name not in self.priors:
+                continue
+            kind, a, b = self.priors[name]
+            x = float(natural[k])
+            dx = x * _LN10 if self.log_mask[k] else 1.0      # d natural / d internal
+            scale = self.scales[name]
+            if kind.startswith("parameterScale"):
+                u = {"lin": x, "log": math.log(x) if x > 0 else -math.inf, "log10": math.log10(x) if x > 0 else -math.inf}[scale]
+                du = {"lin": 1.0, "log": 1.0 / x if x else 0.0, "log10": 1.0 / (x * _LN10) if x else 0.0}[scale]
+                kind = kind[len("parameterScale"):].lower()
+                extra, dextra = 0.0, 0.0
+            elif kind.startswith("log"):
+                u, du = math.log(x), 1.0 / x
+                kind = kind[3:].lower()
+                extra, dextra = math.log(x), 1.0 / x     # density of x from that of log x
+            else:
+                u, du, extra, dextra = x, 1.0, 0.0, 0.0
+            if kind == "normal":
+                value += 0.5 * ((u - a) / b) ** 2 + math.log(b * math.sqrt(2 * math.pi)) + extra
+                grad[k] += ((u - a) / b ** 2 * du + dextra) * dx
+            elif kind == "laplace":
+                value += abs(u - a) / b + math.log(2 * b) + extra
+                grad[k] += (math.copysign(1.0, u - a) / b * du + dextra) * dx
+        return value, grad
+
+    def scale_residuals(self, internal, jacobian=False):
+        """Transformed residuals e = t(y) - t(f) (sigma left out) and de/d(internal theta): the
+        least-squares problem of the rates when ``profiled_scale`` is set."""
+        e, de, _, _ = self._likelihood_terms(internal, jacobian)
+        return e, de
+
+    def chi2(self, internal):
+        """Sum of squared transformed residuals over sigma (PEtab's chi2)."""
+        e, _, sigma, _ = self._likelihood_terms(internal, False)
+        return float(np.sum((e / sigma) ** 2))
+
+    def simulated_values(self, internal):
+        """Model predictions at the data rows, untransformed, in the order of ``self.rows``."""
+        return self.predict(internal)[0]
+
     # ------------------------------------------------------------ curves
     def curves(self, phi, times, condition):
         """Fitted series (states and observables, with scale/offset) of one condition on a grid."""
         plan = next(p for p in self._plans if p["name"] == condition)
         cond = self.conditions[condition]
         schedule = Schedule(self.compiled, times, cond.doses, cond.events, cond.initial)
-        p = np.array(plan["g"](list(map(float, phi))), dtype=float)
-        X, Y, _, _ = schedule.run(p)
+        phil = list(map(float, phi))
+        p = np.array(plan["g"](phil), dtype=float)
+        X, Y, _, _ = schedule.run(p, start=self._preequilibrate(plan, np.asarray(phi, dtype=float), phil, None, False))
         out = dict(zip(self._measurable_names(), np.hstack([X, Y]).T))
         for oname, maps in self._obs_maps.items():
             scale = maps["scale"][0](list(phi)) if "scale" in maps else 1.0
@@ -501,6 +875,32 @@ class FitProblem:
         # compiled callables do not pickle: worker processes rebuild the problem from its recipe,
         # once per process (see _rebuild)
         return (_rebuild, (self._recipe, self.recipe_key()))
+
+
+def parse_prior(value, where="prior"):
+    """A prior as (type, a, b): from "normal(0, 1)", a list ["normal", 0, 1] or a table
+    {type = "normal", parameters = [0, 1]}. Types are PEtab's: normal, laplace, logNormal,
+    logLaplace, parameterScaleNormal, parameterScaleLaplace, uniform, parameterScaleUniform."""
+    import re
+    kind, args = None, None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\w+)\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)\s*", value)
+        if match:
+            kind, args = match.group(1), [match.group(2), match.group(3)]
+    elif isinstance(value, (list, tuple)) and len(value) == 3:
+        kind, args = value[0], list(value[1:])
+    elif isinstance(value, dict) and set(value) == {"type", "parameters"}:
+        kind, args = value["type"], list(value["parameters"])
+    try:
+        a, b = (float(v) for v in args)
+    except (TypeError, ValueError):
+        kind = None
+    if kind not in _PRIOR_TYPES or not (math.isfinite(a) and math.isfinite(b)):
+        raise DataError(f"{where} prior {sanitize_excerpt(str(value))!r} must be like \"normal(0.5, 0.1)\" with a type "
+                        f"among {', '.join(_PRIOR_TYPES)} and two finite numbers")
+    if not kind.endswith("niform") and not b > 0:
+        raise DataError(f"{where} prior {sanitize_excerpt(str(value))!r}: the second number (the scale) must be positive")
+    return (kind, a, b)
 
 
 # problems rebuilt in this (worker) process, by recipe key: building one (sympy, lambdify,
@@ -546,7 +946,32 @@ def _build(recipe):
 def load_fit_spec(path) -> FitProblem:
     """Read a fit spec (``fit.toml``, or a folder holding one; the format is
     :mod:`kinetics.io.fit_spec`) and build its :class:`FitProblem`; every name is checked here."""
+    if Path(path).suffix.lower() in (".yaml", ".yml") and Path(path).is_file():
+        return load_petab(path)
     return problem_from_spec(read_fit_spec(path))
+
+
+def load_petab(path) -> FitProblem:
+    """A PEtab v1 problem (its YAML file) as a FitProblem (see :mod:`kinetics.io.petab`): the
+    nominal values are the start, the per-observable likelihood is PEtab's."""
+    from ..io.data import load_data
+    from ..io.petab import read_petab
+    tr = read_petab(path)
+
+    def condition(spec):
+        pre = spec.get("preequilibration")
+        return Condition(spec["name"], initial=dict(spec["initial"]), overrides=dict(spec["overrides"]),
+                         preequilibration=None if pre is None else condition(pre))
+    conditions = [condition(c) for c in tr.conditions]
+    names = compile_model(tr.model).state_names + compile_model(tr.model).observable_names
+    data = load_data(tr.data, observables=names, conditions=[c.name for c in conditions])
+    if not tr.free:
+        raise DataError(f"{tr.origin}: the parameter table estimates no parameter (estimate = 1 on none)")
+    problem = FitProblem(tr.model, data, tr.free, conditions=conditions, parameters=tr.parameters,
+                         noise="per-observable", observables=tr.observables, origin=tr.origin, settings={})
+    problem.petab = tr
+    problem.spec_path = Path(path)
+    return problem
 
 
 def _check_fixed_parameters(model, free, parameters: dict, origin: str):
@@ -586,6 +1011,17 @@ def problem_from_spec(spec, path=None) -> FitProblem:
             raise DataError(str(exc)) from None
         conditions.append(Condition(cname, doses, dict(centry.get("initial", {})), events,
                                     dict(centry.get("overrides", {})), str(centry.get("description", ""))))
+    by_name = {c.name: c for c in conditions}
+    for condition in conditions:       # preequilibration = "OTHER": OTHER's steady state is the start
+        other = spec.conditions[condition.name].get("preequilibration")
+        if other is None:
+            continue
+        where = f"{origin}: [conditions.{condition.name}] preequilibration"
+        if not isinstance(other, str) or other not in by_name or other == condition.name:
+            raise DataError(f"{where} = {sanitize_excerpt(str(other))!r} must name another condition of the fit spec")
+        if spec.conditions[other].get("preequilibration") is not None:
+            raise DataError(f"{where} = {other!r}: that condition is pre-equilibrated itself; chains are not supported")
+        condition.preequilibration = by_name[other]
     if not conditions:
         conditions = [Condition("default")]
     noise = fit.get("noise", "proportional")
@@ -593,8 +1029,10 @@ def problem_from_spec(spec, path=None) -> FitProblem:
     # data are loaded with the model's names known, so errors name unknown observables at once
     names = compile_model(model).state_names + compile_model(model).observable_names
     default_condition = conditions[0].name if len(conditions) == 1 else "default"
+    per_observable = noise == "per-observable" or any(
+        isinstance(e, dict) and set(e) & _NOISE_KEYS for e in spec.observables.values())
     data = load_data(data_path, observables=names, conditions=[c.name for c in conditions],
-                     default_condition=default_condition, noise=noise)
+                     default_condition=default_condition, noise=None if per_observable else noise)
     problem = FitProblem(model, data, fit.get("free", []), conditions=conditions, parameters=parameters,
                          noise=noise, log_scale=fit.get("log_scale", True), observables=spec.observables,
                          origin=origin, settings=fit)

@@ -25,7 +25,7 @@ __all__ = ["FitSpec", "read_fit_spec", "parse_fit_spec", "FIT_KEYS", "SPEC_KEYS"
 FIT_KEYS = {"free", "log_scale", "noise", "multistart", "seed", "method", "profiles", "mcmc", "max_nfev", "reweight",
             "engine"}
 SPEC_KEYS = {"model", "data", "fit", "parameters", "conditions", "observables", "description", "title"}
-CONDITION_KEYS = {"doses", "overrides", "initial", "events", "description"}
+CONDITION_KEYS = {"doses", "overrides", "initial", "events", "description", "preequilibration"}
 
 # Sane limits on sizes a fit spec sets: beyond them memory or time runs out before any result.
 MAX_MULTISTART = 10_000

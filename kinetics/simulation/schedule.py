@@ -234,10 +234,16 @@ class Schedule:
                 u[self._state_index[item.compartment]] += item.rate
         return u
 
-    def initial_conditions(self, p, D=None):
+    def initial_conditions(self, p, D=None, start=None):
+        """Initial state (and its sensitivities along D): the model's, or ``start`` = (x0, S0)
+        given by the caller (a pre-equilibrated state), then this plan's initial overrides."""
         c = self.compiled
-        x0 = c.initial_state(p)
-        S0 = c.initial_sensitivity(p, D) if D is not None else None
+        if start is not None:
+            x0 = np.array(start[0], dtype=float)
+            S0 = None if D is None else np.array(start[1], dtype=float)
+        else:
+            x0 = c.initial_state(p)
+            S0 = c.initial_sensitivity(p, D) if D is not None else None
         pl = list(map(float, p))
         for i, fn, dfn in self._initial:
             try:
@@ -248,18 +254,22 @@ class Schedule:
                 raise SolverError(f"the initial value of {self.compiled.state_names[i]} cannot be evaluated ({exc})") from None
         return x0, S0
 
-    def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, method="auto"):
+    def run(self, p, D=None, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, method="auto", start=None):
         """Run the plan at model parameters ``p``. Returns (X, Y, S, dY) with states (m, n),
-        observables (m, o) and, when D (P, K) is given, their sensitivities (m, n, K), (m, o, K)."""
+        observables (m, o) and, when D (P, K) is given, their sensitivities (m, n, K), (m, o, K).
+        ``start`` = (x0, S0) replaces the model's initial state (and its sensitivities along D),
+        e.g. by a pre-equilibrated one; not for models with triggered events."""
         c = self.compiled
         p = np.asarray(p, dtype=float)
         if not np.isfinite(p).all():
             raise SolverError(self._failure("parameter values are not finite", p))
         p, D = c.resolve_parameters(p, D)  # parameters given as expressions of others
         if c.events:
+            if start is not None:
+                raise SolverError("a given start state is not supported for models with triggered events")
             return self._run_triggered(p, D, rtol, atol)
         try:
-            x, S = self.initial_conditions(p, D)
+            x, S = self.initial_conditions(p, D, start)
         except SolverError as exc:
             raise SolverError(self._failure(str(exc), p)) from None
         if self._simple:

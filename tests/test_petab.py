@@ -1,0 +1,323 @@
+"""Per-observable likelihoods (transformations, normal and Laplace noise, estimated noise
+parameters, priors, parameter scales, pre-equilibration) and PEtab v1 import, evaluation and
+export, checked against hand-computed likelihoods, finite differences, the PEtab test suite
+and the benchmark problems' reference values."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kinetics.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "conformance"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/conformance")
+SUITE = SHARED / "petab-suite-v1"
+BENCHMARK = SHARED / "petab-benchmark"
+
+DECAY_MODEL = """\
+name = "decay"
+time_unit = "h"
+
+[compartments]
+A = { initial = 100 }
+B = { initial = 0 }
+
+[parameters]
+k = { value = 0.5, min = 1e-3, max = 10 }
+
+[flows]
+conversion = { from = "A", to = "B", rate = "k * A" }
+"""
+
+TIMES = np.array([0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
+
+
+def _exact(k, t):
+    a = 100 * np.exp(-k * t)
+    return a, 100 - a
+
+
+def _write_case(tmp_path, observables: str, extra_fit="", parameters="", rows=None):
+    (tmp_path / "model.toml").write_text(DECAY_MODEL)
+    rng = np.random.default_rng(1)
+    if rows is None:
+        a, b = _exact(0.5, TIMES)
+        rows = [(t, "A", v * 10 ** (0.05 * rng.standard_normal())) for t, v in zip(TIMES, a)]
+        rows += [(t, "B", v + rng.laplace(0, 1.0)) for t, v in zip(TIMES, b)]
+    (tmp_path / "data.csv").write_text("time,observable,value\n" + "".join(f"{float(t)!r},{o},{float(v)!r}\n" for t, o, v in rows))
+    (tmp_path / "fit.toml").write_text(f"""\
+model = "model.toml"
+data = "data.csv"
+[fit]
+free = ["k"{extra_fit}]
+[parameters]
+{parameters}
+[observables]
+{observables}
+""")
+    return tmp_path / "fit.toml", rows
+
+
+def _fd_gradient(problem, x, h=1e-6):
+    out = np.zeros(len(x))
+    for k in range(len(x)):
+        e = np.zeros(len(x))
+        e[k] = h
+        out[k] = (problem.negative_loglik(x + e)[0] - problem.negative_loglik(x - e)[0]) / (2 * h)
+    return out
+
+
+# ---------------------------------------------------------------- per-observable likelihood
+def test_per_observable_likelihood_matches_hand_computation(tmp_path):
+    from kinetics.fitting.problem import load_fit_spec
+    spec, rows = _write_case(tmp_path, """\
+A = { noise = "constant", transformation = "log10" }
+B = { sigma = "2 * s_B", distribution = "laplace" }
+""", extra_fit=', "s_B"', parameters="s_B = { value = 0.7, min = 1e-3, max = 100 }")
+    problem = load_fit_spec(spec)
+    assert problem.noise == "per-observable" and problem.scalar_objective
+    assert problem.free == ["k", "s_B", "sigma_A"]
+    k, s_b, sigma_a = 0.8, 0.7, 0.2
+    x = problem.to_internal([k, s_b, sigma_a])
+    nll = 0.0
+    for t, obs, y in rows:      # PEtab's densities, written out independently
+        a, b = _exact(k, t)
+        if obs == "A":
+            z = (math.log10(y) - math.log10(a)) / sigma_a
+            nll += 0.5 * z * z + math.log(sigma_a) + 0.5 * math.log(2 * math.pi) + math.log(y * math.log(10))
+        else:
+            nll += abs(y - b) / (2 * s_b) + math.log(2 * 2 * s_b)
+    value, grad = problem.negative_loglik(x, gradient=True)
+    assert value == pytest.approx(nll, rel=1e-9)
+    np.testing.assert_allclose(grad, _fd_gradient(problem, x), rtol=1e-5, atol=1e-6)
+
+
+def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { noise = "constant" }\n')
+    problem = load_fit_spec(spec)
+    result = fit(problem, multistart=3, profiles=False, progress=False, executor=None)
+    assert result.method == "L-BFGS-B"
+    assert result.best_values["k"] == pytest.approx(0.5, rel=0.05)
+    # at the optimum of a smooth likelihood the gradient vanishes, and the noise estimates are
+    # the root mean squares of the (transformed) residuals, in closed form
+    _, grad = problem.negative_loglik(result.x, gradient=True)
+    assert np.max(np.abs(grad)) < 1e-3
+    e, _, sigma, _ = problem._likelihood_terms(result.x, False)
+    for name in ("A", "B"):
+        rows = np.concatenate([plan["rows"]["observable"].to_numpy() for plan in problem.plans]) == name
+        assert result.best_values[f"sigma_{name}"] == pytest.approx(math.sqrt(np.mean(e[rows] ** 2)), rel=1e-3)
+    assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-12)
+
+
+def test_one_noise_scale_for_every_row_is_profiled_exactly(tmp_path):
+    """sigma shared by all rows: the rates are a least-squares problem and sigma is in closed
+    form; the result is the joint optimum L-BFGS-B finds over (rates, sigma) together."""
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, rows = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n')
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    (tmp_path / "data.csv").write_text("\n".join(line for line in lines if ",B," not in line) + "\n")
+    problem = load_fit_spec(spec)
+    assert problem.profiled_scale == problem.free.index("sigma_A")
+    profiled = fit(problem, multistart=3, profiles=False, progress=False, executor=None)
+    joint = fit(problem, multistart=3, profiles=False, progress=False, executor=None, engine="lmfit")
+    assert profiled.method.startswith("least_squares") and joint.method == "L-BFGS-B"
+    assert profiled.loglik == pytest.approx(joint.loglik, rel=1e-8)
+    assert profiled.best_values["k"] == pytest.approx(joint.best_values["k"], rel=1e-4)
+    e, _ = problem.scale_residuals(profiled.x)
+    assert profiled.best_values["sigma_A"] == pytest.approx(math.sqrt(np.mean(e ** 2)), rel=1e-10)
+    assert problem.negative_loglik(profiled.x, gradient=True)[1] == pytest.approx([0, 0], abs=1e-4)
+
+
+def test_fixed_sigma_is_least_squares_on_the_trust_region_path(tmp_path):
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { sigma = 0.05, transformation = "log" }\nB = { sigma = "1.5" }\n')
+    problem = load_fit_spec(spec)
+    assert not problem.scalar_objective
+    result = fit(problem, multistart=2, profiles=False, progress=False, executor=None)
+    assert result.method == "least_squares"
+    assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-10)
+    assert result.chisqr == pytest.approx(problem.chi2(result.x), rel=1e-12)
+
+
+def test_priors_and_scales(tmp_path):
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { sigma = 0.05, transformation = "log10" }\nB = { sigma = 1 }\n',
+                          parameters='k = { value = 0.5, min = 1e-3, max = 10, scale = "lin", '
+                                     'prior = "logNormal(-0.5, 0.3)" }')
+    problem = load_fit_spec(spec)
+    assert problem.scalar_objective and not problem.log_mask[0]
+    x = problem.to_internal([0.8])
+    with_prior = problem.negative_loglik(x)[0]
+    without = problem.negative_loglik(x, priors=False)[0]
+    u = math.log(0.8)
+    assert with_prior - without == pytest.approx(0.5 * ((u + 0.5) / 0.3) ** 2 + math.log(0.3 * math.sqrt(2 * math.pi)) + u)
+    np.testing.assert_allclose(problem.negative_loglik(x, gradient=True)[1], _fd_gradient(problem, x), rtol=1e-5)
+
+
+def test_per_observable_refusals_name_the_entry(tmp_path):
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { transformation = "logit" }\n')
+    with pytest.raises(DataError, match=r"\[observables.A\] transformation = 'logit'"):
+        load_fit_spec(spec)
+    spec, _ = _write_case(tmp_path, 'B = { transformation = "log" }\n', rows=[(1.0, "B", 0.0), (2.0, "B", 1.0)])
+    with pytest.raises(DataError, match=r"\[observables.B\].*positive measurements.*row 2 is 0"):
+        load_fit_spec(spec)
+
+
+def test_fit_spec_preequilibration_starts_from_the_steady_state(tmp_path):
+    from kinetics.errors import SolverError
+    from kinetics.fitting.problem import load_fit_spec
+    model = DECAY_MODEL.replace('[flows]', '[flows]\nsource = { to = "B", rate = "s" }').replace(
+        'k = { value', 's = { value = 0, min = 0, max = 10 }\nk = { value')
+    (tmp_path / "model.toml").write_text(model)
+    rows = [(t, "B", 200 - 100 * math.exp(-0.5 * t) + 0.3 * (-1) ** i) for i, t in enumerate(TIMES)]
+    (tmp_path / "data.csv").write_text("time,observable,value,condition\n"
+                                       + "".join(f"{float(t)!r},{o},{float(v)!r},main\n" for t, o, v in rows))
+    spec = """model = "model.toml"\ndata = "data.csv"\n[fit]\nfree = ["k"]\n
+[observables.B]\nsigma = 0.5\n[conditions.pre]\n[conditions.main]\npreequilibration = "pre"\ninitial = { A = 100 }\n"""
+    (tmp_path / "fit.toml").write_text(spec)
+    problem = load_fit_spec(tmp_path / "fit.toml")
+    k = 0.7                       # pre-equilibrated: A = 0, B = 100; then A = 100 again
+    x = problem.to_internal([k])
+    expected = sum(0.5 * ((y - (200 - 100 * math.exp(-k * t))) / 0.5) ** 2 + math.log(0.5)
+                   + 0.5 * math.log(2 * math.pi) for t, _, y in rows)
+    assert problem.negative_loglik(x)[0] == pytest.approx(expected, rel=1e-7)
+    np.testing.assert_allclose(problem.likelihood_residuals(x, jacobian=True)[1][:, 0] * 0.5,
+                               [-(100 * t * math.exp(-k * t)) * k * math.log(10) for t in TIMES], rtol=1e-6)
+    # a source that never stops: no steady state, and the message says so
+    (tmp_path / "fit.toml").write_text(spec.replace("[conditions.pre]", "[conditions.pre]\noverrides = { s = 1 }"))
+    with pytest.raises(SolverError, match="pre-equilibration pre of condition main: no steady state"):
+        load_fit_spec(tmp_path / "fit.toml").negative_loglik(x)
+
+
+def test_profiles_of_an_estimated_sigma_fit(tmp_path):
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { noise = "constant", distribution = "laplace" }\n')
+    result = fit(load_fit_spec(spec), multistart=2, profiles=False, progress=False, executor=None)
+    result.compute_profiles(["k"])
+    lower, upper = result.ci95["k"]
+    assert lower < result.best_values["k"] < upper
+    assert min(result.profiles["k"]["delta"]) > -1e-6     # no profile point beats the optimum
+
+
+# ------------------------------------------------------------------------------ PEtab
+def _petab_from_case(tmp_path):
+    """A PEtab problem written by kinetics' exporter from a small fit spec."""
+    from kinetics.fitting.problem import load_fit_spec
+    from kinetics.io.petab import write_petab
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { sigma = "s_B", distribution = "laplace" }\n',
+                          extra_fit=', "s_B"', parameters="s_B = { value = 0.7, min = 1e-3, max = 100 }")
+    problem = load_fit_spec(spec)
+    return problem, write_petab(problem, tmp_path / "petab")
+
+
+def test_export_and_import_keep_the_likelihood_and_its_gradient(tmp_path):
+    from kinetics.fitting.problem import load_petab
+    from kinetics.io.petab import evaluate
+    problem, path = _petab_from_case(tmp_path)
+    imported = load_petab(path)
+    x = problem.start()
+    assert evaluate(imported)["llh"] == pytest.approx(-problem.negative_loglik(x)[0], rel=1e-10)
+    assert evaluate(imported)["chi2"] == pytest.approx(problem.chi2(x), rel=1e-10)
+    xi = imported.start()
+    np.testing.assert_allclose(imported.negative_loglik(xi, gradient=True)[1], _fd_gradient(imported, xi),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("time", "inf", r"measurement table row 2, column time: steady-state measurements"),
+    ("noiseDistribution", "lognormal", r"observable table row 2 \(obs_A\), column noiseDistribution"),
+])
+def test_petab_refusals_name_table_row_and_column(tmp_path, column, value, message):
+    import pandas as pd
+    from kinetics.fitting.problem import load_petab
+    _, path = _petab_from_case(tmp_path)
+    table = "measurements.tsv" if column == "time" else "observables.tsv"
+    frame = pd.read_csv(path.parent / table, sep="\t", dtype=str, keep_default_na=False)
+    frame.loc[0, column] = value
+    frame.to_csv(path.parent / table, sep="\t", index=False)
+    with pytest.raises(DataError, match=message):
+        load_petab(path)
+
+
+def test_every_fit_case_exports_and_reimports_to_the_same_likelihood(tmp_path):
+    import warnings
+    from kinetics.errors import KineticsWarning
+    from kinetics.fitting.problem import load_fit_spec, load_petab
+    from kinetics.io.petab import evaluate, write_petab
+    cases = sorted(p.parent for p in (REPO / "fits").rglob("fit.toml"))
+    assert len(cases) >= 6
+    for case in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KineticsWarning)
+            problem = load_fit_spec(case)
+        r, _ = problem.likelihood_residuals(problem.start())
+        expected = problem.objective_loglik(float(r @ r))
+        path = write_petab(problem, tmp_path / case.name)
+        assert evaluate(load_petab(path))["llh"] == pytest.approx(expected, rel=1e-10), case
+
+
+def test_cli_petab_evaluate_json(tmp_path):
+    problem, path = _petab_from_case(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "kinetics.cli", "petab", "evaluate", str(path), "--json"],
+                         capture_output=True, text=True, cwd=REPO, check=True)
+    result = json.loads(out.stdout)
+    assert result["n_measurements"] == 12
+    assert result["llh"] == pytest.approx(-problem.negative_loglik(problem.start())[0], rel=1e-10)
+
+
+@pytest.mark.skipif(not SUITE.is_dir(), reason="the PEtab test suite copy (../shared/conformance/petab-suite-v1) "
+                                                 "is not present; get it from github.com/PEtab-dev/petab_test_suite")
+def test_petab_test_suite_passes_every_case(tmp_path):
+    sys.path.insert(0, str(REPO / "conformance"))
+    try:
+        import petab_suite
+    finally:
+        sys.path.pop(0)
+    cases = petab_suite.list_cases(SUITE)
+    assert len(cases) == 20
+    outcomes = {case: petab_suite.run_case(SUITE, case, tmp_path) for case in cases}
+    assert outcomes == {case: "ok" for case in cases}
+    assert json.loads((tmp_path / "0001.json").read_text())["llh"] == pytest.approx(-0.84750169713188, abs=1e-6)
+
+
+@pytest.mark.skipif(not SUITE.is_dir(), reason="the PEtab test suite copy (../shared/conformance/petab-suite-v1) "
+                                                 "is not present")
+def test_preequilibration_gradient_matches_finite_differences():
+    from kinetics.fitting.problem import load_petab
+    problem = load_petab(SUITE / "0009" / "_0009.yaml")       # a0, b0, k2 estimated; k1 differs in pre-eq
+    x = problem.start()
+    np.testing.assert_allclose(problem.negative_loglik(x, gradient=True)[1], _fd_gradient(problem, x, 1e-5),
+                               rtol=1e-4, atol=1e-6)
+
+
+BENCHMARK_LLH = {"Perelson_Science1996": -432.0385498, "Bruno_JExpBot2016": 46.6881815,
+                 "Boehm_JProteomeRes2014": -138.2219978, "Crauste_CellSystems2017": -190.9639785}
+
+
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="the PEtab benchmark copy (../shared/conformance/petab-benchmark) "
+                                                     "is not present; get it from github.com/Benchmarking-Initiative/"
+                                                     "Benchmark-Models-PEtab")
+@pytest.mark.parametrize("name", sorted(BENCHMARK_LLH))
+def test_benchmark_log_likelihood_at_nominal_values(name):
+    from kinetics.fitting.problem import load_petab
+    from kinetics.io.petab import evaluate
+    result = evaluate(load_petab(BENCHMARK / name / f"{name}.yaml"))
+    assert result["llh"] == pytest.approx(BENCHMARK_LLH[name], rel=1e-6)
