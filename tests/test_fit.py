@@ -1014,7 +1014,7 @@ def test_combined_noise_warns_when_the_absolute_term_collapses():
 
 def test_combined_noise_alternation_that_runs_out_of_rounds_says_so(monkeypatch):
     """The alternation of rates and (a, b) used to stop silently at its round limit."""
-    monkeypatch.setattr("kinetics.fitting.optimize._MAX_ROUNDS", 1)
+    monkeypatch.setattr("kinetics.fitting.local.MAX_ROUNDS", 1)
     with pytest.warns(KineticsWarning, match="stopped after 1 rounds"):
         result = fit(combined_problem(), multistart=1, profiles=False, **QUIET)
     assert not result.success and "stopped after 1 rounds" in result.message

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -484,17 +485,24 @@ class FitProblem:
         return key
 
     def __reduce__(self):
-        # compiled callables do not pickle: worker processes rebuild the problem from its recipe,
-        # once per process (see _rebuild)
-        return (_rebuild, (self._recipe, self.recipe_key()))
+        # compiled callables do not pickle: worker processes rebuild the problem from its recipe
+        # (model text and arrays), once per process (see _rebuild)
+        return (_rebuild, (self._recipe, self.recipe_key(), _process_identity()))
 
 
 # problems rebuilt in this (worker) process, by recipe key: building one (sympy, lambdify,
-# compilation) costs far more than a local fit, and every start sent to a process pool
-# carries the same problem
+# compilation) costs far more than a local fit, and every task sent to a worker (a start, a
+# profile side, a chain) carries the same problem
 _BUILT: dict = {}
 _BUILT_MAX = 4
 _build_stats = {"builds": 0, "reused": 0}
+# who this process is, for pickles to tell whether they are read where they were written: a
+# random token (another machine, a spawned process) plus the pid (a forked child keeps the token)
+_PROCESS_TOKEN = uuid.uuid4().hex
+
+
+def _process_identity():
+    return (_PROCESS_TOKEN, os.getpid())
 
 
 def rebuild_stats() -> dict:
@@ -502,10 +510,15 @@ def rebuild_stats() -> dict:
     return dict(_build_stats)
 
 
-def _rebuild(recipe, key=None):
-    # only worker processes share rebuilt problems: elsewhere an unpickled (or deep-copied)
-    # problem must stay a problem of its own
-    shared = key is not None and multiprocessing.parent_process() is not None
+def _rebuild(recipe, key=None, written_by=None):
+    # a problem read in another process than the one that pickled it (a pool's worker, a dask
+    # worker on any machine) is shared by every task there that carries the same recipe; read
+    # back in its own process (a deep copy) it must stay a problem of its own. Pickles without
+    # the writer's identity (older ones) fall back to "am I a multiprocessing child".
+    if written_by is not None:
+        shared = key is not None and tuple(written_by) != _process_identity()
+    else:
+        shared = key is not None and multiprocessing.parent_process() is not None
     if shared and key in _BUILT:
         _build_stats["reused"] += 1
         return _BUILT[key]
