@@ -137,7 +137,7 @@ def _kernel():
             kernel = None
         else:
             from .compile_notice import announce_compilation
-            announce_compilation(kernel.affine_rows_real, "the exact-solution", 10)
+            announce_compilation(kernel.affine_rows_real, "the exact-solution", 5)
         _linear_kernel = kernel
     return _linear_kernel
 
