@@ -103,7 +103,9 @@ def test_a_problem_pickled_in_another_process_is_built_once_here():
     one, two = pickle.loads(written_elsewhere), pickle.loads(written_elsewhere)
     after = rebuild_stats()
     assert one is two and one is not problem
-    assert after["builds"] - before["builds"] == 1 and after["reused"] - before["reused"] == 1
+    # built here at most once (not at all if an earlier read cached it), then shared
+    assert after["builds"] - before["builds"] <= 1
+    assert after["builds"] - before["builds"] + after["reused"] - before["reused"] == 2
     x = problem.start() + 0.1
     r0, J0 = problem.residuals_and_jacobian(x)
     r1, J1 = one.residuals_and_jacobian(x)
