@@ -18,13 +18,16 @@ from conftest import REPO
 
 
 def test_notice_is_printed_once_for_a_kernel_that_numba_has_not_cached(tmp_path, monkeypatch, capsys):
-    numba = pytest.importorskip("numba")
+    pytest.importorskip("numba")
+    import importlib.util
     monkeypatch.setattr(compile_notice, "_checked", set())
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-
-    @numba.njit(cache=True)
-    def double(x):
-        return 2.0 * x
+    # a kernel in a new file: numba caches beside it, in a folder no earlier run has filled
+    source = tmp_path / "fresh_kernel.py"
+    source.write_text("from numba import njit\n\n\n@njit(cache=True)\ndef double(x):\n    return 2.0 * x\n")
+    spec = importlib.util.spec_from_file_location("fresh_kernel", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    double = module.double
 
     assert compile_notice.announce_compilation(double, "the test", 3)
     assert capsys.readouterr().err == "kinetics: compiling the test kernels, once (about 3 s; cached for later runs)...\n"
