@@ -8,20 +8,24 @@ export MPLBACKEND ?= Agg
 
 .PHONY: demo test bench docs clean venv
 
+# The library and numba only: the demo needs no test tools. Kernels are not compiled here: each
+# group compiles on first use (a note on stderr says so), so a user pays only for the kernels
+# their models use (an affine fit never compiles the stiff integrator), once, cached on disk.
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	@echo "compiling the numba kernels once (cached for later runs)..."
-	$(BIN)/python -c "import kinetics; print(f'  done in {kinetics.warm_up():.1f} s')"
+	$(BIN)/pip install --quiet -e '.[fast]'
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate
 
+$(VENV)/.test-extras: pyproject.toml $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.test-extras
+
 demo: venv
 	$(BIN)/kinetics demo --out demo_output
 
-test: venv
+test: venv $(VENV)/.test-extras
 	$(BIN)/python -m pytest
 
 bench: venv

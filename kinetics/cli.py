@@ -25,6 +25,7 @@ __all__ = ["main"]
 FIGURE_DPI = 300            # every --plot and fit figure: journals ask for 300 dpi
 MAX_POINTS = 10**6          # simulate --points: the table is held in memory several times over
 MAX_DRAWS = 10**6           # --samples, --mcmc
+DASK_CONNECT_TIMEOUT = 10   # seconds to reach the --dask scheduler
 QUOTED_LIMIT = 200          # quoted text longer than this is shortened in messages
 MESSAGE_LIMIT = 4000        # and a whole message longer than this
 
@@ -228,6 +229,23 @@ def _save_simulation_plot(sim, names, logy, path, image_format):
     _save_figure(fig, path, image_format, dpi=FIGURE_DPI)
 
 
+def _dask_client(address):
+    """A dask.distributed Client of the scheduler at ``address`` (--dask), or KineticsError."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise KineticsError(f"--dask {address}: running on a dask cluster needs dask.distributed; install it with "
+                            "pip install 'kinetics[dask]' (or pip install 'dask[distributed]'), or drop --dask to "
+                            "fit on this machine") from None
+    try:
+        return Client(address, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise KineticsError(f"--dask {address}: cannot reach a dask scheduler there within {DASK_CONNECT_TIMEOUT} s "
+                            f"({type(exc).__name__}: {exc}). Start one with `dask scheduler` (it prints its address, "
+                            "e.g. tcp://HOST:8786), start workers with `dask worker tcp://HOST:8786`, and pass that "
+                            "address.") from None
+
+
 def cmd_fit(args):
     from .fitting.optimize import fit
     from .fitting.problem import load_fit_spec
@@ -240,13 +258,22 @@ def cmd_fit(args):
     problem = load_fit_spec(folder)
     _check_out_folder(out, "--out" if args.out else "the output folder (--out)")   # before the fit, not after
     formats = _figure_formats(args.figure_format)
+    if args.dask and args.serial:
+        raise KineticsError("--dask and --serial exclude each other: --dask runs the starts and profiles on a "
+                            "dask cluster, --serial in this process; give one of them")
+    client = _dask_client(args.dask) if args.dask else None
     _say(f"fitting {problem.model.name} to {problem.data.n_points} points "
          f"({', '.join(problem.condition_names)}; noise {problem.noise}; free: {', '.join(problem.free)})",
          file=sys.stderr if args.json else None)
-    result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
-                 executor=None if args.serial else "auto", progress=not args.no_progress,
-                 profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None,
-                 engine=args.engine)
+    try:
+        executor = client.get_executor() if client is not None else (None if args.serial else "auto")
+        result = fit(problem, multistart=args.multistart, seed=args.seed, method=args.method,
+                     executor=executor, progress=not args.no_progress,
+                     profiles=not args.no_profiles, mcmc={"steps": args.mcmc} if args.mcmc else None,
+                     engine=args.engine)
+    finally:
+        if client is not None:
+            client.close()
     written = result.save(out, formats=formats)
     if args.json:   # the result.json content on stdout; the folder is written as usual
         _say(result.to_json())
@@ -702,6 +729,9 @@ def build_parser():
     p.add_argument("--no-profiles", action="store_true", help="skip profile-likelihood intervals")
     p.add_argument("--mcmc", type=_integer, metavar="STEPS", help="also sample the posterior with emcee (needs the mcmc extra)")
     p.add_argument("--serial", action="store_true", help="never use a process pool for the starts")
+    p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                   help="run the starts, profiles and MCMC chains on a dask.distributed cluster, e.g. tcp://HOST:8786 "
+                        "(needs the dask extra)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--figure-format", action="append", metavar="FORMAT",
                    help="also write the figures as svg or pdf (repeatable or comma-separated; PNG at 300 dpi always)")

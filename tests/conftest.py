@@ -135,3 +135,19 @@ seed = 0
 doses = [ {{ compartment = "plasma", amount = 100, time = 0 }} ]
 """, encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """One real dask.distributed LocalCluster for the whole session (2 worker processes, 1 thread
+    each; starting it costs seconds): yields (client, scheduler address)."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra (dask[distributed]) is not installed")
+    import logging
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+    client = distributed.Client(cluster)
+    try:
+        yield client, cluster.scheduler_address
+    finally:
+        client.close()
+        cluster.close()

@@ -138,9 +138,10 @@ def test_process_pool_rebuilds_the_problem_once_per_worker_with_serial_results()
         before = pool.submit(rebuild_stats).result()
         pooled = fit(problem, multistart=6, seed=1, profiles=False, executor=pool, progress=False)
         after = pool.submit(rebuild_stats).result()
-    # the first start runs in this process, the other 5 in the one worker: built once, reused 4 times
-    assert after["builds"] - before["builds"] == 1
-    assert after["reused"] - before["reused"] == 4
+    # the first start runs in this process, the other 5 in the one worker: built at most once, reused
+    # for the others (a forked worker may inherit the problem from this process's cache: no build)
+    assert after["builds"] - before["builds"] <= 1
+    assert after["builds"] - before["builds"] + after["reused"] - before["reused"] == 5
     assert [r["rss"] for r in pooled.runs] == [r["rss"] for r in serial.runs]
     assert [r["nfev"] for r in pooled.runs] == [r["nfev"] for r in serial.runs]
     np.testing.assert_array_equal(pooled.x, serial.x)
@@ -997,7 +998,7 @@ def test_combined_noise_warns_when_the_absolute_term_collapses():
 
 def test_combined_noise_alternation_that_runs_out_of_rounds_says_so(monkeypatch):
     """The alternation of rates and (a, b) used to stop silently at its round limit."""
-    monkeypatch.setattr("kinetics.fitting.optimize._MAX_ROUNDS", 1)
+    monkeypatch.setattr("kinetics.fitting.local.MAX_ROUNDS", 1)
     with pytest.warns(KineticsWarning, match="stopped after 1 rounds"):
         result = fit(combined_problem(), multistart=1, profiles=False, **QUIET)
     assert not result.success and "stopped after 1 rounds" in result.message

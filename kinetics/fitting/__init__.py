@@ -1,8 +1,9 @@
 """Fitting: a model and data turned into an estimate.
 
 :mod:`.problem` (conditions, noise models, :class:`FitProblem`: residuals and their
-sensitivities) and :mod:`.optimize` (:func:`fit`, :class:`FitResult`, multistart, profiles,
-sampling). Fit specification files are read by :mod:`kinetics.io.fit_spec`.
+sensitivities), :mod:`.local` (one local fit), :mod:`.optimize` (:func:`fit`, :class:`FitResult`,
+multistart), :mod:`.profile` and :mod:`.sample` (profiles and MCMC chains of a result, as tasks
+on any executor) and :mod:`.executors` (which executors are accepted). Fit specification files are read by :mod:`kinetics.io.fit_spec`.
 Names are loaded on first access (lmfit is slow to import).
 """
 

@@ -15,324 +15,35 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import threading
 import time
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 import lmfit
 import numpy as np
-from scipy.optimize import minimize
-from scipy.stats import chi2, qmc
+from scipy.stats import qmc
 
 from ..errors import FitError, KineticsWarning, SolverError
 from .conventions import LmfitConventions
+# the local fits, and the executors' checks, live in their own modules (profiles and sampling use
+# them too); the old private names stay for this module's code
+from . import local
+from .executors import check_executor as _check_executor
+from .executors import progress_bar
+from .local import LOCAL_METHODS as _LOCAL_METHODS
+from .local import Objective as _Objective
+from .local import combined_fit as _combined_fit
+from .local import combined_noise_bounds as _combined_noise_bounds
+from .local import lmfit_fit as _lmfit_fit
+from .local import lmfit_params as _params
+from .local import local_fit as _local_fit
+from .local import local_loglik as _loglik
+from .profile import CHI2_95
 
 __all__ = ["fit", "FitResult", "CHI2_95"]
 
-#: 95 % threshold of the profile likelihood ratio (chi-square, 1 degree of freedom).
-CHI2_95 = float(chi2.ppf(0.95, 1))
-_LOCAL_METHODS = ("least_squares", "leastsq")
 _ENGINES = ("auto", "lmfit")
-_PENALTY = 1e10          # residual returned where the model cannot be simulated
-_MAX_ROUNDS = 50         # alternation rounds of combined noise (rates, then a and b)
 _GLOBAL_METHODS = ("differential_evolution", "basinhopping", "dual_annealing", "shgo", "ampgo")
-
-
-def _evaluate(problem, x, weights, jacobian=True):
-    """(r, J) a local fit minimizes at internal x: the exact likelihood residuals (weights None)
-    or w (y - f) at fixed weights; J is None without ``jacobian``."""
-    if weights is None:
-        return problem.likelihood_residuals(x, jacobian=jacobian)
-    if jacobian:
-        return problem.residuals_and_jacobian(x, weights)
-    return problem.residuals(x, weights), None
-
-
-def _loglik(problem, rss, weights):
-    """Log-likelihood of a local fit's sum of squares rss (see :func:`_evaluate`)."""
-    if not np.isfinite(rss):
-        return -math.inf
-    return problem.objective_loglik(rss) if weights is None else problem.loglik(rss, weights)
-
-
-class _Objective:
-    """Residuals (and the Jacobian from the same simulation) for lmfit (see :func:`_evaluate`)."""
-
-    def __init__(self, problem, weights=None, use_jacobian=True):
-        self.problem = problem
-        self.weights = weights
-        self.use_jacobian = use_jacobian
-        self.names = problem.internal_names()
-        self._key = None
-        self._J = None
-        self._r = None
-        self.failed = False     # whether the last residual evaluation could not simulate
-        self.first = None       # (x, rss) of the first evaluation that simulated: the start
-
-    def vector(self, params):
-        return np.array([params[n].value for n in self.names])
-
-    def residual(self, params):
-        x = self.vector(params)
-        key = x.tobytes()
-        if key == self._key and self._r is not None:
-            self.failed = False
-            return self._r  # lmfit re-evaluates the final point: it is already known
-        try:
-            r, J = _evaluate(self.problem, x, self.weights, self.use_jacobian)
-            if self.use_jacobian:
-                self._key, self._J, self._r = key, J, r
-        except SolverError:
-            # a failed simulation in a trial step is a bad step, not the end of the fit
-            self.failed = True
-            return np.full(self.problem.n_data, _PENALTY)
-        self.failed = False
-        if self.first is None:
-            self.first = (x, float(r @ r))
-        return r
-
-    def jacobian(self, params):
-        x = self.vector(params)
-        if self._key != x.tobytes():
-            try:
-                self._r, self._J = _evaluate(self.problem, x, self.weights)
-            except SolverError:
-                return np.zeros((self.problem.n_data, sum(params[n].vary for n in self.names)))
-            self._key = x.tobytes()
-        vary = [i for i, n in enumerate(self.names) if params[n].vary]
-        return self._J[:, vary]
-
-
-def _params(problem, x, fixed=None):
-    """lmfit Parameters at internal values ``x`` (those in ``fixed`` held). Building Parameters
-    costs about a millisecond (an asteval interpreter each), so one set per problem is kept and
-    only its values and flags are renewed; lmfit copies it into each fit's result."""
-    lo, hi = problem.internal_bounds()
-    names = problem.internal_names()
-    cache = problem.__dict__.setdefault("_lmfit_params", {})   # per thread: executors may be thread pools
-    params = cache.get(threading.get_ident())
-    if params is None or list(params) != names:
-        params = lmfit.Parameters()
-        for i, name in enumerate(names):
-            params.add(name, value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i])
-        cache[threading.get_ident()] = params
-    for i, name in enumerate(names):
-        par = params[name]
-        par.set(value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i],
-                vary=not (fixed is not None and i in fixed))
-    return params
-
-
-def _local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None,
-               engine="auto"):
-    """One local optimization; returns (x_best, rss, result) where result has ``success`` and
-    ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
-    scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
-    its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
-    if weights is None and getattr(problem, "scalar_objective", False):
-        k = problem.profiled_scale
-        if k is not None and not (fixed and k in fixed) and use_jacobian and engine != "lmfit":
-            return _profiled_scale_fit(problem, x0, fixed, max_nfev)
-        return _scalar_fit(problem, x0, fixed, max_nfev)
-    if weights is None and problem.noise == "proportional":
-        return _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
-    return _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
-
-
-def _engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine):
-    """One local optimization on the engine's optimizer (see :func:`_local_fit`)."""
-    if engine != "lmfit" and method == "least_squares" and use_jacobian:
-        return _trf_fit(problem, x0, weights, fixed, max_nfev)
-    return _lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
-
-
-def _proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine):
-    """:func:`_local_fit` of the exact proportional-noise likelihood from a start that may be far
-    off: far from the data the weights 1/|f_i| swing by orders of magnitude and the exact
-    objective is slow to cross that terrain, so the fit first minimizes with the measurements'
-    weights 1/|y_i| (a nearby, better-behaved objective), then the exact likelihood from there.
-    That detour must not cost the start its own merit: if the exact fit ends above the start's
-    likelihood, the exact fit is run from the start itself and the better end is kept."""
-    def exact(x):
-        return _engine_fit(problem, x, None, fixed, method, use_jacobian, max_nfev, engine)
-    x1, rss1, _ = _engine_fit(problem, x0, problem.weights, fixed, method, use_jacobian, max_nfev, engine)
-    if not np.isfinite(rss1):
-        return exact(x0)
-    x, rss, res = exact(x1)
-    try:
-        lo, hi = problem.internal_bounds()
-        r0, _ = problem.likelihood_residuals(np.clip(np.asarray(x0, dtype=float), lo, hi))
-        rss0 = float(r0 @ r0)
-    except SolverError:
-        return x, rss, res
-    if not rss <= rss0:
-        x2, rss2, res2 = exact(x0)
-        if rss2 < rss or not np.isfinite(rss):
-            return x2, rss2, res2
-    return x, rss, res
-
-
-def _scalar_fit(problem, x0, fixed=None, max_nfev=None):
-    """:func:`_local_fit` of a likelihood that is not a sum of squares (sigma estimated with
-    its log terms, Laplace noise, priors): scipy's L-BFGS-B on the exact negative
-    log-likelihood with its analytic gradient from the sensitivities. Returns (x, 2 nll, result):
-    the "rss" of this objective is twice its negative log-likelihood (see FitProblem.loglik)."""
-    lo, hi = problem.internal_bounds()
-    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
-    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
-    start = []
-
-    def value_and_gradient(z):
-        x = base.copy()
-        x[free] = z
-        try:
-            value, grad = problem.negative_loglik(x, gradient=True)
-        except SolverError:
-            if not start:
-                raise
-            return math.inf, np.zeros(len(free))     # a failed trial step: L-BFGS-B backtracks
-        if not start:
-            start.append((x.copy(), 2.0 * value))
-        if not np.isfinite(value):
-            return math.inf, np.zeros(len(free))
-        return value, grad[free]
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = minimize(value_and_gradient, base[free], jac=True, method="L-BFGS-B",
-                           bounds=list(zip(lo[free], hi[free])),
-                           options={"maxiter": max_nfev or 10000, "maxfun": max_nfev or 15000,
-                                    "ftol": 1e-13, "gtol": 1e-9, "maxcor": 20})
-    except SolverError as exc:   # at the start point: no fit from here
-        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
-    x = base.copy()
-    x[free] = res.x
-    message = res.message if isinstance(res.message, str) else str(res.message)
-    res.message = f"L-BFGS-B: {message}"
-    return _no_worse_than_start(x, 2.0 * float(res.fun), res, start[0] if start else None)
-
-
-def _profiled_scale_fit(problem, x0, fixed=None, max_nfev=None):
-    """:func:`_local_fit` when one noise parameter s is the sigma of every row (normal noise):
-    -log L = N log s + sum e_i^2 / (2 s^2) + const has its optimum over s at s^2 = mean e^2, so
-    the other parameters minimize sum e_i^2 (the compiled trust-region path with the analytic
-    Jacobian) and s is set in closed form. If that s lies outside its bounds the joint optimum is
-    not the profiled one: the fit continues on L-BFGS-B from there. Returns (x, 2 nll, result)."""
-    from ..numerics.trust_region import least_squares_trf
-    k = problem.profiled_scale
-    lo, hi = problem.internal_bounds()
-    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
-    held = set(fixed or ()) | {k}
-    free = np.array([i for i in range(len(base)) if i not in held], dtype=int)
-    start = []
-
-    def fun_and_jac(z):
-        x = base.copy()
-        x[free] = z
-        e, de = problem.scale_residuals(x, jacobian=True)
-        if not start:
-            start.append((x, 2.0 * problem.negative_loglik(x)[0]))
-        return e, de[:, free]
-    try:
-        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
-                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
-    except SolverError as exc:
-        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
-    x = base.copy()
-    x[free] = res.x
-    s_hat = math.sqrt(float(res.fun @ res.fun) / problem.n_data)
-    if s_hat > 0:
-        x[k] = math.log10(s_hat) if problem.log_mask[k] else s_hat
-    else:       # a perfect fit: the likelihood is unbounded; sigma at its lower bound
-        x[k] = lo[k]
-    if not lo[k] <= x[k] <= hi[k]:
-        return _scalar_fit(problem, np.clip(x, lo, hi), fixed, max_nfev)
-    try:
-        value = problem.negative_loglik(x)[0]
-    except SolverError as exc:
-        return base, math.inf, _Failed(f"the model cannot be simulated at the fitted point: {exc}")
-    return _no_worse_than_start(x, 2.0 * value, res, start[0] if start else None)
-
-
-class _Failed:
-    success = False
-
-    def __init__(self, message):
-        self.message = message
-
-
-class _KeptStart(_Failed):
-    """The outcome of a local fit that ended above its start (or where the model cannot be
-    simulated): the start is kept, but it is not known to be an optimum."""
-
-    def __init__(self, message):
-        self.message = message
-
-
-def _no_worse_than_start(x, rss, result, start):
-    """A local fit never ends above the point it started from: if the optimizer's end is worse
-    than ``start`` = (x0, rss0) (or could not be simulated), return the start instead."""
-    if start is not None and np.isfinite(start[1]) and not rss <= start[1]:
-        return start[0], start[1], _KeptStart(f"the optimizer ended above its start ({result.message}); "
-                                               "kept the start")
-    return x, rss, result
-
-
-def _trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
-    """:func:`_local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
-    from ..numerics.trust_region import least_squares_trf
-    lo, hi = problem.internal_bounds()
-    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
-    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
-    start = []      # the first evaluation (at the start, moved inside the bounds)
-    if len(free) == len(base):
-        def fun_and_jac(z):
-            r, J = _evaluate(problem, z, weights)
-            if not start:
-                start.append((z.copy(), float(r @ r)))
-            return r, J
-    else:
-        def fun_and_jac(z):
-            x = base.copy()
-            x[free] = z
-            r, J = _evaluate(problem, x, weights)
-            if not start:
-                start.append((x, float(r @ r)))
-            return r, J[:, free]
-    try:
-        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
-                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
-    except SolverError as exc:   # at the start point: no fit from here
-        return base, math.inf, _Failed(f"the model cannot be simulated at the start: {exc}")
-    x = base.copy()
-    x[free] = res.x
-    return _no_worse_than_start(x, float(res.fun @ res.fun), res, start[0] if start else None)
-
-
-def _lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
-    """:func:`_local_fit` through lmfit's Minimizer; the result is lmfit's MinimizerResult."""
-    objective = _Objective(problem, weights, use_jacobian)
-    params = _params(problem, x0, fixed)
-    kws = {}
-    if use_jacobian and method in _LOCAL_METHODS:
-        kws["Dfun" if method == "leastsq" else "jac"] = objective.jacobian
-    if method == "least_squares":
-        kws.update(x_scale="jac", ftol=1e-10, xtol=1e-10, gtol=1e-10)
-    minimizer = lmfit.Minimizer(objective.residual, params, max_nfev=max_nfev, nan_policy="raise")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = minimizer.minimize(method=method, **kws)
-    x = objective.vector(result.params)
-    r = objective.residual(result.params)  # cached when the optimizer's last point is the result
-    if objective.failed:    # penalty residuals: the model cannot be simulated here, not an optimum
-        if objective.first is not None:
-            x0, rss0 = objective.first
-            return x0, rss0, _KeptStart("the optimizer ended where the model cannot be simulated; kept the start")
-        return x, math.inf, _Failed("the model cannot be simulated at the start or at the optimizer's end")
-    return _no_worse_than_start(x, float(r @ r), result, objective.first)
 
 
 def _global_minimize(objective, params, method, seed):
@@ -376,36 +87,8 @@ def _run_start(args):
     return out
 
 
-def _progress(total, enabled):
-    if not enabled or total <= 1:
-        return None
-    try:
-        from tqdm.auto import tqdm
-        return tqdm(total=total, desc="multi-start", unit="start", leave=False, file=sys.stderr)
-    except ImportError:
-        return None
-
-
-_EXECUTOR_CHOICES = '"auto", None (serial), "process", or a concurrent.futures.Executor'
-
-
-def _check_executor(executor, origin):
-    """The executor as given, or FitError: anything else (a multiprocessing.Pool, "threads")
-    would otherwise run the starts serially without a word."""
-    if executor is None or isinstance(executor, Executor) or (isinstance(executor, str) and executor in ("auto", "process")):
-        return executor
-    what = repr(executor) if isinstance(executor, str) else f"a {type(executor).__module__}.{type(executor).__qualname__}"
-    hint = ""
-    if executor in ("thread", "threads"):
-        hint = " For threads pass concurrent.futures.ThreadPoolExecutor(n)."
-    elif hasattr(executor, "imap") or hasattr(executor, "apply_async"):
-        hint = " A multiprocessing.Pool is not an Executor: pass concurrent.futures.ProcessPoolExecutor(n) instead."
-    raise FitError(f"{origin}: fit(executor=...) got {what}; it must be {_EXECUTOR_CHOICES} "
-                   f"(ThreadPoolExecutor, ProcessPoolExecutor, or e.g. a dask client's get_executor()).{hint}")
-
-
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
-    bar = _progress(len(starts), progress)
+    bar = progress_bar(len(starts), progress, "multi-start", "start")
     results = []
     own_pool = None
     try:
@@ -461,8 +144,9 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         polished by least_squares afterwards.
     executor : ``"auto"`` (serial unless the starts are slow), ``None`` (serial), ``"process"``, or any
         ``concurrent.futures.Executor`` (thread or process pool, a dask client's executor); anything
-        else is a FitError. It runs the starts of ``least_squares``/``leastsq``; the global methods
-        run serially (a warning says so if an executor is given). Each start counts its own model
+        else is a FitError. It runs the starts of ``least_squares``/``leastsq``, the profiles (one
+        task per parameter and side) and the MCMC chains (``"auto"`` runs those two serially); the
+        global methods run serially (a warning says so if an executor is given). Each start counts its own model
         evaluations, so ``nfev`` is the same serial, in threads or in processes.
     profiles : compute profile-likelihood intervals (recommended; costs a few fits per parameter).
     mcmc : None, or a dict ``{"steps": 2000, "walkers": 32, "burn": 500}`` for lmfit's emcee sampler.
@@ -589,10 +273,13 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
             if method in _LOCAL_METHODS:
                 result.method = ("least_squares (noise scale in closed form)" if problem.profiled_scale is not None
                                  and use_jacobian and engine != "lmfit" else "L-BFGS-B")
+    # profiles and sampling chains run on the executor given (or a process pool for "process");
+    # under "auto" they stay in this process
+    tasks_executor = executor if isinstance(executor, Executor) or executor == "process" else None
     if profiles:
-        result.compute_profiles(progress=progress)
+        result.compute_profiles(progress=progress, executor=tasks_executor)
     if mcmc:
-        result.sample(**(mcmc if isinstance(mcmc, dict) else {}))
+        result.sample(**{"executor": tasks_executor, **(mcmc if isinstance(mcmc, dict) else {})})
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -601,12 +288,6 @@ def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
     """Weights and noise parameters of the combined model, from the spec's start."""
     _, _, weights, (a, b), _ = _combined_fit(problem, problem.start(), None, None, use_jacobian, max_nfev, engine)
     return weights, {"sigma_abs": float(a), "sigma_rel": float(b)}
-
-
-def _combined_noise_bounds(problem):
-    """Bounds of log a and log b for sigma_i = sqrt(a^2 + b^2 y_i^2)."""
-    scale = max(float(np.max(np.abs(problem.y))), 1e-300)
-    return [(math.log(1e-10 * scale), math.log(10 * scale)), (math.log(1e-8), math.log(10.0))]
 
 
 def _warn_collapsed_absolute_noise(problem, ab):
@@ -625,72 +306,10 @@ def _warn_collapsed_absolute_noise(problem, ab):
 
 
 def _combined_not_converged(problem):
-    message = (f"the alternation of rates and combined-noise parameters stopped after {_MAX_ROUNDS} rounds "
+    message = (f"the alternation of rates and combined-noise parameters stopped after {local.MAX_ROUNDS} rounds "
                "without converging; the reported point is the best one reached, possibly not the optimum")
     warnings.warn(f"{problem.origin}: {message}", KineticsWarning, stacklevel=3)
     return message
-
-
-def _combined_noise_parameters(problem, residual, ab0):
-    """(a, b) of sigma_i = sqrt(a^2 + b^2 y_i^2) that maximize the Gaussian likelihood of fixed
-    residuals y - f: a two-parameter problem with an analytic gradient, no simulation."""
-    y2, e2 = problem.y ** 2, residual ** 2
-    bounds = _combined_noise_bounds(problem)
-
-    def nll_and_gradient(log_ab):
-        a2, b2 = np.exp(2 * log_ab)
-        s2 = a2 + b2 * y2
-        common = (s2 - e2) / (s2 * s2)
-        return 0.5 * float(np.sum(e2 / s2 + np.log(s2))), np.array([a2 * np.sum(common), b2 * np.sum(common * y2)])
-
-    start = np.clip(np.log(ab0), [lo for lo, _ in bounds], [hi for _, hi in bounds])
-    res = minimize(nll_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"ftol": 1e-14, "gtol": 1e-10})
-    return tuple(np.exp(res.x))
-
-
-def _combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto", max_rounds=None):
-    """Maximum likelihood over the free parameters (those in ``fixed`` held) *and* the combined
-    model's a, b: alternate a weighted least-squares fit at fixed (a, b) with the exact optimum of
-    (a, b) at fixed residuals. Neither step can lower the likelihood (a local fit never ends above
-    its start), so the rounds stop when it no longer rises, and the best point reached is returned.
-    Returns (x, weighted rss, weights, (a, b), converged); rss is inf if x0 cannot be simulated;
-    converged is False when the rounds ran out while the likelihood still rose."""
-    max_rounds = _MAX_ROUNDS if max_rounds is None else max_rounds
-    if ab0 is None:     # unweighted fit first: its residual scale starts a, and b at 5 %
-        x, rss, _ = _local_fit(problem, x0, np.ones(problem.n_data), fixed, "least_squares", use_jacobian, max_nfev, engine)
-        if not np.isfinite(rss):
-            return x, rss, np.ones(problem.n_data), (1.0, 0.05), True
-        ab0 = (max(math.sqrt(rss / problem.n_data) * 0.5, 1e-300), 0.05)
-    x, ab = np.asarray(x0, dtype=float), tuple(ab0)
-    best = None         # (loglik, x, rss, weights, ab)
-    converged = False
-    for _ in range(max_rounds):
-        weights = problem.combined_weights(*ab)
-        x, rss, _ = _local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
-        if not np.isfinite(rss):   # a local fit that could not simulate reports rss = inf
-            break
-        if best is None or problem.loglik(rss, weights) > best[0]:
-            best = (problem.loglik(rss, weights), x, rss, weights, ab)
-        try:
-            residual = problem.y - problem.predict(x)[0]
-        except SolverError:     # cannot happen at a point just simulated, unless the model is flaky
-            break
-        ab = _combined_noise_parameters(problem, residual, ab)
-        weights = problem.combined_weights(*ab)
-        r = weights * residual
-        rss = float(r @ r)
-        loglik = problem.loglik(rss, weights)
-        if loglik <= best[0] + 1e-10 * (1 + abs(loglik)):
-            converged = True
-            if loglik > best[0]:
-                best = (loglik, x, rss, weights, ab)
-            break
-        best = (loglik, x, rss, weights, ab)
-    if best is None:
-        return x, math.inf, problem.combined_weights(*ab), ab, True
-    _, x, rss, weights, ab = best
-    return x, rss, weights, ab, converged
 
 
 class FitResult(LmfitConventions):
@@ -806,167 +425,19 @@ class FitResult(LmfitConventions):
     def best_values(self) -> dict:
         return {n: float(v) for n, v in zip(self.problem.fit_names, self.problem.phi(self.x))}
 
-    def _profile_point(self, x, j):
-        """Re-optimize every other free parameter (and, for combined noise, a and b too) with
-        parameter j held at x[j]; returns (x, -2 * drop of the log-likelihood, None), or
-        (x, None, why) where the model cannot be simulated."""
-        p = self.problem
-        why = "the model cannot be simulated there"
-        if p.noise == "combined":
-            ab = (self.noise_params["sigma_abs"], self.noise_params["sigma_rel"])
-            x, rss, weights, _, _ = _combined_fit(p, x, {j}, ab, self.use_jacobian, None, self.engine)
-            loglik = p.loglik(rss, weights)
-        else:
-            weights = self.objective_weights
-            x, rss, res = _local_fit(p, x, weights, fixed={j}, use_jacobian=self.use_jacobian, engine=self.engine)
-            loglik = _loglik(p, rss, weights)
-            if isinstance(res, _Failed):
-                why = str(res.message)
-        if not np.isfinite(rss):   # a local fit that could not simulate reports rss = inf
-            return x, None, why
-        return x, -2 * (loglik - self.loglik), None
+    def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False, executor=None):
+        """Profile likelihood of each free parameter (see :func:`kinetics.fitting.profile.compute_profiles`;
+        ``executor`` runs one task per parameter and side)."""
+        from .profile import compute_profiles
+        return compute_profiles(self, params=params, threshold=threshold, max_steps=max_steps, progress=progress,
+                                executor=executor)
 
-    def compute_profiles(self, params=None, threshold=CHI2_95, max_steps=40, progress=False):
-        """Profile likelihood of each free parameter: re-optimize the others along a path and find
-        where twice the log-likelihood drops by ``threshold``. A side that stays below it up to the
-        bound flags non-identifiability; a side cut short because the model cannot be simulated
-        further out leaves identifiability undetermined (``identifiable`` None) and says so.
-
-        Each profile records why each side ended (``lower_stop``, ``upper_stop``): "threshold"
-        (the interval closes), "bound" (flat up to the parameter's bound, or six decades / a
-        million standard errors away), "max_steps", or "simulation failed at VALUE: reason"."""
-        p = self.problem
-        names = list(params or p.free)
-        lo_b, hi_b = p.internal_bounds()
-        bar = _progress(len(names), progress)
-        for name in names:
-            j = p.free.index(name)
-
-            def natural(v, j=j):
-                return None if v is None else float(10 ** v if p.log_mask[j] else v)
-            sd = math.sqrt(max(self.covariance_internal[j, j], 0)) if np.isfinite(self.covariance_internal[j, j]) else 0.1
-            step0 = min(max(sd, 1e-3), 0.5) if p.log_mask[j] else max(sd, 1e-6 * (abs(self.x[j]) + 1))
-            # log10 parameters: 6 decades either side; linear ones: a million standard errors
-            max_distance = 6.0 if p.log_mask[j] else 1e6 * max(sd, 1e-6 * (abs(self.x[j]) + 1))
-            points = [(self.x[j], 0.0)]
-            ends, stops = {}, {}
-            for direction in (-1, 1):
-                bound = lo_b[j] if direction < 0 else hi_b[j]
-                xs = self.x.copy()
-                step, prev_v, prev_d = step0, self.x[j], 0.0
-                closed = False
-                stops[direction] = "max_steps"
-                for _ in range(max_steps):
-                    v = prev_v + direction * step
-                    # never wander further than max_distance from the estimate (an unbounded flat profile)
-                    limit = self.x[j] + direction * max_distance
-                    if direction * (limit - bound) < 0:
-                        bound = limit
-                    at_bound = (direction < 0 and v <= bound) or (direction > 0 and v >= bound)
-                    if at_bound:
-                        v = bound
-                    xs[j] = v
-                    xs, d, why = self._profile_point(xs, j)
-                    if d is None:
-                        # the model cannot be simulated out here: the side stays open, for a reason
-                        # that says nothing about what the data determine
-                        stops[direction] = f"simulation failed at {name} = {natural(v):.6g}: {why}"
-                        break
-                    points.append((v, d))
-                    if d >= threshold:
-                        # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
-                        for _ in range(3):
-                            a, b = math.sqrt(max(prev_d, 0)), math.sqrt(d)
-                            guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
-                            xg = xs.copy()
-                            xg[j] = guess
-                            xg, dg, _ = self._profile_point(xg, j)
-                            if dg is None:
-                                break
-                            points.append((guess, dg))
-                            if abs(dg - threshold) < 0.02:
-                                v, d = guess, dg
-                                break
-                            if dg < threshold:
-                                prev_v, prev_d = guess, dg
-                            else:
-                                v, d = guess, dg
-                        ends[direction] = v if abs(d - threshold) < 0.02 else prev_v + (v - prev_v) * \
-                            (math.sqrt(threshold) - math.sqrt(max(prev_d, 0))) / max(math.sqrt(d) - math.sqrt(max(prev_d, 0)), 1e-12)
-                        closed = True
-                        stops[direction] = "threshold"
-                        break
-                    if at_bound:
-                        stops[direction] = "bound"
-                        break
-                    grow = 1.6 if d - prev_d < 0.5 else 1.0
-                    prev_v, prev_d = v, d
-                    step *= grow
-                if not closed:
-                    ends[direction] = None
-            pts = sorted(points)
-            lower, upper = natural(ends[-1]), natural(ends[1])
-            self.profiles[name] = {
-                "values": [float(10 ** v) if p.log_mask[j] else float(v) for v, _ in pts],
-                "delta": [float(d) for _, d in pts], "lower": lower, "upper": upper,
-                "lower_stop": stops[-1], "upper_stop": stops[1],
-            }
-            self.ci95[name] = (lower, upper)
-            failed = [stop for stop in stops.values() if stop.startswith("simulation failed")]
-            if lower is not None and upper is not None:
-                self.identifiable[name] = True
-            elif any(stop in ("bound", "max_steps") for stop in stops.values()):
-                self.identifiable[name] = False
-            else:   # open only where simulations failed: undetermined, not "not identifiable"
-                self.identifiable[name] = None
-            self.profile_failures.pop(name, None)
-            if failed:
-                self.profile_failures[name] = failed
-            if bar:
-                bar.update(1)
-        if bar:
-            bar.close()
-        bad = [n for n in names if self.identifiable[n] is False]
-        if bad:
-            warnings.warn(f"{p.origin}: parameter(s) {', '.join(bad)} are not identifiable from these data: their "
-                          "likelihood profile stays flat up to a bound, so the data do not pin them down. Fix them, "
-                          "add measurements that depend on them, or report only their supported range.",
-                          KineticsWarning, stacklevel=2)
-        cut = [n for n in names if n in self.profile_failures]
-        if cut:
-            details = "; ".join(f"{n}: {'; '.join(self.profile_failures[n])}" for n in cut)
-            warnings.warn(f"{p.origin}: the likelihood profile of {', '.join(cut)} was cut short because the model "
-                          f"cannot be simulated further out ({details}). The interval stays open on that side, which "
-                          "says nothing about identifiability; narrow the parameter's bounds to where the model can "
-                          "be simulated, or check the model there.", KineticsWarning, stacklevel=2)
-        return self.profiles
-
-    def sample(self, steps=2000, walkers=None, burn=None, thin=1, seed=0):
-        """MCMC with lmfit's emcee interface (needs the ``mcmc`` extra: pip install emcee)."""
-        try:
-            import emcee  # noqa: F401
-        except ImportError:
-            raise FitError("MCMC needs emcee: pip install 'kinetics[mcmc]' (or pip install emcee)") from None
-        p = self.problem
-        objective = _Objective(p, self.weights, use_jacobian=False)
-        params = _params(p, self.x)
-        known_sigma = p.noise in ("data", "combined")
-        if not known_sigma:
-            # the bounds are a flat prior on log(sigma): centred on the estimate, so that they never
-            # bind whatever the data's units (fixed bounds cut the posterior of particle counts short)
-            ln_sigma = math.log(max(p.noise_scale(self.rss), 1e-300))
-            params.add("__lnsigma", value=ln_sigma, min=ln_sigma - 30.0, max=ln_sigma + 30.0)
-        walkers = walkers or max(4 * (len(params)), 16)
-        burn = steps // 4 if burn is None else burn
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = lmfit.Minimizer(objective.residual, params, nan_policy="omit").emcee(
-                steps=steps, nwalkers=walkers, burn=burn, thin=thin, is_weighted=known_sigma, seed=seed, progress=False)
-        chain = res.flatchain[[n for n in p.internal_names()]].to_numpy()
-        natural = p.to_natural(chain)
-        self.mcmc = {"samples": natural, "names": list(p.free),
-                     "acceptance": float(np.mean(res.acceptance_fraction))}
-        return self.mcmc
+    def sample(self, steps=2000, walkers=None, burn=None, thin=1, seed=0, chains=1, executor=None):
+        """MCMC with lmfit's emcee interface (needs the ``mcmc`` extra: pip install emcee); see
+        :func:`kinetics.fitting.sample.sample` (``chains`` independent ensembles, run over ``executor``)."""
+        from .sample import sample
+        return sample(self, steps=steps, walkers=walkers, burn=burn, thin=thin, seed=seed, chains=chains,
+                      executor=executor)
 
     # ---------------------------------------------------------------- outputs
     def predict(self, times, condition=None, params=None):

@@ -37,8 +37,11 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing
+import os
 import pickle
 import threading
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -872,9 +875,21 @@ class FitProblem:
         return key
 
     def __reduce__(self):
-        # compiled callables do not pickle: worker processes rebuild the problem from its recipe,
-        # once per process (see _rebuild)
-        return (_rebuild, (self._recipe, self.recipe_key()))
+        # compiled callables do not pickle: worker processes rebuild the problem from its recipe
+        # (model text and arrays), once per process (see _rebuild)
+        key = self.recipe_key()
+        _PICKLED_HERE[key] = self
+        return (_rebuild, (self._recipe, key, _process_identity()))
+
+    def _clone(self):
+        """A problem of its own that shares this one's compiled (read-only) parts: what reading
+        back a pickle of it in this process gives, at no cost."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__.pop("_lmfit_params", None)      # per-problem caches and counters start afresh
+        clone._counts = _EvaluationCounts()
+        clone.settings = dict(self.settings)
+        return clone
 
 
 def parse_prior(value, where="prior"):
@@ -904,22 +919,45 @@ def parse_prior(value, where="prior"):
 
 
 # problems rebuilt in this (worker) process, by recipe key: building one (sympy, lambdify,
-# compilation) costs far more than a local fit, and every start sent to a process pool
-# carries the same problem
+# compilation) costs far more than a local fit, and every task sent to a worker (a start, a
+# profile side, a chain) carries the same problem
 _BUILT: dict = {}
 _BUILT_MAX = 4
-_build_stats = {"builds": 0, "reused": 0}
+_build_stats = {"builds": 0, "reused": 0, "cloned": 0}
+# problems this process pickled, by recipe key: a pickle read back here (a deep copy; a dask
+# scheduler running in the client's process reads every task) becomes a clone of its original
+_PICKLED_HERE: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+# who this process is, for pickles to tell whether they are read where they were written: a
+# random token (another machine, a spawned process) plus the pid (a forked child keeps the token)
+_PROCESS_TOKEN = uuid.uuid4().hex
+
+
+def _process_identity():
+    return (_PROCESS_TOKEN, os.getpid())
 
 
 def rebuild_stats() -> dict:
-    """How many problems this process has rebuilt from pickles, and how many it reused."""
+    """How many problems this process has rebuilt from pickles ("builds"), how many it reused
+    (read again in a process that did not write them), and how many pickles it read back as
+    clones of problems it had pickled itself ("cloned")."""
     return dict(_build_stats)
 
 
-def _rebuild(recipe, key=None):
-    # only worker processes share rebuilt problems: elsewhere an unpickled (or deep-copied)
-    # problem must stay a problem of its own
-    shared = key is not None and multiprocessing.parent_process() is not None
+def _rebuild(recipe, key=None, written_by=None):
+    # a problem read in another process than the one that pickled it (a pool's worker, a dask
+    # worker on any machine) is shared by every task there that carries the same recipe; read
+    # back in its own process (a deep copy) it must stay a problem of its own. Pickles without
+    # the writer's identity (older ones) fall back to "am I a multiprocessing child".
+    if written_by is not None and tuple(written_by) == _process_identity():
+        original = _PICKLED_HERE.get(key)
+        if original is not None:
+            _build_stats["cloned"] += 1
+            return original._clone()
+        shared = False
+    elif written_by is not None:
+        shared = key is not None
+    else:
+        shared = key is not None and multiprocessing.parent_process() is not None
     if shared and key in _BUILT:
         _build_stats["reused"] += 1
         return _BUILT[key]

@@ -135,6 +135,9 @@ def _kernel():
             from . import linear_kernel as kernel
         except ImportError:  # pragma: no cover - exercised where numba is absent
             kernel = None
+        else:
+            from .compile_notice import announce_compilation
+            announce_compilation(kernel.affine_rows_real, "the exact-solution", 5)
         _linear_kernel = kernel
     return _linear_kernel
 
@@ -184,8 +187,13 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
     C, e, dC, de, index = series
     N, K = len(t_index), D.shape[1]
     f, J = np.empty(N), np.empty((N, K))
-    ok = _linear_kernel.affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index, t_index,
-                                    MAX_EIGEN_CONDITION, f, J)
+    vr = np.ascontiguousarray(vr)
+    if wi.any():
+        ok = _linear_kernel.affine_rows_complex(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+                                                t_index, MAX_EIGEN_CONDITION, f, J)
+    else:   # real spectrum: real arithmetic (only this kernel compiles for most models)
+        ok = _linear_kernel.affine_rows_real(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+                                             t_index, MAX_EIGEN_CONDITION, f, J)
     return (f, J) if ok else None
 
 

@@ -258,16 +258,9 @@ eigen_solve_real = _eigen_core
 # The fitting inner loop: values and sensitivities at data rows in one call.
 
 @jit
-def affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, series, t_index, max_condition, f, J):
-    """Values f (N,) and sensitivities J (N, K) at data rows r: series ``series[r]`` at time
-    ``taus[t_index[r]]`` of x' = A x + b, given LAPACK's eigen output (wr, wi, vr) of A. Series s
-    is C[s] . x + e[s]; dC (P or 0, s, n), de (P or 0, s) are the parameter derivatives of C, e.
-    The K sensitivity directions are dA = sum_l dA_full[l] D[l, k] (likewise db), from s0 (n, K).
-    Rows at tau = 0 use x0, s0 exactly. Returns False when the eigenvector matrix is too
-    ill-conditioned (the caller uses expm) or a value is not finite."""
-    n = b.shape[0]
+def _directions(D, dA_full, db_full, n):
+    """dA (K, n, n) and db (K, n) along the K directions dA = sum_l dA_full[l] D[l, k]."""
     P, K = D.shape
-    m = taus.shape[0]
     dA = np.zeros((K, n, n))
     db = np.zeros((K, n))
     for l in range(P):
@@ -278,22 +271,23 @@ def affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, 
                     db[k, i] += w * db_full[l, i]
                     for j in range(n):
                         dA[k, i, j] += w * dA_full[l, i, j]
-    X = np.empty((m, n))
-    S = np.empty((m, n, K))
-    real = True
-    for i in range(n):
-        if wi[i] != 0.0:
-            real = False
-    if real:
-        ok = eigen_solve_real(wr, np.ascontiguousarray(vr), b, x0, taus, dA, db, s0, max_condition, X, S)
-    else:
-        ok = eigen_solve(wr, wi, np.ascontiguousarray(vr), b, x0, taus, dA, db, s0, max_condition, X, S)
-    if not ok:
-        return False
+    return dA, db
+
+
+@jit
+def _rows(X, S, x0, taus, D, s0, C, e, dC, de, series, t_index, f, J):
+    """f and J at the data rows from the states X and sensitivities S (see affine_rows_real)."""
+    n = x0.shape[0]
+    K = D.shape[1]
+    m = taus.shape[0]
     for ti in range(m):
         if taus[ti] == 0.0:
-            X[ti, :] = x0
-            S[ti, :, :] = s0
+            # element loops, not slice assignment: a broadcast compiles shape checks and
+            # their error messages (string formatting), seconds of compile time for nothing
+            for a in range(n):
+                X[ti, a] = x0[a]
+                for k in range(K):
+                    S[ti, a, k] = s0[a, k]
     n_dp = dC.shape[0]
     for r in range(t_index.shape[0]):
         ti = t_index[r]
@@ -319,3 +313,39 @@ def affine_rows(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, 
             if not math.isfinite(acc):
                 return False
     return True
+
+
+# The real and the complex spectrum are two kernels, chosen in Python: one kernel holding both
+# branches compiled both specializations of the eigen core on first use (about half of the
+# compile time of an affine fit), although most models only ever take the real one.
+
+@jit
+def affine_rows_real(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, series, t_index, max_condition,
+                     f, J):
+    """Values f (N,) and sensitivities J (N, K) at data rows r: series ``series[r]`` at time
+    ``taus[t_index[r]]`` of x' = A x + b, given LAPACK's eigen output (wr, vr) of an A whose
+    eigenvalues are all real. Series s is C[s] . x + e[s]; dC (P or 0, s, n), de (P or 0, s) are
+    the parameter derivatives of C, e. The K sensitivity directions are dA = sum_l dA_full[l]
+    D[l, k] (likewise db), from s0 (n, K). Rows at tau = 0 use x0, s0 exactly. Returns False
+    when the eigenvector matrix is too ill-conditioned (the caller uses expm) or a value is not
+    finite."""
+    n = b.shape[0]
+    dA, db = _directions(D, dA_full, db_full, n)
+    X = np.empty((taus.shape[0], n))
+    S = np.empty((taus.shape[0], n, D.shape[1]))
+    if not eigen_solve_real(wr, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
+        return False
+    return _rows(X, S, x0, taus, D, s0, C, e, dC, de, series, t_index, f, J)
+
+
+@jit
+def affine_rows_complex(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, series, t_index,
+                        max_condition, f, J):
+    """:func:`affine_rows_real` for an A with complex eigenvalues (LAPACK's wr, wi, vr)."""
+    n = b.shape[0]
+    dA, db = _directions(D, dA_full, db_full, n)
+    X = np.empty((taus.shape[0], n))
+    S = np.empty((taus.shape[0], n, D.shape[1]))
+    if not eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
+        return False
+    return _rows(X, S, x0, taus, D, s0, C, e, dC, de, series, t_index, f, J)

@@ -882,6 +882,8 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     if _solve is None:
         raise ImportError("kinetics.numerics.rosenbrock.integrate needs numba; install it with "
                           "`pip install numba` or the `kinetics[fast]` extra")
+    from .compile_notice import announce_compilation
+    announce_compilation(_solve, "the stiff-integrator", 10)
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)

@@ -74,6 +74,23 @@ TERMINATION_MESSAGES = {
 }
 
 
+# Copies element by element: an array assigned to a slice (dst[:] = src) compiles numba's
+# broadcast shape checks with formatted error messages, seconds of compile time each.
+@_jit
+def _copy(dst, src):
+    """dst[:len(src)] = src for 1-D arrays."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
+
+
+@_jit
+def _copy2(dst, src):
+    """dst[:rows, :cols] = src for 2-D arrays."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
 @dataclass
 class TRFResult:
     """Outcome of :func:`least_squares_trf`; fields as in scipy's ``least_squares`` result."""
@@ -604,16 +621,16 @@ def _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     for r in range(m):
         for k in range(n):
             J_h[r, k] = J[r, k] * d[k]
-    J_aug[:m] = J_h
-    f_aug[:m] = f
+    _copy2(J_aug, J_h)
+    _copy(f_aug, f)
     if ints[_BOUNDED]:  # trf_bounds: SVD of [J_h; diag(diag_h**0.5)]; trf_no_bounds: of J_h
         J_aug[m:] = 0.0
         for k in range(n):
             J_aug[m + k, k] = math.sqrt(diag_h[k])
     U, s, VT = np.linalg.svd(J_aug, full_matrices=False)
-    su[_S] = s
-    V[:, :] = VT.T
-    su[_UF] = _matvec(U.T, f_aug)
+    _copy(su[_S], s)
+    _copy2(V, VT.T)
+    _copy(su[_UF], _matvec(U.T, f_aug))
 
     real[_THETA] = _builtin_max(0.995, 1 - g_norm)  # how far a step backs off from the bounds
     real[_ACTUAL_REDUCTION] = -1.0
@@ -631,9 +648,9 @@ def _next_trial(vec, J_h, V, su, real):
     p = d * p_h  # trust-region solution in the original space
     step, step_h, real[_PREDICTED] = select_step(
         x, J_h, vec[_DIAG_H], vec[_G_H], p, p_h, d, Delta, lb, ub, real[_THETA], real[_TWO])
-    vec[_STEP] = step
-    vec[_STEP_H] = step_h
-    vec[_X_NEW] = make_strictly_feasible(x + step, lb, ub, 0.0)
+    _copy(vec[_STEP], step)
+    _copy(vec[_STEP_H], step_h)
+    _copy(vec[_X_NEW], make_strictly_feasible(x + step, lb, ub, 0.0))
     real[_STEP_H_NORM] = _norm(step_h)
 
 
@@ -641,12 +658,12 @@ def _next_trial(vec, J_h, V, su, real):
 def _accept_or_reject(vec, f, J, f_new, J_new, real, ints):
     """End of scipy's inner loop: move to the trial point if it reduced the cost."""
     if real[_ACTUAL_REDUCTION] > 0:
-        vec[_X] = vec[_X_NEW]
-        f[:] = f_new
-        J[:, :] = J_new
+        _copy(vec[_X], vec[_X_NEW])
+        _copy(f, f_new)
+        _copy2(J, J_new)
         real[_COST] = real[_COST_NEW]
         ints[_NJEV] += 1
-        vec[_G] = _matvec(J.T, f)
+        _copy(vec[_G], _matvec(J.T, f))
         if ints[_JAC_SCALE]:
             compute_jac_scale(J, vec[_SCALE], vec[_SCALE_INV], False)
 
@@ -658,7 +675,7 @@ def _start(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     x, g, scale, scale_inv = vec[_X], vec[_G], vec[_SCALE], vec[_SCALE_INV]
     v, dv = vec[_V], vec[_DV]
     real[_COST] = 0.5 * np.dot(f, f)
-    g[:] = _matvec(J.T, f)
+    _copy(g, _matvec(J.T, f))
     if ints[_JAC_SCALE]:
         compute_jac_scale(J, scale, scale_inv, True)
     else:  # scale holds x_scale
@@ -794,6 +811,8 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
         x0, lower, upper, x_scale, ftol, xtol, gtol, max_nfev)
     if not numba_available():  # the tests exercise this by monkeypatching
         return _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev)
+    from .compile_notice import announce_compilation
+    announce_compilation(_start, "the trust-region", 20)
 
     n = x0.size
     f, J = fun_and_jac(x0.copy())

@@ -1,0 +1,388 @@
+"""Local optimization of a :class:`~kinetics.fitting.problem.FitProblem`: one fit from one start
+(the compiled trust-region port or lmfit), the exact proportional-noise likelihood, and the
+alternation of rates and combined-noise parameters. :mod:`.optimize` (multi-start, FitResult),
+:mod:`.profile` and :mod:`.sample` build on these; they hold no state beyond the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import lmfit
+import numpy as np
+from scipy.optimize import minimize
+
+from ..errors import SolverError
+
+__all__ = ["LOCAL_METHODS", "MAX_ROUNDS", "PENALTY", "Objective", "Failed", "KeptStart", "evaluate", "local_loglik",
+           "lmfit_params", "local_fit", "engine_fit", "lmfit_fit", "trf_fit", "combined_fit",
+           "combined_noise_bounds", "combined_noise_parameters"]
+
+LOCAL_METHODS = ("least_squares", "leastsq")
+PENALTY = 1e10          # residual returned where the model cannot be simulated
+MAX_ROUNDS = 50         # alternation rounds of combined noise (rates, then a and b)
+
+
+def evaluate(problem, x, weights, jacobian=True):
+    """(r, J) a local fit minimizes at internal x: the exact likelihood residuals (weights None)
+    or w (y - f) at fixed weights; J is None without ``jacobian``."""
+    if weights is None:
+        return problem.likelihood_residuals(x, jacobian=jacobian)
+    if jacobian:
+        return problem.residuals_and_jacobian(x, weights)
+    return problem.residuals(x, weights), None
+
+
+def local_loglik(problem, rss, weights):
+    """Log-likelihood of a local fit's sum of squares rss (see :func:`evaluate`)."""
+    if not np.isfinite(rss):
+        return -math.inf
+    return problem.objective_loglik(rss) if weights is None else problem.loglik(rss, weights)
+
+
+class Objective:
+    """Residuals (and the Jacobian from the same simulation) for lmfit (see :func:`evaluate`)."""
+
+    def __init__(self, problem, weights=None, use_jacobian=True):
+        self.problem = problem
+        self.weights = weights
+        self.use_jacobian = use_jacobian
+        self.names = problem.internal_names()
+        self._key = None
+        self._J = None
+        self._r = None
+        self.failed = False     # whether the last residual evaluation could not simulate
+        self.first = None       # (x, rss) of the first evaluation that simulated: the start
+
+    def vector(self, params):
+        return np.array([params[n].value for n in self.names])
+
+    def residual(self, params):
+        x = self.vector(params)
+        key = x.tobytes()
+        if key == self._key and self._r is not None:
+            self.failed = False
+            return self._r  # lmfit re-evaluates the final point: it is already known
+        try:
+            r, J = evaluate(self.problem, x, self.weights, self.use_jacobian)
+            if self.use_jacobian:
+                self._key, self._J, self._r = key, J, r
+        except SolverError:
+            # a failed simulation in a trial step is a bad step, not the end of the fit
+            self.failed = True
+            return np.full(self.problem.n_data, PENALTY)
+        self.failed = False
+        if self.first is None:
+            self.first = (x, float(r @ r))
+        return r
+
+    def jacobian(self, params):
+        x = self.vector(params)
+        if self._key != x.tobytes():
+            try:
+                self._r, self._J = evaluate(self.problem, x, self.weights)
+            except SolverError:
+                return np.zeros((self.problem.n_data, sum(params[n].vary for n in self.names)))
+            self._key = x.tobytes()
+        vary = [i for i, n in enumerate(self.names) if params[n].vary]
+        return self._J[:, vary]
+
+
+def lmfit_params(problem, x, fixed=None):
+    """lmfit Parameters at internal values ``x`` (those in ``fixed`` held). Building Parameters
+    costs about a millisecond (an asteval interpreter each), so one set per problem is kept and
+    only its values and flags are renewed; lmfit copies it into each fit's result."""
+    lo, hi = problem.internal_bounds()
+    names = problem.internal_names()
+    cache = problem.__dict__.setdefault("_lmfit_params", {})   # per thread: executors may be thread pools
+    params = cache.get(threading.get_ident())
+    if params is None or list(params) != names:
+        params = lmfit.Parameters()
+        for i, name in enumerate(names):
+            params.add(name, value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i])
+        cache[threading.get_ident()] = params
+    for i, name in enumerate(names):
+        par = params[name]
+        par.set(value=float(np.clip(x[i], lo[i], hi[i])), min=lo[i], max=hi[i],
+                vary=not (fixed is not None and i in fixed))
+    return params
+
+
+def local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None,
+               engine="auto"):
+    """One local optimization; returns (x_best, rss, result) where result has ``success`` and
+    ``message``. With the analytic Jacobian, ``least_squares`` runs on kinetics' compiled port of
+    scipy's trust-region reflective method (the algorithm lmfit's least_squares calls, without
+    its per-iteration Python cost); ``engine="lmfit"`` or any other method goes through lmfit."""
+    if weights is None and getattr(problem, "scalar_objective", False):
+        k = problem.profiled_scale
+        if k is not None and not (fixed and k in fixed) and use_jacobian and engine != "lmfit":
+            return profiled_scale_fit(problem, x0, fixed, max_nfev)
+        return scalar_fit(problem, x0, fixed, max_nfev)
+    if weights is None and problem.noise == "proportional":
+        return proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine)
+    return engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine)
+
+
+def engine_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev, engine):
+    """One local optimization on the engine's optimizer (see :func:`local_fit`)."""
+    if engine != "lmfit" and method == "least_squares" and use_jacobian:
+        return trf_fit(problem, x0, weights, fixed, max_nfev)
+    return lmfit_fit(problem, x0, weights, fixed, method, use_jacobian, max_nfev)
+
+
+def proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine):
+    """:func:`local_fit` of the exact proportional-noise likelihood from a start that may be far
+    off: far from the data the weights 1/|f_i| swing by orders of magnitude and the exact
+    objective is slow to cross that terrain, so the fit first minimizes with the measurements'
+    weights 1/|y_i| (a nearby, better-behaved objective), then the exact likelihood from there.
+    That detour must not cost the start its own merit: if the exact fit ends above the start's
+    likelihood, the exact fit is run from the start itself and the better end is kept."""
+    def exact(x):
+        return engine_fit(problem, x, None, fixed, method, use_jacobian, max_nfev, engine)
+    x1, rss1, _ = engine_fit(problem, x0, problem.weights, fixed, method, use_jacobian, max_nfev, engine)
+    if not np.isfinite(rss1):
+        return exact(x0)
+    x, rss, res = exact(x1)
+    try:
+        lo, hi = problem.internal_bounds()
+        r0, _ = problem.likelihood_residuals(np.clip(np.asarray(x0, dtype=float), lo, hi))
+        rss0 = float(r0 @ r0)
+    except SolverError:
+        return x, rss, res
+    if not rss <= rss0:
+        x2, rss2, res2 = exact(x0)
+        if rss2 < rss or not np.isfinite(rss):
+            return x2, rss2, res2
+    return x, rss, res
+
+
+class Failed:
+    success = False
+
+    def __init__(self, message):
+        self.message = message
+
+
+class KeptStart(Failed):
+    """The outcome of a local fit that ended above its start (or where the model cannot be
+    simulated): the start is kept, but it is not known to be an optimum."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+def no_worse_than_start(x, rss, result, start):
+    """A local fit never ends above the point it started from: if the optimizer's end is worse
+    than ``start`` = (x0, rss0) (or could not be simulated), return the start instead."""
+    if start is not None and np.isfinite(start[1]) and not rss <= start[1]:
+        return start[0], start[1], KeptStart(f"the optimizer ended above its start ({result.message}); "
+                                               "kept the start")
+    return x, rss, result
+
+
+def trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None):
+    """:func:`local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
+    from ..numerics.trust_region import least_squares_trf
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
+    start = []      # the first evaluation (at the start, moved inside the bounds)
+    if len(free) == len(base):
+        def fun_and_jac(z):
+            r, J = evaluate(problem, z, weights)
+            if not start:
+                start.append((z.copy(), float(r @ r)))
+            return r, J
+    else:
+        def fun_and_jac(z):
+            x = base.copy()
+            x[free] = z
+            r, J = evaluate(problem, x, weights)
+            if not start:
+                start.append((x, float(r @ r)))
+            return r, J[:, free]
+    try:
+        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
+                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
+    except SolverError as exc:   # at the start point: no fit from here
+        return base, math.inf, Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    return no_worse_than_start(x, float(res.fun @ res.fun), res, start[0] if start else None)
+
+
+def lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):
+    """:func:`local_fit` through lmfit's Minimizer; the result is lmfit's MinimizerResult."""
+    objective = Objective(problem, weights, use_jacobian)
+    params = lmfit_params(problem, x0, fixed)
+    kws = {}
+    if use_jacobian and method in LOCAL_METHODS:
+        kws["Dfun" if method == "leastsq" else "jac"] = objective.jacobian
+    if method == "least_squares":
+        kws.update(x_scale="jac", ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    minimizer = lmfit.Minimizer(objective.residual, params, max_nfev=max_nfev, nan_policy="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = minimizer.minimize(method=method, **kws)
+    x = objective.vector(result.params)
+    r = objective.residual(result.params)  # cached when the optimizer's last point is the result
+    if objective.failed:    # penalty residuals: the model cannot be simulated here, not an optimum
+        if objective.first is not None:
+            x0, rss0 = objective.first
+            return x0, rss0, KeptStart("the optimizer ended where the model cannot be simulated; kept the start")
+        return x, math.inf, Failed("the model cannot be simulated at the start or at the optimizer's end")
+    return no_worse_than_start(x, float(r @ r), result, objective.first)
+
+
+def scalar_fit(problem, x0, fixed=None, max_nfev=None):
+    """:func:`local_fit` of a likelihood that is not a sum of squares (sigma estimated with
+    its log terms, Laplace noise, priors): scipy's L-BFGS-B on the exact negative
+    log-likelihood with its analytic gradient from the sensitivities. Returns (x, 2 nll, result):
+    the "rss" of this objective is twice its negative log-likelihood (see FitProblem.loglik)."""
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
+    start = []
+
+    def value_and_gradient(z):
+        x = base.copy()
+        x[free] = z
+        try:
+            value, grad = problem.negative_loglik(x, gradient=True)
+        except SolverError:
+            if not start:
+                raise
+            return math.inf, np.zeros(len(free))     # a failed trial step: L-BFGS-B backtracks
+        if not start:
+            start.append((x.copy(), 2.0 * value))
+        if not np.isfinite(value):
+            return math.inf, np.zeros(len(free))
+        return value, grad[free]
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = minimize(value_and_gradient, base[free], jac=True, method="L-BFGS-B",
+                           bounds=list(zip(lo[free], hi[free])),
+                           options={"maxiter": max_nfev or 10000, "maxfun": max_nfev or 15000,
+                                    "ftol": 1e-13, "gtol": 1e-9, "maxcor": 20})
+    except SolverError as exc:   # at the start point: no fit from here
+        return base, math.inf, Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    message = res.message if isinstance(res.message, str) else str(res.message)
+    res.message = f"L-BFGS-B: {message}"
+    return no_worse_than_start(x, 2.0 * float(res.fun), res, start[0] if start else None)
+
+
+def profiled_scale_fit(problem, x0, fixed=None, max_nfev=None):
+    """:func:`local_fit` when one noise parameter s is the sigma of every row (normal noise):
+    -log L = N log s + sum e_i^2 / (2 s^2) + const has its optimum over s at s^2 = mean e^2, so
+    the other parameters minimize sum e_i^2 (the compiled trust-region path with the analytic
+    Jacobian) and s is set in closed form. If that s lies outside its bounds the joint optimum is
+    not the profiled one: the fit continues on L-BFGS-B from there. Returns (x, 2 nll, result)."""
+    from ..numerics.trust_region import least_squares_trf
+    k = problem.profiled_scale
+    lo, hi = problem.internal_bounds()
+    base = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    held = set(fixed or ()) | {k}
+    free = np.array([i for i in range(len(base)) if i not in held], dtype=int)
+    start = []
+
+    def fun_and_jac(z):
+        x = base.copy()
+        x[free] = z
+        e, de = problem.scale_residuals(x, jacobian=True)
+        if not start:
+            start.append((x, 2.0 * problem.negative_loglik(x)[0]))
+        return e, de[:, free]
+    try:
+        res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
+                                ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_nfev)
+    except SolverError as exc:
+        return base, math.inf, Failed(f"the model cannot be simulated at the start: {exc}")
+    x = base.copy()
+    x[free] = res.x
+    s_hat = math.sqrt(float(res.fun @ res.fun) / problem.n_data)
+    if s_hat > 0:
+        x[k] = math.log10(s_hat) if problem.log_mask[k] else s_hat
+    else:       # a perfect fit: the likelihood is unbounded; sigma at its lower bound
+        x[k] = lo[k]
+    if not lo[k] <= x[k] <= hi[k]:
+        return scalar_fit(problem, np.clip(x, lo, hi), fixed, max_nfev)
+    try:
+        value = problem.negative_loglik(x)[0]
+    except SolverError as exc:
+        return base, math.inf, Failed(f"the model cannot be simulated at the fitted point: {exc}")
+    return no_worse_than_start(x, 2.0 * value, res, start[0] if start else None)
+
+
+def combined_noise_bounds(problem):
+    """Bounds of log a and log b for sigma_i = sqrt(a^2 + b^2 y_i^2)."""
+    scale = max(float(np.max(np.abs(problem.y))), 1e-300)
+    return [(math.log(1e-10 * scale), math.log(10 * scale)), (math.log(1e-8), math.log(10.0))]
+
+
+def combined_noise_parameters(problem, residual, ab0):
+    """(a, b) of sigma_i = sqrt(a^2 + b^2 y_i^2) that maximize the Gaussian likelihood of fixed
+    residuals y - f: a two-parameter problem with an analytic gradient, no simulation."""
+    y2, e2 = problem.y ** 2, residual ** 2
+    bounds = combined_noise_bounds(problem)
+
+    def nll_and_gradient(log_ab):
+        a2, b2 = np.exp(2 * log_ab)
+        s2 = a2 + b2 * y2
+        common = (s2 - e2) / (s2 * s2)
+        return 0.5 * float(np.sum(e2 / s2 + np.log(s2))), np.array([a2 * np.sum(common), b2 * np.sum(common * y2)])
+
+    start = np.clip(np.log(ab0), [lo for lo, _ in bounds], [hi for _, hi in bounds])
+    res = minimize(nll_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"ftol": 1e-14, "gtol": 1e-10})
+    return tuple(np.exp(res.x))
+
+
+def combined_fit(problem, x0, fixed, ab0, use_jacobian, max_nfev, engine="auto", max_rounds=None):
+    """Maximum likelihood over the free parameters (those in ``fixed`` held) *and* the combined
+    model's a, b: alternate a weighted least-squares fit at fixed (a, b) with the exact optimum of
+    (a, b) at fixed residuals. Neither step can lower the likelihood (a local fit never ends above
+    its start), so the rounds stop when it no longer rises, and the best point reached is returned.
+    Returns (x, weighted rss, weights, (a, b), converged); rss is inf if x0 cannot be simulated;
+    converged is False when the rounds ran out while the likelihood still rose."""
+    max_rounds = MAX_ROUNDS if max_rounds is None else max_rounds
+    if ab0 is None:     # unweighted fit first: its residual scale starts a, and b at 5 %
+        x, rss, _ = local_fit(problem, x0, np.ones(problem.n_data), fixed, "least_squares", use_jacobian, max_nfev, engine)
+        if not np.isfinite(rss):
+            return x, rss, np.ones(problem.n_data), (1.0, 0.05), True
+        ab0 = (max(math.sqrt(rss / problem.n_data) * 0.5, 1e-300), 0.05)
+    x, ab = np.asarray(x0, dtype=float), tuple(ab0)
+    best = None         # (loglik, x, rss, weights, ab)
+    converged = False
+    for _ in range(max_rounds):
+        weights = problem.combined_weights(*ab)
+        x, rss, _ = local_fit(problem, x, weights, fixed, "least_squares", use_jacobian, max_nfev, engine)
+        if not np.isfinite(rss):   # a local fit that could not simulate reports rss = inf
+            break
+        if best is None or problem.loglik(rss, weights) > best[0]:
+            best = (problem.loglik(rss, weights), x, rss, weights, ab)
+        try:
+            residual = problem.y - problem.predict(x)[0]
+        except SolverError:     # cannot happen at a point just simulated, unless the model is flaky
+            break
+        ab = combined_noise_parameters(problem, residual, ab)
+        weights = problem.combined_weights(*ab)
+        r = weights * residual
+        rss = float(r @ r)
+        loglik = problem.loglik(rss, weights)
+        if loglik <= best[0] + 1e-10 * (1 + abs(loglik)):
+            converged = True
+            if loglik > best[0]:
+                best = (loglik, x, rss, weights, ab)
+            break
+        best = (loglik, x, rss, weights, ab)
+    if best is None:
+        return x, math.inf, problem.combined_weights(*ab), ab, True
+    _, x, rss, weights, ab = best
+    return x, rss, weights, ab, converged

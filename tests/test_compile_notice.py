@@ -1,0 +1,80 @@
+"""First run (issue 12): kernels compile when first used, with one line on stderr saying so, and
+an affine model with a real spectrum compiles only the real kernel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from kinetics.numerics import compile_notice
+from kinetics.numerics.linear import affine_rows, solve_affine
+
+from conftest import REPO
+
+
+def test_notice_is_printed_once_for_a_kernel_that_numba_has_not_cached(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("numba")
+    import importlib.util
+    monkeypatch.setattr(compile_notice, "_checked", set())
+    # a kernel in a new file: numba caches beside it, in a folder no earlier run has filled
+    source = tmp_path / "fresh_kernel.py"
+    source.write_text("from numba import njit\n\n\n@njit(cache=True)\ndef double(x):\n    return 2.0 * x\n")
+    spec = importlib.util.spec_from_file_location("fresh_kernel", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    double = module.double
+
+    assert compile_notice.announce_compilation(double, "the test", 3)
+    assert capsys.readouterr().err == "kinetics: compiling the test kernels, once (about 3 s; cached for later runs)...\n"
+    assert not compile_notice.announce_compilation(double, "the test", 3)      # once per group
+    assert double(2.0) == 4.0                                                    # compiled (and cached) now
+    assert not compile_notice.announce_compilation(double, "the test again", 3)  # compiled: no notice
+    assert capsys.readouterr().err == ""
+
+
+def test_an_affine_fit_with_a_real_spectrum_compiles_only_the_real_kernel():
+    """The row kernel held the real and the complex eigen paths, so numba compiled both
+    specializations of the eigen core on every first run (half of its compile time)."""
+    pytest.importorskip("numba")
+    code = textwrap.dedent("""
+        import numpy as np
+        from kinetics.numerics import linear, linear_kernel
+        A = np.array([[-1.0, 0.0], [1.0, -2.0]])
+        series = (np.eye(2), np.zeros(2), np.zeros((0, 2, 2)), np.zeros((0, 2)), np.array([0, 1], dtype=np.intp))
+        out = linear.affine_rows(A, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
+                                 np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
+        assert out is not None
+        print(len(linear_kernel.affine_rows_complex.signatures), len(linear_kernel.affine_rows_real.signatures))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "1"]
+
+
+@pytest.mark.parametrize("A", [np.array([[-1.0, 0.0, 0.0], [1.0, -2.0, 0.0], [0.0, 0.5, -0.3]]),
+                               np.array([[-1.0, 2.0, 0.0], [-2.0, -1.0, 0.0], [0.3, 0.0, -0.5]])],
+                         ids=["real", "complex"])
+def test_affine_rows_equal_the_matrix_exponential(A):
+    """Both row kernels against scipy's expm path (an independent method)."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(0)
+    n, P = 3, 2
+    b, x0 = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    taus = np.array([0.0, 0.5, 1.0, 3.0])
+    dA_full, db_full = rng.normal(size=(P, n, n)), rng.normal(size=(P, n))
+    D, s0 = np.eye(P), np.zeros((n, P))
+    C, e = rng.normal(size=(2, n)), np.array([0.1, -0.2])
+    series = (C, e, np.zeros((0, 2, n)), np.zeros((0, 2)), np.array([0, 1, 1, 0, 1], dtype=np.intp))
+    t_index = np.array([0, 1, 2, 3, 3], dtype=np.intp)
+    f, J = affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index)
+    X, S, used = solve_affine(A, b, x0, taus, dA_full, db_full, s0, method="expm")
+    assert used == "expm"
+    index = series[4]
+    np.testing.assert_allclose(f, np.einsum("ra,ra->r", C[index], X[t_index]) + e[index], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(J, np.einsum("ra,rak->rk", C[index], S[t_index]), rtol=1e-8, atol=1e-10)
