@@ -405,3 +405,19 @@ def test_row_shortcut_does_not_apply_where_the_plan_has_segments():
     has_shortcut = {plan["name"]: plan["row_evaluator"] is not None for plan in problem.plans}
     assert has_shortcut == {"control": True, "knockdown": True, "bolus": False, "switch": False}
     assert not problem.row_shortcut       # all conditions must have one, and no scale/offset
+
+
+def test_loglik_of_a_perfect_fit_is_finite():
+    """Exact synthetic data can be fitted to a sum of squares of exactly 0; the log-likelihood
+    with the noise scale at its optimum then took log(0) and the start was reported failed
+    ("ValueError: math domain error")."""
+    import math as _math
+    from kinetics import Model
+    m = Model("decay")
+    m.add_compartment("P", initial=100)
+    m.add_parameter("k", 0.5, min=1e-3, max=10)
+    m.add_flow("out", "k * P", source="P")
+    data = pd.DataFrame({"time": [1.0, 2.0, 4.0], "observable": "P", "value": [60.0, 36.0, 13.0]})
+    for noise in ("constant", "proportional"):
+        problem = FitProblem(m, data, ["k"], noise=noise)
+        assert _math.isfinite(problem.loglik(0.0)) and problem.loglik(0.0) > problem.loglik(1e-6)

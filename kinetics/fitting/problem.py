@@ -585,6 +585,10 @@ class FitProblem:
         log_w = float(np.sum(np.log(w)))
         if self.noise in ("constant", "proportional"):
             s2 = rss / N
+            if not s2 > 0:
+                # a perfect fit (exact synthetic data): the likelihood grows without bound as
+                # s -> 0; s is taken at the rounding level of the data so every figure stays finite
+                s2 = (np.finfo(float).eps * max(float(np.sqrt(np.mean(self.y ** 2))), 1e-300)) ** 2
             return -0.5 * (N * math.log(2 * math.pi * s2) + N) + log_w
         return -0.5 * (N * math.log(2 * math.pi) + rss) + log_w
 
