@@ -3,12 +3,13 @@ and the progress bar shown while their tasks finish."""
 
 from __future__ import annotations
 
+import os
 import sys
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from ..errors import FitError
 
-__all__ = ["EXECUTOR_CHOICES", "check_executor", "progress_bar"]
+__all__ = ["EXECUTOR_CHOICES", "check_executor", "progress_bar", "run_tasks"]
 
 
 def progress_bar(total, enabled, desc, unit):
@@ -39,3 +40,24 @@ def check_executor(executor, origin, caller="fit"):
         hint = " A multiprocessing.Pool is not an Executor: pass concurrent.futures.ProcessPoolExecutor(n) instead."
     raise FitError(f"{origin}: {caller}(executor=...) got {what}; it must be {EXECUTOR_CHOICES} "
                    f"(ThreadPoolExecutor, ProcessPoolExecutor, or e.g. a dask client's get_executor()).{hint}")
+
+
+def run_tasks(fn, tasks, executor, bar=None) -> list:
+    """``[fn(task) for task in tasks]``, in order: on ``executor`` (an Executor, or "process" for a
+    pool of this machine's cores, closed afterwards) when there is more than one task, else in
+    this process. ``bar`` (see :func:`progress_bar`) advances as results arrive."""
+    tasks = list(tasks)
+    own_pool = None
+    if executor == "process" and len(tasks) > 1:
+        executor = own_pool = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(tasks)))
+    try:
+        parallel = isinstance(executor, Executor) and len(tasks) > 1
+        results = []
+        for out in (executor.map(fn, tasks) if parallel else map(fn, tasks)):
+            results.append(out)
+            if bar:
+                bar.update(1)
+        return results
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown()

@@ -17,7 +17,7 @@ import math
 import os
 import time
 import warnings
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 
 import lmfit
 import numpy as np
@@ -29,7 +29,7 @@ from .conventions import LmfitConventions
 # them too); the old private names stay for this module's code
 from . import local
 from .executors import check_executor as _check_executor
-from .executors import progress_bar
+from .executors import progress_bar, run_tasks
 from .local import LOCAL_METHODS as _LOCAL_METHODS
 from .local import Objective as _Objective
 from .local import combined_fit as _combined_fit
@@ -90,7 +90,6 @@ def _run_start(args):
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
     bar = progress_bar(len(starts), progress, "multi-start", "start")
     results = []
-    own_pool = None
     try:
         first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev, engine))
         results.append(first)
@@ -110,23 +109,9 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             else:
                 per_start = first["seconds"]
             executor = "process" if per_start * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
-        if executor == "process":
-            executor = own_pool = ProcessPoolExecutor(max_workers=os.cpu_count())
-        if isinstance(executor, Executor) and rest:
-            jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine) for x in rest]
-            for out in executor.map(_run_start, jobs):
-                results.append(out)
-                if bar:
-                    bar.update(1)
-        else:
-            for x in rest:
-                out = _run_start((problem, x, weights, method, use_jacobian, max_nfev, engine))
-                results.append(out)
-                if bar:
-                    bar.update(1)
+        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine) for x in rest]
+        results += run_tasks(_run_start, jobs, executor, bar)
     finally:
-        if own_pool is not None:
-            own_pool.shutdown()
         if bar:
             bar.close()
     return results

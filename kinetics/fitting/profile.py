@@ -12,16 +12,14 @@ the result itself; the walks are deterministic, so every executor gives the seri
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2
 
 from ..errors import KineticsWarning
-from .executors import check_executor, progress_bar
+from .executors import check_executor, progress_bar, run_tasks
 from .local import Failed, combined_fit, local_fit, local_loglik
 
 __all__ = ["compute_profiles", "profile_point", "CHI2_95"]
@@ -175,26 +173,9 @@ def compute_profiles(result, params=None, threshold=CHI2_95, max_steps=40, progr
     executor = check_executor(executor, p.origin, "compute_profiles")
     tasks = _sides(result, names, threshold, max_steps)
     bar = progress_bar(len(tasks), progress, "profiles", "side")
-    own_pool = None
     try:
-        if executor == "process" and len(tasks) > 1:
-            executor = own_pool = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(tasks)))
-        if isinstance(executor, Executor) and len(tasks) > 1:
-            futures = [executor.submit(_walk, task) for task in tasks]
-            walks = []
-            for future in futures:
-                walks.append(future.result())
-                if bar:
-                    bar.update(1)
-        else:
-            walks = []
-            for task in tasks:
-                walks.append(_walk(task))
-                if bar:
-                    bar.update(1)
+        walks = run_tasks(_walk, tasks, executor, bar)
     finally:
-        if own_pool is not None:
-            own_pool.shutdown()
         if bar:
             bar.close()
     for k, name in enumerate(names):

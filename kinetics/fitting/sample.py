@@ -11,15 +11,13 @@ process) and arrays, never the result.
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from concurrent.futures import Executor, ProcessPoolExecutor
 
 import lmfit
 import numpy as np
 
 from ..errors import FitError
-from .executors import check_executor
+from .executors import check_executor, run_tasks
 from .local import Objective, lmfit_params
 
 __all__ = ["sample", "run_chain"]
@@ -70,17 +68,7 @@ def sample(result, steps=2000, walkers=None, burn=None, thin=1, seed=0, chains=1
     burn = steps // 4 if burn is None else burn
     tasks = [(p, result.x, result.weights, result.rss, steps, walkers, burn, thin,
               None if seed is None else seed + i) for i in range(chains)]
-    own_pool = None
-    try:
-        if executor == "process" and chains > 1:
-            executor = own_pool = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, chains))
-        if isinstance(executor, Executor) and chains > 1:
-            outs = list(executor.map(_chain_task, tasks))
-        else:
-            outs = [_chain_task(task) for task in tasks]
-    finally:
-        if own_pool is not None:
-            own_pool.shutdown()
+    outs = run_tasks(_chain_task, tasks, executor)
     internal = np.concatenate([chain for chain, _ in outs], axis=0)
     result.mcmc = {"samples": p.to_natural(internal), "names": list(p.free),
                    "acceptance": float(np.mean([acc for _, acc in outs])), "chains": chains}
