@@ -65,5 +65,7 @@ PARALLEL_MIN_SETS = 1000
 def solve_sets(A, b, x0, taus, max_condition, X, ok):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s]; ok[s] False
     where the eigen path declines (X[s] then untouched). A (N, n, n), b and x0 (N, n)."""
+    from .compile_notice import announce_compilation
     kernel = _solve_parallel if A.shape[0] >= PARALLEL_MIN_SETS else _solve_serial
+    announce_compilation(kernel, f"the ensemble exact-solution ({'parallel' if kernel is _solve_parallel else 'serial'})")
     kernel(A, b, x0, taus, max_condition, X, ok)

@@ -883,7 +883,7 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         raise ImportError("kinetics.numerics.rosenbrock.integrate needs numba; install it with "
                           "`pip install numba` or the `kinetics[fast]` extra")
     from .compile_notice import announce_compilation
-    announce_compilation(_solve, "the stiff-integrator", 10)
+    announce_compilation(_solve, "the stiff-integrator")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)
@@ -966,6 +966,8 @@ def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float,
     status = np.empty(len(Y0), dtype=np.int64)
     if len(Y0):
         kernel = _solve_many if len(Y0) >= 64 else _solve_many_serial   # a few sets: no thread pool to wake
+        from .compile_notice import announce_compilation
+        announce_compilation(kernel, f"the ensemble stiff-integrator ({'parallel' if kernel is _solve_many else 'serial'})")
         kernel(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0),
                     times, float(rtol), float(atol), _EMPTY_F, int(max_steps), 0.0, True, out, status)
     bad = np.flatnonzero(status == _STATUS_BAD_INPUT)

@@ -812,7 +812,7 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     if not numba_available():  # the tests exercise this by monkeypatching
         return _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev)
     from .compile_notice import announce_compilation
-    announce_compilation(_start, "the trust-region", 20)
+    announce_compilation(_start, "the trust-region")
 
     n = x0.size
     f, J = fun_and_jac(x0.copy())
