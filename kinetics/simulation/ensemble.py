@@ -12,8 +12,10 @@ set, and the work per segment is batched:
   simulation uses). Sets whose eigenvectors are too ill-conditioned for the eigen path are
   solved by the matrix exponential, one by one, as a single simulation would.
 * **nonlinear models**: the compiled Rosenbrock integrator over all sets of a segment in one
-  compiled call, in parallel over the sets (numba ``prange``:
-  :func:`kinetics.numerics.rosenbrock.integrate_many`), as a single simulation runs it.
+  compiled call, in lock-step blocks of sets (one register file per set, every instruction
+  applied to the whole block) and in parallel over the cores
+  (:func:`kinetics.numerics.rosenbrock_lanes.integrate_many`): per set the same operations
+  as a single simulation, so the same values to the last bit.
 * **models with triggered events** (and nonlinear models without numba): a loop over the sets
   (root finding on the dense output runs in Python).
 
@@ -311,10 +313,11 @@ class _NumericSegments:
         return np.isfinite(self.P).all(axis=1)
 
     def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
-        from ..numerics.rosenbrock import STATUS_MESSAGES, integrate_many
+        from ..numerics.rosenbrock import STATUS_MESSAGES
+        from ..numerics.rosenbrock_lanes import integrate_many
         rhs, jac, dfdt = self.tapes
         consts = np.hstack([self.P[sel], np.tile(rate, (len(sel), 1))])
-        Y, status = integrate_many(rhs, jac, x, consts, seg_t0, solve_times, self.rtol, self.atol, dfdt=dfdt)
+        Y, status, _ = integrate_many(rhs, jac, x, consts, seg_t0, solve_times, self.rtol, self.atol, dfdt=dfdt)
         out[...] = Y
         for i in np.flatnonzero(status != 0):
             messages[int(sel[i])] = (f"the integrator failed between t={seg_t0:g} and t={solve_times[-1]:g}: "
