@@ -166,3 +166,13 @@ def test_unknown_observable_and_output_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert repr(ensemble).startswith("<Ensemble of 'lifecycle': 1 sets")
+
+
+def test_nonlinear_sets_equal_single_simulations_to_the_last_bit():
+    """The lock-step integrator runs, per set, the operations of a single simulation: the same
+    numbers (70 sets: the parallel driver, several lock-step blocks, a block not full)."""
+    model = kinetics.load_model(MODELS_DIR / "exo_sat.toml")
+    sets = _random_sets(model, 70, seed=3)
+    ensemble = kinetics.simulate_many(model, TIMES, sets)
+    for s in range(len(sets)):
+        np.testing.assert_array_equal(ensemble.values[s], _single(model, sets.iloc[s].to_dict()), err_msg=f"set {s}")

@@ -25,6 +25,7 @@ NOTICE_SECONDS = {
     "the ensemble exact-solution (parallel)": 10,
     "the ensemble stiff-integrator (serial)": 15,
     "the ensemble stiff-integrator (parallel)": 15,
+    "the ensemble matrix-exponential": 10,
 }
 
 _checked: set = set()    # dispatchers checked in this process (once each: a cheap test afterwards)

@@ -10,7 +10,8 @@ set, and the work per segment is batched:
   are evaluated in one vectorized call, then one compiled call solves all sets in parallel
   (:func:`kinetics.numerics.linear_batch.solve_sets`: dgeev and the eigen kernel a single
   simulation uses). Sets whose eigenvectors are too ill-conditioned for the eigen path are
-  solved by the matrix exponential, one by one, as a single simulation would.
+  solved by the matrix exponential, as a single simulation would, in one more compiled call
+  over those sets (:func:`kinetics.numerics.linear_batch.solve_sets_expm`).
 * **nonlinear models**: the compiled Rosenbrock integrator over all sets of a segment in one
   compiled call, in lock-step blocks of sets (one register file per set, every instruction
   applied to the whole block) and in parallel over the cores
@@ -284,16 +285,19 @@ class _AffineSegments:
         return np.isfinite(self.A).all(axis=(1, 2)) & np.isfinite(self.b).all(axis=1)
 
     def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
-        from ..numerics.linear import MAX_EIGEN_CONDITION, solve_affine
-        from ..numerics.linear_batch import solve_sets
+        from ..numerics.linear import MAX_EIGEN_CONDITION
+        from ..numerics.linear_batch import solve_sets, solve_sets_expm
         taus = np.ascontiguousarray(solve_times - seg_t0)
         every = len(sel) == len(self.A)
         A = self.A if every else self.A[sel]
         b = np.ascontiguousarray((self.b if every else self.b[sel]) + rate)
         ok = np.zeros(len(sel), dtype=bool)
         solve_sets(A, b, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, out, ok)
-        for i in np.flatnonzero(~ok):     # ill-conditioned eigenvectors: the matrix exponential
-            out[i] = solve_affine(A[i], b[i], x[i], taus)[0]
+        declined = np.flatnonzero(~ok)
+        if len(declined):                 # ill-conditioned eigenvectors: the matrix exponential
+            part = np.empty((len(declined), len(taus), self.n))
+            solve_sets_expm(A[declined], b[declined], x[declined], taus, part)
+            out[declined] = part
         at_start = taus == 0
         if at_start.any():                # as solve_affine: the initial values exactly
             out[:, at_start] = x[:, None, :]
