@@ -63,15 +63,16 @@ def _solve_serial(A, b, x0, taus, max_condition, X, ok):
         ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
 
 
-#: Below this many sets one thread does the work: waking numba's thread pool costs more.
-PARALLEL_MIN_SETS = 1000
+#: Below this much work (sets times n cubed, the order of a decomposition) one thread does it:
+#: waking numba's thread pool costs more (1000 sets of 6 states; 16 of 24; 1 of 96).
+PARALLEL_MIN_WORK = 1000 * 6 ** 3
 
 
 def solve_sets(A, b, x0, taus, max_condition, X, ok):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s]; ok[s] False
     where the eigen path declines (X[s] then untouched). A (N, n, n), b and x0 (N, n)."""
     from .compile_notice import announce_compilation
-    kernel = _solve_parallel if A.shape[0] >= PARALLEL_MIN_SETS else _solve_serial
+    kernel = _solve_parallel if A.shape[0] * A.shape[1] ** 3 >= PARALLEL_MIN_WORK else _solve_serial
     announce_compilation(kernel, f"the ensemble exact-solution ({'parallel' if kernel is _solve_parallel else 'serial'})")
     kernel(A, b, x0, taus, max_condition, X, ok)
 

@@ -11,7 +11,8 @@ set, and the work per segment is batched:
   (:func:`kinetics.numerics.linear_batch.solve_sets`: dgeev and the eigen kernel a single
   simulation uses). Sets whose eigenvectors are too ill-conditioned for the eigen path are
   solved by the matrix exponential, as a single simulation would, in one more compiled call
-  over those sets (:func:`kinetics.numerics.linear_batch.solve_sets_expm`).
+  over those sets (:func:`kinetics.numerics.linear_batch.solve_sets_expm`); when the eigen
+  path declines all of the first 32 sets, the rest go to the matrix exponential directly.
 * **nonlinear models**: the compiled Rosenbrock integrator over all sets of a segment in one
   compiled call, in lock-step blocks of sets (one register file per set, every instruction
   applied to the whole block) and in parallel over the cores
@@ -264,6 +265,10 @@ def _inputs_at(schedule, state_index, tb):
     return dose, rate
 
 
+#: Sets of a segment tried on the eigen path before the others (see _AffineSegments.solve).
+EIGEN_PROBE = 32
+
+
 class _AffineSegments:
     """Exact solutions of a segment for many sets: the batched eigen kernel, the matrix
     exponential for sets whose eigenvectors are too ill-conditioned."""
@@ -291,8 +296,16 @@ class _AffineSegments:
         every = len(sel) == len(self.A)
         A = self.A if every else self.A[sel]
         b = np.ascontiguousarray((self.b if every else self.b[sel]) + rate)
+        x = np.ascontiguousarray(x)
         ok = np.zeros(len(sel), dtype=bool)
-        solve_sets(A, b, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, out, ok)
+        # A probe first: when the eigen path declines every one of its sets (a model whose
+        # eigenvectors are ill-conditioned everywhere, e.g. a long non-normal chain), the others
+        # go straight to the matrix exponential instead of paying a decomposition to be declined
+        # (both paths are exact, so the choice only changes the cost).
+        probe = min(len(sel), EIGEN_PROBE)
+        solve_sets(A[:probe], b[:probe], x[:probe], taus, MAX_EIGEN_CONDITION, out[:probe], ok[:probe])
+        if probe < len(sel) and ok[:probe].any():
+            solve_sets(A[probe:], b[probe:], x[probe:], taus, MAX_EIGEN_CONDITION, out[probe:], ok[probe:])
         declined = np.flatnonzero(~ok)
         if len(declined):                 # ill-conditioned eigenvectors: the matrix exponential
             part = np.empty((len(declined), len(taus), self.n))
