@@ -103,6 +103,42 @@ def _copy2(dst, src):
             dst[i, j] = src[i, j]
 
 
+# Elementwise helpers instead of numpy array expressions: each array expression compiles a
+# broadcasting loop nest with its shape checks into every kernel that uses it. The same
+# operation per element, so the same values.
+@_jit
+def _times(a, b):
+    """a * b for 1-D arrays of one length."""
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = a[i] * b[i]
+    return out
+
+
+@_jit
+def _plus(a, b):
+    """a + b for 1-D arrays of one length."""
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+    return out
+
+
+@_jit
+def _scale(a, c):
+    """a *= c in place."""
+    for i in range(a.shape[0]):
+        a[i] *= c
+
+
+@_jit
+def _negated(a):
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = -a[i]
+    return out
+
+
 @dataclass
 class TRFResult:
     """Outcome of :func:`least_squares_trf`; fields as in scipy's ``least_squares`` result."""
@@ -256,10 +292,15 @@ def intersect_trust_region(x, s, Delta, two):
 @_jit
 def phi_and_derivative(alpha, suf, s, Delta):
     """||p(alpha)|| - Delta and its derivative, p(alpha) the alpha-regularized LSQ solution."""
-    denom = s * s + alpha
-    p_norm = _norm(suf / denom)
+    k = s.shape[0]
+    q = np.empty(k)
+    terms = np.empty(k)
+    for i in range(k):
+        denom = s[i] * s[i] + alpha
+        q[i] = suf[i] / denom
+        terms[i] = (suf[i] * suf[i]) / denom**3.0  # libm pow, as numpy's ``denom**3``
+    p_norm = _norm(q)
     phi = p_norm - Delta
-    terms = (suf * suf) / denom**3.0  # libm pow, as numpy's ``denom**3``
     phi_prime = -_pairwise_sum(terms) / p_norm
     return phi, phi_prime
 
@@ -277,7 +318,7 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
     (p, alpha) with alpha the Levenberg-Marquardt parameter (0 for the Gauss-Newton step)."""
     rtol = 0.01
     max_iter = 10
-    suf = s * uf
+    suf = _times(s, uf)
 
     if m >= n:  # Gauss-Newton step if J has full rank and the step fits
         threshold = EPS * m * s[0]
@@ -285,7 +326,10 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
     else:
         full_rank = False
     if full_rank:
-        p = -_matvec(V, uf / s)
+        q = np.empty(s.shape[0])
+        for i in range(s.shape[0]):
+            q[i] = uf[i] / s[i]
+        p = _negated(_matvec(V, q))
         if _norm(p) <= Delta:
             return p, 0.0
 
@@ -313,9 +357,12 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
         if abs(phi) < rtol * Delta:
             break
 
-    p = -_matvec(V, suf / (s * s + alpha))
+    q = np.empty(s.shape[0])
+    for i in range(s.shape[0]):
+        q[i] = suf[i] / (s[i] * s[i] + alpha)
+    p = _negated(_matvec(V, q))
     # Make ||p|| exactly Delta, so that p does not lie outside the trust region.
-    p *= Delta / _norm(p)
+    _scale(p, Delta / _norm(p))
     return p, alpha
 
 
@@ -358,7 +405,7 @@ def build_quadratic_1d(J, g, s, diag, s0):
     ``s0`` empty means 0 (then c = 0; an empty array rather than None: one specialization)."""
     v = _matvec(J, s)
     a = np.dot(v, v)
-    a += np.dot(s * diag, s)
+    a += np.dot(_times(s, diag), s)
     a *= 0.5
     b = np.dot(g, s)
     c = 0.0
@@ -366,8 +413,9 @@ def build_quadratic_1d(J, g, s, diag, s0):
         u = _matvec(J, s0)
         b += np.dot(u, v)
         c = 0.5 * np.dot(u, u) + np.dot(g, s0)
-        b += np.dot(s0 * diag, s)
-        c += 0.5 * np.dot(s0 * diag, s0)
+        s0_diag = _times(s0, diag)
+        b += np.dot(s0_diag, s)
+        c += 0.5 * np.dot(s0_diag, s0)
     return a, b, c
 
 
@@ -397,7 +445,7 @@ def evaluate_quadratic(J, g, s, diag):
     """0.5 s^T (J^T J + diag) s + g^T s."""
     Js = _matvec(J, s)
     q = np.dot(Js, Js)
-    q += np.dot(s * diag, s)
+    q += np.dot(_times(s, diag), s)
     return 0.5 * q + np.dot(s, g)
 
 
@@ -415,15 +463,21 @@ def in_bounds(x, lb, ub):
 def step_size_to_bound(x, s, lb, ub):
     """Smallest t >= 0 with x + s t on a bound, and which components hit (-1 lower, 1 upper)."""
     n = x.size
-    steps = np.full(n, np.inf)
+    steps = np.empty(n)
     for i in range(n):
+        steps[i] = np.inf
         if s[i] != 0:
             steps[i] = _np_maximum((lb[i] - x[i]) / s[i], (ub[i] - x[i]) / s[i])
-    min_step = np.min(steps)
+    min_step = steps[0]                  # np.min: the smallest, nan if any is nan
+    for i in range(1, n):
+        if min_step != min_step:
+            break
+        if steps[i] < min_step or steps[i] != steps[i]:
+            min_step = steps[i]
     hits = np.zeros(n, dtype=np.int64)
     for i in range(n):
         if steps[i] == min_step:
-            hits[i] = int(np.sign(s[i]))
+            hits[i] = 1 if s[i] > 0 else (-1 if s[i] < 0 else 0)   # np.sign
     return min_step, hits
 
 
@@ -490,7 +544,7 @@ def CL_scaling_vector(x, g, lb, ub, v, dv):
 def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     """Best of the trust-region step (shortened to stay strictly feasible), its reflection at
     the first bound hit, and the Cauchy step. Returns (step, step_h, predicted reduction)."""
-    if in_bounds(x + p, lb, ub):
+    if in_bounds(_plus(x, p), lb, ub):
         p_value = evaluate_quadratic(J_h, g_h, p_h, diag_h)
         return p, p_h, -p_value
 
@@ -501,12 +555,12 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     for i in range(r_h.size):
         if hits[i] != 0:
             r_h[i] *= -1
-    r = d * r_h
+    r = _times(d, r_h)
 
     # Restrict the trust-region step so that it reaches the bound.
-    p *= p_stride
-    p_h *= p_stride
-    x_on_bound = x + p
+    _scale(p, p_stride)
+    _scale(p_h, p_stride)
+    x_on_bound = _plus(x, p)
 
     # The reflected direction leaves either the feasible region or the trust region first.
     _, to_tr = intersect_trust_region(p_h, r_h, Delta, two)
@@ -527,19 +581,20 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     if r_stride_l <= r_stride_u:  # reflected step available
         a, b, c = build_quadratic_1d(J_h, g_h, r_h, diag_h, p_h)
         r_stride, r_value = minimize_quadratic_1d(a, b, r_stride_l, r_stride_u, c)
-        r_h *= r_stride
-        r_h += p_h
-        r = r_h * d
+        _scale(r_h, r_stride)
+        for i in range(r_h.shape[0]):
+            r_h[i] += p_h[i]
+        r = _times(r_h, d)
     else:
         r_value = np.inf
 
     # Step back from the bound to stay strictly interior.
-    p *= theta
-    p_h *= theta
+    _scale(p, theta)
+    _scale(p_h, theta)
     p_value = evaluate_quadratic(J_h, g_h, p_h, diag_h)
 
-    ag_h = -g_h
-    ag = d * ag_h
+    ag_h = _negated(g_h)
+    ag = _times(d, ag_h)
     to_tr = Delta / _norm(ag_h)
     to_bound, _ = step_size_to_bound(x, ag, lb, ub)
     if to_bound < to_tr:
@@ -548,8 +603,8 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
         ag_stride = to_tr
     a, b, _ = build_quadratic_1d(J_h, g_h, ag_h, diag_h, ag_h[:0])
     ag_stride, ag_value = minimize_quadratic_1d(a, b, 0.0, ag_stride, 0.0)
-    ag_h *= ag_stride
-    ag *= ag_stride
+    _scale(ag_h, ag_stride)
+    _scale(ag, ag_stride)
 
     if p_value < r_value and p_value < ag_value:
         return p, p_h, -p_value
@@ -562,13 +617,18 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
 def compute_jac_scale(J, scale, scale_inv, first):
     """x_scale="jac": column norms of J, as a running maximum after the first point."""
     m, n = J.shape
+    norms = np.empty(n)
     if n == 1:  # numpy reduces a single column as a vector: pairwise
-        norms = np.empty(1)
-        norms[0] = _pairwise_sum(J[:, 0] * J[:, 0])
+        squares = np.empty(m)
+        for i in range(m):
+            squares[i] = J[i, 0] * J[i, 0]
+        norms[0] = _pairwise_sum(squares)
     else:  # numpy's axis-0 sum of a C-ordered matrix adds the rows in order
-        norms = J[0] * J[0]
+        for k in range(n):
+            norms[k] = J[0, k] * J[0, k]
         for i in range(1, m):
-            norms += J[i] * J[i]
+            for k in range(n):
+                norms[k] += J[i, k] * J[i, k]
     for k in range(n):
         norm_k = math.sqrt(norms[k])
         if first:
@@ -636,7 +696,9 @@ def _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     _copy2(J_aug, J_h)
     _copy(f_aug, f)
     if ints[_BOUNDED]:  # trf_bounds: SVD of [J_h; diag(diag_h**0.5)]; trf_no_bounds: of J_h
-        J_aug[m:] = 0.0
+        for r in range(m, m + n):
+            for k in range(n):
+                J_aug[r, k] = 0.0
         for k in range(n):
             J_aug[m + k, k] = math.sqrt(diag_h[k])
     U, s, VT = np.linalg.svd(J_aug, full_matrices=False)
@@ -657,12 +719,12 @@ def _next_trial(vec, J_h, V, su, real):
     Delta = real[_DELTA]
     p_h, real[_ALPHA] = solve_lsq_trust_region(n, m, su[_UF], su[_S], V, Delta, real[_ALPHA],
                                                  real[_HALF])
-    p = d * p_h  # trust-region solution in the original space
+    p = _times(d, p_h)  # trust-region solution in the original space
     step, step_h, real[_PREDICTED] = select_step(
         x, J_h, vec[_DIAG_H], vec[_G_H], p, p_h, d, Delta, lb, ub, real[_THETA], real[_TWO])
     _copy(vec[_STEP], step)
     _copy(vec[_STEP_H], step_h)
-    _copy(vec[_X_NEW], make_strictly_feasible(x + step, lb, ub, 0.0))
+    _copy(vec[_X_NEW], make_strictly_feasible(_plus(x, step), lb, ub, 0.0))
     real[_STEP_H_NORM] = _norm(step_h)
 
 
@@ -697,7 +759,10 @@ def _start_trf(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     for i in range(x.size):
         if dv[i] != 0:
             v[i] *= scale_inv[i]
-    Delta = _norm(x * scale_inv / np.sqrt(v))
+    scaled = np.empty(x.size)
+    for i in range(x.size):
+        scaled[i] = x[i] * scale_inv[i] / math.sqrt(v[i])
+    Delta = _norm(scaled)
     real[_DELTA] = 1.0 if Delta == 0 else Delta
     real[_ALPHA] = 0.0  # Levenberg-Marquardt parameter
     if not _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
