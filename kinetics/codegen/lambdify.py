@@ -95,30 +95,39 @@ _STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)
 
 
 class _Power(sp.Function):
-    """``a**b`` while it is differentiated: ``b * a**(b - 1) * a'`` (+ ``a**b * log(a) * b'``
-    only where ``b`` depends on the variable, which sympy's chain rule for functions ensures).
+    """``a**b`` while it is differentiated: ``b * a**(b - 1) * a'``, plus ``a**b * log(a) * b'``
+    only where ``b`` depends on the variable (sympy's chain rule for functions skips an argument
+    whose derivative is 0).
 
-    sympy differentiates ``a**b`` as ``a**b * b / a * a'`` (plus the log term), which is 0/0
-    where ``a`` = 0 (a Hill term ``(x/K)**h`` of a species that starts at 0) although the
-    derivative is finite there for ``b >= 1``."""
+    sympy differentiates ``a**b`` as ``a**b * (b / a * a' + log(a) * b')``: 0/0 and 0 * -inf
+    where ``a`` = 0 (a Hill term ``(x/K)**h`` of a species that starts at 0, differentiated by
+    ``x``, ``K`` or ``h``), although the derivative is finite there for ``b >= 1``. Two more
+    limits are kept: ``b * a**(b - 1)`` is 0 where ``b`` = 0 (``a**0`` is the constant 1; else
+    0 * inf at a = 0, e.g. the second derivative of ``a**h`` at h = 1 in the sensitivity
+    system's Jacobian), and ``a**b * log(a)`` is 0 where ``a`` = 0 (its limit for b > 0). Both
+    by replacing the offending argument, not by choosing between results, so that numpy code,
+    which evaluates every branch of a piecewise, computes no inf or NaN on the way."""
 
     nargs = 2
 
     def fdiff(self, argindex=1):
         base, exponent = self.args
         if argindex == 1:
-            return exponent * _Power(base, exponent - 1)
+            # b = 0: b * 1**(b - 1) = 0 (numeric exponents: the Piecewise collapses to a)
+            safe_base = sp.Piecewise((sp.S.One, sp.Eq(exponent, 0)), (base, True))
+            return exponent * _Power(safe_base, exponent - 1)
         if argindex == 2:
-            return self * sp.log(base)
+            # a = 0: a**b * log(1) = 0 (constant bases: collapses to log(a))
+            return self * sp.log(sp.Piecewise((sp.S.One, sp.Eq(base, 0)), (base, True)))
         raise sp.ArgumentIndexError(self, argindex)
 
 
 def _wrap_powers(expr, variables):
-    """``expr`` with each power of a base that depends on ``variables`` and a non-integer
-    exponent held as :class:`_Power` (integer powers already differentiate as n a**(n-1))."""
+    """``expr`` with each power that depends on ``variables`` and has a non-integer exponent
+    held as :class:`_Power` (integer powers already differentiate as ``n a**(n-1) a'``)."""
     if not expr.has(sp.Pow):
         return expr
-    return expr.replace(lambda e: e.is_Pow and not e.exp.is_Integer and bool(e.base.free_symbols & variables),
+    return expr.replace(lambda e: e.is_Pow and not e.exp.is_Integer and bool(e.free_symbols & variables),
                         lambda e: _Power(*e.args))
 
 
@@ -128,8 +137,9 @@ def _unwrap_powers(expr):
 
 def power_safe_derivatives(exprs, variables):
     """Rows ``[d e / d v for v in variables]`` for each ``e`` in ``exprs``, with powers
-    ``a**b`` differentiated as ``b * a**(b - 1) * a'`` (finite at ``a`` = 0 for ``b >= 1``),
-    see :class:`_Power`; entries are sympy expressions, 0 where ``e`` does not contain ``v``."""
+    ``a**b`` differentiated as ``b * a**(b - 1) * a' + a**b * log(a) * b'`` (finite at ``a`` = 0
+    for ``b >= 1``; the log term only where ``b`` depends on ``v``, 0 where ``a`` = 0), see
+    :class:`_Power`; entries are sympy expressions, 0 where ``e`` does not contain ``v``."""
     variables = list(variables)
     wanted = set(variables)
     rows = []
