@@ -441,8 +441,11 @@ def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=
     observables : list of observable names to return (default: all); compartments are always returned.
     rtol, atol : tolerances of the numerical path (the affine path is exact).
 
-    Returns an :class:`Ensemble`. Sets that fail are NaN and marked in ``Ensemble.failed``
-    (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
+    Returns
+    -------
+    Ensemble
+        Values of every set at ``times``. Sets that fail are NaN and marked in
+        ``Ensemble.failed`` (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
     """
     from ..model.core import Model, load_model
 
