@@ -126,6 +126,9 @@ class Ensemble:
             line, = ax.plot(self.times, curve[0.5], label=f"{name} [{unit}]" if unit else name)
             ax.fill_between(self.times, curve[lo], curve[hi], color=line.get_color(), alpha=0.25, lw=0)
         ax.set_xlabel(f"time [{self.time_unit}]" if self.time_unit else "time")
+        units = {self.units.get(name) for name in names}
+        label = names[0] if len(names) == 1 else "value"
+        ax.set_ylabel(f"{label} [{units.pop()}]" if len(units) == 1 and None not in units else label)
         ax.set_title(f"{self.model_name}: median and {100 * (hi - lo):g}% band of {int((~self.failed).sum())} sets")
         if logy:
             ax.set_yscale("log")
