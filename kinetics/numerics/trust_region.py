@@ -58,7 +58,7 @@ import numpy as np
 from ..errors import SolverError
 
 from .jit import jit as _jit
-from .jit import numba_available
+from .jit import lapack_dgesdd, numba_available
 
 
 def _inlined(fn):
@@ -159,6 +159,33 @@ class TRFResult:
 
 # ============================================================================ numba kernels
 # Elementary operations, chosen to round exactly as numpy does.
+
+_gesdd = lapack_dgesdd() if numba_available() else None
+_KIND_D, _JOBZ_S = ord("d"), ord("S")
+
+
+@_jit
+def _svd(a):
+    """(s, U.T, VT.T) of ``np.linalg.svd(a, full_matrices=False)`` as numba computes it (the
+    same LAPACK call on the same Fortran-ordered copy, so the same numbers), U.T (k, m) and
+    VT.T (n, k) C-contiguous; LinAlgError as numpy for non-finite input or no convergence."""
+    m, n = a.shape
+    k = min(m, n)
+    acpy = np.empty((n, m))                 # a in Fortran order
+    for i in range(m):
+        for j in range(n):
+            v = a[i, j]
+            if not math.isfinite(v):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+            acpy[j, i] = v
+    s = np.empty(k)
+    ut = np.empty((k, m))                   # U in Fortran order is U.T in C order
+    v = np.empty((n, k))                    # VT in Fortran order is VT.T = V in C order
+    info = _gesdd(_KIND_D, _JOBZ_S, m, n, acpy.ctypes, m, s.ctypes, ut.ctypes, m, v.ctypes, k)
+    if info != 0:
+        raise np.linalg.LinAlgError("SVD did not converge.")
+    return s, ut, v
+
 
 @_jit
 def _norm(a):
@@ -701,10 +728,10 @@ def _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
                 J_aug[r, k] = 0.0
         for k in range(n):
             J_aug[m + k, k] = math.sqrt(diag_h[k])
-    U, s, VT = np.linalg.svd(J_aug, full_matrices=False)
+    s, UT, V_ = _svd(J_aug)
     _copy(su[_S], s)
-    _copy2(V, VT.T)
-    _copy(su[_UF], _matvec(U.T, f_aug))
+    _copy2(V, V_)
+    _copy(su[_UF], _matvec(UT, f_aug))
 
     real[_THETA] = _builtin_max(0.995, 1 - g_norm)  # how far a step backs off from the bounds
     real[_ACTUAL_REDUCTION] = -1.0
