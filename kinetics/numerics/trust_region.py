@@ -508,48 +508,49 @@ def step_size_to_bound(x, s, lb, ub):
     return min_step, hits
 
 
-@_jit
 def find_active_constraints(x, lb, ub, rtol):
-    """-1 / 1 where x is within rtol * max(1, |bound|) of the lower / upper bound, else 0."""
-    n = x.size
-    active = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        if rtol == 0:
-            if x[i] <= lb[i]:
-                active[i] = -1
-            if x[i] >= ub[i]:
-                active[i] = 1
-            continue
-        lower_dist = x[i] - lb[i]
-        upper_dist = ub[i] - x[i]
-        lower_threshold = rtol * max(1.0, abs(lb[i]))
-        upper_threshold = rtol * max(1.0, abs(ub[i]))
-        if np.isfinite(lb[i]) and lower_dist <= min(upper_dist, lower_threshold):
-            active[i] = -1
-        if np.isfinite(ub[i]) and upper_dist <= min(lower_dist, upper_threshold):
-            active[i] = 1
+    """-1 / 1 where x is within rtol * max(1, |bound|) of the lower / upper bound, else 0
+    (scipy's, in numpy: it runs in Python, once per fit)."""
+    active = np.zeros(x.shape, dtype=np.int64)
+    if rtol == 0:
+        active[x <= lb] = -1
+        active[x >= ub] = 1
+        return active
+    lower_dist = x - lb
+    upper_dist = ub - x
+    lower_threshold = rtol * np.maximum(1, np.abs(lb))
+    upper_threshold = rtol * np.maximum(1, np.abs(ub))
+    active[np.isfinite(lb) & (lower_dist <= np.minimum(upper_dist, lower_threshold))] = -1
+    active[np.isfinite(ub) & (upper_dist <= np.minimum(lower_dist, upper_threshold))] = 1
     return active
 
 
-@_jit
 def make_strictly_feasible(x, lb, ub, rstep):
-    """x moved at least a relative ``rstep`` inside the bounds (one ulp if rstep == 0)."""
+    """x moved at least a relative ``rstep`` > 0 inside the bounds (scipy's, in numpy: it runs
+    in Python, once per fit; the kernels' rstep = 0 case is :func:`_trial_point`)."""
     x_new = x.copy()
     active = find_active_constraints(x, lb, ub, rstep)
-    for i in range(x.size):
-        if active[i] == -1:
-            if rstep == 0:
-                x_new[i] = np.nextafter(lb[i], ub[i])
-            else:
-                x_new[i] = lb[i] + rstep * max(1.0, abs(lb[i]))
-        elif active[i] == 1:
-            if rstep == 0:
-                x_new[i] = np.nextafter(ub[i], lb[i])
-            else:
-                x_new[i] = ub[i] - rstep * max(1.0, abs(ub[i]))
-        if x_new[i] < lb[i] or x_new[i] > ub[i]:  # bounds tighter than the shift
-            x_new[i] = 0.5 * (lb[i] + ub[i])
+    lower, upper = active == -1, active == 1
+    x_new[lower] = lb[lower] + rstep * np.maximum(1, np.abs(lb[lower]))
+    x_new[upper] = ub[upper] - rstep * np.maximum(1, np.abs(ub[upper]))
+    tight = (x_new < lb) | (x_new > ub)          # bounds tighter than the shift
+    x_new[tight] = 0.5 * (lb[tight] + ub[tight])
     return x_new
+
+
+@_jit
+def _trial_point(x, step, lb, ub, out):
+    """out = x + step moved strictly inside the bounds: scipy's make_strictly_feasible(x +
+    step, lb, ub, rstep=0), i.e. a point on or beyond a bound goes to the next float inside."""
+    for i in range(x.size):
+        xi = x[i] + step[i]
+        if xi >= ub[i]:
+            xi = np.nextafter(ub[i], lb[i])
+        elif xi <= lb[i]:
+            xi = np.nextafter(lb[i], ub[i])
+        if xi < lb[i] or xi > ub[i]:             # bounds closer than one float
+            xi = 0.5 * (lb[i] + ub[i])
+        out[i] = xi
 
 
 @_jit
@@ -751,7 +752,7 @@ def _next_trial(vec, J_h, V, su, real):
         x, J_h, vec[_DIAG_H], vec[_G_H], p, p_h, d, Delta, lb, ub, real[_THETA], real[_TWO])
     _copy(vec[_STEP], step)
     _copy(vec[_STEP_H], step_h)
-    _copy(vec[_X_NEW], make_strictly_feasible(_plus(x, step), lb, ub, 0.0))
+    _trial_point(x, step, lb, ub, vec[_X_NEW])
     real[_STEP_H_NORM] = _norm(step_h)
 
 
