@@ -21,7 +21,7 @@ NOTICE_SECONDS = {
     "the exact-solution": 5,
     "the stiff-integrator": 9,
     "the trust-region": 10,
-    "the ensemble exact-solution": 7,
+    "the ensemble exact-solution": 3,
     "the ensemble stiff-integrator": 14,
     "the ensemble matrix-exponential": 15,
 }
