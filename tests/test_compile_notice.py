@@ -134,3 +134,46 @@ def test_affine_rows_equal_the_matrix_exponential(A):
     index = series[4]
     np.testing.assert_allclose(f, np.einsum("ra,ra->r", C[index], X[t_index]) + e[index], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(J, np.einsum("ra,rak->rk", C[index], S[t_index]), rtol=1e-8, atol=1e-10)
+
+
+def test_every_kernel_group_is_loaded_from_numba_s_disk_cache_in_a_new_process():
+    """Compiled once, loaded afterwards: a kernel whose cache key changes from process to process
+    (e.g. a closure over other kernels) would compile again in every process (the lock-step
+    integrator once did: 12 s per process). Two fresh interpreters run every group's entry; the
+    second must find every kinetics kernel it runs in the cache."""
+    pytest.importorskip("numba")
+    code = textwrap.dedent("""
+        import json, numpy as np, sympy as sp
+        from kinetics.numerics import linear, linear_kernel, linear_batch, rosenbrock, rosenbrock_lanes, trust_region
+        from kinetics.codegen.tape import build_tapes
+        A = np.array([[-1.0, 0.0], [1.0, -2.0]])
+        series = (np.eye(2), np.zeros(2), np.zeros((0, 2, 2)), np.zeros((0, 2)), np.array([0, 1], dtype=np.intp))
+        B, b = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]]), np.array([1.0, 2.0, 3.0])
+        t, x, k = sp.symbols("t x k")
+        rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
+        linear.affine_rows(A, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
+                           np.ones((1, 1)), np.zeros((2, 1)), series, np.array([0, 1], dtype=np.intp))
+        linear.solve_affine(A, np.ones(2), np.zeros(2), np.array([0.0, 1.0]))
+        trust_region.least_squares_trf(lambda z: (B @ z - b, B), np.zeros(2), -np.inf, np.inf)
+        rosenbrock.integrate(rhs, jac, np.ones(1), np.ones(1), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+        linear_batch.solve_sets(np.repeat(A[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]), 1e5,
+                                np.empty((3, 2, 2)), np.zeros(3, dtype=bool))
+        linear_batch.solve_sets_expm(np.repeat(A[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]),
+                                     np.empty((3, 2, 2)))
+        rosenbrock_lanes.integrate_many(rhs, jac, np.ones((3, 1)), np.ones((3, 1)), 0.0, np.array([0.5, 1.0]), 1e-6, 1e-9)
+        misses = {}
+        for module in (linear_kernel, linear_batch, rosenbrock, rosenbrock_lanes, trust_region):
+            for name in dir(module):
+                kernel = getattr(module, name)
+                if hasattr(kernel, "stats") and getattr(kernel, "signatures", None):
+                    misses[module.__name__ + "." + name] = sum(kernel.stats.cache_misses.values())
+        print(json.dumps(misses))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for attempt in ("compile or load", "load"):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr
+    import json
+    misses = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "kinetics.numerics.rosenbrock_lanes._lanes_solve" in misses and "kinetics.numerics.trust_region._step" in misses
+    assert {name: count for name, count in misses.items() if count} == {}

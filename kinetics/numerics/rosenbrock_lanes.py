@@ -71,34 +71,34 @@ def _dependency_hash() -> int:
     return int.from_bytes(digest.digest()[:8], "little") & ((1 << 63) - 1)
 
 
+# Helpers without calls into the tape machine live at module level (numba keys a cached function on
+# its own file and on its closure's values: a closure over other kernels would be a new key in every
+# process, i.e. never cached); everything that calls the tape machine is inside _make_kernels.
+
+@jit
+def _set_inputs(R, t, y, l0, l1):
+    """Inputs [t, y] of lanes l0..l1-1 of register block R from t (lanes,) and y (n, lanes)."""
+    for l in range(l0, l1):
+        R[0, l] = t[l]
+    for i in range(y.shape[0]):
+        for l in range(l0, l1):
+            R[1 + i, l] = y[i, l]
+
+
+@jit
+def _load_lane(R, n_in, consts, params, n, l):
+    """Lane l of register block R: zeros, then the constants and the parameters in place."""
+    for i in range(R.shape[0]):
+        R[i, l] = 0.0
+    for i in range(consts.shape[0]):
+        R[n_in + i, l] = consts[i]
+    for i in range(params.shape[0]):
+        R[1 + n + i, l] = params[i]
+
+
 def _make_kernels(dependency_hash):
     """Build the lock-step integrator (closures over ``dependency_hash``, see
     :func:`_dependency_hash`)."""
-
-    @jit
-    def set_inputs(R, t, y, l0, l1):
-        """Inputs [t, y] of lanes l0..l1-1 of register block R from t (lanes,) and y (n, lanes)."""
-        if dependency_hash == -1:  # never true; makes the hash a closure variable (cache key)
-            l0 = l0 + 0
-        for l in range(l0, l1):
-            R[0, l] = t[l]
-        for i in range(y.shape[0]):
-            for l in range(l0, l1):
-                R[1 + i, l] = y[i, l]
-
-    @jit
-    def load_lane(R, prog, consts, params, n, l):
-        """Constants and parameters of lane l in place, then the tape's parameter-only prologue."""
-        if dependency_hash == -1:
-            n = n + 0
-        n_in = prog[H_NIN]
-        for i in range(R.shape[0]):
-            R[i, l] = 0.0
-        for i in range(consts.shape[0]):
-            R[n_in + i, l] = consts[i]
-        for i in range(params.shape[0]):
-            R[1 + n + i, l] = params[i]
-        run_tape_lanes(prog.view(np.uint64), R, np.int64(0), prog[H_NFIXED], l, l + 1)
 
     @jit
     def lanes_solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
@@ -212,14 +212,18 @@ def _make_kernels(dependency_hash):
                     if k == nt:
                         status[s] = STATUS_OK
                         continue
-                    load_lane(Rf, fprog, fconsts, P[s], n, l)
-                    load_lane(Rj, jprog, jconsts, P[s], n, l)
+                    # constants, parameters, then each tape's parameter-only prologue
+                    _load_lane(Rf, fprog[H_NIN], fconsts, P[s], n, l)
+                    run_tape_lanes(ufprog, Rf, np.int64(0), f_k0, l, l + 1)
+                    _load_lane(Rj, jprog[H_NIN], jconsts, P[s], n, l)
+                    run_tape_lanes(ujprog, Rj, np.int64(0), j_k0, l, l + 1)
                     if tmode == 1:
-                        load_lane(Rd, dprog, dconsts, P[s], n, l)
+                        _load_lane(Rd, dprog[H_NIN], dconsts, P[s], n, l)
+                        run_tape_lanes(udprog, Rd, np.int64(0), d_k0, l, l + 1)
                     for i in range(n):
                         y[i, l] = Y0[s, i]
                     t[l] = t0
-                    set_inputs(Rf, t, y, l, l + 1)
+                    _set_inputs(Rf, t, y, l, l + 1)
                     run_tape_lanes(ufprog, Rf, f_k0, f_k1, l, l + 1)
                     tape_outputs_lanes(ufprog, Rf, f0, l, l + 1)
                     finite = True
@@ -236,7 +240,7 @@ def _make_kernels(dependency_hash):
                     for i in range(n):
                         fb[i, l] = ycol[i] + h0 * fcol[i]
                     tcol[l] = t0 + h0
-                    set_inputs(Rf, tcol, fb, l, l + 1)
+                    _set_inputs(Rf, tcol, fb, l, l + 1)
                     run_tape_lanes(ufprog, Rf, f_k0, f_k1, l, l + 1)
                     tape_outputs_lanes(ufprog, Rf, fa, l, l + 1)
                     for i in range(n):
@@ -288,10 +292,10 @@ def _make_kernels(dependency_hash):
             # ---------------------------------------------------------- Jacobian (and df/dt)
             # for every lane at its own (t, y): lanes that keep theirs get the same values again
             if any_jac:
-                set_inputs(Rj, t, y, 0, L)
+                _set_inputs(Rj, t, y, 0, L)
                 run_tape_lanes(ujprog, Rj, j_k0, j_k1, 0, L)
                 if tmode == 1:
-                    set_inputs(Rd, t, y, 0, L)
+                    _set_inputs(Rd, t, y, 0, L)
                     run_tape_lanes(udprog, Rd, d_k0, d_k1, 0, L)
                     tape_outputs_lanes(udprog, Rd, dT, 0, L)
                 for l in range(L):
@@ -311,11 +315,11 @@ def _make_kernels(dependency_hash):
                         tp = t[l] + delta
                         tm = t[l] - delta
                         tcol[l] = tp
-                        set_inputs(Rf, tcol, y, l, l + 1)
+                        _set_inputs(Rf, tcol, y, l, l + 1)
                         run_tape_lanes(ufprog, Rf, f_k0, f_k1, l, l + 1)
                         tape_outputs_lanes(ufprog, Rf, fa, l, l + 1)
                         tcol[l] = tm
-                        set_inputs(Rf, tcol, y, l, l + 1)
+                        _set_inputs(Rf, tcol, y, l, l + 1)
                         run_tape_lanes(ufprog, Rf, f_k0, f_k1, l, l + 1)
                         tape_outputs_lanes(ufprog, Rf, fb, l, l + 1)
                         for i in range(n):
@@ -611,7 +615,7 @@ def _make_kernels(dependency_hash):
             # ---------------------------------------------------------- f at the new points
             # (every lane: at an unchanged point the values are the same again)
             if any_accepted:
-                set_inputs(Rf, t, y, 0, L)
+                _set_inputs(Rf, t, y, 0, L)
                 run_tape_lanes(ufprog, Rf, f_k0, f_k1, 0, L)
                 tape_outputs_lanes(ufprog, Rf, f0, 0, L)
                 for l in range(L):
