@@ -558,13 +558,14 @@ _STATUS = {
 def warm_up() -> float:
     """Compile (or load from numba's disk cache) every compiled kernel on tiny problems: the
     exact affine path (real and complex spectra), the Rosenbrock integrator and its tape
-    interpreter, and the trust-region solver of the fits. Returns the seconds taken. ``make``
-    runs this once after installing, so that a user's first simulation does not pay the
-    one-off machine-code compilation; without numba it only warms the numpy paths."""
+    interpreter, the trust-region solver of the fits, and the ensemble kernels of
+    ``simulate_many`` (batched exact solution, matrix-exponential fallback, lock-step
+    integrator). Returns the seconds taken. Optional: each kernel group otherwise compiles on
+    its first use (with a notice); without numba it only warms the numpy paths."""
     import time
 
     from ..codegen.tape import build_tapes
-    from ..numerics import linear, rosenbrock, trust_region
+    from ..numerics import linear, linear_batch, rosenbrock, rosenbrock_lanes, trust_region
     from ..numerics.jit import numba_available
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
@@ -580,6 +581,12 @@ def warm_up() -> float:
     t, x, k = sp.symbols("t x k")
     rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
     rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    rosenbrock_lanes.integrate_many(rhs, jac, np.ones((3, 1)), np.ones((3, 1)), 0.0, np.array([0.5, 1.0]), 1e-6, 1e-9)
+    for M in (A, Ac):
+        linear_batch.solve_sets(np.repeat(M[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]), 1e5,
+                                np.empty((3, 2, 2)), np.zeros(3, dtype=bool))
+    linear_batch.solve_sets_expm(np.repeat(A[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]),
+                                 np.empty((3, 2, 2)))
     # the trust-region kernels, with and without bounds and x_scale (their specializations)
     B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     b = np.array([1.0, 2.0, 3.0])
