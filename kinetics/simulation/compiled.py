@@ -497,8 +497,10 @@ class CompiledModel:
         system = num if D is None else self._sens_system(K)
         if num["engine"] == "rosenbrock":
             from ..numerics.rosenbrock import STATUS_NONFINITE, integrate
+            # with sensitivities: one factorization of the states' block per step, the
+            # directions by block substitution (see kinetics.numerics.rosenbrock)
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
-                                        dfdt=system["dfdt_tape"])
+                                        dfdt=system["dfdt_tape"], n_base=None if D is None else n)
             if status == STATUS_NONFINITE:
                 # rows the integrator did not reach are NaN: the first one brackets the blow-up
                 reached = int(np.isfinite(Y).all(axis=1).sum())
