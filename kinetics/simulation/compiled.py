@@ -571,6 +571,9 @@ def warm_up() -> float:
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
     Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
+    # the compiled matrix exponential (defective or ill-conditioned A), states and sensitivities
+    linear.solve_affine(A, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
+                        np.zeros((2, 1)), method="expm")
     for M in (A, Ac):
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]))
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)), np.zeros((2, 1)))
