@@ -121,6 +121,34 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
     assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-12)
 
 
+def test_noise_parameters_cost_no_sensitivity_directions(tmp_path):
+    """Estimated noise parameters do not enter the model: it runs with the rates' directions only
+    (each direction costs as much as the states), and the Jacobian is the full one, with zero
+    columns for the noise parameters and the same values as with every direction."""
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { noise = "constant" }\n')
+    problem = load_fit_spec(spec)
+    assert problem.free == ["k", "sigma_A", "sigma_B"]
+    directions = []
+    for plan in problem.plans:
+        evaluate_rows = plan["row_evaluator"]
+
+        def spy(p, D, evaluate_rows=evaluate_rows):
+            directions.append(D.shape[1])
+            return evaluate_rows(p, D)
+        plan["row_evaluator"] = spy
+    x = problem.start() + np.array([0.1, -0.2, 0.3])
+    f, J = problem.predict(x, jacobian=True)
+    assert directions and set(directions) == {1}
+    assert J.shape == (problem.n_data, 3) and not J[:, 1:].any()
+    problem._live = None                      # every direction, as before
+    f_all, J_all = problem.predict(x, jacobian=True)
+    assert set(directions) == {1, 3}
+    np.testing.assert_array_equal(f, f_all)
+    np.testing.assert_allclose(J, J_all, rtol=1e-13, atol=0)
+
+
 def test_one_noise_scale_for_every_row_is_profiled_exactly(tmp_path):
     """sigma shared by all rows: the rates are a least-squares problem and sigma is in closed
     form; the result is the joint optimum L-BFGS-B finds over (rates, sigma) together."""

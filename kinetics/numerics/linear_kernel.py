@@ -515,26 +515,27 @@ def expm_solve(A, b, x0, steps, step_index, dA, db, s0, X, S):
     steps from the previous time (from 0 for the first) are ``steps[step_index]`` (-1: no
     step): the exponential of [[A, b], [0, 0]] and, per direction k, of the block matrix
     [[A, 0, b], [dA_k, A, db_k], [0, 0, 0]] (whose middle block row carries s' = A s + dA x + db).
+    The states come from their own exponential, so they do not depend on the directions asked.
     Returns False if a value is not finite."""
     n = b.shape[0]
     m = step_index.shape[0]
     K = dA.shape[0]
-    if K == 0:
-        M = np.zeros((n + 1, n + 1))
-        z0 = np.zeros(n + 1)
+    M = np.zeros((n + 1, n + 1))
+    z0 = np.zeros(n + 1)
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = A[i, j]
+        M[i, n] = b[i]
+        z0[i] = x0[i]
+    z0[n] = 1.0
+    out = np.empty((m, n + 1))
+    _propagate(M, z0, steps, step_index, out)
+    for t in range(m):
         for i in range(n):
-            for j in range(n):
-                M[i, j] = A[i, j]
-            M[i, n] = b[i]
-            z0[i] = x0[i]
-        z0[n] = 1.0
-        out = np.empty((m, n + 1))
-        _propagate(M, z0, steps, step_index, out)
-        for t in range(m):
-            for i in range(n):
-                X[t, i] = out[t, i]
-                if not math.isfinite(out[t, i]):
-                    return False
+            X[t, i] = out[t, i]
+            if not math.isfinite(out[t, i]):
+                return False
+    if K == 0:
         return True
     big = np.zeros((2 * n + 1, 2 * n + 1))
     z0 = np.zeros(2 * n + 1)
@@ -558,10 +559,6 @@ def expm_solve(A, b, x0, steps, step_index, dA, db, s0, X, S):
                 S[t, i, k] = out[t, n + i]
                 if not math.isfinite(out[t, n + i]):
                     return False
-                if k == 0:      # the states: the first block of every direction's run
-                    X[t, i] = out[t, i]
-                    if not math.isfinite(out[t, i]):
-                        return False
     return True
 
 
