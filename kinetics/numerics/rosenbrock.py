@@ -439,23 +439,22 @@ def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
 
 
 @_jit
-def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, C, z):
+def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, z):
     """Solve the iteration matrix of a state-and-sensitivities system (see the module
     docstring) in place: ``b[:nb] = W^-1 b[:nb]``, then per direction k the entries
-    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``, with C (nb*nk, nb) the
-    coupling rows in the same order (row i*nk + k) and W's factors sparse or dense."""
+    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C holds its
+    structural nonzeros: value cv[q] in row cr[q] (i*nk + k) and column cj[q]; W's factors are
+    sparse or dense."""
     x = b[0:nb]
     if sparse:
         _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
     else:
         _lu_solve(Md, piv, x)
+    for q in range(cr.shape[0]):
+        b[nb + cr[q]] += cv[q] * x[cj[q]]
     for k in range(nk):
         for i in range(nb):
-            r = i * nk + k
-            s = b[nb + r]
-            for j in range(nb):
-                s += C[r, j] * x[j]
-            z[i] = s
+            z[i] = b[nb + i * nk + k]
         if sparse:
             _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
         else:
@@ -640,7 +639,6 @@ def _make_solver(dependency_hash):
         dT = np.zeros(n)
         M = np.zeros(nb * nb)      # sparse factors (flat, row-major)
         Md = np.zeros((nb, nb))    # dense factors (fallback with partial pivoting)
-        Cm = np.zeros((n - nb, nb))   # coupling block d(S')/dx of a sensitivity system
         zb = np.zeros(nb)
         # the sparse-LU plan as unsigned index arrays (see _make_lu_plan)
         uplan = plan.view(np.uint64)
@@ -654,6 +652,29 @@ def _make_solver(dependency_hash):
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
         jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
+        # the coupling block d(S')/dx of a sensitivity system: its structural nonzeros (entries
+        # that are not the constant 0 of the tape), row r = i*nk + k below the states, column j
+        j_nin = jprog[H_NIN]
+        j_nconst = jprog[H_NCONST]
+        ncp = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    ncp += 1
+        cr = np.empty(ncp, dtype=np.int64)
+        cj = np.empty(ncp, dtype=np.int64)
+        cpos = np.empty(ncp, dtype=np.int64)
+        cv = np.zeros(ncp)
+        q = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    cr[q] = r
+                    cj[q] = j
+                    cpos[q] = (nb + r) * n + j
+                    q += 1
         piv = np.zeros(nb, dtype=np.int64)
         dinv = np.zeros(nb)
         Lv = np.zeros(max(plan[P_NL], 1))
@@ -727,13 +748,11 @@ def _make_solver(dependency_hash):
                         pos = (pos // nb) * n + pos % nb
                     if not math.isfinite(regj[jout[pos]]):
                         status = STATUS_NONFINITE
-                if blocked:
-                    for r in range(n - nb):
-                        for j in range(nb):
-                            v = regj[jout[(nb + r) * n + j]]
-                            Cm[r, j] = v
-                            if not math.isfinite(v):
-                                status = STATUS_NONFINITE
+                for q in range(ncp):
+                    v = regj[jout[cpos[q]]]
+                    cv[q] = v
+                    if not math.isfinite(v):
+                        status = STATUS_NONFINITE
                 if status != STATUS_OK:
                     break
                 if tmode == 1:
@@ -855,7 +874,7 @@ def _make_solver(dependency_hash):
                                 C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
                                 + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
                 if blocked:
-                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, Cm, zb)
+                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, zb)
                 elif sparse:
                     _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
