@@ -3,6 +3,7 @@
 
     python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0] [--executor serial|auto]
     KINETICS_AMICI_PYTHON=../amici-venv/bin/python python bench/petab_fits.py --peer
+    python bench/petab_fits.py Perelson_Science1996 Boehm_JProteomeRes2014 --profiles [--figures DIR]
 
 For each problem: the log-likelihood at the nominal values (and the reference value), then a
 multi-start fit (the first start at the nominal values, the rest a Latin hypercube over the
@@ -16,6 +17,11 @@ kinetics' fit of that problem: pyPESTO's default optimizer (L-BFGS-B) and, where
 is a sum of squares, its ``ls_trf``; AMICI's default tolerances unless ``--rtol/--atol``. Each
 tool's optimum is also scored by the other (kinetics' likelihood at pyPESTO's best point and
 AMICI's at kinetics'). A table of both tools follows the JSON lines.
+
+With ``--profiles``, the profile likelihood of every free parameter follows each fit
+(``FitResult.compute_profiles``, serial; timed apart from the fit): the 95 % intervals (twice the
+log-likelihood drop crossing chi2(1) 0.95 = 3.84), why each side ended, and, with ``--figures``,
+one PNG of the profiles per problem.
 """
 
 from __future__ import annotations
@@ -87,6 +93,20 @@ def fit_problem(name, args):
     result = fit(problem, multistart=args.starts, seed=args.seed, profiles=False, progress=False,
                  executor=None if args.executor == "serial" else "auto")
     seconds = time.perf_counter() - t1
+    profiles = None
+    if args.profiles:
+        n0, t2 = problem.nfev, time.perf_counter()
+        result.compute_profiles()
+        profiles = {"seconds": round(time.perf_counter() - t2, 3), "nfev": problem.nfev - n0,
+                    "intervals": {n: {"estimate": result.best_values[n], "lower": prof["lower"], "upper": prof["upper"],
+                                      "lower_stop": prof["lower_stop"], "upper_stop": prof["upper_stop"],
+                                      "identifiable": result.identifiable[n]}
+                                  for n, prof in result.profiles.items()}}
+        if args.figures:
+            from matplotlib.figure import Figure
+            from kinetics.report.plots import plot_profiles, save_figure
+            Path(args.figures).mkdir(parents=True, exist_ok=True)
+            save_figure(plot_profiles(result, figure=Figure()), Path(args.figures) / f"profiles_{name}")
     starts = [problem.to_natural(x) for x in latin_starts(problem, args.starts, args.seed)]
     figures = {
         "problem": name, "llh_nominal": nominal, "llh_reference": REFERENCE_LLH.get(name),
@@ -96,6 +116,8 @@ def fit_problem(name, args):
         "estimates": {n: result.best_values[n] for n in problem.free},
         "nll_per_start": [float(v) for v in result.start_nll],
     }
+    if profiles is not None:
+        figures["profiles"] = profiles
     best = np.array([result.best_values[n] for n in problem.free])
     return problem, figures, starts, best
 
@@ -124,6 +146,8 @@ def main(argv=None):
     parser.add_argument("--rtol", type=float, default=None, help="AMICI's rtol (default: AMICI's own, 1e-8)")
     parser.add_argument("--atol", type=float, default=None, help="AMICI's atol (default: AMICI's own, 1e-16)")
     parser.add_argument("--peer-timeout", type=float, default=7200)
+    parser.add_argument("--profiles", action="store_true", help="profile likelihoods after each fit")
+    parser.add_argument("--figures", default=None, help="folder for one PNG of the profiles per problem")
     args = parser.parse_args(argv)
     if not BENCHMARK.is_dir():
         sys.exit(f"{BENCHMARK}: the PEtab benchmark problems are not there (set KINETICS_PETAB_BENCHMARK)")
@@ -179,6 +203,18 @@ def print_table(rows):
                   f"{run['ratio']:.3f} |")
         if peer.get("cross_check"):
             print(f"|  | AMICI's -llh at kinetics' best | {peer['cross_check'][0]:.6f} | | | | |")
+    profiled = [r for r in rows if r.get("profiles")]
+    if profiled:
+        print("\n| problem | parameter | estimate | 95 % interval (profile likelihood) | sides ended by |")
+        print("|---|---|---|---|---|")
+        for r in profiled:
+            for name, iv in r["profiles"]["intervals"].items():
+                lower = "open" if iv["lower"] is None else f"{iv['lower']:.4g}"
+                upper = "open" if iv["upper"] is None else f"{iv['upper']:.4g}"
+                print(f"| {r['problem']} | {name} | {iv['estimate']:.4g} | [{lower}, {upper}] | "
+                      f"{iv['lower_stop'][:40]} / {iv['upper_stop'][:40]} |")
+            print(f"| {r['problem']} | (all profiles) | | {r['profiles']['seconds']:.2f} s, "
+                  f"{r['profiles']['nfev']} evaluations | |")
 
 
 if __name__ == "__main__":
