@@ -349,3 +349,24 @@ def test_benchmark_log_likelihood_at_nominal_values(name):
     from kinetics.io.petab import evaluate
     result = evaluate(load_petab(BENCHMARK / name / f"{name}.yaml"))
     assert result["llh"] == pytest.approx(BENCHMARK_LLH[name], rel=1e-6)
+
+
+#: best negative log-likelihoods a short fit must reach: Perelson's published optimum (issue 11)
+#: and Bruno's nominal value (both rounded up in the last digit)
+QUICK_FIT_TARGET = {"Perelson_Science1996": 222.2808, "Bruno_JExpBot2016": -46.68818}
+
+
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="the PEtab benchmark copy (../shared/conformance/petab-benchmark) "
+                                                     "is not present; get it from github.com/Benchmarking-Initiative/"
+                                                     "Benchmark-Models-PEtab")
+@pytest.mark.parametrize("name", sorted(QUICK_FIT_TARGET))
+def test_benchmark_three_start_fit_reaches_the_optimum(name):
+    """Three starts (the nominal values and two Latin-hypercube points on the parameters' scales)
+    reach the target: Perelson (a defective affine model: the compiled matrix exponential, the
+    noise scale in closed form) and Bruno (six conditions of an affine model)."""
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_petab
+    problem = load_petab(BENCHMARK / name / f"{name}.yaml")
+    result = fit(problem, multistart=3, seed=0, profiles=False, progress=False, executor=None)
+    assert -result.loglik <= QUICK_FIT_TARGET[name]
+    assert result.loglik == pytest.approx(-problem.negative_loglik(result.x, priors=False)[0], rel=1e-12)
