@@ -8,7 +8,9 @@ stderr). The spec: ``yaml`` (the PEtab problem), ``starts`` (the multi-start des
 parameter values, one dict {PEtab parameterId: value} per start, the estimated parameters
 only), ``optimizers`` (names among ``default``, ``ls_trf``), ``cache_dir`` (compiled AMICI
 models), optional ``rtol``/``atol`` (AMICI's defaults otherwise) and ``cross_check`` (natural
-parameter dicts to evaluate, e.g. kinetics' optimum).
+parameter dicts to evaluate, e.g. kinetics' optimum) and ``time_evaluations`` (N: the median
+time of N evaluations of the objective at the nominal values, without and with the gradient;
+then no fit runs unless ``optimizers`` is given too).
 
 What it does, as a user of these tools would: ``pypesto.petab.PetabImporter`` compiles the
 problem with AMICI (once, into the cache; the compile time is reported apart), and
@@ -125,11 +127,23 @@ def main(path):
     problem.set_x_guesses(guesses)
     nominal = fval(full_nominal[problem.x_free_indices])
 
+    results = {}
+    if spec.get("time_evaluations"):
+        x = full_nominal[problem.x_free_indices]
+        objective(x, sensi_orders=(0, 1))          # warm-up
+        timing = {}
+        for key, orders in (("value_s", (0,)), ("value_and_gradient_s", (0, 1))):
+            seconds = []
+            for _ in range(int(spec["time_evaluations"])):
+                t = time.perf_counter()
+                objective(x, sensi_orders=orders)
+                seconds.append(time.perf_counter() - t)
+            timing[key] = float(np.median(seconds))
+        results["evaluation"] = timing
     optimizers = {"default": pypesto.optimize.ScipyOptimizer(),
                   "ls_trf": pypesto.optimize.ScipyOptimizer(method="ls_trf")}
-    results = {}
     ls_applies = not noise_estimated(petab_problem)
-    for key in spec.get("optimizers", list(optimizers)):
+    for key in spec.get("optimizers", [] if spec.get("time_evaluations") else list(optimizers)):
         if key == "ls_trf" and not ls_applies:
             results[key] = {"applies": False,
                             "why": "an estimated parameter is a noise parameter: AMICI's residuals leave out log sigma"}

@@ -4,6 +4,7 @@
     python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0] [--executor serial|auto]
     KINETICS_AMICI_PYTHON=../amici-venv/bin/python python bench/petab_fits.py --peer
     python bench/petab_fits.py Perelson_Science1996 Boehm_JProteomeRes2014 --profiles [--figures DIR]
+    python bench/petab_fits.py --evaluations 30 [--peer]       # one evaluation each, no fit
 
 For each problem: the log-likelihood at the nominal values (and the reference value), then a
 multi-start fit (the first start at the nominal values, the rest a Latin hypercube over the
@@ -22,6 +23,10 @@ With ``--profiles``, the profile likelihood of every free parameter follows each
 (``FitResult.compute_profiles``, serial; timed apart from the fit): the 95 % intervals (twice the
 log-likelihood drop crossing chi2(1) 0.95 = 3.84), why each side ended, and, with ``--figures``,
 one PNG of the profiles per problem.
+
+With ``--evaluations N``, no fit: the median time of N evaluations of the negative
+log-likelihood at the nominal values, without and with the gradient (forward sensitivities),
+kinetics then (``--peer``) AMICI through pyPESTO's objective, problem by problem.
 """
 
 from __future__ import annotations
@@ -54,12 +59,12 @@ def petab_ids(problem) -> list:
     return [back.get(name, name) for name in problem.free]
 
 
-def run_peer(python, yaml_path, starts, ids, cross_check, optimizers, rtol, atol, timeout):
+def run_peer(python, yaml_path, starts, ids, cross_check, optimizers, rtol, atol, timeout, time_evaluations=0):
     """Figures of ``peer_pypesto_petab.py`` (see its docstring), or None with the reason printed."""
     from amici_peer import _env
     spec = {"yaml": str(yaml_path), "starts": [dict(zip(ids, map(float, s))) for s in starts],
             "cross_check": [dict(zip(ids, map(float, c))) for c in cross_check], "optimizers": optimizers,
-            "rtol": rtol, "atol": atol,
+            "rtol": rtol, "atol": atol, "time_evaluations": time_evaluations,
             "cache_dir": os.environ.get("KINETICS_AMICI_CACHE") or str(Path(tempfile.gettempdir()) / "kinetics_amici_cache")}
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="petab_peer_", delete=False) as f:
         json.dump(spec, f)
@@ -122,6 +127,25 @@ def fit_problem(name, args):
     return problem, figures, starts, best
 
 
+def time_evaluations(name, n):
+    """Median seconds of n evaluations of kinetics' negative log-likelihood at the nominal
+    values, without and with the gradient (after one untimed call with it: compilation)."""
+    import numpy as np
+    from kinetics.fitting.problem import load_petab
+    problem = load_petab(BENCHMARK / name / f"{name}.yaml")
+    x = problem.start()
+    problem.negative_loglik(x, gradient=True)
+    out = {}
+    for key, gradient in (("value_s", False), ("value_and_gradient_s", True)):
+        seconds = []
+        for _ in range(n):
+            t = time.perf_counter()
+            problem.negative_loglik(x, gradient=gradient)
+            seconds.append(time.perf_counter() - t)
+        out[key] = float(np.median(seconds))
+    return problem, out
+
+
 def kinetics_nll(problem, natural):
     """kinetics' negative log-likelihood at natural values of the free parameters (inf if it
     cannot simulate there)."""
@@ -148,6 +172,8 @@ def main(argv=None):
     parser.add_argument("--peer-timeout", type=float, default=7200)
     parser.add_argument("--profiles", action="store_true", help="profile likelihoods after each fit")
     parser.add_argument("--figures", default=None, help="folder for one PNG of the profiles per problem")
+    parser.add_argument("--evaluations", type=int, default=0,
+                        help="no fit: time this many evaluations at the nominal values (each tool)")
     args = parser.parse_args(argv)
     if not BENCHMARK.is_dir():
         sys.exit(f"{BENCHMARK}: the PEtab benchmark problems are not there (set KINETICS_PETAB_BENCHMARK)")
@@ -159,6 +185,24 @@ def main(argv=None):
             sys.exit("--peer: no AMICI interpreter (set KINETICS_AMICI_PYTHON to a Python with amici and pypesto)")
     from kinetics.errors import KineticsWarning
     warnings.simplefilter("ignore", KineticsWarning)
+    if args.evaluations:
+        print("| problem | kinetics: value | kinetics: value + gradient | AMICI: value | AMICI: value + gradient "
+              "| AMICI / kinetics, with gradient | load |")
+        print("|---|---|---|---|---|---|---|")
+        for name in args.names:
+            problem, mine = time_evaluations(name, args.evaluations)
+            theirs = {}
+            if python:
+                peer = run_peer(python, BENCHMARK / name / f"{name}.yaml", [], petab_ids(problem), [], [], args.rtol,
+                                args.atol, args.peer_timeout, time_evaluations=args.evaluations)
+                theirs = (peer or {}).get("evaluation", {})
+            ratio = (f"{theirs['value_and_gradient_s'] / mine['value_and_gradient_s']:.1f}"
+                     if theirs else "")
+            ms = {k: f"{v * 1e3:.2f} ms" for k, v in theirs.items()}
+            print(f"| {name} | {mine['value_s'] * 1e3:.2f} ms | {mine['value_and_gradient_s'] * 1e3:.2f} ms | "
+                  f"{ms.get('value_s', '')} | {ms.get('value_and_gradient_s', '')} | {ratio} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
+        return
     rows = []
     for name in args.names:
         load = os.getloadavg()[0]
