@@ -51,6 +51,50 @@ def event_runner(compiled) -> "EventRunner":
     return runner
 
 
+#: Points per grid chunk of the exact affine path (the atoms are evaluated chunk by chunk up to
+#: the first crossing).
+_GRID_CHUNK = 512
+#: Grid spacing per mode, in units of the mode's time scale 1/|lambda|: e^{lambda t} changes
+#: by at most a factor e^0.25 = 1.28 (or turns by 0.25 rad) from one point to the next.
+_GRID_THETA = 0.25
+#: A decaying mode is resolved for 40 of its time scales (e^-40 = 4e-18, below rounding).
+_DECAY_REACH = 40.0
+#: Every segment is also sampled at this many evenly spaced points.
+_MIN_SAMPLES = 32
+#: More points than this in one segment (a fast undamped oscillation over a long span): the
+#: segment is integrated numerically instead.
+_MAX_SAMPLES = 2_000_000
+
+
+def sample_offsets(A, span) -> np.ndarray:
+    """Offsets in [0, span] at which to watch the atoms along x(t) = e^{A t} x0 + ...: sorted,
+    starting at 0 and ending at span. Every mode e^{lambda t} of A is sampled every
+    ``0.25 / |lambda|`` for as long as it matters (40 time scales for a decaying mode, the whole
+    span otherwise), plus :data:`_MIN_SAMPLES` even points (zero eigenvalues, slow modes).
+    Between two points each mode changes by at most a factor 1.28 or a quarter radian, so a
+    trigger crossing its threshold and back between points needs a turn within a quarter of
+    the fastest active time scale: that is what this bracketing can miss (an integrator's
+    step-end check misses the same, on coarser steps). None when that takes more than
+    :data:`_MAX_SAMPLES` points."""
+    span = float(span)
+    if not span > 0:
+        return np.zeros(1)
+    pieces = [np.linspace(0.0, span, _MIN_SAMPLES + 1)]
+    if A.size:
+        lam = np.linalg.eigvals(A)
+        for rate, decay in {(float(abs(v)), float(v.real)) for v in lam}:
+            if not rate * span > _GRID_THETA:
+                continue   # slower than the span: the even points resolve it
+            reach = min(span, _DECAY_REACH / -decay) if decay < 0 else span
+            h = _GRID_THETA / rate
+            count = math.ceil(reach / h)
+            if count > _MAX_SAMPLES:
+                return None
+            pieces.append(h * np.arange(1, count + 1, dtype=float))
+    grid = np.unique(np.concatenate(pieces))
+    return grid[grid <= span]
+
+
 def _brent(f, a, b, fa, fb, xtol):
     """Root of f in [a, b] (fa, fb of opposite signs) by scipy's brentq."""
     from scipy.optimize import brentq
@@ -87,6 +131,10 @@ class _Memory:
         self.sides = sides
         self.triggers = triggers
         self.fired: list[tuple[float, str]] = []  # (time, event name), in firing order
+        #: what happened, in order, for the sensitivity replay (:meth:`EventRunner.jump`):
+        #: ("fire", t, event index, crossing atom index or None) and ("break", t) for the
+        #: schedule's doses and fixed-time changes
+        self.log: list[tuple] = []
 
 
 class EventRunner:
@@ -148,6 +196,9 @@ class EventRunner:
                 self._clock_states.append(None)
                 slopes.append(sp.Integer(0))
         self._slopes = lambdify([TIME, x, p, u], slopes)
+        self._gs = gs
+        self._g_many = None        # the atoms over arrays of points (exact affine path), built on first use
+        self._sensitivity = None   # derivatives of atoms and assignments, built on first use
 
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
@@ -206,9 +257,10 @@ class EventRunner:
             raise SolverError(f"the assignments of event '{self.events[i].name}' cannot be evaluated at t={t:g} "
                               f"({exc})") from None
 
-    def fire(self, memory, t, x, p, pinned):
+    def fire(self, memory, t, x, p, pinned, crossing=None):
         """Fire every event whose trigger went false -> true at time t (cascades included);
-        returns the new (x, p)."""
+        returns the new (x, p). ``crossing``: the atom whose root is t (None at a fixed time:
+        the start, a dose, a schedule change), logged for the sensitivities."""
         g = self._atom_values(t, x, p)
         for _ in range(MAX_CASCADE):
             now = self._trigger_values(self._atom_truth(g, memory.sides, pinned))
@@ -228,6 +280,7 @@ class EventRunner:
                 for (kind, k), v in zip(targets, new):
                     (x if kind == "x" else p)[k] = float(v)
                 memory.fired.append((t, event.name))
+                memory.log.append(("fire", t, i, crossing))
                 g_new = self._atom_values(t, x, p)
                 for j in range(len(self.atoms)):
                     if g_new[j] != g[j]:      # the assignments moved this atom: judge it by value again
@@ -241,13 +294,20 @@ class EventRunner:
                           "make a trigger true again")
 
     # --------------------------------------------------------------- advancing
-    def advance(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
+    def advance(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol, method="auto"):
         """Integrate from (t_start, x) to t_end, firing events on the way. Returns (X, P, x_end,
         p_end): states and parameter vectors at ``out_times`` (sorted, in [t_start, t_end),
-        values after any event at the same time) and at t_end."""
+        values after any event at the same time) and at t_end. ``method="numerical"``
+        integrates an affine model instead of solving it exactly (for cross-checks)."""
         still = self._state_is_still if u is None else self._state_is_still & (np.asarray(u) == 0)
         if all(states is not None and still[states].all() for states in self._clock_states):
-            return self._advance_clock(memory, x, p, u, t_start, t_end, out_times, rtol, atol, still.all())
+            return self._advance_clock(memory, x, p, u, t_start, t_end, out_times, rtol, atol, still.all(), method)
+        if self.compiled.affine and method != "numerical":
+            return self._advance_affine(memory, x, p, u, t_start, t_end, out_times, rtol, atol)
+        return self._advance_numerical(memory, x, p, u, t_start, t_end, out_times, rtol, atol)
+
+    def _advance_numerical(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
+        """:meth:`advance` by scipy's Radau, stepped from here, crossings located on its dense output."""
         from scipy.integrate import Radau
         out_times = np.asarray(out_times, dtype=float)
         m = len(out_times)
@@ -311,7 +371,8 @@ class EventRunner:
                         roots[j] = t_prev  # already on the new side at the start of the step
                     else:
                         roots[j] = _brent(gj, t_prev, t_new, a_val, g_new[j], xtol)
-                t_star = min(roots.values())
+                crossing = min(roots, key=roots.get)
+                t_star = roots[crossing]
                 # an output time within the location tolerance is the event time
                 while k < m and out_times[k] < t_star - 4 * xtol:
                     X[k], P[k] = dense(out_times[k]), p
@@ -324,7 +385,7 @@ class EventRunner:
                     if r <= t_star + 4 * xtol:
                         pinned[j] = True
                         memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
-                x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned)
+                x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing)
                 t = t_star
                 while k < m and out_times[k] <= t:
                     X[k], P[k] = x, p
@@ -341,7 +402,7 @@ class EventRunner:
             k += 1
         return X, P, x, p
 
-    def _advance_clock(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol, nothing_moves):
+    def _advance_clock(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol, nothing_moves, method="auto"):
         """:meth:`advance` when every atom is a clock atom: the next crossing is computed, not
         searched for, and the states are integrated up to it in one call of the model's own
         solver (exact for affine models); with ``nothing_moves`` no integration at all."""
@@ -366,7 +427,8 @@ class EventRunner:
                 # heading for the other side: g crosses 0 at t - g / a (at once if it is already there)
                 if a != 0 and (a > 0) != (memory.sides[j] > 0) and math.isfinite(a) and math.isfinite(g[j]):
                     roots[j] = max(t, t - float(g[j]) / a)
-            t_star = min(roots.values(), default=math.inf)
+            crossing = min(roots, key=roots.get, default=None)
+            t_star = math.inf if crossing is None else roots[crossing]
             if t_star > t_end:
                 t_next = t_end
                 stop = m
@@ -383,7 +445,7 @@ class EventRunner:
                 x_next = x
             else:
                 solve_times = np.append(out_times[k:stop], t_next)
-                Xs, _ = self.compiled.solve(p, x, solve_times, t, u, rtol=rtol, atol=atol)
+                Xs, _ = self.compiled.solve(p, x, solve_times, t, u, rtol=rtol, atol=atol, method=method)
                 X[k:stop], P[k:stop] = Xs[:-1], p
                 x_next = np.array(Xs[-1], dtype=float)
             k = stop
@@ -401,7 +463,7 @@ class EventRunner:
                                   f"{MAX_CASCADE} firings in one instant); change their triggers or assignments so "
                                   "that a firing does not make a trigger true again")
             last_fire = t = t_star
-            x, p = self.fire(memory, t, x_next, p, pinned)
+            x, p = self.fire(memory, t, x_next, p, pinned, crossing)
             while k < m and out_list[k] <= t:
                 X[k], P[k] = x, p
                 k += 1
@@ -409,3 +471,169 @@ class EventRunner:
     def recheck(self, memory, t, x, p):
         """After a dose or a fixed-time change at t: fire what it made true."""
         return self.fire(memory, t, np.array(x, dtype=float), np.array(p, dtype=float), [False] * len(self.atoms))
+
+    # ------------------------------------------------------ exact affine path
+    def _atom_values_many(self, times, X, p):
+        """Root functions of the atoms at m points: (atoms, m)."""
+        if self._g_many is None:
+            self._g_many = lambdify([TIME, *self._args], self._gs, vector=True)
+        m = len(times)
+        with np.errstate(all="ignore"):
+            values = self._g_many(times, list(X.T), _floats(p))
+        return np.array([np.broadcast_to(np.asarray(v, dtype=float), (m,)) for v in values]).reshape(len(self.atoms), m)
+
+    def _advance_affine(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
+        """:meth:`advance` for an affine model (dx/dt = A(p) x + b(p) + u between events): the
+        states come from the exact solution (:func:`~kinetics.numerics.linear.solve_affine`),
+        crossings are bracketed on a grid that resolves every mode of A (:func:`sample_offsets`)
+        and located by Brent's method on the exact solution."""
+        from ..numerics.linear import solve_affine
+        out_times = np.asarray(out_times, dtype=float)
+        m = len(out_times)
+        X = np.empty((m, self.n))
+        P = np.empty((m, len(p)))
+        x = np.array(x, dtype=float)
+        p = np.array(p, dtype=float)
+        t = float(t_start)
+        k = 0
+        while k < m and out_times[k] <= t:
+            X[k], P[k] = x, p
+            k += 1
+        sides = np.asarray(memory.sides)
+        while True:
+            A, b = self.compiled.affine_matrices(p)
+            if u is not None:
+                b = b + np.asarray(u, dtype=float)
+            t_seg, x_seg = t, x
+
+            def exact(taus, A=A, b=b, x_seg=x_seg, t_seg=t_seg):
+                states = solve_affine(A, b, x_seg, np.asarray(taus, dtype=float))[0]
+                if not np.isfinite(states).all():
+                    raise SolverError(f"the exact solution overflowed after t={t_seg:g}")
+                return states
+
+            offsets = sample_offsets(A, t_end - t)
+            if offsets is None:
+                # a fast undamped (or growing) oscillation over a long span: too many points to
+                # watch; the integrator takes over from here
+                Xr, Pr, x, p = self._advance_numerical(memory, x, p, u, t, t_end, out_times[k:], rtol, atol)
+                X[k:], P[k:] = Xr, Pr
+                return X, P, x, p
+            bracket = None
+            for chunk in range(0, len(offsets), _GRID_CHUNK):
+                grid = offsets[max(chunk - 1, 0): chunk + _GRID_CHUNK]   # overlapping by one point
+                G = self._atom_values_many(t + grid, exact(grid), p)
+                sides = np.asarray(memory.sides)
+                other = (G != 0) & (np.sign(G) != sides[:, None])
+                other[:, 0] = False      # the first point is the start, or was judged in the last chunk
+                hit = other.any(axis=1)
+                if hit.any():
+                    first = np.where(hit, other.argmax(axis=1), len(grid))
+                    i = int(first.min())
+                    bracket = (t + grid[i - 1], t + grid[i], G[:, i - 1], G[:, i], np.flatnonzero(first == i))
+                    break
+            if bracket is None:
+                # no crossing up to t_end: outputs and the end state from the exact solution
+                if k < m:
+                    X[k:], P[k:] = exact(out_times[k:] - t), p
+                x_end = exact([t_end - t])[0] if t_end > t else x
+                return X, P, x_end, p
+            a, b_, ga, gb, crossed = bracket
+            xtol = 1e-13 * max(1.0, abs(b_))
+            roots = {}
+            for j in crossed.tolist():
+                def gj(tt, j=j):
+                    return self._atom_values(tt, exact([tt - t_seg])[0], p)[j]
+                if ga[j] != 0 and (ga[j] > 0) == (gb[j] > 0):
+                    roots[j] = a  # already on the new side at the start (just after an event)
+                else:
+                    roots[j] = _brent(gj, a, b_, float(ga[j]), float(gb[j]), xtol)
+            crossing = min(roots, key=roots.get)
+            t_star = roots[crossing]
+            stop = k
+            while stop < m and out_times[stop] < t_star - 4 * xtol:
+                stop += 1
+            if stop > k:
+                X[k:stop], P[k:stop] = exact(out_times[k:stop] - t), p
+                k = stop
+            if k < m and abs(out_times[k] - t_star) <= 4 * xtol:
+                t_star = float(out_times[k])   # an output time within the location tolerance is the event time
+            x_star = exact([t_star - t])[0]
+            pinned = [False] * len(self.atoms)
+            for j, r in roots.items():
+                if r <= t_star + 4 * xtol:
+                    pinned[j] = True
+                    memory.sides[j] = 1.0 if gb[j] > 0 else -1.0
+            x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing)
+            t = t_star
+            while k < m and out_times[k] <= t:
+                X[k], P[k] = x, p
+                k += 1
+
+    # ---------------------------------------------------------- sensitivities
+    def _sensitivity_parts(self):
+        """Derivatives of the atoms' root functions g and of the events' assignments h with
+        respect to (t, x, p), as generated functions (built on the first sensitivity run)."""
+        if self._sensitivity is None:
+            from ..codegen.lambdify import step_safe_jacobian
+            variables = [TIME, *self._args[0], *self._args[1]]
+            grad = step_safe_jacobian(sp.Matrix(self._gs), variables) if self._gs else sp.zeros(0, len(variables))
+            self._sensitivity = {"atoms": lambdify([TIME, *self._args], list(grad)), "maps": {}, "variables": variables}
+        return self._sensitivity
+
+    def _map_jacobian(self, i):
+        """d h_i / d(t, x, p) of event i's assignments: a generated function, built once."""
+        parts = self._sensitivity_parts()
+        fn = parts["maps"].get(i)
+        if fn is None:
+            from ..codegen.lambdify import step_safe_jacobian
+            exprs = sp.Matrix([sp.sympify(v) for v in self.events[i].assign.values()])
+            fn = parts["maps"][i] = lambdify([TIME, *self._args], list(step_safe_jacobian(exprs, parts["variables"])))
+        return fn
+
+    def rhs(self, t, x, p, u):
+        """dx/dt at (t, x, p) with the constant inflow u (None: no inflow), an array."""
+        return np.asarray(self._f(t, _floats(x), _floats(p), [0.0] * self.n if u is None else _floats(u)), dtype=float)
+
+    def crossing_derivative(self, j, t, x, S, p, D, u):
+        """Derivative of the event time tau along the K directions where atom j's root
+        function g crosses 0 at t: from g(tau(theta), x(tau(theta); theta), p(theta)) = 0,
+
+            dtau/dtheta = -(g_x S + g_p D) / (g_x f + g_t),
+
+        with S = dx/dtheta (n, K) and f = dx/dt just before the event, D = dp/dtheta (P, K).
+        Returns (dtau (K,), f (n,))."""
+        n, P = self.n, len(p)
+        grad = np.asarray(self._sensitivity_parts()["atoms"](t, _floats(x), _floats(p)), dtype=float)
+        grad = grad.reshape(len(self.atoms), 1 + n + P)[j]
+        g_t, g_x, g_p = grad[0], grad[1:1 + n], grad[1 + n:]
+        f = self.rhs(t, x, p, u)
+        speed = float(g_x @ f + g_t)
+        if not (speed != 0 and math.isfinite(speed)):
+            names = [e.name for e in self.events if self.atoms[j] in e.trigger.atoms(sp.core.relational.Relational)]
+            raise SolverError(f"the trigger '{self.atoms[j]}' (event {', '.join(names)}) reaches its threshold at "
+                              f"t={t:g} without crossing it (its rate of change there is {speed:g}), so the event "
+                              "time has no derivative with respect to the parameters; simulate without "
+                              "sensitivities, or change the parameter values or the trigger")
+        return -(g_x @ S + g_p @ D) / speed, f
+
+    def assign_with_sensitivities(self, i, t, x, p, Xt, Pt, dtau):
+        """Event i's assignments at t and the total derivatives of the values along the K
+        directions: a target v set to h(t, x, p) gets dv = h_x Xt + h_p Pt + h_t dtau, where
+        Xt, Pt (n, K), (P, K) are the total derivatives of x and p at the event (including
+        the motion of the event time, see :meth:`jump`) and dtau the event time's (K,) or
+        None at a fixed time. Returns new (x, p, Xt, Pt)."""
+        targets = self._assign[i][0]
+        new = self._assignment_values(i, t, x, p)
+        n, P = self.n, len(p)
+        H = np.asarray(self._map_jacobian(i)(t, _floats(x), _floats(p)), dtype=float).reshape(len(targets), 1 + n + P)
+        rows = H[:, 1:1 + n] @ Xt + H[:, 1 + n:] @ Pt
+        if dtau is not None:
+            rows = rows + np.outer(H[:, 0], dtau)
+        x, p, Xt, Pt = x.copy(), p.copy(), Xt.copy(), Pt.copy()
+        for r, ((kind, k), v) in enumerate(zip(targets, new)):
+            if kind == "x":
+                x[k], Xt[k] = float(v), rows[r]
+            else:
+                p[k], Pt[k] = float(v), rows[r]
+        return x, p, Xt, Pt
