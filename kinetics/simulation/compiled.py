@@ -252,9 +252,9 @@ class CompiledModel:
                                     label="the derivatives of the constant inflows")
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
+        # with triggered events too: an affine model is solved exactly between events, whose
+        # times are located on the exact solution (kinetics.simulation.events)
         self.method = "exact" if self.affine else "numerical"
-        if self.events:
-            self.method = "numerical"  # triggered events: integrated, event times located by root finding
 
     # ------------------------------------------------------------ parameters
     @property

@@ -66,32 +66,45 @@ _MIN_SAMPLES = 32
 _MAX_SAMPLES = 2_000_000
 
 
-def sample_offsets(A, span) -> np.ndarray:
+def sample_offsets(A, span) -> np.ndarray | None:
     """Offsets in [0, span] at which to watch the atoms along x(t) = e^{A t} x0 + ...: sorted,
-    starting at 0 and ending at span. Every mode e^{lambda t} of A is sampled every
-    ``0.25 / |lambda|`` for as long as it matters (40 time scales for a decaying mode, the whole
-    span otherwise), plus :data:`_MIN_SAMPLES` even points (zero eigenvalues, slow modes).
-    Between two points each mode changes by at most a factor 1.28 or a quarter radian, so a
-    trigger crossing its threshold and back between points needs a turn within a quarter of
-    the fastest active time scale: that is what this bracketing can miss (an integrator's
-    step-end check misses the same, on coarser steps). None when that takes more than
+    starting at 0 and ending at span. At offset s the spacing is ``0.25 / |lambda|`` for the
+    fastest mode e^{lambda t} of A that still matters there (a decaying mode for 40 time scales
+    1/|Re lambda|, a growing or undamped one for the whole span), at most span / 32: between
+    two points every mode that matters changes by at most a factor 1.28 or turns by a quarter
+    radian. A trigger crossing its threshold and back between two points needs a turn within
+    a quarter of the fastest active time scale: that is what this bracketing can miss (an
+    integrator's step-end check misses the same, on coarser steps). The spacing is constant
+    between the times where a mode stops mattering, so the exact solution's matrix
+    exponentials (non-diagonalizable A) repeat. None when it takes more than
     :data:`_MAX_SAMPLES` points."""
     span = float(span)
     if not span > 0:
         return np.zeros(1)
-    pieces = [np.linspace(0.0, span, _MIN_SAMPLES + 1)]
+    coarse = span / _MIN_SAMPLES
+    modes = {}    # reach -> fastest rate among the modes that matter until then
     if A.size:
-        lam = np.linalg.eigvals(A)
-        for rate, decay in {(float(abs(v)), float(v.real)) for v in lam}:
-            if not rate * span > _GRID_THETA:
-                continue   # slower than the span: the even points resolve it
-            reach = min(span, _DECAY_REACH / -decay) if decay < 0 else span
-            h = _GRID_THETA / rate
-            count = math.ceil(reach / h)
-            if count > _MAX_SAMPLES:
-                return None
-            pieces.append(h * np.arange(1, count + 1, dtype=float))
-    grid = np.unique(np.concatenate(pieces))
+        for v in np.linalg.eigvals(A):
+            rate = float(abs(v))
+            if not rate * coarse > _GRID_THETA:
+                continue   # slow on the scale of the span: the even points resolve it
+            reach = min(span, _DECAY_REACH / -float(v.real)) if v.real < 0 else span
+            modes[reach] = max(modes.get(reach, 0.0), rate)
+    pieces, s, total = [], 0.0, 0
+    for reach in sorted(modes):
+        if reach <= s:
+            continue
+        rate = max(r for until, r in modes.items() if until >= reach)
+        h = _GRID_THETA / rate
+        count = math.ceil((reach - s) / h)
+        total += count
+        if total > _MAX_SAMPLES:
+            return None
+        pieces.append(s + h * np.arange(count, dtype=float))
+        s = s + count * h
+    if s < span:
+        pieces.append(s + coarse * np.arange(math.ceil((span - s) / coarse), dtype=float))
+    grid = np.concatenate([*pieces, [span]]) if pieces else np.array([0.0, span])
     return grid[grid <= span]
 
 
