@@ -66,7 +66,7 @@ from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, 
                            tape_source_hash)
 
 __all__ = [
-    "integrate", "numba_available", "lu_plan",
+    "integrate", "integrate_watching", "dense_state", "numba_available", "lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
     "STATUS_SINGULAR", "STATUS_MESSAGES", "integrate_many",
 ]
@@ -511,19 +511,32 @@ def _make_solver(dependency_hash):
     interpreter it calls changes (every call into tape_machine happens inside it)."""
 
     @_jit
-    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense):
+    def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+             times, rtol, atol_s, atol_v, max_steps, first_step, dense, gprog, gconsts, sides,
+             crossing_t, crossing_y):
+        """The integrator. With ``sides`` non-empty it also watches the outputs g of the tape
+        ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
+        the first step after which some g_j is nonzero with a sign other than ``sides[j]``:
+        then ``crossing_t`` = (t_old, t_new, 1) and ``crossing_y`` rows = y_old, y_new and the
+        8 stage vectors (the step's dense output, see :func:`dense_state`), and the output
+        rows after t_old are left nan."""
         if dependency_hash == -1:  # never true; makes the hash a closure variable
             rtol = rtol + 0.0
         n = y0.shape[0]
         m = params.shape[0]
         nt = times.shape[0]
         Y = np.full((nt, n), np.nan)
+        n_watch = sides.shape[0]
         # ---------------------------------------------------------------- validation
         if not _valid(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
                       dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
                       atol_v):
             return Y, _STATUS_BAD_INPUT, 0, 0
+        if n_watch > 0 and (gprog[H_NIN] != 1 + n + m or gprog[H_NOUT] != n_watch
+                            or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
+                            or crossing_y.shape[1] != n):
+            return Y, _STATUS_BAD_INPUT, 0, 0
+        crossing_t[2] = 0.0
         # ---------------------------------------------------------------- set-up
         zero = np.int64(0)
         ufprog = fprog.view(np.uint64)
@@ -541,6 +554,15 @@ def _make_solver(dependency_hash):
             run_tape(udprog, regd, zero, dprog[H_NFIXED])
         else:
             regd = np.zeros(1)
+        if n_watch > 0:
+            ugprog = gprog.view(np.uint64)
+            regg = _registers(gprog[H_NIN] + gprog[H_NCONST] + gprog[H_NINSTR], gprog[H_NIN],
+                              gconsts, params, n)
+            run_tape(ugprog, regg, zero, gprog[H_NFIXED])
+        else:
+            ugprog = gprog.view(np.uint64)
+            regg = np.zeros(1)
+        gval = np.empty(n_watch)
         f_k0 = fprog[H_NFIXED]
         f_k1 = fprog[H_NINSTR]
         j_k0 = jprog[H_NFIXED]
@@ -809,6 +831,24 @@ def _make_solver(dependency_hash):
                 nsing = 0
                 t_old = t
                 t = target if last else t + h
+                if n_watch > 0:
+                    _set_inputs(regg, t, y1)
+                    run_tape(ugprog, regg, gprog[H_NFIXED], gprog[H_NINSTR])
+                    tape_outputs(ugprog, regg, gval)
+                    crossed = False
+                    for j in range(n_watch):
+                        if (gval[j] > 0.0 and sides[j] < 0.0) or (gval[j] < 0.0 and sides[j] > 0.0):
+                            crossed = True   # (0 and nan are on no side: never a crossing)
+                    if crossed:
+                        crossing_t[0] = t_old
+                        crossing_t[1] = t
+                        crossing_t[2] = 1.0
+                        for i in range(n):
+                            crossing_y[0, i] = y[i]
+                            crossing_y[1, i] = y1[i]
+                            for st in range(8):
+                                crossing_y[2 + st, i] = K[st, i]
+                        break
                 # dense output for every output time in (t_old, t]
                 while iout < nt and times[iout] <= t:
                     to = times[iout]
@@ -842,13 +882,33 @@ def _make_solver(dependency_hash):
                 h = hnew
         return Y, status, nsteps, nfev
 
+    return core
+
+
+def _make_plain_solver(dependency_hash):
+    """The integrator watching nothing (:func:`integrate`). It calls the module's
+    ``_solve_watching`` as a global: numba keys a cached function on its closure variables'
+    pickles, and a dispatcher's pickle changes from one process to the next (a closure over the
+    core would be compiled anew in every process). Its machine code includes the core's, so
+    it keys on ``dependency_hash`` too."""
+
+    @_jit
+    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+              times, rtol, atol_s, atol_v, max_steps, first_step, dense):
+        if dependency_hash == -1:  # never true; makes the hash a closure variable
+            rtol = rtol + 0.0
+        return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+                    times, rtol, atol_s, atol_v, max_steps, first_step, dense,
+                    np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
+
     return solve
 
 
 if numba_available():
-    _solve = _make_solver(tape_source_hash())
+    _solve_watching = _make_solver(tape_source_hash())
+    _solve = _make_plain_solver(tape_source_hash())
 else:  # pragma: no cover
-    _solve = None
+    _solve = _solve_watching = None
 
 _EMPTY_I = np.zeros(HEADER, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float64)
@@ -918,6 +978,52 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
     return Y, status, n_steps, n_rhs
+
+
+def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol: float, watch, sides,
+                       max_steps: int = 100000, *, dfdt=None):
+    """:func:`integrate` that also watches the outputs g of the tape ``watch`` (inputs as
+    ``rhs``'s) and stops after the first accepted step at whose end some g_j is nonzero and on
+    the other side than ``sides[j]`` (+1 or -1). Returns ``(Y, status, crossing)``: ``Y`` as
+    from :func:`integrate` for the output times reached (nan after the stop), and ``crossing``
+    None or ``(t_old, t_new, y_old, y_new, K)``: the step over which the sign changed, whose
+    interpolant :func:`dense_state` gives y in between (for locating the root)."""
+    if _solve_watching is None:
+        raise ImportError("kinetics.numerics.rosenbrock.integrate_watching needs numba")
+    from .compile_notice import announce_compilation
+    announce_compilation(_solve_watching, "the stiff-integrator", 10)
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    params = np.ascontiguousarray(params, dtype=np.float64)
+    times = np.ascontiguousarray(times, dtype=np.float64)
+    sides = np.ascontiguousarray(sides, dtype=np.float64)
+    if dfdt is None:
+        tmode, dprog, dconsts = (2 if rhs.uses_input[0] else 0), _EMPTY_I, _EMPTY_F
+    else:
+        tmode, dprog, dconsts = 1, dfdt.prog, dfdt.consts
+    plan = jac.aux.get("lu_plan")
+    if plan is None or plan[0] != y0.shape[0]:
+        plan = lu_plan(jac, y0.shape[0])
+    crossing_t = np.zeros(3)
+    crossing_y = np.zeros((10, y0.shape[0]))
+    Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
+                                      params, float(t0), times, float(rtol), float(atol), _EMPTY_F, int(max_steps),
+                                      0.0, True, watch.prog, watch.consts, sides, crossing_t, crossing_y)
+    if status == _STATUS_BAD_INPUT:
+        if watch.n_inputs != rhs.n_inputs or watch.n_outputs != len(sides):
+            raise ValueError(f"the watch tape has {watch.n_inputs} inputs and {watch.n_outputs} outputs; expected "
+                             f"{rhs.n_inputs} inputs (as the rhs) and {len(sides)} outputs (one per side)")
+        raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, float(atol), _EMPTY_F))
+    if crossing_t[2] == 0:
+        return Y, status, None
+    return Y, status, (float(crossing_t[0]), float(crossing_t[1]), crossing_y[0].copy(), crossing_y[1].copy(),
+                       crossing_y[2:].copy())
+
+
+def dense_state(t, t_old, t_new, y_old, y_new, K) -> np.ndarray:
+    """The Rodas5P interpolant of one step (t_old -> t_new with stages K (8, n)) at time t."""
+    theta = (t - t_old) / (t_new - t_old)
+    q1, q2, q3 = TH @ K
+    return (1.0 - theta) * y_old + theta * (y_new + (1.0 - theta) * (q1 + theta * (q2 + theta * q3)))
 
 
 if numba_available():

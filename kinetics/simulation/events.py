@@ -212,6 +212,7 @@ class EventRunner:
         self._gs = gs
         self._g_many = None        # the atoms over arrays of points (exact affine path), built on first use
         self._sensitivity = None   # derivatives of atoms and assignments, built on first use
+        self._watch = None         # the atoms as a tape for the compiled integrator, built on first use
 
     # ----------------------------------------------------------------- triggers
     def _atom_values(self, t, x, p):
@@ -317,7 +318,97 @@ class EventRunner:
             return self._advance_clock(memory, x, p, u, t_start, t_end, out_times, rtol, atol, still.all(), method)
         if self.compiled.affine and method != "numerical":
             return self._advance_affine(memory, x, p, u, t_start, t_end, out_times, rtol, atol)
+        if self._watch_tape() is not None:
+            return self._advance_compiled(memory, x, p, u, t_start, t_end, out_times, rtol, atol)
         return self._advance_numerical(memory, x, p, u, t_start, t_end, out_times, rtol, atol)
+
+    def _watch_tape(self):
+        """The atoms' root functions as a tape for the compiled integrator (inputs t, x, p, u),
+        or None without numba (or for an expression the tapes cannot hold): then scipy's Radau."""
+        if self._watch is None:
+            self._watch = False
+            if self.compiled.integrator_tapes() is not None:
+                from ..codegen.tape import Tape
+                x, p = self._args
+                u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n)]
+                try:
+                    self._watch = Tape.from_exprs(self._gs, [TIME, *x, *p, *u], n_varying=1 + self.n)
+                except ValueError:
+                    pass
+        return self._watch or None
+
+    def _advance_compiled(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
+        """:meth:`advance` by the compiled Rodas5P integrator, which stops after the first step
+        over which an atom changes sign (:func:`~kinetics.numerics.rosenbrock.integrate_watching`);
+        the crossing is located by Brent's method on that step's dense output, the events fire
+        and the integration restarts there."""
+        from ..numerics.rosenbrock import STATUS_MESSAGES, STATUS_NONFINITE, dense_state, integrate_watching
+        rhs, jac, dfdt = self.compiled.integrator_tapes()
+        watch = self._watch_tape()
+        out_times = np.asarray(out_times, dtype=float)
+        m = len(out_times)
+        X = np.empty((m, self.n))
+        P = np.empty((m, len(p)))
+        x = np.array(x, dtype=float)
+        p = np.array(p, dtype=float)
+        inflow = np.zeros(self.n) if u is None else np.asarray(u, dtype=float)
+        t = float(t_start)
+        k = 0
+        while k < m and out_times[k] <= t:
+            X[k], P[k] = x, p
+            k += 1
+        while t < t_end:
+            times = np.append(out_times[k:], t_end)
+            Y, status, crossing = integrate_watching(rhs, jac, x, np.concatenate([p, inflow]), t, times, rtol, atol,
+                                                     watch, np.asarray(memory.sides, dtype=float), dfdt=dfdt)
+            if status != 0:
+                reached = t if crossing is None else crossing[0]
+                if status == STATUS_NONFINITE:
+                    raise SolverError(f"the solution is not finite (it overflowed) after t={reached:g}")
+                raise SolverError(f"the integrator failed after t={reached:g}: {STATUS_MESSAGES.get(status, status)}")
+            if crossing is None:
+                X[k:], P[k:] = Y[:-1], p
+                return X, P, np.array(Y[-1], dtype=float), p
+            t_old, t_new, y_old, y_new, stages = crossing
+            done = int(np.searchsorted(times, t_old, side="right"))   # rows the integrator filled
+            done = min(done, m - k)
+            X[k:k + done], P[k:k + done] = Y[:done], p
+            k += done
+            g_old = self._atom_values(t_old, y_old, p)
+            g_new = self._atom_values(t_new, y_new, p)
+            xtol = 1e-13 * max(1.0, abs(t_new))
+            roots = {}
+            for j in range(len(self.atoms)):
+                if g_new[j] == 0 or (g_new[j] > 0) == (memory.sides[j] > 0):
+                    continue
+                if g_old[j] != 0 and (g_old[j] > 0) == (g_new[j] > 0):
+                    roots[j] = t_old  # already on the new side at the start of the step
+                else:
+                    def gj(tt, j=j):
+                        return self._atom_values(tt, dense_state(tt, t_old, t_new, y_old, y_new, stages), p)[j]
+                    roots[j] = _brent(gj, t_old, t_new, g_old[j], g_new[j], xtol)
+            crossing_atom = min(roots, key=roots.get)
+            t_star = roots[crossing_atom]
+            while k < m and out_times[k] < t_star - 4 * xtol:
+                X[k], P[k] = dense_state(out_times[k], t_old, t_new, y_old, y_new, stages), p
+                k += 1
+            if k < m and abs(out_times[k] - t_star) <= 4 * xtol:
+                t_star = float(out_times[k])   # an output time within the location tolerance is the event time
+            x_star = y_new if t_star == t_new else dense_state(t_star, t_old, t_new, y_old, y_new, stages)
+            pinned = [False] * len(self.atoms)
+            for j, r in roots.items():
+                if r <= t_star + 4 * xtol:
+                    pinned[j] = True
+                    memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
+            x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing_atom)
+            t = t_star
+            while k < m and out_times[k] <= t:
+                X[k], P[k] = x, p
+                k += 1
+        while k < m:
+            X[k], P[k] = x, p
+            k += 1
+        return X, P, x, p
 
     def _advance_numerical(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
         """:meth:`advance` by scipy's Radau, stepped from here, crossings located on its dense output."""
