@@ -557,8 +557,9 @@ _STATUS = {
 
 def warm_up() -> float:
     """Compile (or load from numba's disk cache) every compiled kernel on tiny problems: the
-    exact affine path (real and complex spectra), the Rosenbrock integrator and its tape
-    interpreter, and the trust-region solver of the fits. Returns the seconds taken. ``make``
+    exact affine path (real and complex spectra), the Rosenbrock integrator (also watching
+    a trigger, for triggered events) and its tape interpreter, and the trust-region solver of
+    the fits. Returns the seconds taken. ``make``
     runs this once after installing, so that a user's first simulation does not pay the
     one-off machine-code compilation; without numba it only warms the numpy paths."""
     import time
@@ -580,6 +581,11 @@ def warm_up() -> float:
     t, x, k = sp.symbols("t x k")
     rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
     rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    # the same integrator watching a trigger (models with triggered events): its own cache entry
+    from ..codegen.tape import Tape
+    watch = Tape.from_exprs([x - 0.5], [t, x, k], n_varying=2)
+    rosenbrock.integrate_watching(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([1.0]), 1e-6, 1e-9, watch,
+                                  np.array([1.0]))
     # the trust-region kernels, with and without bounds and x_scale (their specializations)
     B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     b = np.array([1.0, 2.0, 3.0])
