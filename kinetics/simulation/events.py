@@ -1,20 +1,51 @@
 """Triggered events: integration that stops where a trigger turns true, fires, and goes on.
 
 A trigger is a boolean combination of comparisons ("atoms") ``lhs OP rhs``; each atom has the
-root function g = lhs - rhs of (t, x, p). The integrator (scipy's Radau, driven step by step
-with its analytic Jacobian) watches the sign of every g after each step; where one changes,
-the crossing is located on the step's dense output by Brent's method (to about 1e-13 in t,
-well inside the integrator's own tolerance), the state there is taken, and the triggers are
-re-evaluated with the crossed atoms on their new side. Events whose trigger went from false
-to true fire in file order, each computing its assignments from the values just before it;
-triggers made true by those assignments fire in the same instant (a cascade, bounded by
-:data:`MAX_CASCADE`). Output times at the event time report the values after the event.
+root function g = lhs - rhs of (t, x, p). The states are advanced until some g changes sign;
+the crossing is located by Brent's method (to about 1e-13 in t), the state there is taken, and
+the triggers are re-evaluated with the crossed atoms on their new side. Events whose trigger
+went from false to true fire in file order, each computing its assignments from the values
+just before it; triggers made true by those assignments fire in the same instant (a cascade,
+bounded by :data:`MAX_CASCADE`). Output times at the event time report the values after the
+event.
 
-When every atom is a "clock atom" (linear in t and in states that move at a constant rate, as
-in ``t >= 5`` or ``t - reset >= 0.01``), no root is searched for: each crossing time is computed
-from the atom's value and slope, and the states are advanced to it by the model's own solver
-(exact for affine models, the compiled integrator otherwise). Models that fire thousands of
-timed events (SBML test 00953: 10 000) run in a fraction of a second this way.
+How the states are advanced between events, in order of preference:
+
+* **Clock atoms** (every atom linear in t and in states that move at a constant rate, as in
+  ``t >= 5`` or ``t - reset >= 0.01``): each crossing time is computed from the atom's value
+  and slope, no root is searched for, and the states are advanced to it by the model's own
+  solver (exact for affine models). Models that fire thousands of timed events (SBML test
+  00953: 10 000) run in a fraction of a second this way.
+* **Affine models** (dx/dt = A(p) x + b(p) + u): the exact solution
+  (:func:`~kinetics.numerics.linear.solve_affine`). The atoms are watched on a grid that
+  resolves every mode of A while it matters (:func:`sample_offsets`), and a sign change is
+  located by Brent's method on the exact solution: a one-pool decay k from x0 crosses thr at
+  ln(x0 / thr) / k to rounding.
+* **Other models**: the compiled Rodas5P integrator watching the atoms
+  (:func:`~kinetics.numerics.rosenbrock.integrate_watching`): it stops after the first step
+  over which an atom changes sign, and the root is located on that step's dense output (order
+  4, well inside the integrator's tolerance). Without numba, scipy's Radau stepped from here
+  with its dense output plays that part (about 100 times slower).
+
+**Sensitivities** (fits of parameters in triggers, assignments and dynamics; ``simulate(...,
+sensitivities=...)``) are exact forward sensitivities carried through each event by the jump
+conditions. The run of the states logs what fired when (:attr:`_Memory.log`); the schedule
+then replays it with the state-and-sensitivity system integrated from event to event
+(exactly for affine models) and, at each event time tau located on the crossing of atom g,
+
+    dtau/dtheta = -(g_x S- + g_p D) / (g_x f- + g_t)          (0 at a fixed time)
+    S+ = h_x S- + h_p D + (h_x f- + h_t - f+) dtau/dtheta
+    D+ = hp_x S- + hp_p D + (hp_x f- + hp_t) dtau/dtheta
+
+with S = dx/dtheta, D = dp/dtheta (parameters changed by events carry their own), x+ = h(t,
+x-, p) and p+ = hp(t, x-, p) the event's assignments (identity for what it does not assign),
+f-, f+ = dx/dt just before and after; cascades compose these maps in firing order at one
+tau (:meth:`EventRunner.crossing_derivative`, :meth:`EventRunner.assign_with_sensitivities`,
+``Schedule._replay_with_sensitivities``). A trigger that reaches its threshold with zero rate
+of change (g_x f- + g_t = 0) has no event-time derivative: that run raises SolverError.
+Derivatives of step functions in triggers or assignments are taken as 0; a ``piecewise`` in a
+*rate* whose condition switches between events is not an event, and the sensitivities do not
+jump there (as without events).
 
 Semantics follow DESIGN.md "The general form": a trigger already true at the start does not
 fire unless the event has ``fire_at_start``; a non-persistent event whose trigger is false

@@ -4,7 +4,8 @@ A simulation is split into segments at every discontinuity (bolus dose, start or
 infusion, event). Within a segment inputs and parameters are constant, so the exact affine
 solution or the stiff integrator applies unchanged, and each discontinuity is met exactly.
 States are right-continuous: an output time equal to a dose time shows the state just after
-the dose. Sensitivities follow through every segment by the chain rule.
+the dose. Sensitivities follow through every segment by the chain rule, and through triggered
+events by the jump conditions (:mod:`kinetics.simulation.events`).
 
 :class:`Schedule` is the reusable plan (fitting builds one per condition and runs it for
 every new parameter vector); :func:`simulate` is the one-call interface.
