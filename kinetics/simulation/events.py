@@ -140,11 +140,18 @@ def sample_offsets(A, span) -> np.ndarray | None:
 
 
 def _brent(f, a, b, fa, fb, xtol):
-    """Root of f in [a, b] (fa, fb of opposite signs) by scipy's brentq."""
+    """Root of f in [a, b] (fa, fb of opposite signs) by scipy's brentq. fa, fb may come from
+    another evaluation of the same function (an array of points, the integrator's tape); where
+    f itself disagrees in the last bits right at a root, the end already on fb's side is it."""
     from scipy.optimize import brentq
     if fa == 0:
         return a
     if fb == 0:
+        return b
+    fa, fb_own = f(a), f(b)
+    if fa == 0 or (fa > 0) == (fb > 0):
+        return a
+    if fb_own == 0 or (fb_own > 0) != (fb > 0):
         return b
     return brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
 
@@ -418,6 +425,14 @@ class EventRunner:
                     def gj(tt, j=j):
                         return self._atom_values(tt, dense_state(tt, t_old, t_new, y_old, y_new, stages), p)[j]
                     roots[j] = _brent(gj, t_old, t_new, g_old[j], g_new[j], xtol)
+            if not roots:
+                # the tape saw a sign change that the generated functions do not (last bits, at
+                # a root): go on from the end of the step
+                while k < m and out_times[k] <= t_new:
+                    X[k], P[k] = dense_state(out_times[k], t_old, t_new, y_old, y_new, stages), p
+                    k += 1
+                x, t = np.array(y_new, dtype=float), t_new
+                continue
             crossing_atom = min(roots, key=roots.get)
             t_star = roots[crossing_atom]
             while k < m and out_times[k] < t_star - 4 * xtol:
