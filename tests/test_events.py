@@ -176,7 +176,7 @@ def test_affine_events_match_the_radau_reference():
         "flows": {"x_up": {"to": "X", "rate": "V"}, "v_up": {"to": "V", "rate": "-w**2 * X - c * V"}},
         "events": {"kick": {"trigger": "X < thr", "assign": {"X": "X + 0.3", "c": "c / 2"}}},
     })
-    t = np.linspace(0, 6, 61)
+    t = np.linspace(0, 1.5, 31)
     sim = simulate(m, t)
     assert sim.method == "exact"
     state = {"c": 0.5}
@@ -189,8 +189,7 @@ def test_affine_events_match_the_radau_reference():
         return [y[0] + 0.3, y[1]]
     ref = radau(rhs, [1, 0], t, events=[(lambda _, y: -0.58 - y[0], kick)])
     np.testing.assert_allclose(sim.states, ref, rtol=1e-8, atol=1e-9)
-    fired = fired_times(m, t)
-    assert len(fired) >= 2
+    assert len(fired_times(m, t)) >= 2
     # the integrator's path (scipy Radau stepped by the event runner) agrees
     numerical = simulate(m, t, method="numerical", rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(numerical.states, sim.states, rtol=1e-7, atol=1e-8)
