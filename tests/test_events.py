@@ -156,6 +156,21 @@ def test_receptor_uptake_sensitivities_match_finite_differences():
     assert worst_disagreement(m, t, ["k_on", "f_desens", "q_desens", "s_R"]) <= 2e-5
 
 
+def test_without_the_compiled_integrator_scipy_radau_gives_the_same_run(monkeypatch):
+    # no numba (or a trigger the tapes cannot hold): the runner steps scipy's Radau instead
+    from kinetics.simulation.events import EventRunner
+    m = Model.from_dict(HARVEST)
+    t = np.linspace(0, 6, 13)
+    compiled = simulate(m, t, sensitivities=["r", "cap"], rtol=1e-9, atol=1e-11)
+    fired = fired_times(m, t)
+    monkeypatch.setattr(EventRunner, "_watch_tape", lambda self: None)
+    radau_run = simulate(m, t, sensitivities=["r", "cap"], rtol=1e-9, atol=1e-11)
+    assert [name for _, name in fired_times(m, t)] == [name for _, name in fired] and len(fired) >= 2
+    np.testing.assert_allclose([time for time, _ in fired_times(m, t)], [time for time, _ in fired], rtol=1e-7)
+    np.testing.assert_allclose(radau_run.states, compiled.states, rtol=1e-6)
+    np.testing.assert_allclose(radau_run.sensitivities, compiled.sensitivities, rtol=1e-5, atol=1e-8)
+
+
 # ------------------------------------------------ exact solution between state-triggered events
 def test_one_pool_decay_crosses_its_threshold_at_the_exact_time():
     m = Model.from_dict(REFILL)

@@ -140,10 +140,9 @@ def sample_offsets(A, span) -> np.ndarray | None:
 
 
 def _brent(f, a, b, fa, fb, xtol):
-    """Root of f in [a, b] (fa, fb of opposite signs) by scipy's brentq. fa, fb may come from
+    """Root of f in [a, b] (fa, fb of opposite signs) by Brent's method. fa, fb may come from
     another evaluation of the same function (an array of points, the integrator's tape); where
     f itself disagrees in the last bits right at a root, the end already on fb's side is it."""
-    from scipy.optimize import brentq
     if fa == 0:
         return a
     if fb == 0:
@@ -153,7 +152,45 @@ def _brent(f, a, b, fa, fb, xtol):
         return a
     if fb_own == 0 or (fb_own > 0) != (fb > 0):
         return b
-    return brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
+    return _brentq(f, a, b, fa, fb_own, xtol)
+
+
+def _brentq(f, a, b, fa, fb, xtol, rtol=4 * np.finfo(float).eps, maxiter=200):
+    """Brent's method (R. P. Brent, *Algorithms for Minimization without Derivatives*, 1973,
+    ch. 4: inverse quadratic interpolation, secant or bisection, always bracketing) in the form
+    of scipy's ``brentq``, here so that the first event simulation does not import
+    scipy.optimize (0.5-0.8 s). f(a) = fa and f(b) = fb have opposite signs; returns x with the
+    root within xtol + rtol |x|."""
+    x_pre, x_cur, f_pre, f_cur = a, b, fa, fb
+    x_blk = f_blk = s_pre = s_cur = 0.0
+    for _ in range(maxiter):
+        if f_pre != 0 and f_cur != 0 and (f_pre > 0) != (f_cur > 0):
+            x_blk, f_blk = x_pre, f_pre       # the bracket is [x_cur, x_blk]
+            s_pre = s_cur = x_cur - x_pre
+        if abs(f_blk) < abs(f_cur):           # x_cur: the better end
+            x_pre, x_cur, x_blk = x_cur, x_blk, x_cur
+            f_pre, f_cur, f_blk = f_cur, f_blk, f_cur
+        delta = (xtol + rtol * abs(x_cur)) / 2
+        s_bis = (x_blk - x_cur) / 2
+        if f_cur == 0 or abs(s_bis) < delta:
+            return x_cur
+        if abs(s_pre) > delta and abs(f_cur) < abs(f_pre):
+            if x_pre == x_blk:                # secant
+                s_try = -f_cur * (x_cur - x_pre) / (f_cur - f_pre)
+            else:                             # inverse quadratic interpolation
+                d_pre = (f_pre - f_cur) / (x_pre - x_cur)
+                d_blk = (f_blk - f_cur) / (x_blk - x_cur)
+                s_try = -f_cur * (f_blk * d_blk - f_pre * d_pre) / (d_blk * d_pre * (f_blk - f_pre))
+            if 2 * abs(s_try) < min(abs(s_pre), 3 * abs(s_bis) - delta):
+                s_pre, s_cur = s_cur, s_try   # accept the interpolation
+            else:
+                s_pre = s_cur = s_bis         # bisect
+        else:
+            s_pre = s_cur = s_bis
+        x_pre, f_pre = x_cur, f_cur
+        x_cur += s_cur if abs(s_cur) > delta else (delta if s_bis > 0 else -delta)
+        f_cur = f(x_cur)
+    return x_cur
 
 
 def _floats(v) -> list:
@@ -365,14 +402,14 @@ class EventRunner:
         or None without numba (or for an expression the tapes cannot hold): then scipy's Radau."""
         if self._watch is None:
             self._watch = False
-            if self.compiled.integrator_tapes() is not None:
-                from ..codegen.tape import Tape
-                x, p = self._args
-                u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n)]
-                try:
+            try:
+                if self.compiled.integrator_tapes() is not None:
+                    from ..codegen.tape import Tape
+                    x, p = self._args
+                    u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n)]
                     self._watch = Tape.from_exprs(self._gs, [TIME, *x, *p, *u], n_varying=1 + self.n)
-                except ValueError:
-                    pass
+            except ValueError:   # a function the tapes do not hold
+                self._watch = False
         return self._watch or None
 
     def _advance_compiled(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
@@ -654,6 +691,8 @@ class EventRunner:
             A, b = self.compiled.affine_matrices(p)
             if u is not None:
                 b = b + np.asarray(u, dtype=float)
+            if not (np.isfinite(A).all() and np.isfinite(b).all()):
+                raise SolverError(f"the rate coefficients or inflows are not finite after t={t:g}")
             t_seg, x_seg = t, x
 
             def exact(taus, A=A, b=b, x_seg=x_seg, t_seg=t_seg):
