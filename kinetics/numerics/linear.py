@@ -24,7 +24,7 @@ from scipy.linalg import expm
 from scipy.linalg.lapack import dgecon as _dgecon, dgeev as _dgeev, dgetrf as _dgetrf, dgetrs as _dgetrs, dlange as _dlange
 from scipy.linalg.lapack import zgecon as _zgecon, zgetrf as _zgetrf, zgetrs as _zgetrs, zlange as _zlange
 
-__all__ = ["solve_affine", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
+__all__ = ["solve_affine", "affine_solution", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
 
 #: Above this condition number of the eigenvector matrix the expm path is used instead.
 MAX_EIGEN_CONDITION = 1e5
@@ -307,3 +307,39 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
 
 #: Public name of :func:`_eigen` ((lam, V, Vinv) of A, or None when V is ill-conditioned).
 eigen_decomposition = _eigen
+
+
+def affine_solution(A, b, x0):
+    """The solution of x' = A x + b from x(0) = x0 as a callable ``taus (m,) -> X (m, n)`` (taus
+    >= 0), for callers that evaluate one solution at many scattered times (root finding on it).
+    With a well-conditioned eigendecomposition it is computed once and each call costs a few
+    numpy operations, x(tau) = V (e^{lam tau} c + tau e[lam tau, 0] d) with c = V^-1 x0,
+    d = V^-1 b; otherwise each call is :func:`solve_affine` (the matrix exponential)."""
+    A = np.asarray(A, dtype=float)
+    b = np.asarray(b, dtype=float)
+    x0 = np.asarray(x0, dtype=float)
+    eig = _eigen(A)
+    if eig is None:
+        def stepped(taus):
+            taus = np.atleast_1d(np.asarray(taus, dtype=float))
+            order = np.argsort(taus, kind="stable")     # the exponentials step from time to time
+            X = np.empty((len(taus), len(x0)))
+            X[order] = solve_affine(A, b, x0, taus[order], method="expm")[0]
+            return X
+        return stepped
+    lam, V, Vinv = eig
+    c, d = Vinv @ x0, Vinv @ b
+    zero = lam == 0
+    safe = np.where(zero, 1, lam)
+    growth = lam.real.max() > 0
+
+    def at(taus):
+        taus = np.atleast_1d(np.asarray(taus, dtype=float))
+        z = taus[:, None] * lam[None, :]
+        if growth:
+            e10 = dd1(z, np.zeros_like(z)) * taus[:, None]
+        else:
+            e10 = np.where(zero, taus[:, None], np.expm1(z) / safe)
+        X = (np.exp(z) * c + e10 * d) @ V.T
+        return X.real if np.iscomplexobj(X) else X
+    return at

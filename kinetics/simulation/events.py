@@ -368,8 +368,8 @@ class EventRunner:
                 x, p = x.copy(), p.copy()
                 for (kind, k), v in zip(targets, new):
                     (x if kind == "x" else p)[k] = float(v)
-                memory.fired.append((t, event.name))
-                memory.log.append(("fire", t, i, crossing))
+                memory.fired.append((float(t), event.name))
+                memory.log.append(("fire", float(t), i, crossing))
                 g_new = self._atom_values(t, x, p)
                 for j in range(len(self.atoms)):
                     if g_new[j] != g[j]:      # the assignments moved this atom: judge it by value again
@@ -674,7 +674,7 @@ class EventRunner:
         states come from the exact solution (:func:`~kinetics.numerics.linear.solve_affine`),
         crossings are bracketed on a grid that resolves every mode of A (:func:`sample_offsets`)
         and located by Brent's method on the exact solution."""
-        from ..numerics.linear import solve_affine
+        from ..numerics.linear import affine_solution
         out_times = np.asarray(out_times, dtype=float)
         m = len(out_times)
         X = np.empty((m, self.n))
@@ -693,10 +693,11 @@ class EventRunner:
                 b = b + np.asarray(u, dtype=float)
             if not (np.isfinite(A).all() and np.isfinite(b).all()):
                 raise SolverError(f"the rate coefficients or inflows are not finite after t={t:g}")
-            t_seg, x_seg = t, x
+            t_seg, solution = t, affine_solution(A, b, x)
 
-            def exact(taus, A=A, b=b, x_seg=x_seg, t_seg=t_seg):
-                states = solve_affine(A, b, x_seg, np.asarray(taus, dtype=float))[0]
+            def exact(taus, solution=solution, t_seg=t_seg):
+                with np.errstate(all="ignore"):
+                    states = solution(taus)
                 if not np.isfinite(states).all():
                     raise SolverError(f"the exact solution overflowed after t={t_seg:g}")
                 return states
