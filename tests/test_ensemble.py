@@ -139,6 +139,10 @@ def test_plot_draws_median_and_band():
     ax = ensemble.plot()
     assert [line.get_label().split(" [")[0] for line in ax.get_lines()] == ["plasma_conc", "secretion_flux"]
     assert len(ax.collections) == 2
+    assert ax.get_xlabel() == f"time [{model.time_unit}]" and ax.get_ylabel() == "value"
+    plt.close(ax.figure)
+    ax = ensemble.plot(["plasma"])
+    assert ax.get_ylabel() == f"plasma [{ensemble.units['plasma']}]"
     plt.close(ax.figure)
 
 

@@ -221,15 +221,15 @@ class CompiledModel:
         # initial values x0(p) and their derivatives
         x0 = sp.Matrix(sym.initial)
         self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object), label="the initial values")
-        self._dx0 = (_SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
+        self._dx0 = (_SparseArray(self._p_args, np.array(_jacobian(x0, p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
                      if P and any(x0) else None)
         # observables h(t, x, p)
         obs = sp.Matrix(list(sym.observables.values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
         vec_args = [TIME, x, p]
         self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
-        self._dobs_dx = _VectorArray(vec_args, np.array(obs.jacobian(x), dtype=object).reshape(len(obs), n)) if len(obs) else None
-        self._dobs_dp = _VectorArray(vec_args, np.array(obs.jacobian(p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
+        self._dobs_dx = _VectorArray(vec_args, np.array(_jacobian(obs, x), dtype=object).reshape(len(obs), n)) if len(obs) else None
+        self._dobs_dp = _VectorArray(vec_args, np.array(_jacobian(obs, p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
         self.affine_observables = _AffineSeries.build(self._p_args, obs, x, p)
         if self.affine:
             zero = {s: 0 for s in x}

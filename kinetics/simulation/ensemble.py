@@ -126,6 +126,9 @@ class Ensemble:
             line, = ax.plot(self.times, curve[0.5], label=f"{name} [{unit}]" if unit else name)
             ax.fill_between(self.times, curve[lo], curve[hi], color=line.get_color(), alpha=0.25, lw=0)
         ax.set_xlabel(f"time [{self.time_unit}]" if self.time_unit else "time")
+        units = {self.units.get(name) for name in names}
+        label = names[0] if len(names) == 1 else "value"
+        ax.set_ylabel(f"{label} [{units.pop()}]" if len(units) == 1 and None not in units else label)
         ax.set_title(f"{self.model_name}: median and {100 * (hi - lo):g}% band of {int((~self.failed).sum())} sets")
         if logy:
             ax.set_yscale("log")
@@ -441,8 +444,11 @@ def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=
     observables : list of observable names to return (default: all); compartments are always returned.
     rtol, atol : tolerances of the numerical path (the affine path is exact).
 
-    Returns an :class:`Ensemble`. Sets that fail are NaN and marked in ``Ensemble.failed``
-    (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
+    Returns
+    -------
+    Ensemble
+        Values of every set at ``times``. Sets that fail are NaN and marked in
+        ``Ensemble.failed`` (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
     """
     from ..model.core import Model, load_model
 
