@@ -50,6 +50,13 @@ Time-dependent right-hand sides
     ``eps**(1/3) * max(h, eps**(1/3) * |t|)`` (two more rhs evaluations per step).
     Integrate piecewise across discontinuities in ``t`` (doses, switches): restart there.
 
+Watching (triggered events)
+    :func:`integrate_watching` also evaluates a tape of functions g after every accepted step
+    and stops after the first step at whose end some g_j has left its declared side; it returns
+    that step (both ends and the 8 stage vectors) so that the caller locates the root on the
+    step's interpolant (:func:`dense_state`). :func:`integrate` is the same kernel watching
+    nothing.
+
 Status codes: see the ``STATUS_*`` constants and :data:`STATUS_MESSAGES`. On failure the rows
 of ``Y`` for output times not reached are nan.
 """
