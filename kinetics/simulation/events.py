@@ -449,49 +449,63 @@ class EventRunner:
             done = min(done, m - k)
             X[k:k + done], P[k:k + done] = Y[:done], p
             k += done
-            g_old = self._atom_values(t_old, y_old, p)
+            def interpolate(tt, step=(t_old, t_new, y_old, y_new, stages)):
+                return dense_state(tt, *step)
             g_new = self._atom_values(t_new, y_new, p)
-            xtol = 1e-13 * max(1.0, abs(t_new))
-            roots = {}
-            for j in range(len(self.atoms)):
-                if g_new[j] == 0 or (g_new[j] > 0) == (memory.sides[j] > 0):
-                    continue
-                if g_old[j] != 0 and (g_old[j] > 0) == (g_new[j] > 0):
-                    roots[j] = t_old  # already on the new side at the start of the step
-                else:
-                    def gj(tt, j=j):
-                        return self._atom_values(tt, dense_state(tt, t_old, t_new, y_old, y_new, stages), p)[j]
-                    roots[j] = _brent(gj, t_old, t_new, g_old[j], g_new[j], xtol)
-            if not roots:
+            fired = self._fire_first_crossing(memory, p, t_old, t_new, self._atom_values(t_old, y_old, p), g_new,
+                                              y_new, interpolate, out_times, k, X, P)
+            if fired is None:
                 # the tape saw a sign change that the generated functions do not (last bits, at
                 # a root): go on from the end of the step
                 while k < m and out_times[k] <= t_new:
-                    X[k], P[k] = dense_state(out_times[k], t_old, t_new, y_old, y_new, stages), p
+                    X[k], P[k] = interpolate(out_times[k]), p
                     k += 1
                 x, t = np.array(y_new, dtype=float), t_new
                 continue
-            crossing_atom = min(roots, key=roots.get)
-            t_star = roots[crossing_atom]
-            while k < m and out_times[k] < t_star - 4 * xtol:
-                X[k], P[k] = dense_state(out_times[k], t_old, t_new, y_old, y_new, stages), p
-                k += 1
-            if k < m and abs(out_times[k] - t_star) <= 4 * xtol:
-                t_star = float(out_times[k])   # an output time within the location tolerance is the event time
-            x_star = y_new if t_star == t_new else dense_state(t_star, t_old, t_new, y_old, y_new, stages)
-            pinned = [False] * len(self.atoms)
-            for j, r in roots.items():
-                if r <= t_star + 4 * xtol:
-                    pinned[j] = True
-                    memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
-            x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing_atom)
-            t = t_star
-            while k < m and out_times[k] <= t:
-                X[k], P[k] = x, p
-                k += 1
+            x, p, t, k = fired
         while k < m:
             X[k], P[k] = x, p
             k += 1
         return X, P, x, p
+
+    def _fire_first_crossing(self, memory, p, t_old, t_new, g_old, g_new, y_new, interpolate, out_times, k, X, P):
+        """Within the step (t_old, t_new], whose end has atoms on a side other than ``memory``'s:
+        locate each crossing by Brent's method on the step's interpolant ``interpolate(t)``,
+        write the output rows before the earliest one, fire the events there and write the
+        rows at its time. Returns ``(x, p, t, k)`` after the events (k the next output row), or
+        None when no atom's generated function changes sign over the step."""
+        xtol = 1e-13 * max(1.0, abs(t_new))
+        roots = {}
+        for j in range(len(self.atoms)):
+            if g_new[j] == 0 or (g_new[j] > 0) == (memory.sides[j] > 0):
+                continue
+            if g_old[j] != 0 and (g_old[j] > 0) == (g_new[j] > 0):
+                roots[j] = t_old  # already on the new side at the start of the step
+            else:
+                def gj(tt, j=j):
+                    return self._atom_values(tt, interpolate(tt), p)[j]
+                roots[j] = _brent(gj, t_old, t_new, g_old[j], g_new[j], xtol)
+        if not roots:
+            return None
+        m = len(out_times)
+        crossing_atom = min(roots, key=roots.get)
+        t_star = roots[crossing_atom]
+        while k < m and out_times[k] < t_star - 4 * xtol:
+            X[k], P[k] = interpolate(out_times[k]), p
+            k += 1
+        if k < m and abs(out_times[k] - t_star) <= 4 * xtol:
+            t_star = float(out_times[k])   # an output time within the location tolerance is the event time
+        x_star = y_new if t_star == t_new else interpolate(t_star)
+        pinned = [False] * len(self.atoms)
+        for j, r in roots.items():
+            if r <= t_star + 4 * xtol:
+                pinned[j] = True
+                memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
+        x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing_atom)
+        while k < m and out_times[k] <= t_star:
+            X[k], P[k] = x, p
+            k += 1
+        return x, p, t_star, k
 
     def _advance_numerical(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
         """:meth:`advance` by scipy's Radau, stepped from here, crossings located on its dense output."""
@@ -546,37 +560,8 @@ class EventRunner:
                             memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
                     t_prev, g_prev = t_new, g_new
                     continue
-                # locate the earliest crossing on the step's interpolant
-                dense = solver.dense_output()
-                xtol = 1e-13 * max(1.0, abs(t_new))
-                roots = {}
-                for j in crossed:
-                    def gj(tt, j=j):
-                        return self._atom_values(tt, dense(tt), p)[j]
-                    a_val = g_prev[j]
-                    if a_val != 0 and (a_val > 0) == (g_new[j] > 0):
-                        roots[j] = t_prev  # already on the new side at the start of the step
-                    else:
-                        roots[j] = _brent(gj, t_prev, t_new, a_val, g_new[j], xtol)
-                crossing = min(roots, key=roots.get)
-                t_star = roots[crossing]
-                # an output time within the location tolerance is the event time
-                while k < m and out_times[k] < t_star - 4 * xtol:
-                    X[k], P[k] = dense(out_times[k]), p
-                    k += 1
-                if k < m and abs(out_times[k] - t_star) <= 4 * xtol:
-                    t_star = float(out_times[k])
-                x_star = y_new if t_star == t_new else dense(t_star)
-                pinned = [False] * len(self.atoms)
-                for j, r in roots.items():
-                    if r <= t_star + 4 * xtol:
-                        pinned[j] = True
-                        memory.sides[j] = 1.0 if g_new[j] > 0 else -1.0
-                x, p = self.fire(memory, t_star, np.array(x_star, dtype=float), p, pinned, crossing)
-                t = t_star
-                while k < m and out_times[k] <= t:
-                    X[k], P[k] = x, p
-                    k += 1
+                x, p, t, k = self._fire_first_crossing(memory, p, t_prev, t_new, g_prev, g_new, y_new,
+                                                       solver.dense_output(), out_times, k, X, P)
                 restarted = True
                 break
             if not restarted:
