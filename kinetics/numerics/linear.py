@@ -8,8 +8,9 @@ Two methods, chosen per call:
   e[z_i, z_j, 0] with z = lam * t, evaluated stably (see :func:`dd1`, :func:`dd2_zero`).
   Zero eigenvalues (sinks that only accumulate) need no special case. Used when the
   eigenvector matrix is well conditioned (kappa_1(V) <= :data:`MAX_EIGEN_CONDITION`).
-* **Matrix exponential** of the augmented matrix [[A, b], [0, 0]] (scipy's scaling and squaring
-  Padé ``expm``), stepping from one output time to the next and reusing the exponential of
+* **Matrix exponential** of the augmented matrix [[A, b], [0, 0]] (scaling and squaring with
+  Padé approximants: scipy's ``expm``, or its algorithm compiled in :mod:`.linear_kernel` when
+  numba is there), stepping from one output time to the next and reusing the exponential of
   repeated step lengths. Exact to rounding whatever the non-normality (defective or nearly
   defective A: equal rates in a chain, long non-normal chains). Sensitivities use the block
   matrix [[A, 0, b], [dA, A, db], [0, 0, 0]] per direction.
@@ -194,6 +195,12 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
     else:   # real spectrum: real arithmetic (only this kernel compiles for most models)
         ok = _linear_kernel.affine_rows_real(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                              t_index, MAX_EIGEN_CONDITION, f, J)
+    if not ok:
+        # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
+        # not finite: the same rows by the matrix exponential (a non-finite value stays one)
+        steps, step_index = _distinct_steps(taus)
+        ok = _linear_kernel.affine_rows_expm(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
+                                             dA_full, db_full, D, s0, C, e, dC, de, index, t_index, f, J)
     return (f, J) if ok else None
 
 
@@ -269,6 +276,17 @@ def _step_keys(taus):
     return steps, np.round(steps / quantum) if quantum > 0 else steps
 
 
+def _distinct_steps(taus):
+    """(steps, step_index): the distinct step lengths between consecutive output times (from 0)
+    and, per time, the index of its step (-1: no step), for the compiled expm path."""
+    steps, keys = _step_keys(taus)
+    positive = steps > 0
+    unique_keys, first, inverse = np.unique(keys[positive], return_index=True, return_inverse=True)
+    step_index = np.full(len(taus), -1, dtype=np.int64)
+    step_index[positive] = inverse
+    return np.ascontiguousarray(steps[positive][first], dtype=float), step_index
+
+
 def _propagate(M, z0, taus):
     steps, keys = _step_keys(taus)
     out = np.empty((len(taus), len(z0)))
@@ -286,6 +304,19 @@ def _propagate(M, z0, taus):
 
 def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
     n = len(b)
+    if _kernel() is not None:
+        steps, step_index = _distinct_steps(taus)
+        K = dA.shape[0] if want_sens else 0
+        X, S = np.empty((len(taus), n)), np.empty((len(taus), n, K))
+        args = (np.ascontiguousarray(A, dtype=float), np.ascontiguousarray(b, dtype=float),
+                np.ascontiguousarray(x0, dtype=float), steps, step_index)
+        if want_sens:
+            args += (np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
+                     np.ascontiguousarray(s0, dtype=float))
+        else:
+            args += (np.zeros((0, n, n)), np.zeros((0, n)), np.zeros((n, 0)))
+        _linear_kernel.expm_solve(*args, X, S)    # non-finite values are left for the caller's check
+        return X, (S if want_sens else None)
     M = np.zeros((n + 1, n + 1))
     M[:n, :n] = A
     M[:n, n] = b

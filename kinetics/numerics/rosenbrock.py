@@ -38,6 +38,19 @@ Linear algebra
     below|``, always met by compartmental, diagonally dominant matrices); if the test fails,
     that step uses a dense LU with partial pivoting instead.
 
+Forward sensitivities (``n_base``)
+    The system of a state x (n_base values) and its sensitivities S = dx/dtheta along K
+    directions, y = [x, S] with S stored row-major (state i, direction k at n_base + i K + k),
+    has the block lower-triangular Jacobian [[J, 0], [C, diag(J, ..., J)]]: every direction's
+    block is the state's own J, and C = d(J S + F_p D)/dx couples them to x. Its iteration
+    matrix is solved by block forward substitution with one factorization of the n_base x
+    n_base matrix ``I/(h*gamma) - J`` (what CVODES's simultaneous-corrector method does):
+    ``k_x = W^-1 r_x``, then ``k_S = W^-1 (r_S + C k_x)`` per direction. Pivoting therefore
+    never mixes a sensitivity row into the state's elimination: the coupling entries grow
+    with |S| (near a blow-up, 1e13 against a diagonal of 1e6) and a pivot taken from them
+    would put their rounding error into the states' stages, which can leave the error
+    estimate at rounding noise (err ~ 1 whatever h) and the integrator stalled.
+
 Output times
     By default the state at each output time comes from the dense output of the step that
     covers it (``dense_output=True``); ``dense_output=False`` instead shortens steps to land on
@@ -73,7 +86,7 @@ from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, 
                            tape_source_hash)
 
 __all__ = [
-    "integrate", "integrate_watching", "dense_state", "numba_available", "lu_plan",
+    "integrate", "integrate_watching", "dense_state", "numba_available", "lu_plan", "block_lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
     "STATUS_SINGULAR", "STATUS_MESSAGES", "integrate_many",
 ]
@@ -296,10 +309,12 @@ def _rms_scaled(x, y, rtol, atol_s, atol_v):
 
 @_jit
 def _valid(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0, times, rtol,
-           atol_s, atol_v):
+           atol_s, atol_v, nb):
     """Consistency of the arguments of the integrator (the wrapper explains failures)."""
     n_in = 1 + n + m
-    if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != n:
+    if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != nb:
+        return False
+    if nb < 1 or nb > n or n % nb != 0:
         return False
     if tmode == 1 and (d_nin != n_in or d_nout != n):
         return False
@@ -430,6 +445,31 @@ def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
         b[Ur[q]] -= Uv[q] * b[Uc[q]]
 
 
+@_jit
+def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, z):
+    """Solve the iteration matrix of a state-and-sensitivities system (see the module
+    docstring) in place: ``b[:nb] = W^-1 b[:nb]``, then per direction k the entries
+    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C holds its
+    structural nonzeros: value cv[q] in row cr[q] (i*nk + k) and column cj[q]; W's factors are
+    sparse or dense."""
+    x = b[0:nb]
+    if sparse:
+        _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
+    else:
+        _lu_solve(Md, piv, x)
+    for q in range(cr.shape[0]):
+        b[nb + cr[q]] += cv[q] * x[cj[q]]
+    for k in range(nk):
+        for i in range(nb):
+            z[i] = b[nb + i * nk + k]
+        if sparse:
+            _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
+        else:
+            _lu_solve(Md, piv, z)
+        for i in range(nb):
+            b[nb + i * nk + k] = z[i]
+
+
 def _make_lu_plan(pattern) -> np.ndarray:
     """Symbolic LU (natural order) of a boolean n x n pattern, the diagonal added; the plan
     layout is described above. Plain numpy: it runs once per Jacobian tape."""
@@ -504,6 +544,32 @@ def lu_plan(jac, n: int) -> np.ndarray:
     return plan
 
 
+def block_lu_plan(jac, n: int, n_base: int) -> np.ndarray:
+    """The sparse-LU plan of the state block ``I/(h*gamma) - J`` of a state-and-sensitivities
+    system of n = n_base (1 + K) values (see the module docstring; cached on the tape). Raises
+    ValueError when the Jacobian's pattern is not that block lower-triangular form."""
+    key = ("lu_plan_block", n, n_base)
+    plan = jac.aux.get(key)
+    if plan is None:
+        if jac.n_outputs != n * n or n_base < 1 or n % n_base:
+            raise ValueError(f"jac tape has {jac.n_outputs} outputs for {n} values; a state-and-sensitivities "
+                             f"system needs n a multiple of n_base = {n_base} and n*n outputs")
+        pattern = _jacobian_pattern(jac, n)
+        nk = n // n_base - 1
+        base = pattern[:n_base, :n_base]
+        S = pattern[n_base:, n_base:].reshape(n_base, nk, n_base, nk)   # (i, k, j, l)
+        diagonal = np.einsum("ikjk->ikj", S)
+        off = S.copy()
+        for k in range(nk):
+            off[:, k, :, k] = False
+        if pattern[:n_base, n_base:].any() or off.any() or (diagonal & ~base[:, None, :]).any():
+            raise ValueError("the Jacobian is not block lower-triangular with the state's own block on the "
+                             "diagonal: not a state-and-sensitivities system; integrate it without n_base")
+        plan = _make_lu_plan(base)
+        jac.aux[key] = plan
+    return plan
+
+
 # Dense-output weights: q_r = sum_j TH[r-1, j] k_j (r = 1, 2, 3), see H21..H48 above.
 TH = np.array([
     [H21, H22, H23, H24, H25, H26, H27, H28],
@@ -519,7 +585,7 @@ def _make_solver(dependency_hash):
 
     @_jit
     def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-             times, rtol, atol_s, atol_v, max_steps, first_step, dense, gprog, gconsts, sides,
+             times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
              crossing_t, crossing_y):
         """The integrator. With ``sides`` non-empty it also watches the outputs g of the tape
         ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
@@ -534,10 +600,15 @@ def _make_solver(dependency_hash):
         nt = times.shape[0]
         Y = np.full((nt, n), np.nan)
         n_watch = sides.shape[0]
+        # state-and-sensitivities system: W = I/(h gamma) - J of the first nb values is
+        # factored, the rest solved by block substitution (see the module docstring)
+        nb = n if n_base <= 0 else n_base
+        blocked = nb < n
+        nk = (n - nb) // nb
         # ---------------------------------------------------------------- validation
         if not _valid(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
                       dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
-                      atol_v):
+                      atol_v, nb):
             return Y, _STATUS_BAD_INPUT, 0, 0
         if n_watch > 0 and (gprog[H_NIN] != 1 + n + m or gprog[H_NOUT] != n_watch
                             or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
@@ -595,8 +666,9 @@ def _make_solver(dependency_hash):
         fb = np.empty(n)
         du = np.empty(n)
         dT = np.zeros(n)
-        M = np.zeros(n * n)        # sparse factors (flat, row-major)
-        Md = np.zeros((n, n))      # dense factors (fallback with partial pivoting)
+        M = np.zeros(nb * nb)      # sparse factors (flat, row-major)
+        Md = np.zeros((nb, nb))    # dense factors (fallback with partial pivoting)
+        zb = np.zeros(nb)
         # the sparse-LU plan as unsigned index arrays (see _make_lu_plan)
         uplan = plan.view(np.uint64)
         n_pat = plan[P_NPAT]
@@ -609,8 +681,31 @@ def _make_solver(dependency_hash):
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
         jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
-        piv = np.zeros(n, dtype=np.int64)
-        dinv = np.zeros(n)
+        # the coupling block d(S')/dx of a sensitivity system: its structural nonzeros (entries
+        # that are not the constant 0 of the tape), row r = i*nk + k below the states, column j
+        j_nin = jprog[H_NIN]
+        j_nconst = jprog[H_NCONST]
+        ncp = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    ncp += 1
+        cr = np.empty(ncp, dtype=np.int64)
+        cj = np.empty(ncp, dtype=np.int64)
+        cpos = np.empty(ncp, dtype=np.int64)
+        cv = np.zeros(ncp)
+        q = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    cr[q] = r
+                    cj[q] = j
+                    cpos[q] = (nb + r) * n + j
+                    q += 1
+        piv = np.zeros(nb, dtype=np.int64)
+        dinv = np.zeros(nb)
         Lv = np.zeros(max(plan[P_NL], 1))
         Uv = np.zeros(max(plan[P_NU], 1))
         K = np.empty((8, n))
@@ -677,7 +772,15 @@ def _make_solver(dependency_hash):
                 _set_inputs(regj, t, y)
                 run_tape(ujprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
-                    if not math.isfinite(regj[jout[fpos[q]]]):
+                    pos = np.int64(fpos[q])     # (int64: uint64 with int64 arithmetic gives float)
+                    if blocked:     # plan positions are in the nb x nb block
+                        pos = (pos // nb) * n + pos % nb
+                    if not math.isfinite(regj[jout[pos]]):
+                        status = STATUS_NONFINITE
+                for q in range(ncp):
+                    v = regj[jout[cpos[q]]]
+                    cv[q] = v
+                    if not math.isfinite(v):
                         status = STATUS_NONFINITE
                 if status != STATUS_OK:
                     break
@@ -705,14 +808,14 @@ def _make_solver(dependency_hash):
             # (the Jacobian values stay in regj until the next evaluation)
             inv_hg = 1.0 / (h * GAMMA)
             for q in range(n_pat):
-                pos = fpos[q]
-                M[pos] = -regj[jout[pos]]
-            for i in range(n):
-                M[i * n + i] += inv_hg
+                pos = np.int64(fpos[q])
+                M[pos] = -regj[jout[(pos // nb) * n + pos % nb]]
+            for i in range(nb):
+                M[i * nb + i] += inv_hg
             sparse = _sparse_lu(M, lu_ops, lpos, upos, Ur, dinv, Lv, Uv)
             if not sparse:
-                for i in range(n):
-                    for j in range(n):
+                for i in range(nb):
+                    for j in range(nb):
                         Md[i, j] = -regj[jprog[jo + i * n + j]]
                     Md[i, i] += inv_hg
                 if not _lu_factor(Md, piv):
@@ -799,7 +902,9 @@ def _make_solver(dependency_hash):
                             kst[i] = du[i] + ih * (
                                 C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
                                 + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
-                if sparse:
+                if blocked:
+                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, zb)
+                elif sparse:
                     _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
                     _lu_solve(Md, piv, kst)
@@ -901,11 +1006,11 @@ def _make_plain_solver(dependency_hash):
 
     @_jit
     def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense):
+              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
         if dependency_hash == -1:  # never true; makes the hash a closure variable
             rtol = rtol + 0.0
         return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-                    times, rtol, atol_s, atol_v, max_steps, first_step, dense,
+                    times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base,
                     np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
 
     return solve
@@ -926,7 +1031,7 @@ _EMPTY_F = np.zeros(0, dtype=np.float64)
 
 def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
               max_steps: int = 100000, first_step: float = 0.0, *, dfdt=None,
-              dense_output: bool = True):
+              dense_output: bool = True, n_base: int | None = None):
     """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
 
     ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
@@ -939,6 +1044,10 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     ``dense_output``: interpolate the output times (default) or shorten steps to hit them;
     for exo_sat at rtol 1e-8 the first takes 150 steps (max. rel. error 8e-9), the second
     160 (1e-9): faster at equal tolerance, slower at equal accuracy.
+    ``n_base``: the system is a state of ``n_base`` values followed by its sensitivities
+    (see "Forward sensitivities" in the module docstring): its iteration matrix is solved by
+    block substitution with one factorization of the state's block; ValueError if the
+    Jacobian's pattern is not of that form. None: one factorization of the whole matrix.
 
     Returns ``(Y, status, n_steps, n_rhs)``: ``Y`` of shape ``(len(times), n)`` (nan rows
     where a failed integration did not reach), ``status`` 0 for success or one of the
@@ -974,13 +1083,17 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         tmode = 1
         dprog = dfdt.prog
         dconsts = dfdt.consts
-    plan = jac.aux.get("lu_plan")
-    if plan is None or plan[0] != y0.shape[0]:
-        plan = lu_plan(jac, y0.shape[0])
+    if n_base is not None and n_base != y0.shape[0]:
+        plan = block_lu_plan(jac, y0.shape[0], int(n_base))
+    else:
+        n_base = 0
+        plan = jac.aux.get("lu_plan")
+        if plan is None or plan[0] != y0.shape[0]:
+            plan = lu_plan(jac, y0.shape[0])
     Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
-                                       float(first_step), bool(dense_output))
+                                       float(first_step), bool(dense_output), int(n_base))
     if status == _STATUS_BAD_INPUT:
         raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
@@ -1014,7 +1127,7 @@ def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol
     crossing_y = np.zeros((10, y0.shape[0]))
     Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
                                       params, float(t0), times, float(rtol), float(atol), _EMPTY_F, int(max_steps),
-                                      0.0, True, watch.prog, watch.consts, sides, crossing_t, crossing_y)
+                                      0.0, True, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
     if status == _STATUS_BAD_INPUT:
         if watch.n_inputs != rhs.n_inputs or watch.n_outputs != len(sides):
             raise ValueError(f"the watch tape has {watch.n_inputs} inputs and {watch.n_outputs} outputs; expected "
@@ -1039,7 +1152,7 @@ if numba_available():
                     atol_s, atol_v, max_steps, first_step, dense, out, status):
         for s in prange(Y0.shape[0]):
             Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
-                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense)
+                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense, 0)
             out[s] = Y
             status[s] = st
 
@@ -1048,7 +1161,7 @@ if numba_available():
                            atol_s, atol_v, max_steps, first_step, dense, out, status):
         for s in range(Y0.shape[0]):
             Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
-                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense)
+                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense, 0)
             out[s] = Y
             status[s] = st
 
