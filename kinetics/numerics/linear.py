@@ -136,13 +136,17 @@ def _kernel():
             from . import linear_kernel as kernel
         except ImportError:  # pragma: no cover - exercised where numba is absent
             kernel = None
-        else:
-            from .compile_notice import announce_compilation
-            announce_compilation(kernel.affine_rows_real, "the exact-solution", 5)
         _linear_kernel = kernel
     return _linear_kernel
 
 _EMPTY3 = np.zeros((0, 0, 0))
+
+
+def _announced(kernel):
+    """``kernel`` (a dispatcher of linear_kernel), after the first-use compile notice check."""
+    from .compile_notice import announce_compilation
+    announce_compilation(kernel, "the exact-solution")
+    return kernel
 
 
 def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
@@ -163,9 +167,9 @@ def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
             np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
             np.ascontiguousarray(s0, dtype=float), MAX_EIGEN_CONDITION, X, S)
     if wi.any():
-        ok = _linear_kernel.eigen_solve(wr, wi, vr, *args)
+        ok = _announced(_linear_kernel.eigen_solve)(wr, wi, vr, *args)
     else:  # real spectrum: real arithmetic
-        ok = _linear_kernel.eigen_solve_real(wr, np.ascontiguousarray(vr), *args)
+        ok = _announced(_linear_kernel.eigen_solve_real)(wr, np.ascontiguousarray(vr), *args)
     if not ok:
         return None
     return X, (S if K else None)
@@ -190,10 +194,10 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
     f, J = np.empty(N), np.empty((N, K))
     vr = np.ascontiguousarray(vr)
     if wi.any():
-        ok = _linear_kernel.affine_rows_complex(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+        ok = _announced(_linear_kernel.affine_rows_complex)(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                                 t_index, MAX_EIGEN_CONDITION, f, J)
     else:   # real spectrum: real arithmetic (only this kernel compiles for most models)
-        ok = _linear_kernel.affine_rows_real(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+        ok = _announced(_linear_kernel.affine_rows_real)(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                              t_index, MAX_EIGEN_CONDITION, f, J)
     if not ok:
         # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
