@@ -792,42 +792,13 @@ def build_parser():
     return parser
 
 
-def _kernels_cached() -> bool:
-    """Whether numba's disk cache holds the compiled kernels (an index file of the linear kernel
-    beside the module, in $NUMBA_CACHE_DIR or in ~/.cache/numba); True without numba."""
-    try:
-        import importlib.util
-        if importlib.util.find_spec("numba") is None:
-            return True
-    except (ImportError, ValueError):
-        return True
-    numerics = Path(__file__).parent / "numerics"
-    places = [numerics / "__pycache__"]
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
-    places.append(Path.home() / ".cache" / "numba")
-    for place in places:
-        try:
-            if next(place.rglob("linear_kernel.*.nbi"), None) is not None:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-#: commands that never run compiled kernels (no first-use compile message for them)
-_NO_KERNELS = {"models", "export"}
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    if args.command not in _NO_KERNELS and not _kernels_cached():
-        print("note: compiling the numerical kernels for their first use (a minute or two, once; "
-              "they are cached on disk afterwards)", file=sys.stderr)
+    # (a kernel group compiling on first use says so itself: kinetics.numerics.compile_notice)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", KineticsWarning)

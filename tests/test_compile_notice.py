@@ -11,7 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from kinetics.numerics import compile_notice
+import kinetics
+from kinetics.cli import main
+from kinetics.numerics import compile_notice, linear
 from kinetics.numerics.linear import affine_rows, solve_affine
 
 from conftest import REPO
@@ -21,6 +23,7 @@ def test_notice_is_printed_once_for_a_kernel_that_numba_has_not_cached(tmp_path,
     pytest.importorskip("numba")
     import importlib.util
     monkeypatch.setattr(compile_notice, "_checked", set())
+    monkeypatch.setattr(compile_notice, "_printed", set())
     # a kernel in a new file: numba caches beside it, in a folder no earlier run has filled
     source = tmp_path / "fresh_kernel.py"
     source.write_text("from numba import njit\n\n\n@njit(cache=True)\ndef double(x):\n    return 2.0 * x\n")
@@ -31,10 +34,63 @@ def test_notice_is_printed_once_for_a_kernel_that_numba_has_not_cached(tmp_path,
 
     assert compile_notice.announce_compilation(double, "the test", 3)
     assert capsys.readouterr().err == "kinetics: compiling the test kernels, once (about 3 s; cached for later runs)...\n"
-    assert not compile_notice.announce_compilation(double, "the test", 3)      # once per group
+    assert not compile_notice.announce_compilation(double, "the test", 3)      # once per kernel and group
     assert double(2.0) == 4.0                                                    # compiled (and cached) now
+    compile_notice._checked.clear()
+    assert not compile_notice.needs_compilation(double)
     assert not compile_notice.announce_compilation(double, "the test again", 3)  # compiled: no notice
     assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def nothing_cached(monkeypatch):
+    """Every kernel group reported as missing from numba's cache, no group announced yet."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(compile_notice, "_checked", set())
+    monkeypatch.setattr(compile_notice, "_printed", set())
+    monkeypatch.setattr(compile_notice, "needs_compilation", lambda dispatcher: True)
+
+
+def compile_lines(err):
+    return [line for line in err.splitlines() if "compil" in line.lower()]
+
+
+@pytest.mark.parametrize("model, group", [("exo_sat", "the stiff-integrator"), ("exo_linear", "the exact-solution")])
+def test_the_command_line_prints_only_the_kernel_groups_notice(nothing_cached, capsys, model, group):
+    """One mechanism: the command line adds no compile note of its own; the group that
+    compiles says so, once."""
+    assert main(["simulate", model, "--points", "5", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert compile_lines(err) == [f"kinetics: compiling {group} kernels, once "
+                                  f"(about {compile_notice.NOTICE_SECONDS[group]} s; cached for later runs)..."]
+    assert main(["simulate", model, "--points", "5", "--json"]) == 0      # once per process
+    assert compile_lines(capsys.readouterr().err) == []
+
+
+def test_no_notice_when_the_kernels_are_cached(monkeypatch, capsys):
+    pytest.importorskip("numba")
+    for model in ("exo_sat", "exo_linear"):      # compiled (and cached) by now
+        assert main(["simulate", model, "--points", "5", "--json"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(compile_notice, "_checked", set())
+    monkeypatch.setattr(compile_notice, "_printed", set())
+    assert main(["simulate", "exo_sat", "--points", "5", "--json"]) == 0
+    assert main(["simulate", "exo_linear", "--points", "5", "--json"]) == 0
+    assert compile_lines(capsys.readouterr().err) == []
+
+
+def test_ensembles_announce_their_own_kernels(nothing_cached, recwarn):
+    """simulate_many runs kernels of its own (batched, parallel): they announce themselves too."""
+    import io
+    import contextlib
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        kinetics.simulate_many(REPO / "models" / "exo_linear.toml", [1.0, 2.0], {"k_mat": [0.4, 0.5]})
+        kinetics.simulate_many(REPO / "models" / "exo_sat.toml", [1.0, 2.0], {"k_mat": [0.4, 0.5]})
+    lines = compile_lines(buffer.getvalue())
+    assert any("the ensemble exact-solution" in line for line in lines), lines
+    assert any("the ensemble stiff-integrator" in line for line in lines), lines
+    assert all(line.startswith("kinetics: compiling ") for line in lines), lines
 
 
 def test_an_affine_fit_with_a_real_spectrum_compiles_only_the_real_kernel():

@@ -241,12 +241,3 @@ conc = { expr = "plasma / V", unit = "particles/mL" }
                        "--condition", "control", "--samples", "0", "--plot", str(tmp_path / "pk.svg"))
     assert code == 0, err
     assert (tmp_path / "pk.svg").read_text().lstrip().startswith("<?xml")
-
-
-def test_compile_notice_only_when_kernels_are_not_cached(monkeypatch, capsys):
-    import kinetics.cli as cli
-    monkeypatch.setattr(cli, "_kernels_cached", lambda: False)
-    assert run(capsys, "steady", "exo_linear", "--json")[2].startswith("note: compiling the numerical kernels")
-    assert "compiling" not in run(capsys, "models")[2]
-    monkeypatch.setattr(cli, "_kernels_cached", lambda: True)
-    assert "compiling" not in run(capsys, "steady", "exo_linear", "--json")[2]

@@ -121,3 +121,37 @@ def test_block_directives_are_known():
         for directive in re.findall(r"<!--\s*docs-test:\s*([^>]*?)\s*-->", page.read_text(encoding="utf-8")):
             assert re.fullmatch(r"skip|file \S+|requires [\w.]+", directive), \
                 f"{_page_id(page)}: unknown docs-test directive '{directive}'"
+
+
+def _readme_layout_rows():
+    """The rows of README.md's "What is inside" table: first-column names -> the row's text."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## What is inside" in readme, "README.md has no 'What is inside' section"
+    section = readme.split("## What is inside", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for match in re.finditer(r"^\|\s*(?P<names>[^|]+?)\s*\|(?P<text>.*)\|\s*$", section, re.M):
+        for name in re.findall(r"`([\w.]+)/?`", match["names"]):
+            rows[name] = match["text"]
+    return rows
+
+
+def test_readme_layout_table_matches_the_package():
+    """Every subpackage of kinetics/ has a row naming each of its modules, every top-level module
+    that is not an old import path is named, and no row names a subpackage that is gone."""
+    rows = _readme_layout_rows()
+    package = ROOT / "kinetics"
+    subpackages = sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    for sub in subpackages:
+        assert sub in rows, f"README 'What is inside' has no row for kinetics/{sub}/"
+        for module in sorted((package / sub).glob("*.py")):
+            if module.stem != "__init__":
+                assert f"`{module.stem}`" in rows[sub], \
+                    f"README 'What is inside', row {sub}/: module kinetics/{sub}/{module.stem}.py is not named"
+    # old import paths (thin re-exports) are described below the table, not in it
+    shims = {"fit", "problem", "steady", "compare", "pk"}
+    for module in sorted(package.glob("*.py")):
+        if module.stem not in shims | {"__init__"}:
+            assert module.stem in rows, f"README 'What is inside' does not name kinetics/{module.name}"
+    for name in rows:
+        assert name in subpackages or (package / f"{name}.py").is_file(), \
+            f"README 'What is inside' names '{name}', which kinetics/ does not have"

@@ -139,6 +139,10 @@ def test_plot_draws_median_and_band():
     ax = ensemble.plot()
     assert [line.get_label().split(" [")[0] for line in ax.get_lines()] == ["plasma_conc", "secretion_flux"]
     assert len(ax.collections) == 2
+    assert ax.get_xlabel() == f"time [{model.time_unit}]" and ax.get_ylabel() == "value"
+    plt.close(ax.figure)
+    ax = ensemble.plot(["plasma"])
+    assert ax.get_ylabel() == f"plasma [{ensemble.units['plasma']}]"
     plt.close(ax.figure)
 
 
@@ -166,3 +170,40 @@ def test_unknown_observable_and_output_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert repr(ensemble).startswith("<Ensemble of 'lifecycle': 1 sets")
+
+
+def test_nonlinear_sets_equal_single_simulations_to_the_last_bit():
+    """The lock-step integrator runs, per set, the operations of a single simulation: the same
+    numbers (70 sets: the parallel driver, several lock-step blocks, a block not full)."""
+    model = kinetics.load_model(MODELS_DIR / "exo_sat.toml")
+    sets = _random_sets(model, 70, seed=3)
+    ensemble = kinetics.simulate_many(model, TIMES, sets)
+    for s in range(len(sets)):
+        np.testing.assert_array_equal(ensemble.values[s], _single(model, sets.iloc[s].to_dict()), err_msg=f"set {s}")
+
+
+def test_a_model_ill_conditioned_everywhere_goes_straight_to_the_matrix_exponential(monkeypatch):
+    """A non-normal chain of 16 compartments (eigenvectors conditioned ~1e8): the eigen path
+    declines the probe's sets, so the other sets are never decomposed; every set still agrees
+    with simulate."""
+    from kinetics.numerics import linear_batch
+    from kinetics.simulation import ensemble as ensemble_module
+    m = kinetics.Model("chain_16", "non-normal chain")
+    for i in range(1, 17):
+        m.add_compartment(f"X{i}", 0.0)
+    m.add_parameter("s_in", 1000.0)
+    m.add_parameter("k_back", 0.1)
+    for i, rate in enumerate(np.linspace(0.5, 2.0, 16), start=1):
+        m.add_parameter(f"k{i}", float(rate))
+    m.add_flow("source", "s_in", target="X1")
+    for i in range(1, 16):
+        m.add_flow(f"fwd{i}", f"k{i} * X{i}", source=f"X{i}", target=f"X{i + 1}")
+        m.add_flow(f"back{i}", f"k_back * X{i + 1}", source=f"X{i + 1}", target=f"X{i}")
+    m.add_flow("out", "k16 * X16", source="X16")
+    sets = _random_sets(m, ensemble_module.EIGEN_PROBE + 8, spread=0.1)
+    decomposed = []
+    real_solve_sets = linear_batch.solve_sets
+    monkeypatch.setattr(linear_batch, "solve_sets", lambda A, *args: (decomposed.append(len(A)), real_solve_sets(A, *args)))
+    ensemble = kinetics.simulate_many(m, TIMES, sets)
+    assert decomposed == [ensemble_module.EIGEN_PROBE]
+    _assert_agrees(ensemble, m, sets)

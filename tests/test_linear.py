@@ -206,6 +206,22 @@ def test_kernel_real_and_complex_specializations_agree():
         assert np.max(np.abs(got - want) / scale) <= 1e-13
 
 
+@pytest.mark.parametrize("A", [
+    np.array([[-1.0, 0.0, 0.0], [1.0, -0.3, 0.0], [0.0, 0.3, 0.0]]),      # real, with a sink
+    np.array([[-0.2, 2.0, 0.0], [-2.0, -0.2, 0.0], [0.5, 0.0, -1.0]]),    # complex pair
+    np.array([[0.4, 0.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0]]),       # a growing mode
+    np.array([[-1.0, 0.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, -1.0]]),     # defective: the expm path
+], ids=["real", "complex", "growth", "defective"])
+def test_affine_solution_is_solve_affine_at_scattered_times(A):
+    from kinetics.numerics.linear import affine_solution
+    b, x0 = np.array([1.0, 0.0, 0.5]), np.array([2.0, 1.0, 0.0])
+    taus = np.array([3.7, 0.0, 1e-9, 0.25, 12.0])           # unsorted, as a root finder asks
+    at = affine_solution(A, b, x0)
+    expected = np.array([solve_affine(A, b, x0, [tau])[0][0] for tau in taus])
+    np.testing.assert_allclose(at(taus), expected, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(at(0.25)[0], expected[3], rtol=1e-12)
+
+
 def test_compiled_matrix_exponential_against_scipy_and_closed_forms():
     """The compiled expm (scipy's scaling-and-squaring algorithm) against arbitrary precision over
     a range of sizes and norms (every Padé degree, up to a dozen squarings), within the

@@ -109,6 +109,8 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
     problem = load_fit_spec(spec)
     result = fit(problem, multistart=3, profiles=False, progress=False, executor=None)
     assert result.method == "L-BFGS-B"
+    report = result.fit_report()
+    assert "L-BFGS-B  (scipy" in report and "(lmfit)" not in report
     assert result.best_values["k"] == pytest.approx(0.5, rel=0.05)
     # at the optimum of a smooth likelihood the gradient vanishes, and the noise estimates are
     # the root mean squares of the (transformed) residuals, in closed form

@@ -14,8 +14,8 @@ from scipy.linalg import expm  # noqa: E402
 from scipy.special import lambertw  # noqa: E402
 
 from kinetics.codegen.tape import build_tapes  # noqa: E402
-from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, integrate,  # noqa: E402
-                                          numba_available)
+from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, dense_state,  # noqa: E402
+                                          integrate, integrate_watching, numba_available)
 from kinetics.codegen.tape import Tape  # noqa: E402
 
 T = sp.Symbol("t", real=True)
@@ -387,6 +387,39 @@ def test_max_steps_and_input_validation():
     Y, status, _, _ = integrate(rhs, jac, [1.0], [1.0], 0.0, [1.0], 1e-9, np.array([1e-12]),
                                 first_step=1e-3)
     assert status == STATUS_OK and abs(Y[0, 0] - np.exp(-1)) < 1e-8
+
+
+def test_watching_stops_at_the_step_where_a_sign_changes():
+    # x' = -k x from 2: x - 0.5 turns negative at ln(4) / k; the step over which it does and
+    # its interpolant locate the root to the integrator's accuracy
+    x, k = sp.symbols("x k")
+    rhs, jac, _ = build_tapes([-k * x], T, [x], [k])
+    watch = Tape.from_exprs([x - 0.5, x + 1.0], [T, x, k], n_varying=2)
+    times = np.array([0.5, 1.0, 3.0, 5.0])
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0, 1.0])
+    root = np.log(4) / 0.7
+    assert status == STATUS_OK and crossing is not None
+    t_old, t_new, y_old, y_new, stages = crossing
+    assert t_old < root < t_new and stages.shape == (8, 1)
+    np.testing.assert_allclose([y_old[0], y_new[0]], 2.0 * np.exp(-0.7 * np.array([t_old, t_new])), rtol=1e-9)
+    # the output times before the step are filled, the ones after it are not
+    np.testing.assert_allclose(Y[:2, 0], 2.0 * np.exp(-0.7 * times[:2]), rtol=1e-9)
+    assert np.isnan(Y[2:]).all()
+    # Brent on the interpolant: the root to about the tolerance
+    lo, hi = t_old, t_new
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if dense_state(mid, *crossing)[0] > 0.5 else (lo, mid)
+    assert abs(lo - root) < 1e-9
+    # no sign change: the whole way, no crossing; the other side declared: a stop after one step
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0, -1.0])
+    assert crossing is not None and crossing[0] == 0.0
+    watch_far = Tape.from_exprs([x - 0.01], [T, x, k], n_varying=2)
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch_far, [1.0])
+    assert crossing is None and status == STATUS_OK
+    np.testing.assert_allclose(Y[:, 0], 2.0 * np.exp(-0.7 * times), rtol=1e-9)
+    with pytest.raises(ValueError, match="watch tape"):
+        integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0])
 
 
 def test_import_and_tape_without_numba():

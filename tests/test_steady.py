@@ -390,3 +390,15 @@ def test_steady_state_of_a_reaction_network_with_a_boundary_pool():
     C = 1.0 / (2 * 0.3)  # every A ends in C, two per C, cleared at kc C
     assert ss.values["C"] == pytest.approx(C, rel=1e-8)
     assert ss.values["A"] == pytest.approx(math.sqrt((0.2 + 0.3) * C / 0.1), rel=1e-8)
+
+
+def test_zero_values_and_sensitivities_carry_no_sign():
+    """A model without inflow rests at 0, and a parameter that moves nothing has sensitivity 0:
+    neither is reported as -0.0 (JSON) or "-0" (text)."""
+    state = steady_state(bundled("circulation_2c"))
+    assert all(math.copysign(1.0, v) == 1.0 for v in state.values.values())
+    text = json.dumps(state.to_dict())
+    assert "-0.0," not in text and "-0.0}" not in text
+    assert " -0 " not in state.report()
+    sensitivities = steady_state(bundled("ilv_budding")).to_dict()["sensitivities"]
+    assert all(math.copysign(1.0, v) == 1.0 for row in sensitivities.values() for v in row.values() if v == 0)

@@ -422,7 +422,7 @@ class SteadyState:
 
 
 def _json_float(v):
-    v = float(v)
+    v = float(v) + 0.0  # no "-0.0": a zero sensitivity or flux has no sign
     return v if math.isfinite(v) else None
 
 

@@ -80,6 +80,7 @@ class AffineSteady:
             d = [abs(e) for e in lu.diagonal().tolist()]
             if info != 0 or not min(d) > SINGULAR_RCOND * max(d):
                 self._raise_singular(A.copy(), -v[k1:], p)
+            x += 0.0  # a zero inflow solves to -0.0, which reports would print as "-0"
             off, sums = vals[k4:k5], vals[k5:]
             if not ((not off or min(off) >= 0) and max(sums) <= 0):
                 stable = None

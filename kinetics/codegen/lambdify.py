@@ -22,7 +22,8 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-__all__ = ["lambdify", "lambdify_plain", "step_safe_jacobian", "heaviside", "ScalarPrinter", "VectorPrinter"]
+__all__ = ["lambdify", "lambdify_plain", "step_safe_jacobian", "power_safe_derivatives", "heaviside", "ScalarPrinter",
+           "VectorPrinter"]
 
 
 def heaviside(x, h0=1.0):
@@ -93,10 +94,69 @@ def lambdify_plain(args, expr, module):
 _STEP_FUNCTIONS = (sp.floor, sp.ceiling, sp.sign, sp.Heaviside)
 
 
+class _Power(sp.Function):
+    """``a**b`` while it is differentiated: ``b * a**(b - 1) * a'``, plus ``a**b * log(a) * b'``
+    only where ``b`` depends on the variable (sympy's chain rule for functions skips an argument
+    whose derivative is 0).
+
+    sympy differentiates ``a**b`` as ``a**b * (b / a * a' + log(a) * b')``: 0/0 and 0 * -inf
+    where ``a`` = 0 (a Hill term ``(x/K)**h`` of a species that starts at 0, differentiated by
+    ``x``, ``K`` or ``h``), although the derivative is finite there for ``b >= 1``. Two more
+    limits are kept: ``b * a**(b - 1)`` is 0 where ``b`` = 0 (``a**0`` is the constant 1; else
+    0 * inf at a = 0, e.g. the second derivative of ``a**h`` at h = 1 in the sensitivity
+    system's Jacobian), and ``a**b * log(a)`` is 0 where ``a`` = 0 (its limit for b > 0). Both
+    by replacing the offending argument, not by choosing between results, so that numpy code,
+    which evaluates every branch of a piecewise, computes no inf or NaN on the way."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        base, exponent = self.args
+        if argindex == 1:
+            # b = 0: b * 1**(b - 1) = 0 (numeric exponents: the Piecewise collapses to a)
+            safe_base = sp.Piecewise((sp.S.One, sp.Eq(exponent, 0)), (base, True))
+            return exponent * _Power(safe_base, exponent - 1)
+        if argindex == 2:
+            # a = 0: a**b * log(1) = 0 (constant bases: collapses to log(a))
+            return self * sp.log(sp.Piecewise((sp.S.One, sp.Eq(base, 0)), (base, True)))
+        raise sp.ArgumentIndexError(self, argindex)
+
+
+def _wrap_powers(expr, variables):
+    """``expr`` with each power that depends on ``variables`` and has a non-integer exponent
+    held as :class:`_Power` (integer powers already differentiate as ``n a**(n-1) a'``)."""
+    if not expr.has(sp.Pow):
+        return expr
+    return expr.replace(lambda e: e.is_Pow and not e.exp.is_Integer and bool(e.free_symbols & variables),
+                        lambda e: _Power(*e.args))
+
+
+def _unwrap_powers(expr):
+    return expr.replace(lambda e: isinstance(e, _Power), lambda e: sp.Pow(*e.args)) if expr.has(_Power) else expr
+
+
+def power_safe_derivatives(exprs, variables):
+    """Rows ``[d e / d v for v in variables]`` for each ``e`` in ``exprs``, with powers
+    ``a**b`` differentiated as ``b * a**(b - 1) * a' + a**b * log(a) * b'`` (finite at ``a`` = 0
+    for ``b >= 1``; the log term only where ``b`` depends on ``v``, 0 where ``a`` = 0), see
+    :class:`_Power`; entries are sympy expressions, 0 where ``e`` does not contain ``v``."""
+    variables = list(variables)
+    wanted = set(variables)
+    rows = []
+    for e in exprs:
+        e = sp.sympify(e)
+        free = e.free_symbols
+        wrapped = _wrap_powers(e, wanted & free)
+        rows.append([_unwrap_powers(sp.diff(wrapped, v)) if v in free else sp.S.Zero for v in variables])
+    return rows
+
+
 def step_safe_jacobian(f, v):
-    """``f.jacobian(v)`` with the derivatives of step functions (floor, ceiling, sign,
-    Heaviside), which sympy leaves unevaluated, set to their value almost everywhere: 0."""
-    J = f.jacobian(v)
+    """``f.jacobian(v)`` with powers differentiated by :func:`power_safe_derivatives` and the
+    derivatives of step functions (floor, ceiling, sign, Heaviside), which sympy leaves
+    unevaluated, set to their value almost everywhere: 0."""
+    f = sp.Matrix(f)
+    J = sp.Matrix(power_safe_derivatives(list(f), v)) if len(f) and len(v) else sp.zeros(len(f), len(v))
 
     def is_step_derivative(e):
         if isinstance(e, sp.Subs):

@@ -69,6 +69,7 @@ import math
 import numpy as np
 import sympy as sp
 
+from .lambdify import power_safe_derivatives
 from ..numerics.tape_machine import (  # noqa: F401  (the tape layout and kernels, re-exported)
     HEADER, H_FLAGS, H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NLIN, H_NOUT, H_NVARYING, H_VERSION,
     N_OPS, OP_ABS, OP_ACOS, OP_ACOSH, OP_ADD, OP_AND, OP_ARITY, OP_ASIN, OP_ASINH, OP_ATAN,
@@ -625,7 +626,8 @@ def jacobian_rows(exprs, wrt, symbols):
     """d expr / d w for each expr (rows) and w in ``wrt`` (columns), for real arguments:
     non-real symbols are differentiated as real ones (so ``Abs``' derivative is ``sign``),
     and the derivatives of step functions (``DiracDelta``, ``floor``, ``ceiling``) are taken
-    as 0, their value almost everywhere."""
+    as 0, their value almost everywhere; powers ``a**b`` as ``b * a**(b - 1) * a'`` (finite
+    where a = 0 and b >= 1, see :func:`kinetics.codegen.lambdify.power_safe_derivatives`)."""
     to_real = {s: sp.Dummy(s.name, real=True) for s in symbols if not s.is_real}
     back = {v: k for k, v in to_real.items()}
     exprs_r = [e.xreplace(to_real) for e in exprs]
@@ -643,11 +645,7 @@ def jacobian_rows(exprs, wrt, symbols):
             d = d.xreplace(steps)
         return d.xreplace(back)
 
-    rows = []
-    for e in exprs_r:
-        free = e.free_symbols
-        rows.append([clean(sp.diff(e, w)) if w in free else sp.S.Zero for w in wrt_r])
-    return rows
+    return [[clean(d) for d in row] for row in power_safe_derivatives(exprs_r, wrt_r)]
 
 
 def build_tapes(rhs_exprs, t, states, params):

@@ -223,8 +223,11 @@ class _Translator:
         if t in (L.AST_REAL, L.AST_REAL_E):
             value = node.getReal()
             if math.isnan(value) or math.isinf(value):
+                # SBML defines such values (a constant stays inf; NaN propagates), but kinetics
+                # guarantees finite parameters and results (fits, sensitivities and reports rely on it)
                 self.refuse(element, ident, f"uses the number {value} (infinity or NaN): kinetics values are finite "
-                                            "numbers (a parameter, state or output cannot hold inf or NaN)")
+                                            "numbers (a parameter, state or output cannot hold inf or NaN); give it a "
+                                            "finite value in the SBML file, or remove it if nothing uses it")
             return as_requested(_number_text(value), False)
         if t == L.AST_RATIONAL:
             return as_requested(f"({node.getNumerator()} / {node.getDenominator()})", False)

@@ -8,8 +8,8 @@ function unchanged, so kernels run as plain Python (slow, but correct), and
 :func:`numba_available` is False: callers with a faster non-numba route (scipy's LSODA,
 scipy's ``least_squares``) take it.
 
-This module is the only place that imports numba (:func:`lapack_dgeev` hands the batched
-ensemble kernel numba's own LAPACK binding); ``numba_types`` and :func:`overload` are
+This module is the only place that imports numba (:func:`lapack_dgeev` and
+:func:`lapack_dgesdd` hand kernels numba's own LAPACK bindings); ``numba_types`` and :func:`overload` are
 re-exported for the one kernel module (``linear_kernel``) that specializes on scalar types.
 Compiling everything ahead of first use is :func:`kinetics.warm_up`.
 """
@@ -29,7 +29,8 @@ except ImportError:  # pragma: no cover - exercised only without numba (subproce
     def overload(*args, **kwargs):
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
-__all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "JIT_OPTIONS"]
+__all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "lapack_dgesdd",
+           "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -57,3 +58,12 @@ def lapack_dgeev():
     from numba.np.linalg import _LAPACK, ensure_lapack   # numba's own binding; no public name
     ensure_lapack()
     return _LAPACK().numba_ez_rgeev(numba_types.float64)
+
+
+def lapack_dgesdd():
+    """numba's binding of LAPACK's dgesdd (the one ``np.linalg.svd`` uses inside numba), callable
+    from compiled code: the trust-region kernels call it directly, without np.linalg.svd's
+    wrapper code (a second of compile time). Needs numba."""
+    from numba.np.linalg import _LAPACK, ensure_lapack
+    ensure_lapack()
+    return _LAPACK().numba_ez_gesdd(numba_types.float64)

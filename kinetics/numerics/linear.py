@@ -25,7 +25,7 @@ from scipy.linalg import expm
 from scipy.linalg.lapack import dgecon as _dgecon, dgeev as _dgeev, dgetrf as _dgetrf, dgetrs as _dgetrs, dlange as _dlange
 from scipy.linalg.lapack import zgecon as _zgecon, zgetrf as _zgetrf, zgetrs as _zgetrs, zlange as _zlange
 
-__all__ = ["solve_affine", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
+__all__ = ["solve_affine", "affine_solution", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
 
 #: Above this condition number of the eigenvector matrix the expm path is used instead.
 MAX_EIGEN_CONDITION = 1e5
@@ -136,13 +136,17 @@ def _kernel():
             from . import linear_kernel as kernel
         except ImportError:  # pragma: no cover - exercised where numba is absent
             kernel = None
-        else:
-            from .compile_notice import announce_compilation
-            announce_compilation(kernel.affine_rows_real, "the exact-solution", 5)
         _linear_kernel = kernel
     return _linear_kernel
 
 _EMPTY3 = np.zeros((0, 0, 0))
+
+
+def _announced(kernel):
+    """``kernel`` (a dispatcher of linear_kernel), after the first-use compile notice check."""
+    from .compile_notice import announce_compilation
+    announce_compilation(kernel, "the exact-solution")
+    return kernel
 
 
 def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
@@ -163,9 +167,9 @@ def _solve_eigen_compiled(A, b, x0, taus, dA, db, s0):
             np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
             np.ascontiguousarray(s0, dtype=float), MAX_EIGEN_CONDITION, X, S)
     if wi.any():
-        ok = _linear_kernel.eigen_solve(wr, wi, vr, *args)
+        ok = _announced(_linear_kernel.eigen_solve)(wr, wi, vr, *args)
     else:  # real spectrum: real arithmetic
-        ok = _linear_kernel.eigen_solve_real(wr, np.ascontiguousarray(vr), *args)
+        ok = _announced(_linear_kernel.eigen_solve_real)(wr, np.ascontiguousarray(vr), *args)
     if not ok:
         return None
     return X, (S if K else None)
@@ -190,10 +194,10 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
     f, J = np.empty(N), np.empty((N, K))
     vr = np.ascontiguousarray(vr)
     if wi.any():
-        ok = _linear_kernel.affine_rows_complex(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+        ok = _announced(_linear_kernel.affine_rows_complex)(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                                 t_index, MAX_EIGEN_CONDITION, f, J)
     else:   # real spectrum: real arithmetic (only this kernel compiles for most models)
-        ok = _linear_kernel.affine_rows_real(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
+        ok = _announced(_linear_kernel.affine_rows_real)(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                              t_index, MAX_EIGEN_CONDITION, f, J)
     if not ok:
         # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
@@ -338,3 +342,39 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
 
 #: Public name of :func:`_eigen` ((lam, V, Vinv) of A, or None when V is ill-conditioned).
 eigen_decomposition = _eigen
+
+
+def affine_solution(A, b, x0):
+    """The solution of x' = A x + b from x(0) = x0 as a callable ``taus (m,) -> X (m, n)`` (taus
+    >= 0), for callers that evaluate one solution at many scattered times (root finding on it).
+    With a well-conditioned eigendecomposition it is computed once and each call costs a few
+    numpy operations, x(tau) = V (e^{lam tau} c + tau e[lam tau, 0] d) with c = V^-1 x0,
+    d = V^-1 b; otherwise each call is :func:`solve_affine` (the matrix exponential)."""
+    A = np.asarray(A, dtype=float)
+    b = np.asarray(b, dtype=float)
+    x0 = np.asarray(x0, dtype=float)
+    eig = _eigen(A)
+    if eig is None:
+        def stepped(taus):
+            taus = np.atleast_1d(np.asarray(taus, dtype=float))
+            order = np.argsort(taus, kind="stable")     # the exponentials step from time to time
+            X = np.empty((len(taus), len(x0)))
+            X[order] = solve_affine(A, b, x0, taus[order], method="expm")[0]
+            return X
+        return stepped
+    lam, V, Vinv = eig
+    c, d = Vinv @ x0, Vinv @ b
+    zero = lam == 0
+    safe = np.where(zero, 1, lam)
+    growth = lam.real.max() > 0
+
+    def at(taus):
+        taus = np.atleast_1d(np.asarray(taus, dtype=float))
+        z = taus[:, None] * lam[None, :]
+        if growth:
+            e10 = dd1(z, np.zeros_like(z)) * taus[:, None]
+        else:
+            e10 = np.where(zero, taus[:, None], np.expm1(z) / safe)
+        X = (np.exp(z) * c + e10 * d) @ V.T
+        return X.real if np.iscomplexobj(X) else X
+    return at

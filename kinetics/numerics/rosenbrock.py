@@ -63,6 +63,13 @@ Time-dependent right-hand sides
     ``eps**(1/3) * max(h, eps**(1/3) * |t|)`` (two more rhs evaluations per step).
     Integrate piecewise across discontinuities in ``t`` (doses, switches): restart there.
 
+Watching (triggered events)
+    :func:`integrate_watching` also evaluates a tape of functions g after every accepted step
+    and stops after the first step at whose end some g_j has left its declared side; it returns
+    that step (both ends and the 8 stage vectors) so that the caller locates the root on the
+    step's interpolant (:func:`dense_state`). :func:`integrate` is the same kernel watching
+    nothing.
+
 Status codes: see the ``STATUS_*`` constants and :data:`STATUS_MESSAGES`. On failure the rows
 of ``Y`` for output times not reached are nan.
 """
@@ -74,14 +81,14 @@ import math
 import numpy as np
 
 from .jit import jit as _jit_kernel
-from .jit import numba_available, prange
+from .jit import numba_available
 from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, run_tape, tape_outputs,
                            tape_source_hash)
 
 __all__ = [
-    "integrate", "numba_available", "lu_plan", "block_lu_plan",
+    "integrate", "integrate_watching", "dense_state", "numba_available", "lu_plan", "block_lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
-    "STATUS_SINGULAR", "STATUS_MESSAGES", "integrate_many",
+    "STATUS_SINGULAR", "STATUS_MESSAGES",
 ]
 
 STATUS_OK = 0
@@ -89,7 +96,7 @@ STATUS_MAX_STEPS = 1
 STATUS_STEP_UNDERFLOW = 2
 STATUS_NONFINITE = 3
 STATUS_SINGULAR = 4
-_STATUS_BAD_INPUT = 5  # internal: the wrapper raises ValueError instead
+STATUS_BAD_INPUT = 5  # internal: the wrapper raises ValueError instead
 
 STATUS_MESSAGES = {
     STATUS_OK: "ok",
@@ -205,7 +212,7 @@ def _jit(fn=None, *, inline="never"):
 
 
 @_jit
-def _lu_factor(M, piv):
+def lu_factor_dense(M, piv):
     """Dense in-place LU with partial pivoting (row swaps applied to whole rows, LAPACK getrf
     convention). Returns False for an exactly singular or non-finite matrix."""
     n = M.shape[0]
@@ -236,8 +243,8 @@ def _lu_factor(M, piv):
 
 
 @_jit
-def _lu_solve(M, piv, b):
-    """Solve M x = b in place with the factors from :func:`_lu_factor`."""
+def lu_solve_dense(M, piv, b):
+    """Solve M x = b in place with the factors from :func:`lu_factor_dense`."""
     n = M.shape[0]
     for k in range(n):
         p = piv[k]
@@ -301,8 +308,8 @@ def _rms_scaled(x, y, rtol, atol_s, atol_v):
 
 
 @_jit
-def _valid(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0, times, rtol,
-           atol_s, atol_v, nb):
+def valid_arguments(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0, times, rtol,
+                    atol_s, atol_v, nb):
     """Consistency of the arguments of the integrator (the wrapper explains failures)."""
     n_in = 1 + n + m
     if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != nb:
@@ -327,7 +334,7 @@ def _valid(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0,
 
 
 @_jit
-def _initial_h0(y, f0, rtol, atol_s, atol_v, span):
+def initial_step_guess(y, f0, rtol, atol_s, atol_v, span):
     d0 = _rms_scaled(y, y, rtol, atol_s, atol_v)
     d1 = _rms_scaled(f0, y, rtol, atol_s, atol_v)
     if d0 < 1e-5 or d1 < 1e-5:
@@ -338,7 +345,7 @@ def _initial_h0(y, f0, rtol, atol_s, atol_v, span):
 
 
 @_jit
-def _initial_h(y, f0, f1, h0, rtol, atol_s, atol_v):
+def initial_step(y, f0, f1, h0, rtol, atol_s, atol_v):
     """Second half of Hairer's initial step: f1 = f(t0 + h0, y0 + h0 f0) (overwritten)."""
     for i in range(y.shape[0]):
         f1[i] -= f0[i]
@@ -449,7 +456,7 @@ def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, c
     if sparse:
         _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
     else:
-        _lu_solve(Md, piv, x)
+        lu_solve_dense(Md, piv, x)
     for q in range(cr.shape[0]):
         b[nb + cr[q]] += cv[q] * x[cj[q]]
     for k in range(nk):
@@ -458,7 +465,7 @@ def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, c
         if sparse:
             _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
         else:
-            _lu_solve(Md, piv, z)
+            lu_solve_dense(Md, piv, z)
         for i in range(nb):
             b[nb + i * nk + k] = z[i]
 
@@ -577,24 +584,37 @@ def _make_solver(dependency_hash):
     interpreter it calls changes (every call into tape_machine happens inside it)."""
 
     @_jit
-    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
+    def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+             times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
+             crossing_t, crossing_y):
+        """The integrator. With ``sides`` non-empty it also watches the outputs g of the tape
+        ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
+        the first step after which some g_j is nonzero with a sign other than ``sides[j]``:
+        then ``crossing_t`` = (t_old, t_new, 1) and ``crossing_y`` rows = y_old, y_new and the
+        8 stage vectors (the step's dense output, see :func:`dense_state`), and the output
+        rows after t_old are left nan."""
         if dependency_hash == -1:  # never true; makes the hash a closure variable
             rtol = rtol + 0.0
         n = y0.shape[0]
         m = params.shape[0]
         nt = times.shape[0]
         Y = np.full((nt, n), np.nan)
+        n_watch = sides.shape[0]
         # state-and-sensitivities system: W = I/(h gamma) - J of the first nb values is
         # factored, the rest solved by block substitution (see the module docstring)
         nb = n if n_base <= 0 else n_base
         blocked = nb < n
         nk = (n - nb) // nb
         # ---------------------------------------------------------------- validation
-        if not _valid(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
+        if not valid_arguments(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
                       dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
                       atol_v, nb):
-            return Y, _STATUS_BAD_INPUT, 0, 0
+            return Y, STATUS_BAD_INPUT, 0, 0
+        if n_watch > 0 and (gprog[H_NIN] != 1 + n + m or gprog[H_NOUT] != n_watch
+                            or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
+                            or crossing_y.shape[1] != n):
+            return Y, STATUS_BAD_INPUT, 0, 0
+        crossing_t[2] = 0.0
         # ---------------------------------------------------------------- set-up
         zero = np.int64(0)
         ufprog = fprog.view(np.uint64)
@@ -612,6 +632,15 @@ def _make_solver(dependency_hash):
             run_tape(udprog, regd, zero, dprog[H_NFIXED])
         else:
             regd = np.zeros(1)
+        if n_watch > 0:
+            ugprog = gprog.view(np.uint64)
+            regg = _registers(gprog[H_NIN] + gprog[H_NCONST] + gprog[H_NINSTR], gprog[H_NIN],
+                              gconsts, params, n)
+            run_tape(ugprog, regg, zero, gprog[H_NFIXED])
+        else:
+            ugprog = gprog.view(np.uint64)
+            regg = np.zeros(1)
+        gval = np.empty(n_watch)
         f_k0 = fprog[H_NFIXED]
         f_k1 = fprog[H_NINSTR]
         j_k0 = jprog[H_NFIXED]
@@ -703,14 +732,14 @@ def _make_solver(dependency_hash):
             h = first_step
         else:
             # Hairer's heuristic (HW I, II.4): one extra rhs evaluation at t + h0
-            h0 = _initial_h0(y, f0, rtol, atol_s, atol_v, tend - t)
+            h0 = initial_step_guess(y, f0, rtol, atol_s, atol_v, tend - t)
             for i in range(n):
                 fb[i] = y[i] + h0 * f0[i]
             _set_inputs(regf, t + h0, fb)
             run_tape(ufprog, regf, f_k0, f_k1)
             tape_outputs(ufprog, regf, fa)
             nfev += 1
-            h = _initial_h(y, f0, fa, h0, rtol, atol_s, atol_v)
+            h = initial_step(y, f0, fa, h0, rtol, atol_s, atol_v)
         h = min(h, tend - t)
 
         status = STATUS_OK
@@ -789,7 +818,7 @@ def _make_solver(dependency_hash):
                     for j in range(nb):
                         Md[i, j] = -regj[jprog[jo + i * n + j]]
                     Md[i, i] += inv_hg
-                if not _lu_factor(Md, piv):
+                if not lu_factor_dense(Md, piv):
                     nsing += 1
                     if nsing >= MAX_SINGULAR:
                         status = STATUS_SINGULAR
@@ -878,7 +907,7 @@ def _make_solver(dependency_hash):
                 elif sparse:
                     _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
-                    _lu_solve(Md, piv, kst)
+                    lu_solve_dense(Md, piv, kst)
             nfev += 7
 
             # ---- error estimate; regf[1:] still holds u_7
@@ -914,6 +943,24 @@ def _make_solver(dependency_hash):
                 nsing = 0
                 t_old = t
                 t = target if last else t + h
+                if n_watch > 0:
+                    _set_inputs(regg, t, y1)
+                    run_tape(ugprog, regg, gprog[H_NFIXED], gprog[H_NINSTR])
+                    tape_outputs(ugprog, regg, gval)
+                    crossed = False
+                    for j in range(n_watch):
+                        if (gval[j] > 0.0 and sides[j] < 0.0) or (gval[j] < 0.0 and sides[j] > 0.0):
+                            crossed = True   # (0 and nan are on no side: never a crossing)
+                    if crossed:
+                        crossing_t[0] = t_old
+                        crossing_t[1] = t
+                        crossing_t[2] = 1.0
+                        for i in range(n):
+                            crossing_y[0, i] = y[i]
+                            crossing_y[1, i] = y1[i]
+                            for st in range(8):
+                                crossing_y[2 + st, i] = K[st, i]
+                        break
                 # dense output for every output time in (t_old, t]
                 while iout < nt and times[iout] <= t:
                     to = times[iout]
@@ -947,16 +994,36 @@ def _make_solver(dependency_hash):
                 h = hnew
         return Y, status, nsteps, nfev
 
+    return core
+
+
+def _make_plain_solver(dependency_hash):
+    """The integrator watching nothing (:func:`integrate`). It calls the module's
+    ``_solve_watching`` as a global: numba keys a cached function on its closure variables'
+    pickles, and a dispatcher's pickle changes from one process to the next (a closure over the
+    core would be compiled anew in every process). Its machine code includes the core's, so
+    it keys on ``dependency_hash`` too."""
+
+    @_jit
+    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
+        if dependency_hash == -1:  # never true; makes the hash a closure variable
+            rtol = rtol + 0.0
+        return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+                    times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base,
+                    np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
+
     return solve
 
 
 if numba_available():
-    _solve = _make_solver(tape_source_hash())
+    _solve_watching = _make_solver(tape_source_hash())
+    _solve = _make_plain_solver(tape_source_hash())
 else:  # pragma: no cover
-    _solve = None
+    _solve = _solve_watching = None
 
-_EMPTY_I = np.zeros(HEADER, dtype=np.int64)
-_EMPTY_F = np.zeros(0, dtype=np.float64)
+EMPTY_PROGRAM = np.zeros(HEADER, dtype=np.int64)
+EMPTY_ARRAY = np.zeros(0, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- Python API
@@ -992,7 +1059,7 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         raise ImportError("kinetics.numerics.rosenbrock.integrate needs numba; install it with "
                           "`pip install numba` or the `kinetics[fast]` extra")
     from .compile_notice import announce_compilation
-    announce_compilation(_solve, "the stiff-integrator", 10)
+    announce_compilation(_solve, "the stiff-integrator")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)
@@ -1001,17 +1068,17 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
                          f"{params.shape}, {times.shape}")
     if type(atol) is float:
         atol_s = atol
-        atol_v = _EMPTY_F
+        atol_v = EMPTY_ARRAY
     elif np.ndim(atol) == 0:
         atol_s = float(atol)
-        atol_v = _EMPTY_F
+        atol_v = EMPTY_ARRAY
     else:
         atol_s = 0.0
         atol_v = np.ascontiguousarray(atol, dtype=np.float64)
     if dfdt is None:
         tmode = 2 if rhs.uses_input[0] else 0
-        dprog = _EMPTY_I
-        dconsts = _EMPTY_F
+        dprog = EMPTY_PROGRAM
+        dconsts = EMPTY_ARRAY
     else:
         tmode = 1
         dprog = dfdt.prog
@@ -1027,69 +1094,59 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
                                        float(first_step), bool(dense_output), int(n_base))
-    if status == _STATUS_BAD_INPUT:
-        raise ValueError(_explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
+    if status == STATUS_BAD_INPUT:
+        raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
     return Y, status, n_steps, n_rhs
 
 
-if numba_available():
-    @_jit_kernel(parallel=True)
-    def _solve_many(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
-                    atol_s, atol_v, max_steps, first_step, dense, out, status):
-        for s in prange(Y0.shape[0]):
-            Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
-                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense, 0)
-            out[s] = Y
-            status[s] = st
-
-    @_jit_kernel
-    def _solve_many_serial(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
-                           atol_s, atol_v, max_steps, first_step, dense, out, status):
-        for s in range(Y0.shape[0]):
-            Y, st, _, _ = _solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0[s], P[s], t0,
-                                 times, rtol, atol_s, atol_v, max_steps, first_step, dense, 0)
-            out[s] = Y
-            status[s] = st
-
-
-def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float,
-                   max_steps: int = 100000, *, dfdt=None):
-    """:func:`integrate` for many initial states ``Y0`` (N, n) and parameter vectors ``P``
-    (N, m) at once, in parallel over the N problems (numba ``prange``), with one scalar
-    ``atol``. Returns ``(Y (N, len(times), n), status (N,))``: a status per problem as in
-    :func:`integrate` (its rows nan where a failed integration did not reach)."""
-    if _solve is None:
-        raise ImportError("kinetics.rosenbrock.integrate_many needs numba; install it with "
-                          "`pip install numba` or the `kinetics[fast]` extra")
-    Y0 = np.ascontiguousarray(Y0, dtype=np.float64)
-    P = np.ascontiguousarray(P, dtype=np.float64)
+def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol: float, watch, sides,
+                       max_steps: int = 100000, *, dfdt=None):
+    """:func:`integrate` that also watches the outputs g of the tape ``watch`` (inputs as
+    ``rhs``'s) and stops after the first accepted step at whose end some g_j is nonzero and on
+    the other side than ``sides[j]`` (+1 or -1). Returns ``(Y, status, crossing)``: ``Y`` as
+    from :func:`integrate` for the output times reached (nan after the stop), and ``crossing``
+    None or ``(t_old, t_new, y_old, y_new, K)``: the step over which the sign changed, whose
+    interpolant :func:`dense_state` gives y in between (for locating the root)."""
+    if _solve_watching is None:
+        raise ImportError("kinetics.numerics.rosenbrock.integrate_watching needs numba")
+    from .compile_notice import announce_compilation
+    announce_compilation(_solve_watching, "the stiff-integrator", 10)
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)
-    if Y0.ndim != 2 or P.ndim != 2 or len(Y0) != len(P) or times.ndim != 1:
-        raise ValueError(f"Y0 (N, n) and P (N, m) with equal N, and 1-D times; got shapes {Y0.shape}, "
-                         f"{P.shape}, {times.shape}")
+    sides = np.ascontiguousarray(sides, dtype=np.float64)
     if dfdt is None:
-        tmode, dprog, dconsts = (2 if rhs.uses_input[0] else 0), _EMPTY_I, _EMPTY_F
+        tmode, dprog, dconsts = (2 if rhs.uses_input[0] else 0), EMPTY_PROGRAM, EMPTY_ARRAY
     else:
         tmode, dprog, dconsts = 1, dfdt.prog, dfdt.consts
     plan = jac.aux.get("lu_plan")
-    if plan is None or plan[0] != Y0.shape[1]:
-        plan = lu_plan(jac, Y0.shape[1])
-    out = np.empty((len(Y0), len(times), Y0.shape[1]))
-    status = np.empty(len(Y0), dtype=np.int64)
-    if len(Y0):
-        kernel = _solve_many if len(Y0) >= 64 else _solve_many_serial   # a few sets: no thread pool to wake
-        kernel(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0),
-                    times, float(rtol), float(atol), _EMPTY_F, int(max_steps), 0.0, True, out, status)
-    bad = np.flatnonzero(status == _STATUS_BAD_INPUT)
-    if len(bad):
-        s = int(bad[0])
-        raise ValueError(f"problem {s}: " + _explain_bad_input(rhs, jac, dfdt, Y0[s], P[s], t0, times, rtol,
-                                                               float(atol), _EMPTY_F))
-    return out, status
+    if plan is None or plan[0] != y0.shape[0]:
+        plan = lu_plan(jac, y0.shape[0])
+    crossing_t = np.zeros(3)
+    crossing_y = np.zeros((10, y0.shape[0]))
+    Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
+                                      params, float(t0), times, float(rtol), float(atol), EMPTY_ARRAY, int(max_steps),
+                                      0.0, True, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
+    if status == STATUS_BAD_INPUT:
+        if watch.n_inputs != rhs.n_inputs or watch.n_outputs != len(sides):
+            raise ValueError(f"the watch tape has {watch.n_inputs} inputs and {watch.n_outputs} outputs; expected "
+                             f"{rhs.n_inputs} inputs (as the rhs) and {len(sides)} outputs (one per side)")
+        raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, float(atol), EMPTY_ARRAY))
+    if crossing_t[2] == 0:
+        return Y, status, None
+    return Y, status, (float(crossing_t[0]), float(crossing_t[1]), crossing_y[0].copy(), crossing_y[1].copy(),
+                       crossing_y[2:].copy())
 
 
-def _explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_v) -> str:
+def dense_state(t, t_old, t_new, y_old, y_new, K) -> np.ndarray:
+    """The Rodas5P interpolant of one step (t_old -> t_new with stages K (8, n)) at time t."""
+    theta = (t - t_old) / (t_new - t_old)
+    q1, q2, q3 = TH @ K
+    return (1.0 - theta) * y_old + theta * (y_new + (1.0 - theta) * (q1 + theta * (q2 + theta * q3)))
+
+
+def explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_v) -> str:
     n, m = y0.shape[0] if y0.ndim == 1 else -1, params.shape[0] if params.ndim == 1 else -1
     n_in = 1 + n + m
     if y0.ndim != 1 or n == 0:

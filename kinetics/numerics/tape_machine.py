@@ -22,7 +22,8 @@ import numpy as np
 
 from .jit import jit
 
-__all__ = ["run_tape", "tape_load", "tape_outputs", "eval_tape", "eval_tape_many", "tape_source_hash",
+__all__ = ["run_tape", "run_tape_lanes", "op_value", "tape_load", "tape_outputs", "tape_outputs_lanes", "eval_tape",
+           "eval_tape_many", "tape_source_hash",
            "TAPE_VERSION", "HEADER", "N_OPS", "OP_ARITY", "OP_NAMES"]
 
 #: Bump when the program layout changes.
@@ -322,6 +323,156 @@ def run_tape(up, reg, k0, k1):
 
 
 @jit
+def op_value(op, x, y, z):
+    """The value of instruction ``op`` (not one of the arithmetic opcodes MUL..POWI, which
+    the interpreters inline) on its operand values ``x``, ``y``, ``z`` (those it does not
+    read are ignored), for :func:`run_tape_lanes`. The same semantics as :func:`run_tape`'s
+    branches, written twice: run_tape keeps every opcode inline, because a call in its loop
+    (even on a branch the arithmetic models never take) slowed a single simulation by ~5 %;
+    ``tests/test_tape_machine.py`` checks that both give the same value for every opcode."""
+    if op == OP_POW:
+        v = x ** y
+    elif op == OP_SQRT:
+        v = math.sqrt(x)
+    elif op == OP_EXP:
+        v = math.exp(x)
+    elif op == OP_LOG:
+        if x > 0.0:
+            v = math.log(x)
+        elif x == 0.0:
+            v = -math.inf
+        else:
+            v = math.nan
+    elif op == OP_MIN:
+        if x != x or y != y:
+            v = math.nan
+        else:
+            v = x if x <= y else y
+    elif op == OP_MAX:
+        if x != x or y != y:
+            v = math.nan
+        else:
+            v = x if x >= y else y
+    elif op == OP_ABS:
+        v = abs(x)
+    elif op == OP_SELECT:
+        v = y if x != 0.0 else z
+    elif op == OP_LT:
+        v = 1.0 if x < y else 0.0
+    elif op == OP_LE:
+        v = 1.0 if x <= y else 0.0
+    elif op == OP_GT:
+        v = 1.0 if x > y else 0.0
+    elif op == OP_GE:
+        v = 1.0 if x >= y else 0.0
+    elif op == OP_EQ:
+        v = 1.0 if x == y else 0.0
+    elif op == OP_NE:
+        v = 1.0 if x != y else 0.0
+    elif op == OP_AND:
+        v = 1.0 if (x != 0.0 and y != 0.0) else 0.0
+    elif op == OP_OR:
+        v = 1.0 if (x != 0.0 or y != 0.0) else 0.0
+    elif op == OP_NOT:
+        v = 1.0 if x == 0.0 else 0.0
+    elif op == OP_HEAVISIDE:
+        if x < 0.0:
+            v = 0.0
+        elif x > 0.0:
+            v = 1.0
+        elif x == 0.0:
+            v = y
+        else:
+            v = math.nan
+    elif op == OP_SIGN:
+        if x > 0.0:
+            v = 1.0
+        elif x < 0.0:
+            v = -1.0
+        elif x == 0.0:
+            v = 0.0
+        else:
+            v = math.nan
+    elif op == OP_SIN:
+        v = math.sin(x)
+    elif op == OP_COS:
+        v = math.cos(x)
+    elif op == OP_TAN:
+        v = math.tan(x)
+    elif op == OP_SINH:
+        v = math.sinh(x)
+    elif op == OP_COSH:
+        v = math.cosh(x)
+    elif op == OP_TANH:
+        v = math.tanh(x)
+    elif op == OP_ASIN:
+        v = math.asin(x) if -1.0 <= x <= 1.0 else math.nan
+    elif op == OP_ACOS:
+        v = math.acos(x) if -1.0 <= x <= 1.0 else math.nan
+    elif op == OP_ATAN:
+        v = math.atan(x)
+    elif op == OP_ATAN2:
+        v = math.atan2(x, y)
+    elif op == OP_FLOOR:
+        v = math.floor(x) if math.isfinite(x) else x
+    elif op == OP_CEIL:
+        v = math.ceil(x) if math.isfinite(x) else x
+    elif op == OP_LOG10:
+        if x > 0.0:
+            v = math.log10(x)
+        elif x == 0.0:
+            v = -math.inf
+        else:
+            v = math.nan
+    elif op == OP_LOG2:
+        if x > 0.0:
+            v = math.log2(x)
+        elif x == 0.0:
+            v = -math.inf
+        else:
+            v = math.nan
+    elif op == OP_EXP2:
+        v = 2.0 ** x
+    elif op == OP_EXPM1:
+        v = math.expm1(x)
+    elif op == OP_LOG1P:
+        if x > -1.0:
+            v = math.log1p(x)
+        elif x == -1.0:
+            v = -math.inf
+        else:
+            v = math.nan
+    elif op == OP_ERF:
+        v = math.erf(x)
+    elif op == OP_ERFC:
+        v = math.erfc(x)
+    elif op == OP_COPY:
+        v = x
+    elif op == OP_ASINH:
+        v = math.asinh(x)
+    elif op == OP_ACOSH:
+        v = math.acosh(x) if x >= 1.0 else math.nan
+    elif op == OP_FACTORIAL:
+        x = x + 1.0
+        if x > 0.0 or (x < 0.0 and x != math.floor(x)):
+            v = math.gamma(x) if x < 171.7 else math.inf
+        else:
+            v = math.nan
+    elif op == OP_ATANH:
+        if -1.0 < x < 1.0:
+            v = math.atanh(x)
+        elif x == 1.0:
+            v = math.inf
+        elif x == -1.0:
+            v = -math.inf
+        else:
+            v = math.nan
+    else:
+        v = math.nan
+    return v
+
+
+@jit
 def tape_load(prog, consts, reg):
     """Copy the constant pool into ``reg`` (inputs are the caller's job)."""
     n_in = prog[H_NIN]
@@ -343,6 +494,90 @@ def tape_outputs(up, reg, out):
     for q in range(nl):
         uq = np.uint64(q)
         out[up[lr + uq]] += reg[up[lc + uq]] * reg[up[lx + uq]]
+
+
+@jit
+def run_tape_lanes(up, R, k0, k1, l0, l1):
+    """:func:`run_tape` on many register files at once: ``R`` (n_registers, lanes) holds one
+    register file per column ("lane", e.g. one parameter set each); instructions ``k0..k1-1``
+    run on lanes ``l0..l1-1``. Each instruction is decoded once for all lanes and applied in a
+    loop over the lanes that the compiler vectorizes, so the interpreter's dispatch is paid
+    once per instruction, not once per lane. Per lane, the arithmetic is :func:`run_tape`'s,
+    operation for operation (the same values to the last bit)."""
+    base = up[H_NIN] + up[H_NCONST]
+    for k in range(k0, k1):
+        uk = np.uint64(k)
+        p = _U_HEADER + _U4 * uk
+        op = np.int64(up[p])
+        a = up[p + _U1]
+        b = up[p + _U2]
+        c = up[p + _U3]
+        d = base + uk
+        if op == OP_MUL:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] * R[b, l]
+        elif op == OP_ADD:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] + R[b, l]
+        elif op == OP_SUB:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] - R[b, l]
+        elif op == OP_MULADD:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] * R[b, l] + R[c, l]
+        elif op == OP_NMULADD:
+            for l in range(l0, l1):
+                R[d, l] = R[c, l] - R[a, l] * R[b, l]
+        elif op == OP_MULSUB:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] * R[b, l] - R[c, l]
+        elif op == OP_DIV:
+            for l in range(l0, l1):
+                R[d, l] = R[a, l] / R[b, l]
+        elif op == OP_NEG:
+            for l in range(l0, l1):
+                R[d, l] = -R[a, l]
+        elif op == OP_SQUARE:
+            for l in range(l0, l1):
+                x = R[a, l]
+                R[d, l] = x * x
+        elif op == OP_POWI:
+            e = np.int64(b)  # the exponent itself, signed
+            for l in range(l0, l1):
+                x = R[a, l]
+                n = e if e >= 0 else -e
+                r = 1.0
+                while n > 0:
+                    if n & 1:
+                        r *= x
+                    x *= x
+                    n >>= 1
+                R[d, l] = r if e >= 0 else 1.0 / r
+        else:      # operands a unary opcode does not read are register 0 (in range)
+            for l in range(l0, l1):
+                R[d, l] = op_value(op, R[a, l], R[b, l], R[c, l])
+
+
+@jit
+def tape_outputs_lanes(up, R, out, l0, l1):
+    """:func:`tape_outputs` for lanes ``l0..l1-1`` of a register block (see
+    :func:`run_tape_lanes`) into ``out`` (n_outputs, lanes), in the same order of operations."""
+    o = _U_HEADER + _U4 * up[H_NINSTR]
+    for i in range(out.shape[0]):
+        r = up[o + np.uint64(i)]
+        for l in range(l0, l1):
+            out[i, l] = R[r, l]
+    nl = up[H_NLIN]
+    lr = o + up[H_NOUT]
+    lc = lr + nl
+    lx = lc + nl
+    for q in range(nl):
+        uq = np.uint64(q)
+        row = up[lr + uq]
+        cr = up[lc + uq]
+        xr = up[lx + uq]
+        for l in range(l0, l1):
+            out[row, l] += R[cr, l] * R[xr, l]
 
 
 @jit

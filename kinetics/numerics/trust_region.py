@@ -58,7 +58,19 @@ import numpy as np
 from ..errors import SolverError
 
 from .jit import jit as _jit
-from .jit import numba_available
+from .jit import lapack_dgesdd, numba_available
+
+
+def _inlined(fn):
+    """A kernel inlined into its caller by numba (IR level) instead of compiled on its own.
+
+    For the glue of the iteration (start, advance, the loop's top and its trial step): numba
+    compiles every kernel into a module of its own, links the modules of everything it calls
+    into it and generates machine code for the linked whole, so each level of calls generates
+    the code of all levels below it again. Inlining the glue levels into the one entry kernel
+    :func:`_step` cut the group's compile time from ~22 to ~14 CPU seconds (2 cores, loaded);
+    inlining everything instead is far slower (numba retypes each inlined body)."""
+    return _jit(fn, inline="always")
 
 __all__ = ["least_squares_trf", "TRFResult", "TERMINATION_MESSAGES", "numba_available"]
 
@@ -91,6 +103,42 @@ def _copy2(dst, src):
             dst[i, j] = src[i, j]
 
 
+# Elementwise helpers instead of numpy array expressions: each array expression compiles a
+# broadcasting loop nest with its shape checks into every kernel that uses it. The same
+# operation per element, so the same values.
+@_jit
+def _times(a, b):
+    """a * b for 1-D arrays of one length."""
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = a[i] * b[i]
+    return out
+
+
+@_jit
+def _plus(a, b):
+    """a + b for 1-D arrays of one length."""
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+    return out
+
+
+@_jit
+def _scale(a, c):
+    """a *= c in place."""
+    for i in range(a.shape[0]):
+        a[i] *= c
+
+
+@_jit
+def _negated(a):
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = -a[i]
+    return out
+
+
 @dataclass
 class TRFResult:
     """Outcome of :func:`least_squares_trf`; fields as in scipy's ``least_squares`` result."""
@@ -111,6 +159,33 @@ class TRFResult:
 
 # ============================================================================ numba kernels
 # Elementary operations, chosen to round exactly as numpy does.
+
+_gesdd = lapack_dgesdd() if numba_available() else None
+_KIND_D, _JOBZ_S = ord("d"), ord("S")
+
+
+@_jit
+def _svd(a):
+    """(s, U.T, VT.T) of ``np.linalg.svd(a, full_matrices=False)`` as numba computes it (the
+    same LAPACK call on the same Fortran-ordered copy, so the same numbers), U.T (k, m) and
+    VT.T (n, k) C-contiguous; LinAlgError as numpy for non-finite input or no convergence."""
+    m, n = a.shape
+    k = min(m, n)
+    acpy = np.empty((n, m))                 # a in Fortran order
+    for i in range(m):
+        for j in range(n):
+            v = a[i, j]
+            if not math.isfinite(v):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+            acpy[j, i] = v
+    s = np.empty(k)
+    ut = np.empty((k, m))                   # U in Fortran order is U.T in C order
+    v = np.empty((n, k))                    # VT in Fortran order is VT.T = V in C order
+    info = _gesdd(_KIND_D, _JOBZ_S, m, n, acpy.ctypes, m, s.ctypes, ut.ctypes, m, v.ctypes, k)
+    if info != 0:
+        raise np.linalg.LinAlgError("SVD did not converge.")
+    return s, ut, v
+
 
 @_jit
 def _norm(a):
@@ -170,7 +245,7 @@ def _pairwise_sum(a):
     sum(right half). numpy recurses; here the recursion runs on an explicit stack, because
     numba's disk cache crashes on recursive functions."""
     if a.size <= 128:
-        return _block_sum(a, 0, a.size)
+        return _block_sum(a, np.int64(0), a.size)   # not a literal 0: one specialization
     starts = np.empty(64, dtype=np.int64)
     counts = np.empty(64, dtype=np.int64)
     left_sums = np.empty(64)
@@ -244,10 +319,15 @@ def intersect_trust_region(x, s, Delta, two):
 @_jit
 def phi_and_derivative(alpha, suf, s, Delta):
     """||p(alpha)|| - Delta and its derivative, p(alpha) the alpha-regularized LSQ solution."""
-    denom = s * s + alpha
-    p_norm = _norm(suf / denom)
+    k = s.shape[0]
+    q = np.empty(k)
+    terms = np.empty(k)
+    for i in range(k):
+        denom = s[i] * s[i] + alpha
+        q[i] = suf[i] / denom
+        terms[i] = (suf[i] * suf[i]) / denom**3.0  # libm pow, as numpy's ``denom**3``
+    p_norm = _norm(q)
     phi = p_norm - Delta
-    terms = (suf * suf) / denom**3.0  # libm pow, as numpy's ``denom**3``
     phi_prime = -_pairwise_sum(terms) / p_norm
     return phi, phi_prime
 
@@ -265,7 +345,7 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
     (p, alpha) with alpha the Levenberg-Marquardt parameter (0 for the Gauss-Newton step)."""
     rtol = 0.01
     max_iter = 10
-    suf = s * uf
+    suf = _times(s, uf)
 
     if m >= n:  # Gauss-Newton step if J has full rank and the step fits
         threshold = EPS * m * s[0]
@@ -273,7 +353,10 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
     else:
         full_rank = False
     if full_rank:
-        p = -_matvec(V, uf / s)
+        q = np.empty(s.shape[0])
+        for i in range(s.shape[0]):
+            q[i] = uf[i] / s[i]
+        p = _negated(_matvec(V, q))
         if _norm(p) <= Delta:
             return p, 0.0
 
@@ -301,9 +384,12 @@ def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, half):
         if abs(phi) < rtol * Delta:
             break
 
-    p = -_matvec(V, suf / (s * s + alpha))
+    q = np.empty(s.shape[0])
+    for i in range(s.shape[0]):
+        q[i] = suf[i] / (s[i] * s[i] + alpha)
+    p = _negated(_matvec(V, q))
     # Make ||p|| exactly Delta, so that p does not lie outside the trust region.
-    p *= Delta / _norm(p)
+    _scale(p, Delta / _norm(p))
     return p, alpha
 
 
@@ -343,19 +429,20 @@ def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol):
 def build_quadratic_1d(J, g, s, diag, s0):
     """a, b, c of f(t) = 0.5 (s0 + s t)^T (J^T J + diag) (s0 + s t) + g^T (s0 + s t).
 
-    ``s0`` None means 0 (then c = 0)."""
+    ``s0`` empty means 0 (then c = 0; an empty array rather than None: one specialization)."""
     v = _matvec(J, s)
     a = np.dot(v, v)
-    a += np.dot(s * diag, s)
+    a += np.dot(_times(s, diag), s)
     a *= 0.5
     b = np.dot(g, s)
     c = 0.0
-    if s0 is not None:
+    if s0.size > 0:
         u = _matvec(J, s0)
         b += np.dot(u, v)
         c = 0.5 * np.dot(u, u) + np.dot(g, s0)
-        b += np.dot(s0 * diag, s)
-        c += 0.5 * np.dot(s0 * diag, s0)
+        s0_diag = _times(s0, diag)
+        b += np.dot(s0_diag, s)
+        c += 0.5 * np.dot(s0_diag, s0)
     return a, b, c
 
 
@@ -385,7 +472,7 @@ def evaluate_quadratic(J, g, s, diag):
     """0.5 s^T (J^T J + diag) s + g^T s."""
     Js = _matvec(J, s)
     q = np.dot(Js, Js)
-    q += np.dot(s * diag, s)
+    q += np.dot(_times(s, diag), s)
     return 0.5 * q + np.dot(s, g)
 
 
@@ -403,60 +490,67 @@ def in_bounds(x, lb, ub):
 def step_size_to_bound(x, s, lb, ub):
     """Smallest t >= 0 with x + s t on a bound, and which components hit (-1 lower, 1 upper)."""
     n = x.size
-    steps = np.full(n, np.inf)
+    steps = np.empty(n)
     for i in range(n):
+        steps[i] = np.inf
         if s[i] != 0:
             steps[i] = _np_maximum((lb[i] - x[i]) / s[i], (ub[i] - x[i]) / s[i])
-    min_step = np.min(steps)
+    min_step = steps[0]                  # np.min: the smallest, nan if any is nan
+    for i in range(1, n):
+        if min_step != min_step:
+            break
+        if steps[i] < min_step or steps[i] != steps[i]:
+            min_step = steps[i]
     hits = np.zeros(n, dtype=np.int64)
     for i in range(n):
         if steps[i] == min_step:
-            hits[i] = int(np.sign(s[i]))
+            hits[i] = 1 if s[i] > 0 else (-1 if s[i] < 0 else 0)   # np.sign
     return min_step, hits
 
 
-@_jit
 def find_active_constraints(x, lb, ub, rtol):
-    """-1 / 1 where x is within rtol * max(1, |bound|) of the lower / upper bound, else 0."""
-    n = x.size
-    active = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        if rtol == 0:
-            if x[i] <= lb[i]:
-                active[i] = -1
-            if x[i] >= ub[i]:
-                active[i] = 1
-            continue
-        lower_dist = x[i] - lb[i]
-        upper_dist = ub[i] - x[i]
-        lower_threshold = rtol * max(1.0, abs(lb[i]))
-        upper_threshold = rtol * max(1.0, abs(ub[i]))
-        if np.isfinite(lb[i]) and lower_dist <= min(upper_dist, lower_threshold):
-            active[i] = -1
-        if np.isfinite(ub[i]) and upper_dist <= min(lower_dist, upper_threshold):
-            active[i] = 1
+    """-1 / 1 where x is within rtol * max(1, |bound|) of the lower / upper bound, else 0
+    (scipy's, in numpy: it runs in Python, once per fit)."""
+    active = np.zeros(x.shape, dtype=np.int64)
+    if rtol == 0:
+        active[x <= lb] = -1
+        active[x >= ub] = 1
+        return active
+    lower_dist = x - lb
+    upper_dist = ub - x
+    lower_threshold = rtol * np.maximum(1, np.abs(lb))
+    upper_threshold = rtol * np.maximum(1, np.abs(ub))
+    active[np.isfinite(lb) & (lower_dist <= np.minimum(upper_dist, lower_threshold))] = -1
+    active[np.isfinite(ub) & (upper_dist <= np.minimum(lower_dist, upper_threshold))] = 1
     return active
 
 
-@_jit
 def make_strictly_feasible(x, lb, ub, rstep):
-    """x moved at least a relative ``rstep`` inside the bounds (one ulp if rstep == 0)."""
+    """x moved at least a relative ``rstep`` > 0 inside the bounds (scipy's, in numpy: it runs
+    in Python, once per fit; the kernels' rstep = 0 case is :func:`_trial_point`)."""
     x_new = x.copy()
     active = find_active_constraints(x, lb, ub, rstep)
-    for i in range(x.size):
-        if active[i] == -1:
-            if rstep == 0:
-                x_new[i] = np.nextafter(lb[i], ub[i])
-            else:
-                x_new[i] = lb[i] + rstep * max(1.0, abs(lb[i]))
-        elif active[i] == 1:
-            if rstep == 0:
-                x_new[i] = np.nextafter(ub[i], lb[i])
-            else:
-                x_new[i] = ub[i] - rstep * max(1.0, abs(ub[i]))
-        if x_new[i] < lb[i] or x_new[i] > ub[i]:  # bounds tighter than the shift
-            x_new[i] = 0.5 * (lb[i] + ub[i])
+    lower, upper = active == -1, active == 1
+    x_new[lower] = lb[lower] + rstep * np.maximum(1, np.abs(lb[lower]))
+    x_new[upper] = ub[upper] - rstep * np.maximum(1, np.abs(ub[upper]))
+    tight = (x_new < lb) | (x_new > ub)          # bounds tighter than the shift
+    x_new[tight] = 0.5 * (lb[tight] + ub[tight])
     return x_new
+
+
+@_jit
+def _trial_point(x, step, lb, ub, out):
+    """out = x + step moved strictly inside the bounds: scipy's make_strictly_feasible(x +
+    step, lb, ub, rstep=0), i.e. a point on or beyond a bound goes to the next float inside."""
+    for i in range(x.size):
+        xi = x[i] + step[i]
+        if xi >= ub[i]:
+            xi = np.nextafter(ub[i], lb[i])
+        elif xi <= lb[i]:
+            xi = np.nextafter(lb[i], ub[i])
+        if xi < lb[i] or xi > ub[i]:             # bounds closer than one float
+            xi = 0.5 * (lb[i] + ub[i])
+        out[i] = xi
 
 
 @_jit
@@ -478,7 +572,7 @@ def CL_scaling_vector(x, g, lb, ub, v, dv):
 def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     """Best of the trust-region step (shortened to stay strictly feasible), its reflection at
     the first bound hit, and the Cauchy step. Returns (step, step_h, predicted reduction)."""
-    if in_bounds(x + p, lb, ub):
+    if in_bounds(_plus(x, p), lb, ub):
         p_value = evaluate_quadratic(J_h, g_h, p_h, diag_h)
         return p, p_h, -p_value
 
@@ -489,12 +583,12 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     for i in range(r_h.size):
         if hits[i] != 0:
             r_h[i] *= -1
-    r = d * r_h
+    r = _times(d, r_h)
 
     # Restrict the trust-region step so that it reaches the bound.
-    p *= p_stride
-    p_h *= p_stride
-    x_on_bound = x + p
+    _scale(p, p_stride)
+    _scale(p_h, p_stride)
+    x_on_bound = _plus(x, p)
 
     # The reflected direction leaves either the feasible region or the trust region first.
     _, to_tr = intersect_trust_region(p_h, r_h, Delta, two)
@@ -515,29 +609,30 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
     if r_stride_l <= r_stride_u:  # reflected step available
         a, b, c = build_quadratic_1d(J_h, g_h, r_h, diag_h, p_h)
         r_stride, r_value = minimize_quadratic_1d(a, b, r_stride_l, r_stride_u, c)
-        r_h *= r_stride
-        r_h += p_h
-        r = r_h * d
+        _scale(r_h, r_stride)
+        for i in range(r_h.shape[0]):
+            r_h[i] += p_h[i]
+        r = _times(r_h, d)
     else:
         r_value = np.inf
 
     # Step back from the bound to stay strictly interior.
-    p *= theta
-    p_h *= theta
+    _scale(p, theta)
+    _scale(p_h, theta)
     p_value = evaluate_quadratic(J_h, g_h, p_h, diag_h)
 
-    ag_h = -g_h
-    ag = d * ag_h
+    ag_h = _negated(g_h)
+    ag = _times(d, ag_h)
     to_tr = Delta / _norm(ag_h)
     to_bound, _ = step_size_to_bound(x, ag, lb, ub)
     if to_bound < to_tr:
         ag_stride = theta * to_bound
     else:
         ag_stride = to_tr
-    a, b, _ = build_quadratic_1d(J_h, g_h, ag_h, diag_h, None)
+    a, b, _ = build_quadratic_1d(J_h, g_h, ag_h, diag_h, ag_h[:0])
     ag_stride, ag_value = minimize_quadratic_1d(a, b, 0.0, ag_stride, 0.0)
-    ag_h *= ag_stride
-    ag *= ag_stride
+    _scale(ag_h, ag_stride)
+    _scale(ag, ag_stride)
 
     if p_value < r_value and p_value < ag_value:
         return p, p_h, -p_value
@@ -550,13 +645,18 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta, two):
 def compute_jac_scale(J, scale, scale_inv, first):
     """x_scale="jac": column norms of J, as a running maximum after the first point."""
     m, n = J.shape
+    norms = np.empty(n)
     if n == 1:  # numpy reduces a single column as a vector: pairwise
-        norms = np.empty(1)
-        norms[0] = _pairwise_sum(J[:, 0] * J[:, 0])
+        squares = np.empty(m)
+        for i in range(m):
+            squares[i] = J[i, 0] * J[i, 0]
+        norms[0] = _pairwise_sum(squares)
     else:  # numpy's axis-0 sum of a C-ordered matrix adds the rows in order
-        norms = J[0] * J[0]
+        for k in range(n):
+            norms[k] = J[0, k] * J[0, k]
         for i in range(1, m):
-            norms += J[i] * J[i]
+            for k in range(n):
+                norms[k] += J[i, k] * J[i, k]
     for k in range(n):
         norm_k = math.sqrt(norms[k])
         if first:
@@ -591,7 +691,7 @@ _NEED_EVALUATION = 1
 _DONE = 0
 
 
-@_jit
+@_inlined
 def _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     """Top of scipy's outer loop: optimality test, then everything that depends only on the
     current point (hat-space scaling, SVD). Returns False when the iteration is over."""
@@ -624,20 +724,22 @@ def _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     _copy2(J_aug, J_h)
     _copy(f_aug, f)
     if ints[_BOUNDED]:  # trf_bounds: SVD of [J_h; diag(diag_h**0.5)]; trf_no_bounds: of J_h
-        J_aug[m:] = 0.0
+        for r in range(m, m + n):
+            for k in range(n):
+                J_aug[r, k] = 0.0
         for k in range(n):
             J_aug[m + k, k] = math.sqrt(diag_h[k])
-    U, s, VT = np.linalg.svd(J_aug, full_matrices=False)
+    s, UT, V_ = _svd(J_aug)
     _copy(su[_S], s)
-    _copy2(V, VT.T)
-    _copy(su[_UF], _matvec(U.T, f_aug))
+    _copy2(V, V_)
+    _copy(su[_UF], _matvec(UT, f_aug))
 
     real[_THETA] = _builtin_max(0.995, 1 - g_norm)  # how far a step backs off from the bounds
     real[_ACTUAL_REDUCTION] = -1.0
     return True
 
 
-@_jit
+@_inlined
 def _next_trial(vec, J_h, V, su, real):
     """Trust-region step from the current point into vec[_X_NEW] (and _STEP, _STEP_H)."""
     x, lb, ub, d = vec[_X], vec[_LB], vec[_UB], vec[_D]
@@ -645,16 +747,16 @@ def _next_trial(vec, J_h, V, su, real):
     Delta = real[_DELTA]
     p_h, real[_ALPHA] = solve_lsq_trust_region(n, m, su[_UF], su[_S], V, Delta, real[_ALPHA],
                                                  real[_HALF])
-    p = d * p_h  # trust-region solution in the original space
+    p = _times(d, p_h)  # trust-region solution in the original space
     step, step_h, real[_PREDICTED] = select_step(
         x, J_h, vec[_DIAG_H], vec[_G_H], p, p_h, d, Delta, lb, ub, real[_THETA], real[_TWO])
     _copy(vec[_STEP], step)
     _copy(vec[_STEP_H], step_h)
-    _copy(vec[_X_NEW], make_strictly_feasible(x + step, lb, ub, 0.0))
+    _trial_point(x, step, lb, ub, vec[_X_NEW])
     real[_STEP_H_NORM] = _norm(step_h)
 
 
-@_jit
+@_inlined
 def _accept_or_reject(vec, f, J, f_new, J_new, real, ints):
     """End of scipy's inner loop: move to the trial point if it reduced the cost."""
     if real[_ACTUAL_REDUCTION] > 0:
@@ -665,19 +767,19 @@ def _accept_or_reject(vec, f, J, f_new, J_new, real, ints):
         ints[_NJEV] += 1
         _copy(vec[_G], _matvec(J.T, f))
         if ints[_JAC_SCALE]:
-            compute_jac_scale(J, vec[_SCALE], vec[_SCALE_INV], False)
+            compute_jac_scale(J, vec[_SCALE], vec[_SCALE_INV], ints[_NJEV] == 1)   # False (njev > 1)
 
 
-@_jit
-def _start(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
+@_inlined
+def _start_trf(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     """Initialise at x = vec[_X] with residuals f and Jacobian J, and propose the first trial
-    point. Returns _NEED_EVALUATION (evaluate at vec[_X_NEW], then call _advance) or _DONE."""
+    point. Returns _NEED_EVALUATION (evaluate at vec[_X_NEW], then call _advance_trf) or _DONE."""
     x, g, scale, scale_inv = vec[_X], vec[_G], vec[_SCALE], vec[_SCALE_INV]
     v, dv = vec[_V], vec[_DV]
     real[_COST] = 0.5 * np.dot(f, f)
     _copy(g, _matvec(J.T, f))
     if ints[_JAC_SCALE]:
-        compute_jac_scale(J, scale, scale_inv, True)
+        compute_jac_scale(J, scale, scale_inv, ints[_NJEV] == 1)   # True, not a literal: one specialization
     else:  # scale holds x_scale
         for i in range(x.size):
             scale_inv[i] = 1 / scale[i]
@@ -685,7 +787,10 @@ def _start(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     for i in range(x.size):
         if dv[i] != 0:
             v[i] *= scale_inv[i]
-    Delta = _norm(x * scale_inv / np.sqrt(v))
+    scaled = np.empty(x.size)
+    for i in range(x.size):
+        scaled[i] = x[i] * scale_inv[i] / math.sqrt(v[i])
+    Delta = _norm(scaled)
     real[_DELTA] = 1.0 if Delta == 0 else Delta
     real[_ALPHA] = 0.0  # Levenberg-Marquardt parameter
     if not _begin_iteration(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
@@ -694,8 +799,8 @@ def _start(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints):
     return _NEED_EVALUATION
 
 
-@_jit
-def _advance(vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, ints):
+@_inlined
+def _advance_trf(vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, ints):
     """Take in the evaluation (f_new, J_new) at vec[_X_NEW] (``failed``: the model raised
     SolverError there) and run scipy's loop up to the next trial point. Returns
     _NEED_EVALUATION or _DONE."""
@@ -732,6 +837,16 @@ def _advance(vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, in
             return _DONE
     _next_trial(vec, J_h, V, su, real)
     return _NEED_EVALUATION
+
+
+@_jit
+def _step(starting, vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, ints):
+    """The one compiled entry of the iteration (one entry point: numba generates the machine
+    code of everything it calls once, not once per entry): :func:`_start_trf` when
+    ``starting``, else :func:`_advance_trf`."""
+    if starting:
+        return _start_trf(vec, f, J, J_h, J_aug, f_aug, V, su, real, ints)
+    return _advance_trf(vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, ints)
 
 
 # ============================================================================ Python driver
@@ -812,7 +927,7 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     if not numba_available():  # the tests exercise this by monkeypatching
         return _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev)
     from .compile_notice import announce_compilation
-    announce_compilation(_start, "the trust-region", 20)
+    announce_compilation(_step, "the trust-region")
 
     n = x0.size
     f, J = fun_and_jac(x0.copy())
@@ -845,14 +960,14 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     workspace = (J_h, J_aug, f_aug, V, su, real, ints)
 
     x_new = vec[_X_NEW]
-    code = _start(vec, f, J, *workspace)
+    code = _step(True, vec, f, J, f_new, J_new, False, *workspace)
     while code == _NEED_EVALUATION:
         try:
             f_new, J_new = _as_evaluation(fun_and_jac(x_new.copy()), m, n, "at a trial point")
             failed = False
         except SolverError:
             failed = True
-        code = _advance(vec, f, J, f_new, J_new, failed, *workspace)
+        code = _step(False, vec, f, J, f_new, J_new, failed, *workspace)
 
     status = int(ints[_STATUS])
     if status == _RUNNING:

@@ -221,15 +221,15 @@ class CompiledModel:
         # initial values x0(p) and their derivatives
         x0 = sp.Matrix(sym.initial)
         self._x0 = _SparseArray(self._p_args, np.array(list(x0), dtype=object), label="the initial values")
-        self._dx0 = (_SparseArray(self._p_args, np.array(x0.jacobian(p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
+        self._dx0 = (_SparseArray(self._p_args, np.array(_jacobian(x0, p), dtype=object).reshape(n, P), label="the derivatives of the initial values")
                      if P and any(x0) else None)
         # observables h(t, x, p)
         obs = sp.Matrix(list(sym.observables.values())) if self.observable_names else sp.zeros(0, 1)
         self.observables_symbolic = obs
         vec_args = [TIME, x, p]
         self._obs = _VectorArray(vec_args, np.array(list(obs), dtype=object))
-        self._dobs_dx = _VectorArray(vec_args, np.array(obs.jacobian(x), dtype=object).reshape(len(obs), n)) if len(obs) else None
-        self._dobs_dp = _VectorArray(vec_args, np.array(obs.jacobian(p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
+        self._dobs_dx = _VectorArray(vec_args, np.array(_jacobian(obs, x), dtype=object).reshape(len(obs), n)) if len(obs) else None
+        self._dobs_dp = _VectorArray(vec_args, np.array(_jacobian(obs, p), dtype=object).reshape(len(obs), P)) if len(obs) and P else None
         self.affine_observables = _AffineSeries.build(self._p_args, obs, x, p)
         if self.affine:
             zero = {s: 0 for s in x}
@@ -252,9 +252,9 @@ class CompiledModel:
                                     label="the derivatives of the constant inflows")
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
+        # with triggered events too: an affine model is solved exactly between events, whose
+        # times are located on the exact solution (kinetics.simulation.events)
         self.method = "exact" if self.affine else "numerical"
-        if self.events:
-            self.method = "numerical"  # triggered events: integrated, event times located by root finding
 
     # ------------------------------------------------------------ parameters
     @property
@@ -588,8 +588,9 @@ _STATUS = {
 
 def warm_up() -> float:
     """Compile (or load from numba's disk cache) every compiled kernel on tiny problems: the
-    exact affine path (real and complex spectra), the Rosenbrock integrator and its tape
-    interpreter, and the trust-region solver of the fits. Returns the seconds taken. ``make``
+    exact affine path (real and complex spectra), the Rosenbrock integrator (also watching
+    a trigger, for triggered events) and its tape interpreter, and the trust-region solver of
+    the fits. Returns the seconds taken. ``make``
     runs this once after installing, so that a user's first simulation does not pay the
     one-off machine-code compilation; without numba it only warms the numpy paths."""
     import time
@@ -614,6 +615,11 @@ def warm_up() -> float:
     t, x, k = sp.symbols("t x k")
     rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
     rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    # the same integrator watching a trigger (models with triggered events): its own cache entry
+    from ..codegen.tape import Tape
+    watch = Tape.from_exprs([x - 0.5], [t, x, k], n_varying=2)
+    rosenbrock.integrate_watching(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([1.0]), 1e-6, 1e-9, watch,
+                                  np.array([1.0]))
     # the trust-region kernels, with and without bounds and x_scale (their specializations)
     B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     b = np.array([1.0, 2.0, 3.0])

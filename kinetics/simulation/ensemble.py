@@ -10,10 +10,14 @@ set, and the work per segment is batched:
   are evaluated in one vectorized call, then one compiled call solves all sets in parallel
   (:func:`kinetics.numerics.linear_batch.solve_sets`: dgeev and the eigen kernel a single
   simulation uses). Sets whose eigenvectors are too ill-conditioned for the eigen path are
-  solved by the matrix exponential, one by one, as a single simulation would.
+  solved by the matrix exponential, as a single simulation would, in one more compiled call
+  over those sets (:func:`kinetics.numerics.linear_batch.solve_sets_expm`); when the eigen
+  path declines all of the first 32 sets, the rest go to the matrix exponential directly.
 * **nonlinear models**: the compiled Rosenbrock integrator over all sets of a segment in one
-  compiled call, in parallel over the sets (numba ``prange``:
-  :func:`kinetics.numerics.rosenbrock.integrate_many`), as a single simulation runs it.
+  compiled call, in lock-step blocks of sets (one register file per set, every instruction
+  applied to the whole block) and in parallel over the cores
+  (:func:`kinetics.numerics.rosenbrock_lanes.integrate_many`): per set the same operations
+  as a single simulation, so the same values to the last bit.
 * **models with triggered events** (and nonlinear models without numba): a loop over the sets
   (root finding on the dense output runs in Python).
 
@@ -126,6 +130,9 @@ class Ensemble:
             line, = ax.plot(self.times, curve[0.5], label=f"{name} [{unit}]" if unit else name)
             ax.fill_between(self.times, curve[lo], curve[hi], color=line.get_color(), alpha=0.25, lw=0)
         ax.set_xlabel(f"time [{self.time_unit}]" if self.time_unit else "time")
+        units = {self.units.get(name) for name in names}
+        label = names[0] if len(names) == 1 else "value"
+        ax.set_ylabel(f"{label} [{units.pop()}]" if len(units) == 1 and None not in units else label)
         ax.set_title(f"{self.model_name}: median and {100 * (hi - lo):g}% band of {int((~self.failed).sum())} sets")
         if logy:
             ax.set_yscale("log")
@@ -261,6 +268,10 @@ def _inputs_at(schedule, state_index, tb):
     return dose, rate
 
 
+#: Sets of a segment tried on the eigen path before the others (see _AffineSegments.solve).
+EIGEN_PROBE = 32
+
+
 class _AffineSegments:
     """Exact solutions of a segment for many sets: the batched eigen kernel, the matrix
     exponential for sets whose eigenvectors are too ill-conditioned."""
@@ -282,16 +293,27 @@ class _AffineSegments:
         return np.isfinite(self.A).all(axis=(1, 2)) & np.isfinite(self.b).all(axis=1)
 
     def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
-        from ..numerics.linear import MAX_EIGEN_CONDITION, solve_affine
-        from ..numerics.linear_batch import solve_sets
+        from ..numerics.linear import MAX_EIGEN_CONDITION
+        from ..numerics.linear_batch import solve_sets, solve_sets_expm
         taus = np.ascontiguousarray(solve_times - seg_t0)
         every = len(sel) == len(self.A)
         A = self.A if every else self.A[sel]
         b = np.ascontiguousarray((self.b if every else self.b[sel]) + rate)
+        x = np.ascontiguousarray(x)
         ok = np.zeros(len(sel), dtype=bool)
-        solve_sets(A, b, np.ascontiguousarray(x), taus, MAX_EIGEN_CONDITION, out, ok)
-        for i in np.flatnonzero(~ok):     # ill-conditioned eigenvectors: the matrix exponential
-            out[i] = solve_affine(A[i], b[i], x[i], taus)[0]
+        # A probe first: when the eigen path declines every one of its sets (a model whose
+        # eigenvectors are ill-conditioned everywhere, e.g. a long non-normal chain), the others
+        # go straight to the matrix exponential instead of paying a decomposition to be declined
+        # (both paths are exact, so the choice only changes the cost).
+        probe = min(len(sel), EIGEN_PROBE)
+        solve_sets(A[:probe], b[:probe], x[:probe], taus, MAX_EIGEN_CONDITION, out[:probe], ok[:probe])
+        if probe < len(sel) and ok[:probe].any():
+            solve_sets(A[probe:], b[probe:], x[probe:], taus, MAX_EIGEN_CONDITION, out[probe:], ok[probe:])
+        declined = np.flatnonzero(~ok)
+        if len(declined):                 # ill-conditioned eigenvectors: the matrix exponential
+            part = np.empty((len(declined), len(taus), self.n))
+            solve_sets_expm(A[declined], b[declined], x[declined], taus, part)
+            out[declined] = part
         at_start = taus == 0
         if at_start.any():                # as solve_affine: the initial values exactly
             out[:, at_start] = x[:, None, :]
@@ -311,10 +333,11 @@ class _NumericSegments:
         return np.isfinite(self.P).all(axis=1)
 
     def solve(self, sel, x, rate, solve_times, seg_t0, out, messages):
-        from ..numerics.rosenbrock import STATUS_MESSAGES, integrate_many
+        from ..numerics.rosenbrock import STATUS_MESSAGES
+        from ..numerics.rosenbrock_lanes import integrate_many
         rhs, jac, dfdt = self.tapes
         consts = np.hstack([self.P[sel], np.tile(rate, (len(sel), 1))])
-        Y, status = integrate_many(rhs, jac, x, consts, seg_t0, solve_times, self.rtol, self.atol, dfdt=dfdt)
+        Y, status, _ = integrate_many(rhs, jac, x, consts, seg_t0, solve_times, self.rtol, self.atol, dfdt=dfdt)
         out[...] = Y
         for i in np.flatnonzero(status != 0):
             messages[int(sel[i])] = (f"the integrator failed between t={seg_t0:g} and t={solve_times[-1]:g}: "
@@ -441,8 +464,11 @@ def simulate_many(model, times, parameter_sets, *, doses=(), events=(), initial=
     observables : list of observable names to return (default: all); compartments are always returned.
     rtol, atol : tolerances of the numerical path (the affine path is exact).
 
-    Returns an :class:`Ensemble`. Sets that fail are NaN and marked in ``Ensemble.failed``
-    (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
+    Returns
+    -------
+    Ensemble
+        Values of every set at ``times``. Sets that fail are NaN and marked in
+        ``Ensemble.failed`` (with a :class:`~kinetics.KineticsWarning`); they never stop the others.
     """
     from ..model.core import Model, load_model
 

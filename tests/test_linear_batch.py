@@ -1,0 +1,99 @@
+"""The batched exact affine solutions (kinetics.numerics.linear_batch): the eigen kernel over many
+sets, and the matrix-exponential fallback (compiled scaling-and-squaring Padé) against scipy's
+expm and against the single-simulation path (kinetics.numerics.linear.solve_affine)."""
+
+import numpy as np
+import pytest
+from scipy.linalg import expm
+
+pytest.importorskip("numba")
+
+from kinetics.numerics.linear import MAX_EIGEN_CONDITION, solve_affine  # noqa: E402
+from kinetics.numerics.linear_batch import expm_pade, solve_sets, solve_sets_expm, step_plan  # noqa: E402
+
+
+def chain(n, k_back=0.1):
+    """The non-normal chain of PEERS.md: forward rates linspace(0.5, 2, n), back rates 0.1,
+    outflow from the last compartment; eigenvectors ill-conditioned beyond n ~ 10."""
+    k = np.linspace(0.5, 2.0, n)
+    A = np.zeros((n, n))
+    for i in range(n):
+        A[i, i] -= k[i]
+        if i + 1 < n:
+            A[i + 1, i] += k[i]
+            A[i, i + 1] += k_back
+            A[i + 1, i + 1] -= k_back
+    b = np.zeros(n)
+    b[0] = 1000.0
+    return A, b
+
+
+@pytest.mark.parametrize("norm", [1e-3, 0.1, 0.5, 1.5, 4.0, 40.0, 3e3])   # every Padé degree, and scaling
+def test_expm_pade_equals_scipy(norm):
+    rng = np.random.default_rng(int(norm * 1000) % 97)
+    for n in (1, 2, 5, 12):
+        A = rng.normal(size=(n, n))
+        if norm > 50:       # a compartmental (column diagonally dominant, decaying) matrix: exp stays finite
+            A = np.abs(A) - np.diag(np.abs(A).sum(axis=0) + 1.0)
+        A *= norm / np.abs(A).sum(axis=0).max()
+        ref = expm(A)
+        # exp's relative condition number grows with the norm: so does the difference of two
+        # correct algorithms (both backward stable)
+        tolerance = 2e-14 * max(1.0, norm) * max(1.0, np.abs(ref).max())
+        assert np.abs(expm_pade(A) - ref).max() <= tolerance, (n, norm)
+
+
+def test_expm_pade_of_a_non_normal_chain_and_of_nan():
+    A, _ = chain(24)
+    for t in (0.1, 3.0, 48.0):
+        ref = expm(A * t)
+        assert np.abs(expm_pade(A * t) - ref).max() <= 1e-13 * np.abs(ref).max()
+    assert np.isnan(expm_pade(np.array([[np.nan, 0.0], [0.0, 1.0]]))).all()
+
+
+def test_step_plan_groups_equal_steps_and_skips_zero_steps():
+    values, index = step_plan(np.array([0.0, 0.5, 1.0, 1.5, 1.5, 3.0]))
+    np.testing.assert_array_equal(values, [0.5, 1.5])
+    np.testing.assert_array_equal(index, [-1, 0, 0, 0, -1, 1])
+    values, index = step_plan(np.linspace(0.1, 20, 200))     # uniform: one exponential
+    assert len(values) == 1 and (index == 0).all()
+
+
+@pytest.mark.parametrize("taus", [np.logspace(-1, np.log10(48), 20), np.linspace(0, 20, 41)], ids=["log", "uniform"])
+def test_expm_fallback_equals_the_single_simulation_path(taus):
+    """Sets of the ill-conditioned chain (the eigen kernel declines every one) against
+    solve_affine's expm path (scipy), relative to each state's largest value."""
+    rng = np.random.default_rng(5)
+    n, N = 24, 6
+    A0, b0 = chain(n)
+    A = np.array([A0 * rng.uniform(0.8, 1.25) for _ in range(N)])
+    b = np.array([b0 * rng.uniform(0.5, 2) for _ in range(N)])
+    x0 = rng.uniform(0, 10, (N, n))
+    X = np.empty((N, len(taus), n))
+    ok = np.ones(N, dtype=bool)
+    solve_sets(A, b, x0, taus, MAX_EIGEN_CONDITION, X, ok)
+    assert not ok.any()                                      # the eigen path declines
+    solve_sets_expm(A, b, x0, taus, X)
+    for s in range(N):
+        ref, _, used = solve_affine(A[s], b[s], x0[s], taus, method="expm")
+        assert used == "expm"
+        scale = np.abs(ref).max(axis=0)
+        assert np.all(np.abs(X[s] - ref) <= 1e-12 * scale), s
+
+
+def test_expm_fallback_without_inflow_and_well_conditioned():
+    """b = 0 (no balancing of the augmented column) and a well-conditioned matrix (against the
+    eigen kernel)."""
+    rng = np.random.default_rng(8)
+    A = np.array([[[-1.0, 0.2, 0.0], [0.5, -2.0, 0.1], [0.0, 1.0, -0.3]]]) * rng.uniform(0.5, 2, (4, 1, 1))
+    b = np.zeros((4, 3))
+    b[2:] = rng.uniform(0, 5, (2, 3))
+    x0 = rng.uniform(0, 1, (4, 3))
+    taus = np.array([0.2, 1.0, 7.0])
+    X_eig = np.empty((4, 3, 3))
+    ok = np.zeros(4, dtype=bool)
+    solve_sets(A, b, x0, taus, MAX_EIGEN_CONDITION, X_eig, ok)
+    assert ok.all()
+    X = np.empty((4, 3, 3))
+    solve_sets_expm(A, b, x0, taus, X)
+    np.testing.assert_allclose(X, X_eig, rtol=1e-12, atol=1e-14)
