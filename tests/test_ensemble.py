@@ -174,7 +174,7 @@ def test_unknown_observable_and_output_names():
 
 def test_nonlinear_sets_equal_single_simulations_to_the_last_bit():
     """The lock-step integrator runs, per set, the operations of a single simulation: the same
-    numbers (70 sets: the parallel driver, several lock-step blocks, a block not full)."""
+    numbers (70 sets: several lock-step blocks, a block not full)."""
     model = kinetics.load_model(MODELS_DIR / "exo_sat.toml")
     sets = _random_sets(model, 70, seed=3)
     ensemble = kinetics.simulate_many(model, TIMES, sets)

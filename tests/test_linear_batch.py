@@ -97,3 +97,25 @@ def test_expm_fallback_without_inflow_and_well_conditioned():
     X = np.empty((4, 3, 3))
     solve_sets_expm(A, b, x0, taus, X)
     np.testing.assert_allclose(X, X_eig, rtol=1e-12, atol=1e-14)
+
+
+def test_real_and_complex_spectra_and_declined_sets_in_one_batch():
+    """Sets of a real spectrum, of a complex one (a kernel of its own) and an ill-conditioned one
+    (declined) in one call: each solved set equals the single-simulation eigen path to the last bit."""
+    rng = np.random.default_rng(11)
+    real = np.array([[-1.0, 0.0, 0.0], [1.0, -2.0, 0.0], [0.0, 0.5, -0.3]])
+    rotation = np.array([[-1.0, 2.0, 0.0], [-2.0, -1.0, 0.0], [0.3, 0.0, -0.5]])
+    defective = np.array([[-1.0, 0.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])   # one eigenvector
+    A = np.array([real * rng.uniform(0.5, 2), rotation * rng.uniform(0.5, 2), defective, real, rotation])
+    b = rng.uniform(0, 1, (5, 3))
+    x0 = rng.uniform(0, 1, (5, 3))
+    taus = np.array([0.3, 1.0, 4.0])
+    X = np.full((5, 3, 3), -1.0)
+    ok = np.zeros(5, dtype=bool)
+    solve_sets(A, b, x0, taus, MAX_EIGEN_CONDITION, X, ok)
+    np.testing.assert_array_equal(ok, [True, True, False, True, True])
+    assert (X[2] == -1.0).all()                                  # declined: untouched
+    for s in np.flatnonzero(ok):
+        ref, _, used = solve_affine(A[s], b[s], x0[s], taus)
+        assert used == "eigen"
+        np.testing.assert_array_equal(X[s], ref)

@@ -26,7 +26,7 @@ def exo_sat():
     f = [s_endo - k_rec * EE - k_mat * EE, k_mat * EE - k_lys * MVB - k_sec * MVB, k_lys * MVB,
          k_sec * MVB - k_pt * P + k_tp * Tt - clearance, k_pt * P - k_tp * Tt, clearance]
     values = np.array([1000, 0.3, 0.5, 0.8, 0.2, 2.0, 0.5, 400, 50.0])
-    N = 70     # not a multiple of the lanes; >= PARALLEL_MIN, so the parallel driver runs
+    N = 70     # not a multiple of the lanes; with chunk=16, five ranges on the threads
     P_ = values * np.exp(RNG.uniform(-np.log(3), np.log(3), (N, len(values))))
     return build_tapes(f, T, states, params), np.zeros((N, 6)), P_, np.logspace(-1, np.log10(48), 20), {}
 

@@ -19,13 +19,11 @@ __all__ = ["announce_compilation", "needs_compilation", "NOTICE_SECONDS"]
 #: reference 2-core machine (bench/README.md, "First run"), quoted in the notice.
 NOTICE_SECONDS = {
     "the exact-solution": 5,
-    "the stiff-integrator": 10,
-    "the trust-region": 20,
-    "the ensemble exact-solution (serial)": 10,
-    "the ensemble exact-solution (parallel)": 10,
-    "the ensemble stiff-integrator (serial)": 15,
-    "the ensemble stiff-integrator (parallel)": 15,
-    "the ensemble matrix-exponential": 10,
+    "the stiff-integrator": 9,
+    "the trust-region": 10,
+    "the ensemble exact-solution": 3,
+    "the ensemble stiff-integrator": 14,
+    "the ensemble matrix-exponential": 15,
 }
 
 _checked: set = set()    # dispatchers checked in this process (once each: a cheap test afterwards)

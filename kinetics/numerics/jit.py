@@ -16,6 +16,8 @@ Compiling everything ahead of first use is :func:`kinetics.warm_up`.
 
 from __future__ import annotations
 
+import threading
+
 try:  # numba is optional (the "fast" extra)
     import numba as _numba
     from numba import types as numba_types
@@ -30,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised only without numba (subproce
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
 __all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "lapack_dgesdd",
-           "JIT_OPTIONS"]
+           "run_chunks", "thread_count", "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -67,3 +69,40 @@ def lapack_dgesdd():
     from numba.np.linalg import _LAPACK, ensure_lapack
     ensure_lapack()
     return _LAPACK().numba_ez_gesdd(numba_types.float64)
+
+
+# ------------------------------------------------------------------- parallel over the cores
+# The batched kernels run on Python threads (every kernel releases the GIL, ``nogil=True``)
+# rather than in numba ``parallel=True``/``prange`` kernels: a prange kernel links the code it
+# calls into a module of its own and optimizes it again (the lock-step integrator's parallel
+# driver took ~35 s to compile on top of the ~20 s of the integrator itself), while threads
+# run the one serial kernel that is compiled anyway.
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def thread_count() -> int:
+    """Threads for the batched kernels: numba's NUMBA_NUM_THREADS (the cores unless set)."""
+    if _numba is None:
+        return 1
+    return max(1, int(_numba.config.NUMBA_NUM_THREADS))
+
+
+def run_chunks(function, n: int, min_chunk: int = 1) -> list:
+    """``function(start, stop)`` for consecutive ranges covering ``0..n-1`` (about four per
+    thread, at least ``min_chunk`` items each) on up to :func:`thread_count` threads; one range
+    runs in the calling thread. Returns the results in range order; an exception in a range is
+    raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+    global _pool
+    threads = thread_count()
+    size = max(int(min_chunk), -(-n // (4 * threads)), 1)
+    ranges = [(start, min(n, start + size)) for start in range(0, n, size)]
+    if len(ranges) <= 1 or threads == 1:
+        return [function(start, stop) for start, stop in ranges]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kinetics-kernel")
+    futures = [_pool.submit(function, start, stop) for start, stop in ranges]
+    return [future.result() for future in futures]

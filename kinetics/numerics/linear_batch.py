@@ -1,7 +1,7 @@
 """numba kernel: the exact affine solution for many parameter sets at once (ensembles).
 
-One compiled call solves x' = A_s x + b_s from x_s(0) for every set s, in parallel over the
-sets (``prange``): LAPACK's dgeev through numba's own binding (the one ``np.linalg.eig``
+One compiled call solves x' = A_s x + b_s from x_s(0) for every set s of a range of sets, the
+ranges on the cores in parallel (:func:`kinetics.numerics.jit.run_chunks`): LAPACK's dgeev through numba's own binding (the one ``np.linalg.eig``
 uses inside numba), then the eigen kernel of :mod:`kinetics.numerics.linear_kernel` that a
 single simulation runs (same decomposition, same divided differences, same conditioning
 check), so an ensemble agrees with single simulations to rounding. A set whose eigenvector
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from .jit import jit, lapack_dgeev, prange
+from .jit import jit, lapack_dgeev, run_chunks
 
 from .linear_kernel import eigen_solve, eigen_solve_real
 
@@ -27,44 +27,68 @@ _rgeev = lapack_dgeev()
 _KIND, _NO, _YES = ord("d"), ord("N"), ord("V")
 
 
+SOLVED, DECLINED, COMPLEX = 1, 0, 2     # the outcome of a set in the kernels below
+
+
 @jit
-def _solve_one(A, b, x0, taus, max_condition, X):
+def _decompose(A, wr, wi, vr_t):
+    """dgeev of A into wr, wi and vr_t (column-major V: row j of vr_t is eigenvector j)."""
     n = A.shape[0]
     a = np.asfortranarray(A)
+    vl = np.empty((n, 1))
+    return _rgeev(_KIND, _NO, _YES, n, a.ctypes, n, wr.ctypes, wi.ctypes, vl.ctypes, 1, vr_t.ctypes, n)
+
+
+@jit
+def _solve_real_sets(A, b, x0, taus, max_condition, X, outcome):
+    """The sets whose spectrum is real; the others are marked COMPLEX and left for
+    :func:`_solve_complex_sets` (a kernel of its own: it compiles only when a model needs it)."""
+    n = A.shape[1]
     wr = np.empty(n)
     wi = np.empty(n)
-    vl = np.empty((n, 1))
-    vr_t = np.empty((n, n))        # column-major V: row j of vr_t is eigenvector j
-    info = _rgeev(_KIND, _NO, _YES, n, a.ctypes, n, wr.ctypes, wi.ctypes, vl.ctypes, 1, vr_t.ctypes, n)
-    if info != 0:
-        return False
+    vr_t = np.empty((n, n))
     dA = np.zeros((0, n, n))
     db = np.zeros((0, n))
     s0 = np.zeros((n, 0))
     S = np.zeros((0, 0, 0))
-    complex_spectrum = False
-    for j in range(n):
-        if wi[j] != 0.0:
-            complex_spectrum = True
-    if complex_spectrum:
-        return eigen_solve(wr, wi, vr_t.T, b, x0, taus, dA, db, s0, max_condition, X, S)
-    return eigen_solve_real(wr, np.ascontiguousarray(vr_t.T), b, x0, taus, dA, db, s0, max_condition, X, S)
-
-
-@jit(parallel=True)
-def _solve_parallel(A, b, x0, taus, max_condition, X, ok):
-    for s in prange(A.shape[0]):
-        ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
+    for s in range(A.shape[0]):
+        if _decompose(A[s], wr, wi, vr_t) != 0:
+            outcome[s] = DECLINED
+            continue
+        complex_spectrum = False
+        for j in range(n):
+            if wi[j] != 0.0:
+                complex_spectrum = True
+        if complex_spectrum:
+            outcome[s] = COMPLEX
+        elif eigen_solve_real(wr, np.ascontiguousarray(vr_t.T), b[s], x0[s], taus, dA, db, s0, max_condition, X[s], S):
+            outcome[s] = SOLVED
+        else:
+            outcome[s] = DECLINED
 
 
 @jit
-def _solve_serial(A, b, x0, taus, max_condition, X, ok):
+def _solve_complex_sets(A, b, x0, taus, max_condition, X, outcome):
+    """The sets of a complex spectrum, in complex arithmetic (as a single simulation)."""
+    n = A.shape[1]
+    wr = np.empty(n)
+    wi = np.empty(n)
+    vr_t = np.empty((n, n))
+    dA = np.zeros((0, n, n))
+    db = np.zeros((0, n))
+    s0 = np.zeros((n, 0))
+    S = np.zeros((0, 0, 0))
     for s in range(A.shape[0]):
-        ok[s] = _solve_one(A[s], b[s], x0[s], taus, max_condition, X[s])
+        if _decompose(A[s], wr, wi, vr_t) != 0:
+            outcome[s] = DECLINED
+        elif eigen_solve(wr, wi, vr_t.T, b[s], x0[s], taus, dA, db, s0, max_condition, X[s], S):
+            outcome[s] = SOLVED
+        else:
+            outcome[s] = DECLINED
 
 
-#: Below this much work (sets times n cubed, the order of a decomposition) one thread does it:
-#: waking numba's thread pool costs more (1000 sets of 6 states; 16 of 24; 1 of 96).
+#: Work (sets times n cubed, the order of a decomposition) of the smallest range of sets given to
+#: a thread: handing out less costs more than it saves (1000 sets of 6 states; 16 of 24; 1 of 96).
 PARALLEL_MIN_WORK = 1000 * 6 ** 3
 
 
@@ -72,9 +96,23 @@ def solve_sets(A, b, x0, taus, max_condition, X, ok):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s]; ok[s] False
     where the eigen path declines (X[s] then untouched). A (N, n, n), b and x0 (N, n)."""
     from .compile_notice import announce_compilation
-    kernel = _solve_parallel if A.shape[0] * A.shape[1] ** 3 >= PARALLEL_MIN_WORK else _solve_serial
-    announce_compilation(kernel, f"the ensemble exact-solution ({'parallel' if kernel is _solve_parallel else 'serial'})")
-    kernel(A, b, x0, taus, max_condition, X, ok)
+    N, n = A.shape[0], A.shape[1]
+    min_chunk = max(1, PARALLEL_MIN_WORK // max(1, n) ** 3)
+    outcome = np.empty(N, dtype=np.int64)
+    announce_compilation(_solve_real_sets, "the ensemble exact-solution")
+    run_chunks(lambda s, e: _solve_real_sets(A[s:e], b[s:e], x0[s:e], taus, max_condition, X[s:e], outcome[s:e]),
+               N, min_chunk)
+    rest = np.flatnonzero(outcome == COMPLEX)
+    if len(rest):
+        announce_compilation(_solve_complex_sets, "the ensemble exact-solution")
+        Xc = np.empty((len(rest),) + X.shape[1:])
+        oc = np.empty(len(rest), dtype=np.int64)
+        Ac, bc, xc = np.ascontiguousarray(A[rest]), np.ascontiguousarray(b[rest]), np.ascontiguousarray(x0[rest])
+        run_chunks(lambda s, e: _solve_complex_sets(Ac[s:e], bc[s:e], xc[s:e], taus, max_condition, Xc[s:e], oc[s:e]),
+                   len(rest), min_chunk)
+        X[rest[oc == SOLVED]] = Xc[oc == SOLVED]
+        outcome[rest] = oc
+    ok[:] = outcome == SOLVED
 
 
 # ----------------------------------------------------------------- the matrix exponential
@@ -212,9 +250,9 @@ def _expm_one(A, b, x0, s, step_values, step_index, X):
             X[s, k, i] = z[i]
 
 
-@jit(parallel=True)
+@jit
 def _expm_sets(A, b, x0, step_values, step_index, X):
-    for s in prange(A.shape[0]):
+    for s in range(A.shape[0]):
         _expm_one(A, b, x0, s, step_values, step_index, X)
 
 
@@ -244,5 +282,7 @@ def solve_sets_expm(A, b, x0, taus, X):
     from .compile_notice import announce_compilation
     step_values, step_index = step_plan(taus)
     announce_compilation(_expm_sets, "the ensemble matrix-exponential")
-    _expm_sets(np.ascontiguousarray(A, dtype=float), np.ascontiguousarray(b, dtype=float),
-           np.ascontiguousarray(x0, dtype=float), step_values, step_index, X)
+    A = np.ascontiguousarray(A, dtype=float)
+    b = np.ascontiguousarray(b, dtype=float)
+    x0 = np.ascontiguousarray(x0, dtype=float)
+    run_chunks(lambda s, e: _expm_sets(A[s:e], b[s:e], x0[s:e], step_values, step_index, X[s:e]), A.shape[0])

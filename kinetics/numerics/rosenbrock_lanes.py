@@ -26,8 +26,9 @@ Same integrator, same numbers
     lane), a finite-difference df/dt.
 
 Parallelism
-    The problems are cut into chunks; chunks run in parallel over the cores (numba ``prange``),
-    each chunk in lock-step blocks of ``LANES``.
+    The problems are cut into chunks of at least ``CHUNK``; chunks run in parallel on the cores
+    (threads: :func:`kinetics.numerics.jit.run_chunks`; the kernel releases the GIL), each chunk
+    in lock-step blocks of ``LANES``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .jit import jit, numba_available, prange
+from .jit import jit, numba_available, run_chunks
 from .rosenbrock import (A21, A31, A32, A41, A42, A43, A51, A52, A53, A54, A61, A62, A63, A64, A65, C21, C31,
                          C32, C41, C42, C43, C51, C52, C53, C54, C61, C62, C63, C64, C65, C71, C72, C73, C74,
                          C75, C76, C81, C82, C83, C84, C85, C86, C87, CC2, CC3, CC4, CC5, D1, D2, D3, D4, D5,
@@ -71,8 +72,8 @@ def _dependency_hash() -> int:
 
 
 def _make_kernels(dependency_hash):
-    """Build the lock-step integrator and its parallel and serial drivers (closures over
-    ``dependency_hash``, see :func:`_dependency_hash`)."""
+    """Build the lock-step integrator (closures over ``dependency_hash``, see
+    :func:`_dependency_hash`)."""
 
     @jit
     def set_inputs(R, t, y, l0, l1):
@@ -627,45 +628,21 @@ def _make_kernels(dependency_hash):
                     done[l] = False
         return total_steps
 
-    @jit(parallel=True)
-    def parallel(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol, atol_s,
-                 max_steps, chunk, B, out, status):
-        if dependency_hash == -1:
-            chunk = chunk + 1
-        N = Y0.shape[0]
-        n_chunks = (N + chunk - 1) // chunk
-        steps = np.zeros(n_chunks, dtype=np.int64)
-        for c in prange(n_chunks):
-            steps[c] = lanes_solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times,
-                                   rtol, atol_s, max_steps, c * chunk, min(N, (c + 1) * chunk), B, out, status)
-        return steps.sum()
-
-    @jit
-    def serial(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol, atol_s,
-               max_steps, chunk, B, out, status):
-        if dependency_hash == -1:
-            chunk = chunk + 1
-        return lanes_solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, Y0, P, t0, times, rtol,
-                           atol_s, max_steps, 0, Y0.shape[0], B, out, status)
-
-    return lanes_solve, parallel, serial
+    return lanes_solve
 
 
 if numba_available():
-    _lanes_solve, _parallel, _serial = _make_kernels(_dependency_hash())
+    _lanes_solve = _make_kernels(_dependency_hash())
 else:  # pragma: no cover
-    _lanes_solve = _parallel = _serial = None
-
-#: Below this many problems one thread does the work (waking numba's thread pool costs more).
-PARALLEL_MIN = 2 * LANES
+    _lanes_solve = None
 
 
 def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float, max_steps: int = 100000, *,
                    dfdt=None, lanes: int = LANES, chunk: int = CHUNK):
     """:func:`kinetics.numerics.rosenbrock.integrate` (dense output) for many initial states
     ``Y0`` (N, n) and parameter vectors ``P`` (N, m) at once, with one scalar ``atol``: in
-    lock-step blocks of ``lanes`` problems, chunks of ``chunk`` problems in parallel over the
-    cores. Returns ``(Y (N, len(times), n), status (N,), steps)``: per problem the values and
+    lock-step blocks of ``lanes`` problems, chunks of at least ``chunk`` problems in parallel
+    on the cores. Returns ``(Y (N, len(times), n), status (N,), steps)``: per problem the values and
     status :func:`~kinetics.numerics.rosenbrock.integrate` returns for it (equal to the last
     bit), and the attempted steps of all problems."""
     if _lanes_solve is None:
@@ -694,8 +671,8 @@ def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float, 
                            float(rtol), float(atol), EMPTY_ARRAY, n):
         raise ValueError(explain_bad_input(rhs, jac, dfdt, Y0[0], P[0], t0, times, rtol, float(atol), EMPTY_ARRAY))
     from .compile_notice import announce_compilation
-    kernel = _parallel if N >= PARALLEL_MIN else _serial
-    announce_compilation(kernel, f"the ensemble stiff-integrator ({'parallel' if kernel is _parallel else 'serial'})")
-    steps = kernel(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0), times,
-                   float(rtol), float(atol), int(max_steps), int(chunk), int(lanes), out, status)
-    return out, status, int(steps)
+    announce_compilation(_lanes_solve, "the ensemble stiff-integrator")
+    args = (rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, Y0, P, float(t0), times,
+            float(rtol), float(atol), int(max_steps))
+    steps = run_chunks(lambda first, stop: _lanes_solve(*args, first, stop, int(lanes), out, status), N, int(chunk))
+    return out, status, int(sum(steps))

@@ -320,7 +320,7 @@ class _AffineSegments:
 
 
 class _NumericSegments:
-    """The compiled Rosenbrock integrator over many sets in parallel (numba prange)."""
+    """The compiled Rosenbrock integrator over many sets, in lock-step blocks, in parallel on the cores."""
 
     def __init__(self, compiled, rtol, atol):
         self.tapes = compiled.integrator_tapes()
