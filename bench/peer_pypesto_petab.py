@@ -121,10 +121,11 @@ def main(path):
         counts.update(saved)
         return value if np.isfinite(value) else math.inf
 
-    guesses = np.array([full_vector(s) for s in spec["starts"]])
+    guesses = np.array([full_vector(s) for s in spec["starts"]]).reshape(-1, len(problem.x_names))
     lb, ub = problem.lb_full, problem.ub_full
     guesses = np.clip(guesses, lb, ub)
-    problem.set_x_guesses(guesses)
+    if len(guesses):
+        problem.set_x_guesses(guesses)
     nominal = fval(full_nominal[problem.x_free_indices])
 
     results = {}

@@ -111,7 +111,7 @@ def fit_problem(name, args):
             from matplotlib.figure import Figure
             from kinetics.report.plots import plot_profiles, save_figure
             Path(args.figures).mkdir(parents=True, exist_ok=True)
-            save_figure(plot_profiles(result, figure=Figure()), Path(args.figures) / f"profiles_{name}")
+            save_figure(plot_profiles(result, figure=Figure()), Path(args.figures) / f"profiles_{name}", dpi=args.dpi)
     starts = [problem.to_natural(x) for x in latin_starts(problem, args.starts, args.seed)]
     figures = {
         "problem": name, "llh_nominal": nominal, "llh_reference": REFERENCE_LLH.get(name),
@@ -172,6 +172,7 @@ def main(argv=None):
     parser.add_argument("--peer-timeout", type=float, default=7200)
     parser.add_argument("--profiles", action="store_true", help="profile likelihoods after each fit")
     parser.add_argument("--figures", default=None, help="folder for one PNG of the profiles per problem")
+    parser.add_argument("--dpi", type=int, default=100, help="resolution of those PNGs")
     parser.add_argument("--evaluations", type=int, default=0,
                         help="no fit: time this many evaluations at the nominal values (each tool)")
     args = parser.parse_args(argv)
