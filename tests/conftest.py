@@ -151,3 +151,51 @@ def dask_cluster():
     finally:
         client.close()
         cluster.close()
+
+
+def radau(rhs, y0, times, events=(), breaks=(), t0=0.0):
+    """Reference solution at ``times``: Radau at rtol 1e-12. ``events``: (g, action) pairs, an
+    event firing where g(t, y) crosses zero upwards (located by solve_ivp), ``action(t, y)``
+    returning the new y. ``breaks``: (time, action) applied exactly at fixed times. Output at an
+    event or break time shows the values after it."""
+    import numpy as np
+    from scipy.integrate import solve_ivp
+    times = np.asarray(times, dtype=float)
+    out = np.empty((len(times), len(y0)))
+    t, y, k = t0, np.array(y0, dtype=float), 0
+    breaks = sorted(breaks, key=lambda b: b[0])
+    # an event fires on a false -> true turn only: after firing (or when true at the start) it
+    # is re-armed by its trigger turning false again (a downward crossing)
+    armed = [g(t, y) < -1e-10 for g, _ in events]
+    while True:
+        while k < len(times) and times[k] <= t:
+            out[k] = y
+            k += 1
+        if k == len(times):
+            return out
+        pending = [b for b in breaks if b[0] > t]
+        t_stop = min(pending[0][0], times[-1]) if pending else times[-1]
+        fns = []
+        for g, _ in events:
+            def fn(tt, yy, g=g):
+                return g(tt, yy)
+            fn.terminal, fn.direction = True, (1 if armed[len(fns)] else -1)
+            fns.append(fn)
+        sol = solve_ivp(rhs, (t, t_stop), y, method="Radau", rtol=1e-12, atol=1e-12, dense_output=True,
+                        events=fns or None)
+        assert sol.success, sol.message
+        t_end = sol.t[-1]
+        while k < len(times) and (times[k] < t_end or (sol.status == 0 and times[k] <= t_end and not
+                                                         (pending and times[k] == pending[0][0]))):
+            out[k] = sol.sol(times[k])
+            k += 1
+        y, t = sol.y[:, -1].copy(), t_end
+        if sol.status == 1:
+            for i, te in enumerate(sol.t_events):
+                if len(te) and armed[i]:
+                    y = np.array(events[i][1](t, y), dtype=float)
+                    armed[i] = events[i][0](t, y) < -1e-10
+                elif len(te):
+                    armed[i] = True
+        elif pending and t == pending[0][0]:
+            y = np.array(pending[0][1](t, y), dtype=float)

@@ -194,21 +194,27 @@ def test_global_methods_are_seeded_and_count_their_evaluations(method, monkeypat
 # ------------------------------------------------------------------ the two engines
 @pytest.mark.parametrize("make_problem", [lambda: multi_condition_problem(nonlinear=False), knockdown_problem],
                          ids=["multi-condition", "knockdown"])
-def test_compiled_engine_and_lmfit_reach_the_same_fit_and_intervals(make_problem):
+def test_compiled_engine_and_lmfit_reach_the_same_fit_and_intervals(make_problem, monkeypatch):
     """engine="auto" (local fits on the compiled TRF port, lmfit finishing) and engine="lmfit"
-    (every local fit in lmfit) are the same algorithm: same optimum, same profile intervals."""
+    (every local fit in lmfit) are the same algorithm: same optimum, same profile intervals;
+    at the same tolerance, the same steps. (By default the compiled engine's starts stop at the
+    screening tolerance, lmfit finishing the best one at the full tolerance: fewer steps.)"""
+    from kinetics.fitting import local
     problem = make_problem()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KineticsWarning)
         fast = fit(problem, multistart=3, seed=0, **QUIET)
         slow = fit(problem, multistart=3, seed=0, engine="lmfit", **QUIET)
+        monkeypatch.setattr(local, "SCREENING_TOLERANCE", local.TOLERANCE)
+        same_tolerance = fit(problem, multistart=3, seed=0, profiles=False, **QUIET)
     assert fast.engine == "auto" and slow.engine == "lmfit"
     assert rel_diff(fast.chisqr, slow.chisqr) < 1e-7
     assert rel_diff(fast.values, slow.values) < 1e-5
     # (trial points agree bit for bit against scipy itself: tests/test_trust_region.py; through
     # lmfit's Parameters they may differ in the last bits, and so the step counts by a few)
-    steps_fast, steps_slow = sum(r["nfev"] for r in fast.runs), sum(r["nfev"] for r in slow.runs)
+    steps_fast, steps_slow = sum(r["nfev"] for r in same_tolerance.runs), sum(r["nfev"] for r in slow.runs)
     assert abs(steps_fast - steps_slow) <= 0.2 * steps_slow
+    assert sum(r["nfev"] for r in fast.runs) <= steps_fast
     for name in problem.free:
         for a, b in zip(fast.ci95[name], slow.ci95[name]):
             assert (a is None) == (b is None)
@@ -386,6 +392,42 @@ def test_flat_profile_towards_an_infinite_bound_is_not_identifiable():
     assert result.identifiable["k_cl"] is True
     assert result.identifiable["k_a"] is False, f"k_a interval {result.ci95['k_a']}"
     assert result.ci95["k_a"][1] is None
+
+
+def test_profile_steps_far_past_the_threshold_are_retaken_shorter():
+    """A straight line X(t) = X0 + s t (a pool with a constant inflow) fitted with known sigma:
+    the profile of s is exactly quadratic, 2 drop = ((s - s_hat) / se)^2, and its 95 % interval
+    s_hat -+ 1.96 se. With the first step made 100 standard errors long (as a covariance that
+    parameters at bounds spoil can make it), the walk retakes it at half length until the drop
+    is within a few thresholds, instead of refining from a point 10^4 thresholds out (where a
+    re-optimization of a nonlinear model lands in whatever basin it meets)."""
+    from kinetics import Model
+    from kinetics.fitting.profile import CHI2_95, _JUMP
+    m = Model("line", time_unit="h")
+    m.add_parameter("X0", 5.0, min=-100, max=100, unit="particles")
+    m.add_parameter("s", 2.0, min=-100, max=100, unit="particles/h")
+    m.add_compartment("X", initial="X0", unit="particles")
+    m.add_flow("inflow", "s", target="X")
+    t = np.linspace(0.5, 6.0, 12)
+    sigma = 0.3
+    rng = np.random.default_rng(4)
+    data = pd.DataFrame({"time": t, "observable": "X", "value": 5.0 + 2.0 * t + sigma * rng.standard_normal(12),
+                         "sigma": sigma})
+    problem = FitProblem(m, data, ["X0", "s"], noise="data", log_scale=False)
+    result = fit(problem, multistart=1, profiles=False, **QUIET)
+    design = np.column_stack([np.ones_like(t), t]) / sigma
+    se = math.sqrt(np.linalg.inv(design.T @ design)[1, 1])
+    s_hat = result.best_values["s"]
+    j = problem.free.index("s")
+    result.covariance_internal = result.covariance_internal.copy()
+    result.covariance_internal[j, j] = (100 * se) ** 2
+    result.compute_profiles(["s"])
+    profile = result.profiles["s"]
+    assert profile["lower"] == pytest.approx(s_hat - math.sqrt(CHI2_95) * se, rel=1e-6)
+    assert profile["upper"] == pytest.approx(s_hat + math.sqrt(CHI2_95) * se, rel=1e-6)
+    assert max(profile["delta"]) <= _JUMP * CHI2_95
+    values, delta = np.array(profile["values"]), np.array(profile["delta"])
+    np.testing.assert_allclose(delta, ((values - s_hat) / se) ** 2, rtol=1e-6, atol=1e-8)
 
 
 # ------------------------------------------------------------------ covariance, profiles cut short, MCMC

@@ -204,3 +204,63 @@ def test_kernel_real_and_complex_specializations_agree():
     for got, want in ((Xc, Xr), (Sc, Sr)):
         scale = np.max(np.abs(want), axis=tuple(range(1, want.ndim)), keepdims=True)  # per output time
         assert np.max(np.abs(got - want) / scale) <= 1e-13
+
+
+@pytest.mark.parametrize("A", [
+    np.array([[-1.0, 0.0, 0.0], [1.0, -0.3, 0.0], [0.0, 0.3, 0.0]]),      # real, with a sink
+    np.array([[-0.2, 2.0, 0.0], [-2.0, -0.2, 0.0], [0.5, 0.0, -1.0]]),    # complex pair
+    np.array([[0.4, 0.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0]]),       # a growing mode
+    np.array([[-1.0, 0.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, -1.0]]),     # defective: the expm path
+], ids=["real", "complex", "growth", "defective"])
+def test_affine_solution_is_solve_affine_at_scattered_times(A):
+    from kinetics.numerics.linear import affine_solution
+    b, x0 = np.array([1.0, 0.0, 0.5]), np.array([2.0, 1.0, 0.0])
+    taus = np.array([3.7, 0.0, 1e-9, 0.25, 12.0])           # unsorted, as a root finder asks
+    at = affine_solution(A, b, x0)
+    expected = np.array([solve_affine(A, b, x0, [tau])[0][0] for tau in taus])
+    np.testing.assert_allclose(at(taus), expected, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(at(0.25)[0], expected[3], rtol=1e-12)
+
+
+def test_compiled_matrix_exponential_against_scipy_and_closed_forms():
+    """The compiled expm (scipy's scaling-and-squaring algorithm) against arbitrary precision over
+    a range of sizes and norms (every Padé degree, up to a dozen squarings), within the
+    conditioning of the exponential (a relative error growing like ||A|| eps), and exactly
+    known cases."""
+    kernel = pytest.importorskip("kinetics.numerics.linear_kernel")
+    mp.mp.dps = 30
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 4, 9):
+        for scale in (1e-8, 1e-3, 0.05, 0.5, 2.0, 20.0, 200.0):
+            A = rng.normal(size=(n, n)) * scale / np.sqrt(n)
+            want = np.array(mp.expm(mp.matrix(A.tolist())).tolist(), dtype=float)
+            got = kernel.expm(A)
+            tolerance = 4e-15 * max(1.0, np.abs(A).sum(axis=0).max())
+            assert np.max(np.abs(got - want)) <= tolerance * np.max(np.abs(want)), (n, scale)
+    np.testing.assert_array_equal(kernel.expm(np.zeros((3, 3))), np.eye(3))
+    a, t = -0.7, 3.0       # a Jordan block: exp(t [[a, 1], [0, a]]) = e^{at} [[1, t], [0, 1]]
+    np.testing.assert_allclose(kernel.expm(t * np.array([[a, 1.0], [0.0, a]])),
+                               np.exp(a * t) * np.array([[1.0, t], [0.0, 1.0]]), rtol=1e-14, atol=1e-300)
+    N = np.diag(np.ones(3), 1) * 50.0          # nilpotent, large norm: exp = I + N + N^2/2 + N^3/6
+    want = np.eye(4) + N + N @ N / 2 + N @ N @ N / 6
+    np.testing.assert_allclose(kernel.expm(N), want, rtol=1e-13)
+
+
+def test_data_rows_of_a_defective_model_come_from_the_exponential():
+    """A -> B -> out with equal rates k (a Jordan block: the eigen path declines): the one-call
+    row evaluator of fits takes the compiled exponential instead of giving up, with exact
+    values B(t) = A0 k t e^{-kt} and sensitivities dB/dk = A0 t e^{-kt} (1 - k t)."""
+    pytest.importorskip("kinetics.numerics.linear_kernel")
+    from kinetics.numerics.linear import affine_rows
+    k, a0 = 0.7, 5.0
+    A = np.array([[-k, 0.0], [k, -k]])
+    dA_full = np.array([[[-1.0, 0.0], [1.0, -1.0]]])       # dA/dk
+    taus = np.array([0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 7.5])
+    t_index = np.arange(len(taus), dtype=np.intp)
+    series = (np.eye(2), np.zeros(2), np.zeros((0, 2, 2)), np.zeros((0, 2)), np.ones(len(taus), dtype=np.intp))
+    out = affine_rows(A, np.zeros(2), np.array([a0, 0.0]), taus, dA_full, np.zeros((1, 2)), np.ones((1, 1)),
+                      np.zeros((2, 1)), series, t_index)
+    assert out is not None
+    f, J = out
+    np.testing.assert_allclose(f, a0 * k * taus * np.exp(-k * taus), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(J[:, 0], a0 * taus * np.exp(-k * taus) * (1 - k * taus), rtol=1e-11, atol=1e-14)

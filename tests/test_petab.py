@@ -123,6 +123,34 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
     assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-12)
 
 
+def test_noise_parameters_cost_no_sensitivity_directions(tmp_path):
+    """Estimated noise parameters do not enter the model: it runs with the rates' directions only
+    (each direction costs as much as the states), and the Jacobian is the full one, with zero
+    columns for the noise parameters and the same values as with every direction."""
+    from kinetics.fitting.problem import load_fit_spec
+    spec, _ = _write_case(tmp_path, 'A = { noise = "constant", transformation = "log10" }\n'
+                                    'B = { noise = "constant" }\n')
+    problem = load_fit_spec(spec)
+    assert problem.free == ["k", "sigma_A", "sigma_B"]
+    directions = []
+    for plan in problem.plans:
+        evaluate_rows = plan["row_evaluator"]
+
+        def spy(p, D, evaluate_rows=evaluate_rows):
+            directions.append(D.shape[1])
+            return evaluate_rows(p, D)
+        plan["row_evaluator"] = spy
+    x = problem.start() + np.array([0.1, -0.2, 0.3])
+    f, J = problem.predict(x, jacobian=True)
+    assert directions and set(directions) == {1}
+    assert J.shape == (problem.n_data, 3) and not J[:, 1:].any()
+    problem._live = None                      # every direction, as before
+    f_all, J_all = problem.predict(x, jacobian=True)
+    assert set(directions) == {1, 3}
+    np.testing.assert_array_equal(f, f_all)
+    np.testing.assert_allclose(J, J_all, rtol=1e-13, atol=0)
+
+
 def test_one_noise_scale_for_every_row_is_profiled_exactly(tmp_path):
     """sigma shared by all rows: the rates are a least-squares problem and sigma is in closed
     form; the result is the joint optimum L-BFGS-B finds over (rates, sigma) together."""
@@ -323,3 +351,24 @@ def test_benchmark_log_likelihood_at_nominal_values(name):
     from kinetics.io.petab import evaluate
     result = evaluate(load_petab(BENCHMARK / name / f"{name}.yaml"))
     assert result["llh"] == pytest.approx(BENCHMARK_LLH[name], rel=1e-6)
+
+
+#: best negative log-likelihoods a short fit must reach: Perelson's published optimum (issue 11)
+#: and Bruno's nominal value (both rounded up in the last digit)
+QUICK_FIT_TARGET = {"Perelson_Science1996": 222.2808, "Bruno_JExpBot2016": -46.68818}
+
+
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="the PEtab benchmark copy (../shared/conformance/petab-benchmark) "
+                                                     "is not present; get it from github.com/Benchmarking-Initiative/"
+                                                     "Benchmark-Models-PEtab")
+@pytest.mark.parametrize("name", sorted(QUICK_FIT_TARGET))
+def test_benchmark_three_start_fit_reaches_the_optimum(name):
+    """Three starts (the nominal values and two Latin-hypercube points on the parameters' scales)
+    reach the target: Perelson (a defective affine model: the compiled matrix exponential, the
+    noise scale in closed form) and Bruno (six conditions of an affine model)."""
+    from kinetics.fitting.optimize import fit
+    from kinetics.fitting.problem import load_petab
+    problem = load_petab(BENCHMARK / name / f"{name}.yaml")
+    result = fit(problem, multistart=3, seed=0, profiles=False, progress=False, executor=None)
+    assert -result.loglik <= QUICK_FIT_TARGET[name]
+    assert result.loglik == pytest.approx(-problem.negative_loglik(result.x, priors=False)[0], rel=1e-12)

@@ -14,7 +14,8 @@ from scipy.linalg import expm  # noqa: E402
 from scipy.special import lambertw  # noqa: E402
 
 from kinetics.codegen.tape import build_tapes  # noqa: E402
-from kinetics.numerics.rosenbrock import STATUS_MAX_STEPS, STATUS_OK, integrate, numba_available  # noqa: E402
+from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, dense_state,  # noqa: E402
+                                          integrate, integrate_watching, numba_available)
 from kinetics.codegen.tape import Tape  # noqa: E402
 
 T = sp.Symbol("t", real=True)
@@ -308,6 +309,64 @@ def test_blow_up_reports_failure():
     assert np.all(np.isnan(Y[2:]))
 
 
+def _with_sensitivities(f, x, p):
+    """Tapes of x' = f(x, p) and its sensitivities along log-scale directions (dx/dlog p):
+    y = [x, S] with S row-major (state i, direction k at n + i*K + k), kinetics' layout."""
+    S = sp.Matrix(len(x), len(p), lambda i, k: sp.Symbol(f"s_{i}_{k}"))
+    dS = f.jacobian(x) * S + f.jacobian(p) * sp.diag(*p)
+    return build_tapes(list(f) + list(dS), T, [*x, *S], p)
+
+
+def test_sensitivity_blocks_against_the_closed_form():
+    # logistic growth: x(t) = c x0 e^{rt} / (c + x0 (e^{rt} - 1)); a second state z' = k x - z
+    # couples to it. The sensitivities by block substitution (n_base) and by factoring the whole
+    # augmented matrix agree, and both match the exact derivatives of the closed form
+    x, z, r, c = sp.symbols("x z r c", positive=True)
+    f = sp.Matrix([r * x * (1 - x / c), 0.7 * x - z])
+    rhs, jac, dfdt = _with_sensitivities(f, [x, z], [r, c])
+    p, x0 = np.array([1.3, 50.0]), 2.0
+    times = np.array([0.5, 2.0, 4.0, 8.0])
+    y0 = np.concatenate([[x0, 0.0], np.zeros(4)])
+    out = {}
+    for n_base in (2, None):
+        Y, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-11, 1e-13, dfdt=dfdt, n_base=n_base)
+        assert status == STATUS_OK
+        out[n_base] = Y
+    exact = c * x0 * sp.exp(r * T) / (c + x0 * (sp.exp(r * T) - 1))
+    values = {r: p[0], c: p[1]}
+    want_x = np.array([float(exact.subs(values).subs(T, t)) for t in times])
+    want_s = np.array([[float((sp.diff(exact, q) * q).subs(values).subs(T, t)) for q in (r, c)] for t in times])
+    np.testing.assert_allclose(out[2][:, 0], want_x, rtol=1e-9)
+    np.testing.assert_allclose(out[2][:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
+
+
+def test_sensitivity_blocks_fail_fast_at_a_blow_up():
+    # a pathogen with quadratic growth (P' = rho P^2 - ...) that an effector pool E cannot stop:
+    # P blows up at t ~ 3.6e-3. Near the singularity the coupling entries d(S')/dx grow with
+    # |S| (1e13 against a diagonal of 1e6); factoring the whole augmented matrix, partial
+    # pivoting took pivots from those rows, their rounding error entered the states' stages,
+    # and the error estimate stayed at noise level (err ~ 1 whatever h): 20000 steps without
+    # progress. By block substitution the integration stops at the singularity like the
+    # state-only run, in about a thousand steps.
+    N, E, L, P = x = sp.symbols("N E L P")
+    rho = sp.Symbol("rho")
+    f = sp.Matrix([-1.8e-4 * N * P - 2.5e-4 * N,
+                   -7.1e-5 * E ** 2 + 1.6e-5 * E * P - 1.64 * E + 1.8e-4 * N * P,
+                   -0.62 * E * L + 1.64 * E - 0.136 * L ** 2 - 99.2 * L,
+                   -808.0 * E * P - 4.4e-3 * L * P + rho * P ** 2 - 0.042 * P])
+    rhs, jac, dfdt = _with_sensitivities(f, list(x), [rho])
+    y0 = np.array([8090.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    Y, status, n_steps, _ = integrate(rhs, jac, y0, np.array([280.75]), 0.0, np.array([0.001, 4.0]), 1e-8, 1e-10,
+                                      max_steps=20000, dfdt=dfdt, n_base=4)
+    assert status == STATUS_STEP_UNDERFLOW and n_steps < 3000
+    assert np.isfinite(Y[0]).all() and np.isnan(Y[1]).all()
+    # a system that is not a state and its sensitivities is refused in block mode (N' reads P)
+    state_rhs, state_jac, _ = build_tapes(list(f), T, list(x), [rho])
+    with pytest.raises(ValueError, match="block lower-triangular"):
+        integrate(state_rhs, state_jac, y0[:4], np.array([280.75]), 0.0, [1.0], 1e-8, 1e-10, n_base=2)
+
+
 def test_max_steps_and_input_validation():
     x, k = sp.symbols("x k")
     rhs, jac, _ = build_tapes([-k * x], T, [x], [k])
@@ -328,6 +387,39 @@ def test_max_steps_and_input_validation():
     Y, status, _, _ = integrate(rhs, jac, [1.0], [1.0], 0.0, [1.0], 1e-9, np.array([1e-12]),
                                 first_step=1e-3)
     assert status == STATUS_OK and abs(Y[0, 0] - np.exp(-1)) < 1e-8
+
+
+def test_watching_stops_at_the_step_where_a_sign_changes():
+    # x' = -k x from 2: x - 0.5 turns negative at ln(4) / k; the step over which it does and
+    # its interpolant locate the root to the integrator's accuracy
+    x, k = sp.symbols("x k")
+    rhs, jac, _ = build_tapes([-k * x], T, [x], [k])
+    watch = Tape.from_exprs([x - 0.5, x + 1.0], [T, x, k], n_varying=2)
+    times = np.array([0.5, 1.0, 3.0, 5.0])
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0, 1.0])
+    root = np.log(4) / 0.7
+    assert status == STATUS_OK and crossing is not None
+    t_old, t_new, y_old, y_new, stages = crossing
+    assert t_old < root < t_new and stages.shape == (8, 1)
+    np.testing.assert_allclose([y_old[0], y_new[0]], 2.0 * np.exp(-0.7 * np.array([t_old, t_new])), rtol=1e-9)
+    # the output times before the step are filled, the ones after it are not
+    np.testing.assert_allclose(Y[:2, 0], 2.0 * np.exp(-0.7 * times[:2]), rtol=1e-9)
+    assert np.isnan(Y[2:]).all()
+    # Brent on the interpolant: the root to about the tolerance
+    lo, hi = t_old, t_new
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if dense_state(mid, *crossing)[0] > 0.5 else (lo, mid)
+    assert abs(lo - root) < 1e-9
+    # no sign change: the whole way, no crossing; the other side declared: a stop after one step
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0, -1.0])
+    assert crossing is not None and crossing[0] == 0.0
+    watch_far = Tape.from_exprs([x - 0.01], [T, x, k], n_varying=2)
+    Y, status, crossing = integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch_far, [1.0])
+    assert crossing is None and status == STATUS_OK
+    np.testing.assert_allclose(Y[:, 0], 2.0 * np.exp(-0.7 * times), rtol=1e-9)
+    with pytest.raises(ValueError, match="watch tape"):
+        integrate_watching(rhs, jac, [2.0], [0.7], 0.0, times, 1e-11, 1e-13, watch, [1.0])
 
 
 def test_import_and_tape_without_numba():

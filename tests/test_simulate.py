@@ -188,6 +188,30 @@ def test_sensitivities_match_finite_differences(model_factory, params, method):
         assert np.max(np.abs(got - fd)) <= 2e-5 * np.max(np.abs(fd)), name
 
 
+def test_selected_and_general_sensitivity_directions_agree():
+    from kinetics.simulation.compiled import compile_model
+    """Directions that each select one parameter (what fits on free parameters pass) run on a
+    smaller sensitivity system than a general D; sensitivities are linear in D, so a third
+    direction mixing the two selected ones, which makes D general, must give their combination."""
+    model = kinetics.load_model(bundled_models()["exo_sat"]["path"])
+    compiled = compile_model(model)
+    names = compiled.parameter_names
+    p = compiled.default_parameters
+    i, j = names.index("Vmax"), names.index("k_mat")
+    D = np.zeros((len(names), 3))
+    D[i, 0], D[j, 1] = 2.0, 3.0
+    D[i, 2], D[j, 2] = 1.0, 1.0
+    times = np.logspace(-1, np.log10(48), 10)
+    x0 = compiled.initial_state(p)
+    assert compiled._selection(D[:, :2]) == (i, j) and compiled._selection(D) is None
+    _, S_selected = compiled.solve(p, x0, times, S0=np.zeros((len(x0), 2)), D=D[:, :2], rtol=1e-11, atol=1e-13)
+    _, S_general = compiled.solve(p, x0, times, S0=np.zeros((len(x0), 3)), D=D, rtol=1e-11, atol=1e-13)
+    scale = np.max(np.abs(S_general), axis=(0, 1))
+    assert np.max(np.abs(S_selected - S_general[:, :, :2]) / scale[:2]) < 1e-8
+    mixed = S_selected[:, :, 0] / 2.0 + S_selected[:, :, 1] / 3.0
+    assert np.max(np.abs(mixed - S_general[:, :, 2])) < 1e-8 * scale[2]
+
+
 def test_observable_sensitivity_chain_rule():
     m = one_compartment(k=0.5, x0=100.0)
     m.add_parameter("V", 2.0, min=0.1, max=10, unit="mL", fixed=True)

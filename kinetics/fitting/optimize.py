@@ -73,11 +73,12 @@ def latin_starts(problem, n, seed):
 
 
 def _run_start(args):
-    problem, x0, weights, method, use_jacobian, max_nfev, engine = args
+    problem, x0, weights, method, use_jacobian, max_nfev, engine = args[:7]
+    tolerance = args[7] if len(args) > 7 else local.TOLERANCE
     t = time.perf_counter()
     n0, j0 = problem.nfev, problem.njev
     try:
-        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine)
+        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine, tolerance)
         out = {"x": x, "rss": rss, "success": bool(res.success) and np.isfinite(rss), "message": str(res.message),
                "loglik": _loglik(problem, rss, weights)}
     except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
@@ -87,11 +88,12 @@ def _run_start(args):
     return out
 
 
-def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine):
+def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
+                tolerance=local.TOLERANCE):
     bar = progress_bar(len(starts), progress, "multi-start", "start")
     results = []
     try:
-        first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev, engine))
+        first = _run_start((problem, starts[0], weights, method, use_jacobian, max_nfev, engine, tolerance))
         results.append(first)
         if bar:
             bar.update(1)
@@ -100,7 +102,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
             # The first start may include one-off compilation, so time a second one before deciding.
             if rest:
-                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine))
+                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine, tolerance))
                 results.append(second)
                 if bar:
                     bar.update(1)
@@ -109,7 +111,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             else:
                 per_start = first["seconds"]
             executor = "process" if per_start * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
-        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine) for x in rest]
+        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine, tolerance) for x in rest]
         results += run_tasks(_run_start, jobs, executor, bar)
     finally:
         if bar:
@@ -201,7 +203,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         local_method = f"{method} + least_squares"
     else:
         starts = latin_starts(problem, multistart, seed)
-        runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine)
+        # the best start is finished by lmfit at the full tolerance (below): the starts may stop
+        # at scipy's default, the screening tolerance
+        polished = engine != "lmfit" and use_jacobian and method == "least_squares" and not problem.scalar_objective
+        tolerance = local.SCREENING_TOLERANCE if polished else local.TOLERANCE
+        runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
+                           tolerance)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]
     if not finite:

@@ -310,6 +310,13 @@ class FitProblem:
         for k, i in enumerate(self.free_index):
             if i < P:
                 self._identity_D[i, k] = 1.0
+        #: indices (in ``free``) of the parameters the predictions can depend on, or None for all:
+        #: the others (noise parameters, which PEtab problems make model parameters that no rate
+        #: uses) have sensitivities that are zero by construction, so the model runs without their
+        #: directions (each costs as much as a state per model state) and their columns of the
+        #: Jacobian are filled with zeros
+        live = [k for k, name in enumerate(self.free) if self._used_by_model(name)]
+        self._live = None if len(live) == len(self.free) else np.array(live, dtype=int)
 
     @property
     def free_directions(self) -> np.ndarray:
@@ -398,7 +405,7 @@ class FitProblem:
             f = series[plan["t_index"], plan["s_index"]]
             if jacobian:
                 dseries = np.concatenate([S, dY], axis=1) if dY is not None and dY.shape[1] else S
-                J = dseries[plan["t_index"], plan["s_index"], :]
+                J = self._all_directions(dseries[plan["t_index"], plan["s_index"], :])
             for oname, maps in self._obs_maps.items():
                 names = self._measurable_names()
                 rows = plan["s_index"] == names.index(oname)
@@ -455,12 +462,27 @@ class FitProblem:
         return X[-1], (S[-1] if jacobian else None)
 
     def _plan_parameters(self, plan, phi, phil, dphi, jacobian):
-        """Model parameters p of a condition and, with ``jacobian``, D = dp/d(internal theta)."""
+        """Model parameters p of a condition and, with ``jacobian``, D = dp/d(internal theta)
+        along the live directions (see ``_live``)."""
         if plan["identity"]:  # no overrides: model parameters are the first P fit parameters
             p = phi[:self.compiled.n_params]
-            return p, (self._identity_D * dphi if jacobian else None)
-        p = np.array(plan["g"](phil), dtype=float)
-        return p, (np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi if jacobian else None)
+            if not jacobian:
+                return p, None
+            D = self._identity_D * dphi
+        else:
+            p = np.array(plan["g"](phil), dtype=float)
+            if not jacobian:
+                return p, None
+            D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+        return p, (D if self._live is None else np.ascontiguousarray(D[:, self._live]))
+
+    def _all_directions(self, J):
+        """Sensitivities along the live directions (..., K live) as (..., K), zeros elsewhere."""
+        if self._live is None:
+            return J
+        full = np.zeros(J.shape[:-1] + (len(self.free),))
+        full[..., self._live] = J
+        return full
 
     def _predict_rows(self, phi, phil, dphi, jacobian):
         """:meth:`predict` by the one-call row evaluators; None if one declines (ill-conditioned)."""
@@ -471,7 +493,7 @@ class FitProblem:
             if out is None:
                 return None
             preds.append(out[0])
-            jacs.append(out[1])
+            jacs.append(self._all_directions(out[1]) if jacobian else out[1])
         self.nfev += 1
         if jacobian:
             self.njev += 1
@@ -709,27 +731,36 @@ class FitProblem:
 
     def _used_by_model(self, name) -> bool:
         """Whether a fit parameter enters the predictions (rates, observables, initial values,
-        condition overrides and initial values, observable scale/offset)."""
-        import re
-        c = self.compiled
-        symbols = set()
-        for matrix in (c.rhs_symbolic, c.observables_symbolic):
-            for e in matrix:
-                symbols |= {str(v) for v in e.free_symbols}
-        if name in symbols:
-            return True
-        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
-        texts = [str(p.initial) for p in self.model.compartments.values()]
-        texts += [str(v) for p in self.model.parameters.values() for v in (p.value,) if isinstance(v, str)]
-        for cond in self.conditions.values():
-            for item in (cond, cond.preequilibration):
-                if item is not None:
-                    texts += [str(v) for v in (*item.overrides.values(), *item.initial.values())]
-                    texts += [str(v) for e in item.events for v in e.set.values()]
-        for entry in self.observable_spec.values():
-            if isinstance(entry, dict):
-                texts += [str(entry.get("scale", "")), str(entry.get("offset", ""))]
-        return any(pattern.search(t) for t in texts)
+        computed parameters, the model's events, condition overrides, initial values, events and
+        doses, observable scale/offset): the names all these read, collected once."""
+        names = self.__dict__.get("_names_used_by_model")
+        if names is None:
+            import re
+            c = self.compiled
+            names = set()
+            for matrix in (c.rhs_symbolic, c.observables_symbolic):
+                for e in matrix:
+                    names |= {str(v) for v in e.free_symbols}
+            texts = [str(p.initial) for p in self.model.compartments.values()]
+            texts += [str(getattr(p, "volume", "")) for p in self.model.compartments.values()]
+            texts += [str(v) for p in self.model.parameters.values() for v in (p.value,) if isinstance(v, str)]
+            for event in self.model.events.values():
+                texts += [str(event.trigger), *map(str, event.assign.values())]
+            for cond in self.conditions.values():
+                for item in (cond, cond.preequilibration):
+                    if item is not None:
+                        texts += [str(v) for v in (*item.overrides.values(), *item.initial.values())]
+                        # (events and doses as given: objects or the tables they come from;
+                        # their text names at most a few field names besides the parameters)
+                        texts += [str(e) for e in item.events] + [str(d) for d in item.doses]
+            for entry in self.observable_spec.values():
+                if isinstance(entry, dict):
+                    texts += [str(entry.get("scale", "")), str(entry.get("offset", ""))]
+            identifier = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
+            for text in texts:
+                names |= set(identifier.findall(text))
+            self._names_used_by_model = names
+        return name in names
 
     def _sigma(self, phil, f, J, dphi):
         """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""

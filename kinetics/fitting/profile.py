@@ -26,6 +26,9 @@ __all__ = ["compute_profiles", "profile_point", "CHI2_95"]
 
 #: 95 % threshold of the profile likelihood ratio (chi-square, 1 degree of freedom).
 CHI2_95 = float(chi2.ppf(0.95, 1))
+#: a step whose drop exceeds this many thresholds is retaken at half length (see _walk)
+_JUMP = 4.0
+_MAX_HALVINGS = 8
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,13 @@ def profile_point(problem, x, j, loglik_best, *, noise_ab=None, weights=None, us
 def _walk(side: _Side):
     """One side of one profile: step away from the estimate until twice the log-likelihood
     drop crosses the threshold (refined), a bound, max_steps, or a failed simulation.
-    Returns (points [(value, delta)], end or None, stop reason)."""
+    Returns (points [(value, delta)], end or None, stop reason).
+
+    Each point re-optimizes the others from the last point below the threshold. A step whose
+    drop overshoots the threshold many times over (the first step comes from the covariance,
+    which is poor when parameters sit at bounds; or the re-optimization fell into another
+    basin) is retaken at half length, so that the crossing is bracketed by nearby points of
+    the same branch of the profile before it is refined."""
     p, j, direction, threshold = side.problem, side.j, side.direction, side.threshold
     x0 = side.x
 
@@ -81,11 +90,12 @@ def _walk(side: _Side):
                              use_jacobian=side.use_jacobian, engine=side.engine)
 
     bound = side.bound
-    xs = x0.copy()
+    prev_x = x0.copy()      # the last point below the threshold: where re-optimizations start
     step, prev_v, prev_d = side.step0, x0[j], 0.0
     points = []
     stop = "max_steps"
-    for _ in range(side.max_steps):
+    taken = halvings = 0
+    while taken < side.max_steps:
         v = prev_v + direction * step
         # never wander further than max_distance from the estimate (an unbounded flat profile)
         limit = x0[j] + direction * side.max_distance
@@ -94,19 +104,26 @@ def _walk(side: _Side):
         at_bound = (direction < 0 and v <= bound) or (direction > 0 and v >= bound)
         if at_bound:
             v = bound
+        xs = prev_x.copy()
         xs[j] = v
         xs, d, why = point(xs)
         if d is None:
             # the model cannot be simulated out here: the side stays open, for a reason
             # that says nothing about what the data determine
             return points, None, f"simulation failed at {side.name} = {natural(v):.6g}: {why}"
+        if d > _JUMP * threshold and halvings < _MAX_HALVINGS:
+            step = 0.5 * abs(v - prev_v)
+            halvings += 1
+            continue
+        taken += 1
+        halvings = 0
         points.append((v, d))
         if d >= threshold:
             # refine the crossing: interpolate sqrt(delta), linear in the parameter near the optimum
             for _ in range(3):
                 a, b = math.sqrt(max(prev_d, 0)), math.sqrt(d)
                 guess = prev_v + (v - prev_v) * (math.sqrt(threshold) - a) / (b - a) if b > a else 0.5 * (prev_v + v)
-                xg = xs.copy()
+                xg = prev_x.copy()
                 xg[j] = guess
                 xg, dg, _ = point(xg)
                 if dg is None:
@@ -116,7 +133,7 @@ def _walk(side: _Side):
                     v, d = guess, dg
                     break
                 if dg < threshold:
-                    prev_v, prev_d = guess, dg
+                    prev_v, prev_d, prev_x = guess, dg, xg
                 else:
                     v, d = guess, dg
             end = v if abs(d - threshold) < 0.02 else prev_v + (v - prev_v) * \
@@ -125,8 +142,8 @@ def _walk(side: _Side):
         if at_bound:
             return points, None, "bound"
         grow = 1.6 if d - prev_d < 0.5 else 1.0
-        prev_v, prev_d = v, d
-        step *= grow
+        step = abs(v - prev_v) * grow
+        prev_v, prev_d, prev_x = v, d, xs
     return points, None, stop
 
 

@@ -8,8 +8,9 @@ Two methods, chosen per call:
   e[z_i, z_j, 0] with z = lam * t, evaluated stably (see :func:`dd1`, :func:`dd2_zero`).
   Zero eigenvalues (sinks that only accumulate) need no special case. Used when the
   eigenvector matrix is well conditioned (kappa_1(V) <= :data:`MAX_EIGEN_CONDITION`).
-* **Matrix exponential** of the augmented matrix [[A, b], [0, 0]] (scipy's scaling and squaring
-  Padé ``expm``), stepping from one output time to the next and reusing the exponential of
+* **Matrix exponential** of the augmented matrix [[A, b], [0, 0]] (scaling and squaring with
+  Padé approximants: scipy's ``expm``, or its algorithm compiled in :mod:`.linear_kernel` when
+  numba is there), stepping from one output time to the next and reusing the exponential of
   repeated step lengths. Exact to rounding whatever the non-normality (defective or nearly
   defective A: equal rates in a chain, long non-normal chains). Sensitivities use the block
   matrix [[A, 0, b], [dA, A, db], [0, 0, 0]] per direction.
@@ -24,7 +25,7 @@ from scipy.linalg import expm
 from scipy.linalg.lapack import dgecon as _dgecon, dgeev as _dgeev, dgetrf as _dgetrf, dgetrs as _dgetrs, dlange as _dlange
 from scipy.linalg.lapack import zgecon as _zgecon, zgetrf as _zgetrf, zgetrs as _zgetrs, zlange as _zlange
 
-__all__ = ["solve_affine", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
+__all__ = ["solve_affine", "affine_solution", "affine_rows", "dd1", "dd2_zero", "MAX_EIGEN_CONDITION"]
 
 #: Above this condition number of the eigenvector matrix the expm path is used instead.
 MAX_EIGEN_CONDITION = 1e5
@@ -198,6 +199,12 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
     else:   # real spectrum: real arithmetic (only this kernel compiles for most models)
         ok = _announced(_linear_kernel.affine_rows_real)(wr, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, dC, de, index,
                                              t_index, MAX_EIGEN_CONDITION, f, J)
+    if not ok:
+        # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
+        # not finite: the same rows by the matrix exponential (a non-finite value stays one)
+        steps, step_index = _distinct_steps(taus)
+        ok = _linear_kernel.affine_rows_expm(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
+                                             dA_full, db_full, D, s0, C, e, dC, de, index, t_index, f, J)
     return (f, J) if ok else None
 
 
@@ -273,6 +280,17 @@ def _step_keys(taus):
     return steps, np.round(steps / quantum) if quantum > 0 else steps
 
 
+def _distinct_steps(taus):
+    """(steps, step_index): the distinct step lengths between consecutive output times (from 0)
+    and, per time, the index of its step (-1: no step), for the compiled expm path."""
+    steps, keys = _step_keys(taus)
+    positive = steps > 0
+    unique_keys, first, inverse = np.unique(keys[positive], return_index=True, return_inverse=True)
+    step_index = np.full(len(taus), -1, dtype=np.int64)
+    step_index[positive] = inverse
+    return np.ascontiguousarray(steps[positive][first], dtype=float), step_index
+
+
 def _propagate(M, z0, taus):
     steps, keys = _step_keys(taus)
     out = np.empty((len(taus), len(z0)))
@@ -290,6 +308,19 @@ def _propagate(M, z0, taus):
 
 def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
     n = len(b)
+    if _kernel() is not None:
+        steps, step_index = _distinct_steps(taus)
+        K = dA.shape[0] if want_sens else 0
+        X, S = np.empty((len(taus), n)), np.empty((len(taus), n, K))
+        args = (np.ascontiguousarray(A, dtype=float), np.ascontiguousarray(b, dtype=float),
+                np.ascontiguousarray(x0, dtype=float), steps, step_index)
+        if want_sens:
+            args += (np.ascontiguousarray(dA, dtype=float), np.ascontiguousarray(db, dtype=float),
+                     np.ascontiguousarray(s0, dtype=float))
+        else:
+            args += (np.zeros((0, n, n)), np.zeros((0, n)), np.zeros((n, 0)))
+        _linear_kernel.expm_solve(*args, X, S)    # non-finite values are left for the caller's check
+        return X, (S if want_sens else None)
     M = np.zeros((n + 1, n + 1))
     M[:n, :n] = A
     M[:n, n] = b
@@ -311,3 +342,39 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
 
 #: Public name of :func:`_eigen` ((lam, V, Vinv) of A, or None when V is ill-conditioned).
 eigen_decomposition = _eigen
+
+
+def affine_solution(A, b, x0):
+    """The solution of x' = A x + b from x(0) = x0 as a callable ``taus (m,) -> X (m, n)`` (taus
+    >= 0), for callers that evaluate one solution at many scattered times (root finding on it).
+    With a well-conditioned eigendecomposition it is computed once and each call costs a few
+    numpy operations, x(tau) = V (e^{lam tau} c + tau e[lam tau, 0] d) with c = V^-1 x0,
+    d = V^-1 b; otherwise each call is :func:`solve_affine` (the matrix exponential)."""
+    A = np.asarray(A, dtype=float)
+    b = np.asarray(b, dtype=float)
+    x0 = np.asarray(x0, dtype=float)
+    eig = _eigen(A)
+    if eig is None:
+        def stepped(taus):
+            taus = np.atleast_1d(np.asarray(taus, dtype=float))
+            order = np.argsort(taus, kind="stable")     # the exponentials step from time to time
+            X = np.empty((len(taus), len(x0)))
+            X[order] = solve_affine(A, b, x0, taus[order], method="expm")[0]
+            return X
+        return stepped
+    lam, V, Vinv = eig
+    c, d = Vinv @ x0, Vinv @ b
+    zero = lam == 0
+    safe = np.where(zero, 1, lam)
+    growth = lam.real.max() > 0
+
+    def at(taus):
+        taus = np.atleast_1d(np.asarray(taus, dtype=float))
+        z = taus[:, None] * lam[None, :]
+        if growth:
+            e10 = dd1(z, np.zeros_like(z)) * taus[:, None]
+        else:
+            e10 = np.where(zero, taus[:, None], np.expm1(z) / safe)
+        X = (np.exp(z) * c + e10 * d) @ V.T
+        return X.real if np.iscomplexobj(X) else X
+    return at

@@ -349,3 +349,228 @@ def affine_rows_complex(wr, wi, vr, b, x0, taus, dA_full, db_full, D, s0, C, e, 
     if not eigen_solve(wr, wi, vr, b, x0, taus, dA, db, s0, max_condition, X, S):
         return False
     return _rows(X, S, x0, taus, D, s0, C, e, dC, de, series, t_index, f, J)
+
+
+# ---------------------------------------------------------------------------------------------
+# The matrix-exponential path (defective or ill-conditioned A): scaling and squaring with Padé
+# approximants, the algorithm of scipy.linalg.expm (Al-Mohy & Higham, "A new scaling and
+# squaring algorithm for the matrix exponential", SIAM J. Matrix Anal. Appl. 31, 970 (2009)),
+# with the 1-norms of the matrix powers computed exactly (the matrices here are small). The
+# Python cost of scipy's expm (about 50 µs a call) was most of an evaluation of a model on this
+# path, which takes one exponential per distinct output step and sensitivity direction.
+
+_PADE = {
+    3: (120.0, 60.0, 12.0, 1.0),
+    5: (30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0),
+    7: (17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0, 1.0),
+    9: (17643225600.0, 8821612800.0, 2075673600.0, 302702400.0, 30270240.0, 2162160.0, 110880.0, 3960.0,
+        90.0, 1.0),
+    13: (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0, 129060195264000.0,
+         10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0, 40840800.0, 960960.0, 16380.0, 182.0, 1.0),
+}
+# arrays, not tuples: numba unifies arrays of any length in one variable (tuples of different lengths not)
+_B3, _B5, _B7, _B9, _B13 = (np.array(_PADE[m]) for m in (3, 5, 7, 9, 13))
+# largest ||A|| (in the eta sense of the paper) at which Padé degree m is accurate to double precision
+_THETA3, _THETA5, _THETA7, _THETA9, _THETA13 = (1.495585217958292e-2, 2.539398330063230e-1, 9.504178996162932e-1,
+                                                2.097847961257068, 4.25)
+# 1 / |c_{2m+1}|, the leading coefficient of the Padé error series, for the ell() correction
+_C3, _C5, _C7, _C9, _C13 = (float(math.comb(2 * (2 * m + 1), 2 * m + 1) * math.factorial(2 * (2 * m + 1) + 1))
+                            for m in (3, 5, 7, 9, 13))
+
+
+@jit
+def _onenorm(A):
+    """Largest absolute column sum."""
+    n = A.shape[0]
+    best = 0.0
+    for j in range(n):
+        s = 0.0
+        for i in range(n):
+            s += abs(A[i, j])
+        if s > best:
+            best = s
+    return best
+
+
+@jit
+def _ell(A, m, c_recip):
+    """The extra squarings the backward-error bound of degree m asks for (scipy's _ell): from
+    ||abs(A)^(2m+1)||_1, computed exactly as the largest entry of 1^T abs(A)^(2m+1)."""
+    n = A.shape[0]
+    p = 2 * m + 1
+    v = np.ones(n)
+    w = np.empty(n)
+    for _ in range(p):
+        for j in range(n):
+            s = 0.0
+            for i in range(n):
+                s += v[i] * abs(A[i, j])
+            w[j] = s
+        for j in range(n):
+            v[j] = w[j]
+    norm = 0.0
+    for j in range(n):
+        if v[j] > norm:
+            norm = v[j]
+    if norm == 0.0:
+        return 0
+    alpha = norm / (_onenorm(A) * c_recip)
+    if not alpha > 0.0:
+        return 0
+    value = math.ceil(math.log2(alpha / 2.0 ** -53) / (2 * m))
+    return max(int(value), 0)
+
+
+@jit
+def _pade_solve(A, A2, A4, A6, m):
+    """r_m(A) = (V - U)^-1 (V + U) of Padé degree m (powers of A given)."""
+    n = A.shape[0]
+    eye = np.eye(n)
+    if m == 13:
+        b = _B13
+        W = b[13] * A6 + b[11] * A4 + b[9] * A2
+        U = A @ (A6 @ W + b[7] * A6 + b[5] * A4 + b[3] * A2 + b[1] * eye)
+        Z = b[12] * A6 + b[10] * A4 + b[8] * A2
+        V = A6 @ Z + b[6] * A6 + b[4] * A4 + b[2] * A2 + b[0] * eye
+    else:
+        if m == 3:
+            b = _B3
+        elif m == 5:
+            b = _B5
+        elif m == 7:
+            b = _B7
+        else:
+            b = _B9
+        # U = A sum_{j odd} b_j A^{j-1}, V = sum_{j even} b_j A^j
+        Uo = b[1] * eye + b[3] * A2
+        V = b[0] * eye + b[2] * A2
+        P = A2
+        for j in range(4, m + 1, 2):
+            P = P @ A2
+            V = V + b[j] * P
+            if j + 1 <= m:
+                Uo = Uo + b[j + 1] * P
+        U = A @ Uo
+    return np.ascontiguousarray(np.linalg.solve(V - U, V + U))
+
+
+@jit
+def expm(A):
+    """exp(A) of a square float64 matrix (see the comment above: scipy's algorithm, compiled)."""
+    A2 = A @ A
+    A4 = A2 @ A2
+    A6 = A4 @ A2
+    d4 = _onenorm(A4) ** 0.25
+    d6 = _onenorm(A6) ** (1.0 / 6.0)
+    eta1 = max(d4, d6)
+    if eta1 <= _THETA3 and _ell(A, 3, _C3) == 0:
+        return _pade_solve(A, A2, A4, A6, 3)
+    if eta1 <= _THETA5 and _ell(A, 5, _C5) == 0:
+        return _pade_solve(A, A2, A4, A6, 5)
+    A8 = A4 @ A4
+    d8 = _onenorm(A8) ** 0.125
+    eta3 = max(d6, d8)
+    if eta3 <= _THETA7 and _ell(A, 7, _C7) == 0:
+        return _pade_solve(A, A2, A4, A6, 7)
+    if eta3 <= _THETA9 and _ell(A, 9, _C9) == 0:
+        return _pade_solve(A, A2, A4, A6, 9)
+    A10 = A4 @ A6
+    d10 = _onenorm(A10) ** 0.1
+    eta5 = min(eta3, max(d8, d10))
+    s = 0
+    if eta5 > 0.0:
+        s = max(int(math.ceil(math.log2(eta5 / _THETA13))), 0)
+    s += _ell(A * 2.0 ** -s, 13, _C13)
+    if s:
+        f = 2.0 ** -s
+        A = A * f
+        A2 = A2 * (f * f)
+        A4 = A4 * (f * f) ** 2
+        A6 = A6 * (f * f) ** 3
+    R = _pade_solve(A, A2, A4, A6, 13)
+    for _ in range(s):
+        R = R @ R
+    return R
+
+
+@jit
+def _propagate(M, z0, steps, step_index, out):
+    """out[k] = z after the k-th output step: z <- exp(M steps[step_index[k]]) z, no step where
+    step_index[k] < 0; one exponential per distinct step length."""
+    E = np.empty((steps.shape[0], M.shape[0], M.shape[0]))
+    for u in range(steps.shape[0]):
+        E[u] = expm(M * steps[u])
+    z = z0.copy()
+    for k in range(step_index.shape[0]):
+        u = step_index[k]
+        if u >= 0:
+            z = E[u] @ z
+        for a in range(z.shape[0]):
+            out[k, a] = z[a]
+
+
+@jit
+def expm_solve(A, b, x0, steps, step_index, dA, db, s0, X, S):
+    """States X (m, n) and sensitivities S (m, n, K) of x' = A x + b at the output times whose
+    steps from the previous time (from 0 for the first) are ``steps[step_index]`` (-1: no
+    step): the exponential of [[A, b], [0, 0]] and, per direction k, of the block matrix
+    [[A, 0, b], [dA_k, A, db_k], [0, 0, 0]] (whose middle block row carries s' = A s + dA x + db).
+    The states come from their own exponential, so they do not depend on the directions asked.
+    Returns False if a value is not finite."""
+    n = b.shape[0]
+    m = step_index.shape[0]
+    K = dA.shape[0]
+    M = np.zeros((n + 1, n + 1))
+    z0 = np.zeros(n + 1)
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = A[i, j]
+        M[i, n] = b[i]
+        z0[i] = x0[i]
+    z0[n] = 1.0
+    out = np.empty((m, n + 1))
+    _propagate(M, z0, steps, step_index, out)
+    for t in range(m):
+        for i in range(n):
+            X[t, i] = out[t, i]
+            if not math.isfinite(out[t, i]):
+                return False
+    if K == 0:
+        return True
+    big = np.zeros((2 * n + 1, 2 * n + 1))
+    z0 = np.zeros(2 * n + 1)
+    out = np.empty((m, 2 * n + 1))
+    for i in range(n):
+        for j in range(n):
+            big[i, j] = A[i, j]
+            big[n + i, n + j] = A[i, j]
+        big[i, 2 * n] = b[i]
+        z0[i] = x0[i]
+    z0[2 * n] = 1.0
+    for k in range(K):
+        for i in range(n):
+            for j in range(n):
+                big[n + i, j] = dA[k, i, j]
+            big[n + i, 2 * n] = db[k, i]
+            z0[n + i] = s0[i, k]
+        _propagate(big, z0, steps, step_index, out)
+        for t in range(m):
+            for i in range(n):
+                S[t, i, k] = out[t, n + i]
+                if not math.isfinite(out[t, n + i]):
+                    return False
+    return True
+
+
+@jit
+def affine_rows_expm(A, b, x0, taus, steps, step_index, dA_full, db_full, D, s0, C, e, dC, de, series, t_index,
+                     f, J):
+    """:func:`affine_rows_real` by the matrix exponential (any A): the fitting inner loop of
+    models whose eigenvectors are too ill-conditioned for the eigen path."""
+    n = b.shape[0]
+    dA, db = _directions(D, dA_full, db_full, n)
+    X = np.empty((taus.shape[0], n))
+    S = np.empty((taus.shape[0], n, D.shape[1]))
+    if not expm_solve(A, b, x0, steps, step_index, dA, db, s0, X, S):
+        return False
+    return _rows(X, S, x0, taus, D, s0, C, e, dC, de, series, t_index, f, J)

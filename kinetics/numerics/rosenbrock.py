@@ -38,6 +38,19 @@ Linear algebra
     below|``, always met by compartmental, diagonally dominant matrices); if the test fails,
     that step uses a dense LU with partial pivoting instead.
 
+Forward sensitivities (``n_base``)
+    The system of a state x (n_base values) and its sensitivities S = dx/dtheta along K
+    directions, y = [x, S] with S stored row-major (state i, direction k at n_base + i K + k),
+    has the block lower-triangular Jacobian [[J, 0], [C, diag(J, ..., J)]]: every direction's
+    block is the state's own J, and C = d(J S + F_p D)/dx couples them to x. Its iteration
+    matrix is solved by block forward substitution with one factorization of the n_base x
+    n_base matrix ``I/(h*gamma) - J`` (what CVODES's simultaneous-corrector method does):
+    ``k_x = W^-1 r_x``, then ``k_S = W^-1 (r_S + C k_x)`` per direction. Pivoting therefore
+    never mixes a sensitivity row into the state's elimination: the coupling entries grow
+    with |S| (near a blow-up, 1e13 against a diagonal of 1e6) and a pivot taken from them
+    would put their rounding error into the states' stages, which can leave the error
+    estimate at rounding noise (err ~ 1 whatever h) and the integrator stalled.
+
 Output times
     By default the state at each output time comes from the dense output of the step that
     covers it (``dense_output=True``); ``dense_output=False`` instead shortens steps to land on
@@ -49,6 +62,13 @@ Time-dependent right-hand sides
     that reads input 0 gets a central finite difference with step
     ``eps**(1/3) * max(h, eps**(1/3) * |t|)`` (two more rhs evaluations per step).
     Integrate piecewise across discontinuities in ``t`` (doses, switches): restart there.
+
+Watching (triggered events)
+    :func:`integrate_watching` also evaluates a tape of functions g after every accepted step
+    and stops after the first step at whose end some g_j has left its declared side; it returns
+    that step (both ends and the 8 stage vectors) so that the caller locates the root on the
+    step's interpolant (:func:`dense_state`). :func:`integrate` is the same kernel watching
+    nothing.
 
 Status codes: see the ``STATUS_*`` constants and :data:`STATUS_MESSAGES`. On failure the rows
 of ``Y`` for output times not reached are nan.
@@ -66,7 +86,7 @@ from .tape_machine import (H_NCONST, H_NFIXED, H_NIN, H_NINSTR, H_NOUT, HEADER, 
                            tape_source_hash)
 
 __all__ = [
-    "integrate", "numba_available", "lu_plan",
+    "integrate", "integrate_watching", "dense_state", "numba_available", "lu_plan", "block_lu_plan",
     "STATUS_OK", "STATUS_MAX_STEPS", "STATUS_STEP_UNDERFLOW", "STATUS_NONFINITE",
     "STATUS_SINGULAR", "STATUS_MESSAGES",
 ]
@@ -289,10 +309,12 @@ def _rms_scaled(x, y, rtol, atol_s, atol_v):
 
 @_jit
 def valid_arguments(n, m, f_nin, f_nout, j_nin, j_nout, d_nin, d_nout, tmode, plan_n, t0, times, rtol,
-           atol_s, atol_v):
+                    atol_s, atol_v, nb):
     """Consistency of the arguments of the integrator (the wrapper explains failures)."""
     n_in = 1 + n + m
-    if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != n:
+    if n == 0 or f_nin != n_in or j_nin != n_in or f_nout != n or j_nout != n * n or plan_n != nb:
+        return False
+    if nb < 1 or nb > n or n % nb != 0:
         return False
     if tmode == 1 and (d_nin != n_in or d_nout != n):
         return False
@@ -423,6 +445,31 @@ def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
         b[Ur[q]] -= Uv[q] * b[Uc[q]]
 
 
+@_jit
+def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, z):
+    """Solve the iteration matrix of a state-and-sensitivities system (see the module
+    docstring) in place: ``b[:nb] = W^-1 b[:nb]``, then per direction k the entries
+    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C holds its
+    structural nonzeros: value cv[q] in row cr[q] (i*nk + k) and column cj[q]; W's factors are
+    sparse or dense."""
+    x = b[0:nb]
+    if sparse:
+        _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
+    else:
+        lu_solve_dense(Md, piv, x)
+    for q in range(cr.shape[0]):
+        b[nb + cr[q]] += cv[q] * x[cj[q]]
+    for k in range(nk):
+        for i in range(nb):
+            z[i] = b[nb + i * nk + k]
+        if sparse:
+            _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
+        else:
+            lu_solve_dense(Md, piv, z)
+        for i in range(nb):
+            b[nb + i * nk + k] = z[i]
+
+
 def _make_lu_plan(pattern) -> np.ndarray:
     """Symbolic LU (natural order) of a boolean n x n pattern, the diagonal added; the plan
     layout is described above. Plain numpy: it runs once per Jacobian tape."""
@@ -497,6 +544,32 @@ def lu_plan(jac, n: int) -> np.ndarray:
     return plan
 
 
+def block_lu_plan(jac, n: int, n_base: int) -> np.ndarray:
+    """The sparse-LU plan of the state block ``I/(h*gamma) - J`` of a state-and-sensitivities
+    system of n = n_base (1 + K) values (see the module docstring; cached on the tape). Raises
+    ValueError when the Jacobian's pattern is not that block lower-triangular form."""
+    key = ("lu_plan_block", n, n_base)
+    plan = jac.aux.get(key)
+    if plan is None:
+        if jac.n_outputs != n * n or n_base < 1 or n % n_base:
+            raise ValueError(f"jac tape has {jac.n_outputs} outputs for {n} values; a state-and-sensitivities "
+                             f"system needs n a multiple of n_base = {n_base} and n*n outputs")
+        pattern = _jacobian_pattern(jac, n)
+        nk = n // n_base - 1
+        base = pattern[:n_base, :n_base]
+        S = pattern[n_base:, n_base:].reshape(n_base, nk, n_base, nk)   # (i, k, j, l)
+        diagonal = np.einsum("ikjk->ikj", S)
+        off = S.copy()
+        for k in range(nk):
+            off[:, k, :, k] = False
+        if pattern[:n_base, n_base:].any() or off.any() or (diagonal & ~base[:, None, :]).any():
+            raise ValueError("the Jacobian is not block lower-triangular with the state's own block on the "
+                             "diagonal: not a state-and-sensitivities system; integrate it without n_base")
+        plan = _make_lu_plan(base)
+        jac.aux[key] = plan
+    return plan
+
+
 # Dense-output weights: q_r = sum_j TH[r-1, j] k_j (r = 1, 2, 3), see H21..H48 above.
 TH = np.array([
     [H21, H22, H23, H24, H25, H26, H27, H28],
@@ -511,19 +584,37 @@ def _make_solver(dependency_hash):
     interpreter it calls changes (every call into tape_machine happens inside it)."""
 
     @_jit
-    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense):
+    def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+             times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
+             crossing_t, crossing_y):
+        """The integrator. With ``sides`` non-empty it also watches the outputs g of the tape
+        ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
+        the first step after which some g_j is nonzero with a sign other than ``sides[j]``:
+        then ``crossing_t`` = (t_old, t_new, 1) and ``crossing_y`` rows = y_old, y_new and the
+        8 stage vectors (the step's dense output, see :func:`dense_state`), and the output
+        rows after t_old are left nan."""
         if dependency_hash == -1:  # never true; makes the hash a closure variable
             rtol = rtol + 0.0
         n = y0.shape[0]
         m = params.shape[0]
         nt = times.shape[0]
         Y = np.full((nt, n), np.nan)
+        n_watch = sides.shape[0]
+        # state-and-sensitivities system: W = I/(h gamma) - J of the first nb values is
+        # factored, the rest solved by block substitution (see the module docstring)
+        nb = n if n_base <= 0 else n_base
+        blocked = nb < n
+        nk = (n - nb) // nb
         # ---------------------------------------------------------------- validation
         if not valid_arguments(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
                       dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
-                      atol_v):
+                      atol_v, nb):
             return Y, STATUS_BAD_INPUT, 0, 0
+        if n_watch > 0 and (gprog[H_NIN] != 1 + n + m or gprog[H_NOUT] != n_watch
+                            or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
+                            or crossing_y.shape[1] != n):
+            return Y, STATUS_BAD_INPUT, 0, 0
+        crossing_t[2] = 0.0
         # ---------------------------------------------------------------- set-up
         zero = np.int64(0)
         ufprog = fprog.view(np.uint64)
@@ -541,6 +632,15 @@ def _make_solver(dependency_hash):
             run_tape(udprog, regd, zero, dprog[H_NFIXED])
         else:
             regd = np.zeros(1)
+        if n_watch > 0:
+            ugprog = gprog.view(np.uint64)
+            regg = _registers(gprog[H_NIN] + gprog[H_NCONST] + gprog[H_NINSTR], gprog[H_NIN],
+                              gconsts, params, n)
+            run_tape(ugprog, regg, zero, gprog[H_NFIXED])
+        else:
+            ugprog = gprog.view(np.uint64)
+            regg = np.zeros(1)
+        gval = np.empty(n_watch)
         f_k0 = fprog[H_NFIXED]
         f_k1 = fprog[H_NINSTR]
         j_k0 = jprog[H_NFIXED]
@@ -566,8 +666,9 @@ def _make_solver(dependency_hash):
         fb = np.empty(n)
         du = np.empty(n)
         dT = np.zeros(n)
-        M = np.zeros(n * n)        # sparse factors (flat, row-major)
-        Md = np.zeros((n, n))      # dense factors (fallback with partial pivoting)
+        M = np.zeros(nb * nb)      # sparse factors (flat, row-major)
+        Md = np.zeros((nb, nb))    # dense factors (fallback with partial pivoting)
+        zb = np.zeros(nb)
         # the sparse-LU plan as unsigned index arrays (see _make_lu_plan)
         uplan = plan.view(np.uint64)
         n_pat = plan[P_NPAT]
@@ -580,8 +681,31 @@ def _make_solver(dependency_hash):
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
         jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
-        piv = np.zeros(n, dtype=np.int64)
-        dinv = np.zeros(n)
+        # the coupling block d(S')/dx of a sensitivity system: its structural nonzeros (entries
+        # that are not the constant 0 of the tape), row r = i*nk + k below the states, column j
+        j_nin = jprog[H_NIN]
+        j_nconst = jprog[H_NCONST]
+        ncp = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    ncp += 1
+        cr = np.empty(ncp, dtype=np.int64)
+        cj = np.empty(ncp, dtype=np.int64)
+        cpos = np.empty(ncp, dtype=np.int64)
+        cv = np.zeros(ncp)
+        q = 0
+        for r in range(n - nb):
+            for j in range(nb):
+                reg_ = np.int64(jout[(nb + r) * n + j])
+                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                    cr[q] = r
+                    cj[q] = j
+                    cpos[q] = (nb + r) * n + j
+                    q += 1
+        piv = np.zeros(nb, dtype=np.int64)
+        dinv = np.zeros(nb)
         Lv = np.zeros(max(plan[P_NL], 1))
         Uv = np.zeros(max(plan[P_NU], 1))
         K = np.empty((8, n))
@@ -648,7 +772,15 @@ def _make_solver(dependency_hash):
                 _set_inputs(regj, t, y)
                 run_tape(ujprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
-                    if not math.isfinite(regj[jout[fpos[q]]]):
+                    pos = np.int64(fpos[q])     # (int64: uint64 with int64 arithmetic gives float)
+                    if blocked:     # plan positions are in the nb x nb block
+                        pos = (pos // nb) * n + pos % nb
+                    if not math.isfinite(regj[jout[pos]]):
+                        status = STATUS_NONFINITE
+                for q in range(ncp):
+                    v = regj[jout[cpos[q]]]
+                    cv[q] = v
+                    if not math.isfinite(v):
                         status = STATUS_NONFINITE
                 if status != STATUS_OK:
                     break
@@ -676,14 +808,14 @@ def _make_solver(dependency_hash):
             # (the Jacobian values stay in regj until the next evaluation)
             inv_hg = 1.0 / (h * GAMMA)
             for q in range(n_pat):
-                pos = fpos[q]
-                M[pos] = -regj[jout[pos]]
-            for i in range(n):
-                M[i * n + i] += inv_hg
+                pos = np.int64(fpos[q])
+                M[pos] = -regj[jout[(pos // nb) * n + pos % nb]]
+            for i in range(nb):
+                M[i * nb + i] += inv_hg
             sparse = _sparse_lu(M, lu_ops, lpos, upos, Ur, dinv, Lv, Uv)
             if not sparse:
-                for i in range(n):
-                    for j in range(n):
+                for i in range(nb):
+                    for j in range(nb):
                         Md[i, j] = -regj[jprog[jo + i * n + j]]
                     Md[i, i] += inv_hg
                 if not lu_factor_dense(Md, piv):
@@ -770,7 +902,9 @@ def _make_solver(dependency_hash):
                             kst[i] = du[i] + ih * (
                                 C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
                                 + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
-                if sparse:
+                if blocked:
+                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, zb)
+                elif sparse:
                     _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
                     lu_solve_dense(Md, piv, kst)
@@ -809,6 +943,24 @@ def _make_solver(dependency_hash):
                 nsing = 0
                 t_old = t
                 t = target if last else t + h
+                if n_watch > 0:
+                    _set_inputs(regg, t, y1)
+                    run_tape(ugprog, regg, gprog[H_NFIXED], gprog[H_NINSTR])
+                    tape_outputs(ugprog, regg, gval)
+                    crossed = False
+                    for j in range(n_watch):
+                        if (gval[j] > 0.0 and sides[j] < 0.0) or (gval[j] < 0.0 and sides[j] > 0.0):
+                            crossed = True   # (0 and nan are on no side: never a crossing)
+                    if crossed:
+                        crossing_t[0] = t_old
+                        crossing_t[1] = t
+                        crossing_t[2] = 1.0
+                        for i in range(n):
+                            crossing_y[0, i] = y[i]
+                            crossing_y[1, i] = y1[i]
+                            for st in range(8):
+                                crossing_y[2 + st, i] = K[st, i]
+                        break
                 # dense output for every output time in (t_old, t]
                 while iout < nt and times[iout] <= t:
                     to = times[iout]
@@ -842,13 +994,33 @@ def _make_solver(dependency_hash):
                 h = hnew
         return Y, status, nsteps, nfev
 
+    return core
+
+
+def _make_plain_solver(dependency_hash):
+    """The integrator watching nothing (:func:`integrate`). It calls the module's
+    ``_solve_watching`` as a global: numba keys a cached function on its closure variables'
+    pickles, and a dispatcher's pickle changes from one process to the next (a closure over the
+    core would be compiled anew in every process). Its machine code includes the core's, so
+    it keys on ``dependency_hash`` too."""
+
+    @_jit
+    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
+        if dependency_hash == -1:  # never true; makes the hash a closure variable
+            rtol = rtol + 0.0
+        return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
+                    times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base,
+                    np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
+
     return solve
 
 
 if numba_available():
-    _solve = _make_solver(tape_source_hash())
+    _solve_watching = _make_solver(tape_source_hash())
+    _solve = _make_plain_solver(tape_source_hash())
 else:  # pragma: no cover
-    _solve = None
+    _solve = _solve_watching = None
 
 EMPTY_PROGRAM = np.zeros(HEADER, dtype=np.int64)
 EMPTY_ARRAY = np.zeros(0, dtype=np.float64)
@@ -859,7 +1031,7 @@ EMPTY_ARRAY = np.zeros(0, dtype=np.float64)
 
 def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
               max_steps: int = 100000, first_step: float = 0.0, *, dfdt=None,
-              dense_output: bool = True):
+              dense_output: bool = True, n_base: int | None = None):
     """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
 
     ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
@@ -872,6 +1044,10 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     ``dense_output``: interpolate the output times (default) or shorten steps to hit them;
     for exo_sat at rtol 1e-8 the first takes 150 steps (max. rel. error 8e-9), the second
     160 (1e-9): faster at equal tolerance, slower at equal accuracy.
+    ``n_base``: the system is a state of ``n_base`` values followed by its sensitivities
+    (see "Forward sensitivities" in the module docstring): its iteration matrix is solved by
+    block substitution with one factorization of the state's block; ValueError if the
+    Jacobian's pattern is not of that form. None: one factorization of the whole matrix.
 
     Returns ``(Y, status, n_steps, n_rhs)``: ``Y`` of shape ``(len(times), n)`` (nan rows
     where a failed integration did not reach), ``status`` 0 for success or one of the
@@ -907,17 +1083,67 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         tmode = 1
         dprog = dfdt.prog
         dconsts = dfdt.consts
-    plan = jac.aux.get("lu_plan")
-    if plan is None or plan[0] != y0.shape[0]:
-        plan = lu_plan(jac, y0.shape[0])
+    if n_base is not None and n_base != y0.shape[0]:
+        plan = block_lu_plan(jac, y0.shape[0], int(n_base))
+    else:
+        n_base = 0
+        plan = jac.aux.get("lu_plan")
+        if plan is None or plan[0] != y0.shape[0]:
+            plan = lu_plan(jac, y0.shape[0])
     Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
-                                       float(first_step), bool(dense_output))
+                                       float(first_step), bool(dense_output), int(n_base))
     if status == STATUS_BAD_INPUT:
         raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
     return Y, status, n_steps, n_rhs
+
+
+def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol: float, watch, sides,
+                       max_steps: int = 100000, *, dfdt=None):
+    """:func:`integrate` that also watches the outputs g of the tape ``watch`` (inputs as
+    ``rhs``'s) and stops after the first accepted step at whose end some g_j is nonzero and on
+    the other side than ``sides[j]`` (+1 or -1). Returns ``(Y, status, crossing)``: ``Y`` as
+    from :func:`integrate` for the output times reached (nan after the stop), and ``crossing``
+    None or ``(t_old, t_new, y_old, y_new, K)``: the step over which the sign changed, whose
+    interpolant :func:`dense_state` gives y in between (for locating the root)."""
+    if _solve_watching is None:
+        raise ImportError("kinetics.numerics.rosenbrock.integrate_watching needs numba")
+    from .compile_notice import announce_compilation
+    announce_compilation(_solve_watching, "the stiff-integrator", 10)
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    params = np.ascontiguousarray(params, dtype=np.float64)
+    times = np.ascontiguousarray(times, dtype=np.float64)
+    sides = np.ascontiguousarray(sides, dtype=np.float64)
+    if dfdt is None:
+        tmode, dprog, dconsts = (2 if rhs.uses_input[0] else 0), EMPTY_PROGRAM, EMPTY_ARRAY
+    else:
+        tmode, dprog, dconsts = 1, dfdt.prog, dfdt.consts
+    plan = jac.aux.get("lu_plan")
+    if plan is None or plan[0] != y0.shape[0]:
+        plan = lu_plan(jac, y0.shape[0])
+    crossing_t = np.zeros(3)
+    crossing_y = np.zeros((10, y0.shape[0]))
+    Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
+                                      params, float(t0), times, float(rtol), float(atol), EMPTY_ARRAY, int(max_steps),
+                                      0.0, True, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
+    if status == STATUS_BAD_INPUT:
+        if watch.n_inputs != rhs.n_inputs or watch.n_outputs != len(sides):
+            raise ValueError(f"the watch tape has {watch.n_inputs} inputs and {watch.n_outputs} outputs; expected "
+                             f"{rhs.n_inputs} inputs (as the rhs) and {len(sides)} outputs (one per side)")
+        raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, float(atol), EMPTY_ARRAY))
+    if crossing_t[2] == 0:
+        return Y, status, None
+    return Y, status, (float(crossing_t[0]), float(crossing_t[1]), crossing_y[0].copy(), crossing_y[1].copy(),
+                       crossing_y[2:].copy())
+
+
+def dense_state(t, t_old, t_new, y_old, y_new, K) -> np.ndarray:
+    """The Rodas5P interpolant of one step (t_old -> t_new with stages K (8, n)) at time t."""
+    theta = (t - t_old) / (t_new - t_old)
+    q1, q2, q3 = TH @ K
+    return (1.0 - theta) * y_old + theta * (y_new + (1.0 - theta) * (q1 + theta * (q2 + theta * q3)))
 
 
 def explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_v) -> str:

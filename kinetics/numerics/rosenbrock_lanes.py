@@ -672,7 +672,7 @@ def integrate_many(rhs, jac, Y0, P, t0: float, times, rtol: float, atol: float, 
     plan = lu_plan(jac, n)
     if not valid_arguments(n, P.shape[1], rhs.prog[H_NIN], rhs.n_outputs, jac.prog[H_NIN], jac.n_outputs,
                            dprog[H_NIN], dfdt.n_outputs if dfdt is not None else 0, tmode, plan[0], float(t0), times,
-                           float(rtol), float(atol), EMPTY_ARRAY):
+                           float(rtol), float(atol), EMPTY_ARRAY, n):
         raise ValueError(explain_bad_input(rhs, jac, dfdt, Y0[0], P[0], t0, times, rtol, float(atol), EMPTY_ARRAY))
     from .compile_notice import announce_compilation
     announce_compilation(_lanes_solve, "the ensemble stiff-integrator")

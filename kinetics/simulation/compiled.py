@@ -252,9 +252,9 @@ class CompiledModel:
                                     label="the derivatives of the constant inflows")
         self._numeric = None  # built on first use (tapes or lambdified callables)
         self._sens_systems = {}
+        # with triggered events too: an affine model is solved exactly between events, whose
+        # times are located on the exact solution (kinetics.simulation.events)
         self.method = "exact" if self.affine else "numerical"
-        if self.events:
-            self.method = "numerical"  # triggered events: integrated, event times located by root finding
 
     # ------------------------------------------------------------ parameters
     @property
@@ -462,16 +462,29 @@ class CompiledModel:
             return None
         return num["rhs_tape"], num["jac_tape"], num["dfdt_tape"]
 
-    def _sens_system(self, K):
-        """Augmented (state + K sensitivity directions) system, built once per K."""
-        system = self._sens_systems.get(K)
+    def _sens_system(self, K, selection=None):
+        """Augmented (state + K sensitivity directions) system, built once per K, or once per
+        ``selection`` (a tuple of K parameter indices l_k): directions with one nonzero entry
+        each, D[l_k, k], as fits on the free parameters give. Then dS_k = J S_k + df/dp_{l_k}
+        D[l_k, k] and the tapes carry only those K products instead of all P x K of a general
+        D (half the instructions of a stage of the integrator for a dozen parameters)."""
+        key = K if selection is None else tuple(selection)
+        system = self._sens_systems.get(key)
         if system is not None:
             return system
         num = self._build_numeric()
         x, p, u = self._x_syms, self._p_syms, num["u"]
         n, P = self.n_states, self.n_params
         S = sp.Matrix(n, K, lambda i, k: sp.Symbol(f"_s_{i}_{k}"))
-        D = sp.Matrix(P, K, lambda l, k: sp.Symbol(f"_d_{l}_{k}"))
+        if selection is None:
+            D = sp.Matrix(P, K, lambda l, k: sp.Symbol(f"_d_{l}_{k}"))
+            inputs_D = list(D)          # row-major, as D.reshape(-1)
+        else:
+            D = sp.zeros(P, K)
+            inputs_D = []               # D[l_k, k] in the order of the directions
+            for k, l in enumerate(selection):
+                D[l, k] = sp.Symbol(f"_d_{l}_{k}")
+                inputs_D.append(D[l, k])
         f = self.rhs_symbolic + sp.Matrix(u)
         Fp = _jacobian(self.rhs_symbolic, p) if P else sp.zeros(n, 0)
         dS = self.jacobian_symbolic * S + (Fp * D if P else sp.zeros(n, K))
@@ -480,11 +493,20 @@ class CompiledModel:
         system = {}
         if num["engine"] == "rosenbrock":
             from ..codegen.tape import build_tapes
-            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *list(D)])
+            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *inputs_D])
         else:
-            system["f"] = _lambdify([TIME, y, p, u, list(D)], rhs)
-        self._sens_systems[K] = system
+            system["f"] = _lambdify([TIME, y, p, u, inputs_D], rhs)
+        self._sens_systems[key] = system
         return system
+
+    @staticmethod
+    def _selection(D):
+        """The parameter index of each direction when every column of D has exactly one nonzero
+        entry (see :meth:`_sens_system`), else None."""
+        nonzero = D != 0
+        if D.shape[1] == 0 or not np.all(nonzero.sum(axis=0) == 1):
+            return None
+        return tuple(int(l) for l in np.argmax(nonzero, axis=0))
 
     def _solve_numeric(self, p, x0, times, t0, inflow, S0, D, rtol, atol):
         num = self._build_numeric()
@@ -493,12 +515,21 @@ class CompiledModel:
         p = np.asarray(p, dtype=float)
         K = 0 if D is None else D.shape[1]
         y0 = np.asarray(x0, dtype=float) if D is None else np.concatenate([x0, np.asarray(S0, dtype=float).reshape(-1)])
-        consts = np.concatenate([p, u]) if D is None else np.concatenate([p, u, np.asarray(D, dtype=float).reshape(-1)])
-        system = num if D is None else self._sens_system(K)
+        if D is None:
+            consts, system = np.concatenate([p, u]), num
+        else:
+            D = np.asarray(D, dtype=float)
+            selection = self._selection(D)
+            system = self._sens_system(K, selection)
+            # the entries of D the system reads, row-major (only the selected ones for a selection)
+            d = D.reshape(-1) if selection is None else D[list(selection), np.arange(K)]
+            consts = np.concatenate([p, u, d])
         if num["engine"] == "rosenbrock":
             from ..numerics.rosenbrock import STATUS_NONFINITE, integrate
+            # with sensitivities: one factorization of the states' block per step, the
+            # directions by block substitution (see kinetics.numerics.rosenbrock)
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
-                                        dfdt=system["dfdt_tape"])
+                                        dfdt=system["dfdt_tape"], n_base=None if D is None else n)
             if status == STATUS_NONFINITE:
                 # rows the integrator did not reach are NaN: the first one brackets the blow-up
                 reached = int(np.isfinite(Y).all(axis=1).sum())
@@ -508,7 +539,7 @@ class CompiledModel:
             if status != 0:
                 raise SolverError(_STATUS.get(status, f"the integrator failed (status {status})"))
         else:
-            Y = self._solve_lsoda(system, num, y0, p, u, D, times, t0, rtol, atol)
+            Y = self._solve_lsoda(system, num, y0, p, u, None if D is None else d, times, t0, rtol, atol)
         X = Y[:, :n]
         S = None if D is None else Y[:, n:].reshape(len(times), n, K)
         self._check_finite(X, S, times, "the solution overflowed")
@@ -526,8 +557,8 @@ class CompiledModel:
 
             def jac(t, y):
                 return np.reshape(J(t, y, pl), (n, n))
-        else:
-            f, dl = system["f"], list(np.asarray(D).reshape(-1))
+        else:      # D: the entries of the directions the system reads (see _solve_numeric)
+            f, dl = system["f"], list(np.asarray(D))
 
             def fun(t, y):
                 return f(t, y, pl, ul, dl)
@@ -557,11 +588,12 @@ _STATUS = {
 
 def warm_up() -> float:
     """Compile (or load from numba's disk cache) every compiled kernel on tiny problems: the
-    exact affine path (real and complex spectra), the Rosenbrock integrator and its tape
-    interpreter, the trust-region solver of the fits, and the ensemble kernels of
-    ``simulate_many`` (batched exact solution, matrix-exponential fallback, lock-step
-    integrator). Returns the seconds taken. Optional: each kernel group otherwise compiles on
-    its first use (with a notice); without numba it only warms the numpy paths."""
+    exact affine path (real and complex spectra), the Rosenbrock integrator (also watching
+    a trigger, for triggered events) and its tape interpreter, the trust-region solver of the
+    fits, and the ensemble kernels of ``simulate_many`` (batched exact solution,
+    matrix-exponential fallback, lock-step integrator). Returns the seconds taken. Optional: each
+    kernel group otherwise compiles on its first use (with a notice); without numba it only
+    warms the numpy paths."""
     import time
 
     from ..codegen.tape import build_tapes
@@ -570,6 +602,9 @@ def warm_up() -> float:
     start = time.perf_counter()
     A = np.array([[-1.0, 0.0], [1.0, -2.0]])
     Ac = np.array([[-1.0, 2.0], [-2.0, -1.0]])  # complex eigenvalues: the other specialization
+    # the compiled matrix exponential (defective or ill-conditioned A), states and sensitivities
+    linear.solve_affine(A, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)),
+                        np.zeros((2, 1)), method="expm")
     for M in (A, Ac):
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]))
         linear.solve_affine(M, np.ones(2), np.zeros(2), np.array([0.0, 1.0]), np.ones((1, 2, 2)), np.ones((1, 2)), np.zeros((2, 1)))
@@ -581,6 +616,11 @@ def warm_up() -> float:
     t, x, k = sp.symbols("t x k")
     rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
     rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
+    # the same integrator watching a trigger (models with triggered events): its own cache entry
+    from ..codegen.tape import Tape
+    watch = Tape.from_exprs([x - 0.5], [t, x, k], n_varying=2)
+    rosenbrock.integrate_watching(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([1.0]), 1e-6, 1e-9, watch,
+                                  np.array([1.0]))
     rosenbrock_lanes.integrate_many(rhs, jac, np.ones((3, 1)), np.ones((3, 1)), 0.0, np.array([0.5, 1.0]), 1e-6, 1e-9)
     for M in (A, Ac):
         linear_batch.solve_sets(np.repeat(M[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]), 1e5,

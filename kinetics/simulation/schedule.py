@@ -4,7 +4,8 @@ A simulation is split into segments at every discontinuity (bolus dose, start or
 infusion, event). Within a segment inputs and parameters are constant, so the exact affine
 solution or the stiff integrator applies unchanged, and each discontinuity is met exactly.
 States are right-continuous: an output time equal to a dose time shows the state just after
-the dose. Sensitivities follow through every segment by the chain rule.
+the dose. Sensitivities follow through every segment by the chain rule, and through triggered
+events by the jump conditions (:mod:`kinetics.simulation.events`).
 
 :class:`Schedule` is the reusable plan (fitting builds one per condition and runs it for
 every new parameter vector); :func:`simulate` is the one-call interface.
@@ -267,7 +268,7 @@ class Schedule:
         if c.events:
             if start is not None:
                 raise SolverError("a given start state is not supported for models with triggered events")
-            return self._run_triggered(p, D, rtol, atol)
+            return self._run_triggered(p, D, rtol, atol, method)
         try:
             x, S = self.initial_conditions(p, D, start)
         except SolverError as exc:
@@ -339,10 +340,13 @@ class Schedule:
                     f"{what.format(names[col])} is {nonfinite_value(values[row, col])} at t={self.times[row]:g} "
                     "(the first output time where it is)", p))
 
-    def _run_triggered(self, p, D, rtol, atol):
-        """:meth:`run` for a model with triggered events (see :mod:`kinetics.events`)."""
-        if D is not None:
-            return self._finite_difference_run(p, D, rtol, atol)
+    def _run_triggered(self, p, D, rtol, atol, method="auto"):
+        """:meth:`run` for a model with triggered events (see :mod:`kinetics.simulation.events`).
+
+        The states are run first, locating and firing the events (the event runner logs what
+        fired when). With directions D, the run is then replayed with the sensitivities
+        (:meth:`_replay_with_sensitivities`): the state-and-sensitivity system is integrated
+        from event to event and carried through each by the jump conditions."""
         from .events import event_runner
         c = self.compiled
         runner = event_runner(c)
@@ -362,14 +366,20 @@ class Schedule:
             seg_end = tb if tb != math.inf else float(times[-1])
             try:
                 X[start:stop], P[start:stop], x, p_seg = runner.advance(memory, x, p_seg, u, seg_t0, seg_end,
-                                                                        times[start:stop], rtol, atol)
+                                                                        times[start:stop], rtol, atol, method)
                 if tb == math.inf:
                     break
+                memory.log.append(("break", tb))
                 x, p_seg, _, u = self._apply_discontinuities(tb, x, p_seg, None, u)
                 x, p_seg = runner.recheck(memory, tb, x, p_seg)
             except SolverError as exc:
                 raise SolverError(self._failure(f"{exc} (between t={seg_t0:g} and t={seg_end:g})", p_seg)) from None
             start, seg_t0 = stop, tb
+        self.fired = list(memory.fired)
+        if not np.isfinite(X).all():
+            raise SolverError(self._failure("the solution is not finite", p))
+        if D is not None:
+            return self._replay_with_sensitivities(runner, memory.log, p, D, rtol, atol, method)
         # observables with the parameters in force at each output time (events may change them)
         Y = np.empty((m, len(c.observable_names)))
         i = 0
@@ -379,35 +389,100 @@ class Schedule:
                 j += 1
             Y[i:j] = c.observe(X[i:j], times[i:j], P[i])[0]
             i = j
-        if not np.isfinite(X).all():
-            raise SolverError(self._failure("the solution is not finite", p))
         self._check_observables(Y, None, p)
-        self.fired = list(memory.fired)
         return X, Y, None, None
 
-    def _finite_difference_run(self, p, D, rtol, atol):
-        """Sensitivities of a model with triggered events by central differences along each
-        direction of D (exact sensitivities would need the jump conditions at every event
-        time, which are not implemented). The perturbed runs use tighter tolerances, so the
-        derivatives are good to about 1e-5 relative: enough for fitting and never wrong in sign."""
-        X, Y, _, _ = self._run_triggered(p, None, rtol, atol)
-        fired = self.fired
-        K = D.shape[1]
-        S = np.zeros((*X.shape, K))
-        dY = np.zeros((*Y.shape, K))
-        fine = (min(rtol, 1e-10), min(atol, 1e-12))
-        for k in range(K):
-            d = np.asarray(D[:, k], dtype=float)
-            support = d != 0
-            if not support.any():
-                continue
-            h = 1e-5 * max(np.abs(p[support]).max(), 1e-6) / np.abs(d).max()
-            Xp, Yp, _, _ = self._run_triggered(p + h * d, None, *fine)
-            Xm, Ym, _, _ = self._run_triggered(p - h * d, None, *fine)
-            S[..., k] = (Xp - Xm) / (2 * h)
-            dY[..., k] = (Yp - Ym) / (2 * h)
-        self.fired = fired
-        return X, Y, S, dY
+    def _replay_with_sensitivities(self, runner, log, p, D, rtol, atol, method):
+        """States and sensitivities of a model with triggered events, replaying the ``log`` of
+        a run of the states (what fired when, and the schedule's breaks).
+
+        Between two instants the state-and-sensitivity system is solved by the compiled model
+        (exactly for affine models). At an instant tau the sensitivities S = dx/dtheta and the
+        parameter directions D = dp/dtheta jump. With the crossing atom's root function
+        g(t, x, p) (none at a fixed time: dtau = 0) and f- = dx/dt just before,
+
+            dtau = -(g_x S- + g_p D) / (g_x f- + g_t)
+
+        (differentiate g(tau, x(tau), p) = 0). The total derivatives of the values at the
+        instant, Xt = S- + f- dtau and Pt = D, go through each event's assignments v = h(t, x, p)
+        in firing order (dv = h_x Xt + h_p Pt + h_t dtau) and through the schedule's doses and
+        fixed-time changes (p = g(p): Pt = g_p Pt). After the instant the trajectory moves with
+        f+ = dx/dt at the new values, so S+ = Xt - f+ dtau and D+ = Pt: for one event with
+        x+ = h(x-, p), S+ = h_x S- + h_p D + (h_x f- - f+) dtau."""
+        c = self.compiled
+        times = self.times
+        m, n, K = len(times), c.n_states, D.shape[1]
+        X = np.empty((m, n))
+        SS = np.empty((m, n, K))
+        pieces = []    # (first row, stop row, parameters, directions) for the observables
+        x, S = self.initial_conditions(p, D)
+        x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
+        instants = []
+        for entry in log:
+            if instants and instants[-1][0] == entry[1]:
+                instants[-1][1].append(entry)
+            else:
+                instants.append((entry[1], [entry]))
+        t_cur, k = self.t0, 0
+        for t_next, entries in [*instants, (None, ())]:
+            final = t_next is None
+            stop = m if final else int(np.searchsorted(times, t_next, side="left"))
+            seg_times = times[k:stop]
+            solve_times = seg_times if final else np.append(seg_times, t_next)
+            if len(seg_times) or (not final and t_next > t_cur):
+                try:
+                    Xs, Ss = c.solve(p_seg, x, solve_times, t_cur, u, S, D_seg, rtol, atol, method)
+                except NonFiniteError as exc:
+                    raise SolverError(self._not_finite(f"{exc} (between t={t_cur:g} and t={solve_times[-1]:g})", p_seg)) from None
+                except SolverError as exc:
+                    raise SolverError(self._failure(f"{exc} (between t={t_cur:g} and t={solve_times[-1]:g})", p_seg)) from None
+                X[k:stop], SS[k:stop] = Xs[:stop - k], Ss[:stop - k]
+                pieces.append((k, stop, p_seg, D_seg))
+                if not final:
+                    x, S = Xs[-1], Ss[-1]
+            k = stop
+            if final:
+                break
+            try:
+                x, S, p_seg, D_seg, u = self._jump(runner, t_next, entries, x, S, p_seg, D_seg, u)
+            except SolverError as exc:
+                raise SolverError(self._failure(str(exc), p_seg)) from None
+            t_cur = t_next
+            stop = int(np.searchsorted(times, t_cur, side="right"))   # output times at the instant: values after
+            if stop > k:
+                X[k:stop], SS[k:stop] = x, S
+                pieces.append((k, stop, p_seg, D_seg))
+                k = stop
+        Y = np.empty((m, len(c.observable_names)))
+        dY = np.empty((m, len(c.observable_names), K))
+        for first, last, p_piece, D_piece in pieces:
+            Y[first:last], dY[first:last] = c.observe(X[first:last], times[first:last], p_piece, SS[first:last], D_piece)
+        where = first_nonfinite(SS)
+        if where is not None:
+            row, col = where
+            raise SolverError(self._not_finite(f"the sensitivity of {c.state_names[col]} is "
+                                               f"{nonfinite_value(SS[row, col])} at t={times[row]:g}", p))
+        self._check_observables(Y, dY, p)
+        return X, Y, SS, dY
+
+    def _jump(self, runner, t, entries, x, S, p, D, u):
+        """Values and sensitivities through one instant (see :meth:`_replay_with_sensitivities`):
+        returns (x, S, p, D, u) after it."""
+        first = entries[0]
+        dtau = None
+        if first[0] == "fire" and first[3] is not None:
+            dtau, f_before = runner.crossing_derivative(first[3], t, x, S, p, D, u)
+            Xt = S + np.outer(f_before, dtau)
+        else:
+            Xt = S
+        x, p = np.asarray(x, dtype=float), np.asarray(p, dtype=float)
+        for entry in entries:
+            if entry[0] == "fire":
+                x, p, Xt, D = runner.assign_with_sensitivities(entry[2], t, x, p, Xt, D, dtau)
+            else:
+                x, p, D, u = self._apply_discontinuities(t, x, p, D, u)
+        S = Xt if dtau is None else Xt - np.outer(runner.rhs(t, x, p, u), dtau)
+        return x, S, p, D, u
 
     def row_evaluator(self, t_index, s_index):
         """The fitting inner loop's shortcut, or None where it does not apply: a callable
