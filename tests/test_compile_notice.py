@@ -13,7 +13,7 @@ import pytest
 
 import kinetics
 from kinetics.cli import main
-from kinetics.numerics import compile_notice, linear
+from kinetics.numerics import compile_notice
 from kinetics.numerics.linear import affine_rows, solve_affine
 
 from conftest import REPO

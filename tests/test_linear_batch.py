@@ -1,6 +1,7 @@
-"""The batched exact affine solutions (kinetics.numerics.linear_batch): the eigen kernel over many
-sets, and the matrix-exponential fallback (compiled scaling-and-squaring Padé) against scipy's
-expm and against the single-simulation path (kinetics.numerics.linear.solve_affine)."""
+"""The batched exact affine solutions (kinetics.numerics.linear_batch): the eigen kernels over many
+sets (real and complex spectra) and the matrix-exponential fallback, each against the
+single-simulation path (kinetics.numerics.linear.solve_affine) to the last bit, and the fallback
+against scipy's expm."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from scipy.linalg import expm
 pytest.importorskip("numba")
 
 from kinetics.numerics.linear import MAX_EIGEN_CONDITION, solve_affine  # noqa: E402
-from kinetics.numerics.linear_batch import expm_pade, solve_sets, solve_sets_expm, step_plan  # noqa: E402
+from kinetics.numerics.linear_batch import solve_sets, solve_sets_expm  # noqa: E402
 
 
 def chain(n, k_back=0.1):
@@ -28,41 +29,11 @@ def chain(n, k_back=0.1):
     return A, b
 
 
-@pytest.mark.parametrize("norm", [1e-3, 0.1, 0.5, 1.5, 4.0, 40.0, 3e3])   # every Padé degree, and scaling
-def test_expm_pade_equals_scipy(norm):
-    rng = np.random.default_rng(int(norm * 1000) % 97)
-    for n in (1, 2, 5, 12):
-        A = rng.normal(size=(n, n))
-        if norm > 50:       # a compartmental (column diagonally dominant, decaying) matrix: exp stays finite
-            A = np.abs(A) - np.diag(np.abs(A).sum(axis=0) + 1.0)
-        A *= norm / np.abs(A).sum(axis=0).max()
-        ref = expm(A)
-        # exp's relative condition number grows with the norm: so does the difference of two
-        # correct algorithms (both backward stable)
-        tolerance = 2e-14 * max(1.0, norm) * max(1.0, np.abs(ref).max())
-        assert np.abs(expm_pade(A) - ref).max() <= tolerance, (n, norm)
-
-
-def test_expm_pade_of_a_non_normal_chain_and_of_nan():
-    A, _ = chain(24)
-    for t in (0.1, 3.0, 48.0):
-        ref = expm(A * t)
-        assert np.abs(expm_pade(A * t) - ref).max() <= 1e-13 * np.abs(ref).max()
-    assert np.isnan(expm_pade(np.array([[np.nan, 0.0], [0.0, 1.0]]))).all()
-
-
-def test_step_plan_groups_equal_steps_and_skips_zero_steps():
-    values, index = step_plan(np.array([0.0, 0.5, 1.0, 1.5, 1.5, 3.0]))
-    np.testing.assert_array_equal(values, [0.5, 1.5])
-    np.testing.assert_array_equal(index, [-1, 0, 0, 0, -1, 1])
-    values, index = step_plan(np.linspace(0.1, 20, 200))     # uniform: one exponential
-    assert len(values) == 1 and (index == 0).all()
-
-
 @pytest.mark.parametrize("taus", [np.logspace(-1, np.log10(48), 20), np.linspace(0, 20, 41)], ids=["log", "uniform"])
 def test_expm_fallback_equals_the_single_simulation_path(taus):
-    """Sets of the ill-conditioned chain (the eigen kernel declines every one) against
-    solve_affine's expm path (scipy), relative to each state's largest value."""
+    """Sets of the ill-conditioned chain (the eigen kernel declines every one): the single
+    simulation's expm path to the last bit, and scipy's expm stepped by hand to rounding
+    (relative to each state's largest value)."""
     rng = np.random.default_rng(5)
     n, N = 24, 6
     A0, b0 = chain(n)
@@ -75,10 +46,18 @@ def test_expm_fallback_equals_the_single_simulation_path(taus):
     assert not ok.any()                                      # the eigen path declines
     solve_sets_expm(A, b, x0, taus, X)
     for s in range(N):
-        ref, _, used = solve_affine(A[s], b[s], x0[s], taus, method="expm")
+        single, _, used = solve_affine(A[s], b[s], x0[s], taus, method="expm")
         assert used == "expm"
+        np.testing.assert_array_equal(X[s], single)
+        M = np.zeros((n + 1, n + 1))
+        M[:n, :n], M[:n, n] = A[s], b[s]
+        z, previous, ref = np.append(x0[s], 1.0), 0.0, []
+        for tau in taus:
+            z = expm(M * (tau - previous)) @ z
+            ref.append(z[:n])
+            previous = tau
         scale = np.abs(ref).max(axis=0)
-        assert np.all(np.abs(X[s] - ref) <= 1e-12 * scale), s
+        assert np.all(np.abs(X[s] - np.array(ref)) <= 1e-12 * scale), s
 
 
 def test_expm_fallback_without_inflow_and_well_conditioned():

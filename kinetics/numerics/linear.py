@@ -343,6 +343,10 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
 #: Public name of :func:`_eigen` ((lam, V, Vinv) of A, or None when V is ill-conditioned).
 eigen_decomposition = _eigen
 
+#: Public name of :func:`_distinct_steps` ((steps, step_index) of output times, for the compiled
+#: expm path; the batched one of :mod:`.linear_batch` uses it too).
+distinct_steps = _distinct_steps
+
 
 def affine_solution(A, b, x0):
     """The solution of x' = A x + b from x(0) = x0 as a callable ``taus (m,) -> X (m, n)`` (taus

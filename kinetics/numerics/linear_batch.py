@@ -7,21 +7,20 @@ single simulation runs (same decomposition, same divided differences, same condi
 check), so an ensemble agrees with single simulations to rounding. A set whose eigenvector
 matrix is too ill-conditioned (or whose dgeev fails) is flagged, not solved; the caller then
 solves those sets by :func:`solve_sets_expm`: the matrix exponential of the augmented matrix
-[[A, b], [0, 0]] stepped from one output time to the next (as
-:func:`kinetics.numerics.linear.solve_affine` does for a single simulation), here by a compiled
-scaling-and-squaring Padé approximant (:func:`expm_pade`), in parallel over the sets.
+[[A, b], [0, 0]] stepped from one output time to the next by the compiled kernel a single
+simulation runs (:func:`kinetics.numerics.linear_kernel.expm_solve`), so again the same numbers,
+in parallel over the sets.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
 from .jit import jit, lapack_dgeev, run_chunks
+from .linear import distinct_steps
+from .linear_kernel import eigen_solve, eigen_solve_real, expm_solve
 
-from .linear_kernel import eigen_solve, eigen_solve_real
-
-__all__ = ["solve_sets", "solve_sets_expm", "expm_pade", "step_plan"]
+__all__ = ["solve_sets", "solve_sets_expm"]
 
 _rgeev = lapack_dgeev()
 _KIND, _NO, _YES = ord("d"), ord("N"), ord("V")
@@ -116,173 +115,28 @@ def solve_sets(A, b, x0, taus, max_condition, X, ok):
 
 
 # ----------------------------------------------------------------- the matrix exponential
-# Scaling and squaring with Padé approximants of degree 3, 5, 7, 9 or 13: N. J. Higham, "The
-# scaling and squaring method for the matrix exponential revisited", SIAM J. Matrix Anal. Appl.
-# 26(4), 1179-1193 (2005), Algorithm 2.3 (the theta_m bounds of its Table 2.3, the
-# coefficients b_j of the [m/m] Padé approximant of exp). Backward error at most the unit
-# roundoff in exact arithmetic; scipy's expm (Al-Mohy and Higham 2009) refines the choice of
-# the scaling for very non-normal matrices, so the two agree to rounding, not bit for bit.
-_THETA = (1.495585217958292e-2, 2.539398330063230e-1, 9.504178996162932e-1, 2.097847961257068,
-          5.371920351148152)
-_PADE3 = (120.0, 60.0, 12.0, 1.0)
-_PADE5 = (30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0)
-_PADE7 = (17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0, 1.0)
-_PADE9 = (17643225600.0, 8821612800.0, 2075673600.0, 302702400.0, 30270240.0, 2162160.0, 110880.0,
-          3960.0, 90.0, 1.0)
-_PADE13 = (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0,
-           129060195264000.0, 10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0, 40840800.0,
-           960960.0, 16380.0, 182.0, 1.0)
-
 
 @jit
-def _norm1(A):
-    """The 1-norm (largest column sum of magnitudes)."""
-    n = A.shape[0]
-    best = 0.0
-    for j in range(n):
-        col = 0.0
-        for i in range(n):
-            col += abs(A[i, j])
-        if col > best or col != col:
-            best = col
-    return best
-
-
-@jit
-def _pade_low(A, b, n_terms):
-    """U, V of the [m/m] Padé approximant, m = 2*n_terms - 1 in (3, 5, 7, 9): from even powers."""
-    n = A.shape[0]
-    A2 = np.dot(A, A)
-    U0 = np.zeros((n, n))
-    V = np.zeros((n, n))
-    P = np.eye(n)                      # A^(2k)
-    for k in range(n_terms):
-        for i in range(n):
-            for j in range(n):
-                U0[i, j] += b[2 * k + 1] * P[i, j]
-                V[i, j] += b[2 * k] * P[i, j]
-        if k + 1 < n_terms:
-            P = np.dot(P, A2)
-    return np.dot(A, U0), V
-
-
-@jit
-def expm_pade(A):
-    """exp(A) of a square float64 matrix by scaling and squaring (Higham 2005, above)."""
-    n = A.shape[0]
-    norm = _norm1(A)
-    if not math.isfinite(norm):
-        return np.full((n, n), np.nan)
-    if norm <= _THETA[0]:
-        U, V = _pade_low(A, np.array(_PADE3), 2)
-        s = 0
-    elif norm <= _THETA[1]:
-        U, V = _pade_low(A, np.array(_PADE5), 3)
-        s = 0
-    elif norm <= _THETA[2]:
-        U, V = _pade_low(A, np.array(_PADE7), 4)
-        s = 0
-    elif norm <= _THETA[3]:
-        U, V = _pade_low(A, np.array(_PADE9), 5)
-        s = 0
-    else:
-        s = max(0, int(math.ceil(math.log2(norm / _THETA[4]))))
-        As = A * (0.5 ** s)
-        b = _PADE13
-        A2 = np.dot(As, As)
-        A4 = np.dot(A2, A2)
-        A6 = np.dot(A4, A2)
-        W1 = np.empty((n, n))
-        W2 = np.empty((n, n))
-        Z1 = np.empty((n, n))
-        Z2 = np.empty((n, n))
-        for i in range(n):
-            for j in range(n):
-                W1[i, j] = b[13] * A6[i, j] + b[11] * A4[i, j] + b[9] * A2[i, j]
-                W2[i, j] = b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j]
-                Z1[i, j] = b[12] * A6[i, j] + b[10] * A4[i, j] + b[8] * A2[i, j]
-                Z2[i, j] = b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j]
-            W2[i, i] += b[1]
-            Z2[i, i] += b[0]
-        W = np.dot(A6, W1) + W2
-        U = np.dot(As, W)
-        V = np.dot(A6, Z1) + Z2
-    E = np.ascontiguousarray(np.linalg.solve(V - U, V + U))   # LAPACK returns Fortran order
-    for _ in range(s):
-        E = np.dot(E, E)
-    return E
-
-
-@jit
-def _expm_one(A, b, x0, s, step_values, step_index, X):
-    """X[s] (m, n) = the states of set s at the output times: z = [x, 1/g] stepped by
-    exp(M * step) with M = [[A, g b], [0, 0]], one exponential per distinct step length (as
-    linear._propagate). g, a power of 2 (so exact), brings the column g b to the size of A's
-    columns: the inflow (e.g. 1000 particles/h against rates of 1/h) would otherwise set the
-    1-norm and with it the number of squarings (each a matrix product)."""
+def _expm_sets(A, b, x0, steps, step_index, X):
+    """X[s] of every set by the matrix exponential (expm_solve, states only)."""
     n = A.shape[1]
-    M = np.zeros((n + 1, n + 1))
-    norm_b = 0.0
-    for i in range(n):
-        for j in range(n):
-            M[i, j] = A[s, i, j]
-        norm_b += abs(b[s, i])
-    norm_a = _norm1(M)
-    g = 1.0
-    if norm_b > 0.0 and norm_a > 0.0 and math.isfinite(norm_a) and math.isfinite(norm_b):
-        g = 2.0 ** round(math.log2(norm_a / norm_b))
-    for i in range(n):
-        M[i, n] = g * b[s, i]
-    E = np.empty((step_values.shape[0], n + 1, n + 1))
-    have = np.zeros(step_values.shape[0], dtype=np.bool_)
-    z = np.empty(n + 1)
-    for i in range(n):
-        z[i] = x0[s, i]
-    z[n] = 1.0 / g
-    for k in range(step_index.shape[0]):
-        u = step_index[k]
-        if u >= 0:
-            if not have[u]:
-                E[u] = expm_pade(M * step_values[u])
-                have[u] = True
-            z = np.dot(E[u], z)
-        for i in range(n):
-            X[s, k, i] = z[i]
-
-
-@jit
-def _expm_sets(A, b, x0, step_values, step_index, X):
+    dA = np.zeros((0, n, n))
+    db = np.zeros((0, n))
+    s0 = np.zeros((n, 0))
+    S = np.zeros((X.shape[1], n, 0))
     for s in range(A.shape[0]):
-        _expm_one(A, b, x0, s, step_values, step_index, X)
-
-
-def step_plan(taus):
-    """(step_values, step_index) of the output times ``taus`` (sorted, >= 0): the distinct step
-    lengths between consecutive times (from 0), equal up to 4 ulps of the last time grouped as
-    :func:`kinetics.numerics.linear.solve_affine` groups them, and for each time the index of
-    its step (-1 for a step of 0: the state does not move)."""
-    taus = np.asarray(taus, dtype=float)
-    steps = np.diff(np.concatenate([[0.0], taus]))
-    quantum = 4 * np.finfo(float).eps * max(float(taus[-1]) if len(taus) else 1.0, 1e-300)
-    keys = np.round(steps / quantum)
-    values, index, first = [], np.full(len(taus), -1, dtype=np.int64), {}
-    for k, (step, key) in enumerate(zip(steps, keys)):
-        if step > 0:
-            if key not in first:
-                first[key] = len(values)
-                values.append(step)
-            index[k] = first[key]
-    return np.array(values, dtype=float), index
+        expm_solve(A[s], b[s], x0[s], steps, step_index, dA, db, s0, X[s], S)
 
 
 def solve_sets_expm(A, b, x0, taus, X):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s], by the
-    matrix exponential (exact to rounding whatever the conditioning of the eigenvectors), in
-    parallel over the sets. A (N, n, n), b and x0 (N, n), X (N, m, n) written."""
+    matrix exponential (exact to rounding whatever the conditioning of the eigenvectors; the
+    single simulation's kernel, so its numbers), in parallel over the sets. A (N, n, n), b and
+    x0 (N, n), X (N, m, n) written (non-finite values are left for the caller's check)."""
     from .compile_notice import announce_compilation
-    step_values, step_index = step_plan(taus)
+    steps, step_index = distinct_steps(np.asarray(taus, dtype=float))
     announce_compilation(_expm_sets, "the ensemble matrix-exponential")
     A = np.ascontiguousarray(A, dtype=float)
     b = np.ascontiguousarray(b, dtype=float)
     x0 = np.ascontiguousarray(x0, dtype=float)
-    run_chunks(lambda s, e: _expm_sets(A[s:e], b[s:e], x0[s:e], step_values, step_index, X[s:e]), A.shape[0])
+    run_chunks(lambda s, e: _expm_sets(A[s:e], b[s:e], x0[s:e], steps, step_index, X[s:e]), A.shape[0])

@@ -45,7 +45,7 @@ from .rosenbrock import (A21, A31, A32, A41, A42, A43, A51, A52, A53, A54, A61, 
                          C75, C76, C81, C82, C83, C84, C85, C86, C87, CC2, CC3, CC4, CC5, D1, D2, D3, D4, D5,
                          EMPTY_ARRAY, EMPTY_PROGRAM, EPS, EXPO, FACMAX, FACMIN, GAMMA, MAX_SINGULAR, P_FPOS,
                          P_LC, P_LPOS, P_LR, P_NL, P_NOPS, P_NPAT, P_NU, P_OPS, P_UC, P_UPOS, P_UR,
-                         PIVOT_THRESHOLD, SAFE, STATUS_BAD_INPUT, STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK,
+                         PIVOT_THRESHOLD, SAFE, STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK,
                          STATUS_SINGULAR, STATUS_STEP_UNDERFLOW, TH, explain_bad_input, initial_step,
                          initial_step_guess, lu_factor_dense, lu_plan, lu_solve_dense, valid_arguments)
 from .tape_machine import H_NCONST, H_NFIXED, H_NIN, H_NINSTR, HEADER, run_tape_lanes, tape_outputs_lanes
