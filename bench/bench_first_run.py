@@ -77,7 +77,7 @@ steps = [
         np.zeros(3, dtype=bool))),
     ("the ensemble stiff-integrator", lambda: rosenbrock_lanes.integrate_many(
         rhs, jac, np.ones((3, 1)), np.ones((3, 1)), 0.0, np.array([0.5, 1.0]), 1e-6, 1e-9)),
-    ("the ensemble matrix-exponential", lambda: linear_batch.solve_sets_expm(
+    ("the matrix-exponential (ensemble; shared with a single simulation)", lambda: linear_batch.solve_sets_expm(
         np.repeat(A[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]), np.empty((3, 2, 2)))),
 ]
 out = {}

@@ -23,7 +23,7 @@ NOTICE_SECONDS = {
     "the trust-region": 10,
     "the ensemble exact-solution": 3,
     "the ensemble stiff-integrator": 14,
-    "the ensemble matrix-exponential": 15,
+    "the matrix-exponential": 50,
 }
 
 _checked: set = set()    # dispatchers checked in this process (once each: a cheap test afterwards)

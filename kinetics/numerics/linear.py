@@ -142,10 +142,10 @@ def _kernel():
 _EMPTY3 = np.zeros((0, 0, 0))
 
 
-def _announced(kernel):
+def _announced(kernel, group="the exact-solution"):
     """``kernel`` (a dispatcher of linear_kernel), after the first-use compile notice check."""
     from .compile_notice import announce_compilation
-    announce_compilation(kernel, "the exact-solution")
+    announce_compilation(kernel, group)
     return kernel
 
 
@@ -203,7 +203,7 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
         # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
         # not finite: the same rows by the matrix exponential (a non-finite value stays one)
         steps, step_index = _distinct_steps(taus)
-        ok = _linear_kernel.affine_rows_expm(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
+        ok = _announced(_linear_kernel.affine_rows_expm, "the matrix-exponential")(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
                                              dA_full, db_full, D, s0, C, e, dC, de, index, t_index, f, J)
     return (f, J) if ok else None
 
@@ -319,7 +319,7 @@ def _solve_expm(A, b, x0, taus, dA, db, s0, want_sens):
                      np.ascontiguousarray(s0, dtype=float))
         else:
             args += (np.zeros((0, n, n)), np.zeros((0, n)), np.zeros((n, 0)))
-        _linear_kernel.expm_solve(*args, X, S)    # non-finite values are left for the caller's check
+        _announced(_linear_kernel.expm_solve, "the matrix-exponential")(*args, X, S)    # non-finite values: the caller checks
         return X, (S if want_sens else None)
     M = np.zeros((n + 1, n + 1))
     M[:n, :n] = A

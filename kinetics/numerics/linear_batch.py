@@ -8,8 +8,8 @@ check), so an ensemble agrees with single simulations to rounding. A set whose e
 matrix is too ill-conditioned (or whose dgeev fails) is flagged, not solved; the caller then
 solves those sets by :func:`solve_sets_expm`: the matrix exponential of the augmented matrix
 [[A, b], [0, 0]] stepped from one output time to the next by the compiled kernel a single
-simulation runs (:func:`kinetics.numerics.linear_kernel.expm_solve`), so again the same numbers,
-in parallel over the sets.
+simulation runs (:func:`kinetics.numerics.linear_kernel.expm_solve`, one call per set), so again
+the same numbers, the sets in parallel over the cores.
 """
 
 from __future__ import annotations
@@ -116,18 +116,6 @@ def solve_sets(A, b, x0, taus, max_condition, X, ok):
 
 # ----------------------------------------------------------------- the matrix exponential
 
-@jit
-def _expm_sets(A, b, x0, steps, step_index, X):
-    """X[s] of every set by the matrix exponential (expm_solve, states only)."""
-    n = A.shape[1]
-    dA = np.zeros((0, n, n))
-    db = np.zeros((0, n))
-    s0 = np.zeros((n, 0))
-    S = np.zeros((X.shape[1], n, 0))
-    for s in range(A.shape[0]):
-        expm_solve(A[s], b[s], x0[s], steps, step_index, dA, db, s0, X[s], S)
-
-
 def solve_sets_expm(A, b, x0, taus, X):
     """For every set s: X[s] (m, n) = x(taus) of x' = A[s] x + b[s], x(0) = x0[s], by the
     matrix exponential (exact to rounding whatever the conditioning of the eigenvectors; the
@@ -135,8 +123,18 @@ def solve_sets_expm(A, b, x0, taus, X):
     x0 (N, n), X (N, m, n) written (non-finite values are left for the caller's check)."""
     from .compile_notice import announce_compilation
     steps, step_index = distinct_steps(np.asarray(taus, dtype=float))
-    announce_compilation(_expm_sets, "the ensemble matrix-exponential")
+    announce_compilation(expm_solve, "the matrix-exponential")
     A = np.ascontiguousarray(A, dtype=float)
     b = np.ascontiguousarray(b, dtype=float)
     x0 = np.ascontiguousarray(x0, dtype=float)
-    run_chunks(lambda s, e: _expm_sets(A[s:e], b[s:e], x0[s:e], steps, step_index, X[s:e]), A.shape[0])
+    n = A.shape[1]
+    none = (np.zeros((0, n, n)), np.zeros((0, n)), np.zeros((n, 0)))
+    S = np.zeros((len(step_index), n, 0))
+
+    def sets(start, stop):
+        # one compiled call per set, not a kernel looping over them: a kernel calling expm_solve
+        # would compile it a second time into its own module (a minute); a set here costs
+        # milliseconds of matrix products, the Python call microseconds
+        for s in range(start, stop):
+            expm_solve(A[s], b[s], x0[s], steps, step_index, *none, X[s], S)
+    run_chunks(sets, A.shape[0])
