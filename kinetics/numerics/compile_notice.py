@@ -19,11 +19,11 @@ __all__ = ["announce_compilation", "needs_compilation", "NOTICE_SECONDS"]
 #: reference 2-core machine (bench/README.md, "First run"), quoted in the notice.
 NOTICE_SECONDS = {
     "the exact-solution": 5,
-    "the stiff-integrator": 9,
-    "the trust-region": 10,
-    "the ensemble exact-solution": 3,
-    "the ensemble stiff-integrator": 14,
-    "the matrix-exponential": 50,
+    "the stiff-integrator": 15,
+    "the trust-region": 12,
+    "the matrix-exponential": 60,
+    "the ensemble exact-solution": 2,
+    "the ensemble stiff-integrator": 15,
 }
 
 _checked: set = set()    # dispatchers checked in this process (once each: a cheap test afterwards)
