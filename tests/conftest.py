@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# every kernel group compiles in the test process itself: a fit's engine must not depend on
+# whether a background compilation has finished (tests/test_precompile.py tests that mode)
+os.environ.setdefault("KINETICS_COMPILE", "foreground")
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised only without numba (subproce
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
 __all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "lapack_dgesdd",
-           "run_chunks", "thread_count", "JIT_OPTIONS"]
+           "run_chunks", "thread_count", "cache_dir", "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -41,6 +41,11 @@ JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 def numba_available() -> bool:
     """Whether numba is importable, i.e. whether :func:`jit` compiles."""
     return _numba is not None
+
+
+def cache_dir() -> str:
+    """numba's ``NUMBA_CACHE_DIR`` ("" when unset: numba caches beside each module)."""
+    return (_numba.config.CACHE_DIR or "") if _numba is not None else ""
 
 
 def jit(fn=None, **options):

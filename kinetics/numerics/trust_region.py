@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SolverError
+from .compile_notice import use_compiled
 
 from .jit import jit as _jit
 from .jit import lapack_dgesdd, numba_available
@@ -924,10 +925,10 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     """
     x0, lb, ub, x_scale, (ftol, xtol, gtol), max_nfev = _prepare(
         x0, lower, upper, x_scale, ftol, xtol, gtol, max_nfev)
-    if not numba_available():  # the tests exercise this by monkeypatching
+    # scipy's least_squares where numba is missing (the tests exercise this by monkeypatching) or
+    # while a background process compiles these kernels (compile_notice.use_compiled)
+    if not numba_available() or not use_compiled(_step, "the trust-region"):
         return _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev)
-    from .compile_notice import announce_compilation
-    announce_compilation(_step, "the trust-region")
 
     n = x0.size
     f, J = fun_and_jac(x0.copy())
@@ -981,6 +982,22 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
                      optimality=float(real[_G_NORM]), active_mask=active_mask,
                      nfev=int(ints[_NFEV]), njev=int(ints[_NJEV]), status=status,
                      message=TERMINATION_MESSAGES[status], success=status > 0)
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's disk cache) the solver's kernels, in this process, by
+    solving two tiny linear problems: with bounds and ``x_scale="jac"``, and unbounded with a
+    given scale (the specializations a fit meets)."""
+    from .compile_notice import compiling_in_foreground
+    B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    b = np.array([1.0, 2.0, 3.0])
+
+    def linear_residuals(z):
+        return B @ z - b, B
+
+    with compiling_in_foreground():
+        least_squares_trf(linear_residuals, np.zeros(2), np.array([0.0, -np.inf]), np.array([0.5, np.inf]))
+        least_squares_trf(linear_residuals, np.zeros(2), -np.inf, np.inf, x_scale=np.ones(2))
 
 
 def _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev):

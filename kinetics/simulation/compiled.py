@@ -627,13 +627,5 @@ def warm_up() -> float:
                                 np.empty((3, 2, 2)), np.zeros(3, dtype=bool))
     linear_batch.solve_sets_expm(np.repeat(A[None], 3, 0), np.ones((3, 2)), np.zeros((3, 2)), np.array([0.5, 1.0]),
                                  np.empty((3, 2, 2)))
-    # the trust-region kernels, with and without bounds and x_scale (their specializations)
-    B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
-    b = np.array([1.0, 2.0, 3.0])
-
-    def linear_residuals(z):
-        return B @ z - b, B
-
-    trust_region.least_squares_trf(linear_residuals, np.zeros(2), np.array([0.0, -np.inf]), np.array([0.5, np.inf]))
-    trust_region.least_squares_trf(linear_residuals, np.zeros(2), -np.inf, np.inf, x_scale=np.ones(2))
+    trust_region.compile_kernels()
     return time.perf_counter() - start
