@@ -412,6 +412,20 @@ class EventRunner:
                 self._watch = False
         return self._watch or None
 
+    def _output_start(self, out_times, x, p, t_start):
+        """The set-up every ``_advance_*`` shares: output times as an array, empty state and
+        parameter rows for them, copies of x and p, the start time, and the rows at or before
+        it already filled with (x, p). Returns (out_times, X, P, x, p, t, k), k the next row."""
+        out_times = np.asarray(out_times, dtype=float)
+        x = np.array(x, dtype=float)
+        p = np.array(p, dtype=float)
+        X = np.empty((len(out_times), self.n))
+        P = np.empty((len(out_times), len(p)))
+        t = float(t_start)
+        k = bisect.bisect_right(out_times.tolist(), t)    # output times are sorted
+        X[:k], P[:k] = x, p
+        return out_times, X, P, x, p, t, k
+
     def _advance_compiled(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
         """:meth:`advance` by the compiled Rodas5P integrator, which stops after the first step
         over which an atom changes sign (:func:`~kinetics.numerics.rosenbrock.integrate_watching`);
@@ -420,18 +434,9 @@ class EventRunner:
         from ..numerics.rosenbrock import STATUS_MESSAGES, STATUS_NONFINITE, dense_state, integrate_watching
         rhs, jac, dfdt = self.compiled.integrator_tapes()
         watch = self._watch_tape()
-        out_times = np.asarray(out_times, dtype=float)
+        out_times, X, P, x, p, t, k = self._output_start(out_times, x, p, t_start)
         m = len(out_times)
-        X = np.empty((m, self.n))
-        P = np.empty((m, len(p)))
-        x = np.array(x, dtype=float)
-        p = np.array(p, dtype=float)
         inflow = np.zeros(self.n) if u is None else np.asarray(u, dtype=float)
-        t = float(t_start)
-        k = 0
-        while k < m and out_times[k] <= t:
-            X[k], P[k] = x, p
-            k += 1
         while t < t_end:
             times = np.append(out_times[k:], t_end)
             Y, status, crossing = integrate_watching(rhs, jac, x, np.concatenate([p, inflow]), t, times, rtol, atol,
@@ -510,17 +515,8 @@ class EventRunner:
     def _advance_numerical(self, memory, x, p, u, t_start, t_end, out_times, rtol, atol):
         """:meth:`advance` by scipy's Radau, stepped from here, crossings located on its dense output."""
         from scipy.integrate import Radau
-        out_times = np.asarray(out_times, dtype=float)
+        out_times, X, P, x, p, t, k = self._output_start(out_times, x, p, t_start)   # k: next output row
         m = len(out_times)
-        X = np.empty((m, self.n))
-        P = np.empty((m, len(p)))
-        k = 0  # next output row
-        x = np.array(x, dtype=float)
-        p = np.array(p, dtype=float)
-        t = float(t_start)
-        while k < m and out_times[k] <= t:
-            X[k], P[k] = x, p
-            k += 1
         while t < t_end:
             pl, ul = list(p), (list(u) if u is not None else [0.0] * self.n)
             n = self.n
@@ -578,16 +574,9 @@ class EventRunner:
         """:meth:`advance` when every atom is a clock atom: the next crossing is computed, not
         searched for, and the states are integrated up to it in one call of the model's own
         solver (exact for affine models); with ``nothing_moves`` no integration at all."""
-        out_times = np.asarray(out_times, dtype=float)
+        out_times, X, P, x, p, t, k = self._output_start(out_times, x, p, t_start)
         m = len(out_times)
-        X = np.empty((m, self.n))
-        P = np.empty((m, len(p)))
-        x = np.array(x, dtype=float)
-        p = np.array(p, dtype=float)
-        t = float(t_start)
         out_list = out_times.tolist()    # bisect on a list: this loop may run once per event, 10^4 times
-        k = bisect.bisect_right(out_list, t)
-        X[:k], P[:k] = x, p
         same_instant, last_fire = 0, None
         ul = [0.0] * self.n if u is None else [float(v) for v in u]
         while True:
@@ -660,17 +649,8 @@ class EventRunner:
         crossings are bracketed on a grid that resolves every mode of A (:func:`sample_offsets`)
         and located by Brent's method on the exact solution."""
         from ..numerics.linear import affine_solution
-        out_times = np.asarray(out_times, dtype=float)
+        out_times, X, P, x, p, t, k = self._output_start(out_times, x, p, t_start)
         m = len(out_times)
-        X = np.empty((m, self.n))
-        P = np.empty((m, len(p)))
-        x = np.array(x, dtype=float)
-        p = np.array(p, dtype=float)
-        t = float(t_start)
-        k = 0
-        while k < m and out_times[k] <= t:
-            X[k], P[k] = x, p
-            k += 1
         sides = np.asarray(memory.sides)
         while True:
             A, b = self.compiled.affine_matrices(p)
