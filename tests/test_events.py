@@ -240,3 +240,29 @@ def test_fit_of_receptor_uptake_through_its_desensitization_recovers_the_paramet
     problem = FitProblem(m, data, list(truth), noise="proportional")
     result = fit(problem, multistart=1, profiles=False, progress=False)
     np.testing.assert_allclose(result.values, list(truth.values()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["auto", "numerical"])
+def test_a_given_start_state_feeds_the_triggers_and_the_sensitivities(method):
+    """A pre-equilibrated start (x0, S0) replaces the initial state of a model with triggered
+    events: the same run as a model whose initial value is that state, sensitivities included."""
+    scaled = {**REFILL, "compartments": {"A": {"initial": "0.7 * A0"}}}
+    times = np.linspace(0.1, 9.9, 25)
+    runs = []
+    for model, start in ((REFILL, True), (scaled, False)):
+        compiled = kinetics.compile_model(Model.from_dict(model))
+        p = compiled.parameter_vector(None)
+        D = np.eye(len(p))
+        schedule = Schedule(compiled, times)
+        given = None
+        if start:   # x0 = 0.7 A0 with dx0/dA0 = 0.7 along the identity directions
+            S0 = np.zeros((1, len(p)))
+            S0[0, compiled.parameter_names.index("A0")] = 0.7
+            given = (np.array([7.0]), S0)
+        X, Y, S, _ = schedule.run(p, D, rtol=1e-10, atol=1e-12, method=method, start=given)
+        runs.append((X, S, [name for _, name in schedule.fired]))
+    (X1, S1, fired1), (X2, S2, fired2) = runs
+    assert fired1 == fired2 and len(fired1) >= 3
+    np.testing.assert_allclose(X1, X2, rtol=1e-12)
+    np.testing.assert_allclose(S1, S2, rtol=1e-9, atol=1e-12)
+    assert abs(X1[0, 0] - 7.0 * math.exp(-0.8 * 0.1)) < 1e-9

@@ -234,6 +234,30 @@ def test_fit_spec_preequilibration_starts_from_the_steady_state(tmp_path):
         load_fit_spec(tmp_path / "fit.toml").negative_loglik(x)
 
 
+def test_preequilibration_of_a_model_with_triggered_events(tmp_path):
+    """The pre-equilibrated state starts the triggers: B starts at 100 (the steady state), rises
+    towards 200 and loses 50 when it crosses 150, at t* = ln 2 / k."""
+    from kinetics.fitting.problem import load_fit_spec
+    model = DECAY_MODEL + '\n[events]\nharvest = { trigger = "B > 150", assign = { B = "B - 50" } }\n'
+    (tmp_path / "model.toml").write_text(model)
+
+    def b(t, k):
+        return 200 - 100 * math.exp(-k * t) - (50 if t > math.log(2) / k else 0)
+
+    rows = [(t, "B", b(t, 0.5) + 0.3 * (-1) ** i) for i, t in enumerate(TIMES)]
+    (tmp_path / "data.csv").write_text("time,observable,value,condition\n"
+                                       + "".join(f"{float(t)!r},{o},{float(v)!r},main\n" for t, o, v in rows))
+    (tmp_path / "fit.toml").write_text("""model = "model.toml"\ndata = "data.csv"\n[fit]\nfree = ["k"]\n
+[observables.B]\nsigma = 0.5\n[conditions.pre]\n[conditions.main]\npreequilibration = "pre"\ninitial = { A = 100 }\n""")
+    problem = load_fit_spec(tmp_path / "fit.toml")
+    k = 0.7
+    x = problem.to_internal([k])
+    expected = sum(0.5 * ((y - b(t, k)) / 0.5) ** 2 + math.log(0.5) + 0.5 * math.log(2 * math.pi) for t, _, y in rows)
+    value, gradient = problem.negative_loglik(x, gradient=True)
+    assert value == pytest.approx(expected, rel=1e-8)
+    np.testing.assert_allclose(gradient, _fd_gradient(problem, x, 1e-6), rtol=1e-5)
+
+
 def test_profiles_of_an_estimated_sigma_fit(tmp_path):
     from kinetics.fitting.optimize import fit
     from kinetics.fitting.problem import load_fit_spec

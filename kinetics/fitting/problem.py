@@ -244,8 +244,6 @@ class FitProblem:
             preequilibration = None
             if cond.preequilibration is not None:
                 pre = cond.preequilibration
-                if compiled.events:
-                    raise DataError(f"{where} pre-equilibration is not supported for models with triggered events")
                 if compiled.time_dependent:
                     raise DataError(f"{where} pre-equilibration needs a model whose rates do not depend on time t")
                 try:

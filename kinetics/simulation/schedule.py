@@ -259,16 +259,14 @@ class Schedule:
         """Run the plan at model parameters ``p``. Returns (X, Y, S, dY) with states (m, n),
         observables (m, o) and, when D (P, K) is given, their sensitivities (m, n, K), (m, o, K).
         ``start`` = (x0, S0) replaces the model's initial state (and its sensitivities along D),
-        e.g. by a pre-equilibrated one; not for models with triggered events."""
+        e.g. by a pre-equilibrated one (with triggered events too: their triggers start from it)."""
         c = self.compiled
         p = np.asarray(p, dtype=float)
         if not np.isfinite(p).all():
             raise SolverError(self._failure("parameter values are not finite", p))
         p, D = c.resolve_parameters(p, D)  # parameters given as expressions of others
         if c.events:
-            if start is not None:
-                raise SolverError("a given start state is not supported for models with triggered events")
-            return self._run_triggered(p, D, rtol, atol, method)
+            return self._run_triggered(p, D, rtol, atol, method, start_state=start)
         try:
             x, S = self.initial_conditions(p, D, start)
         except SolverError as exc:
@@ -340,7 +338,7 @@ class Schedule:
                     f"{what.format(names[col])} is {nonfinite_value(values[row, col])} at t={self.times[row]:g} "
                     "(the first output time where it is)", p))
 
-    def _run_triggered(self, p, D, rtol, atol, method="auto"):
+    def _run_triggered(self, p, D, rtol, atol, method="auto", start_state=None):
         """:meth:`run` for a model with triggered events (see :mod:`kinetics.simulation.events`).
 
         The states are run first, locating and firing the events (the event runner logs what
@@ -350,7 +348,7 @@ class Schedule:
         from .events import event_runner
         c = self.compiled
         runner = event_runner(c)
-        x, _ = self.initial_conditions(p)
+        x, _ = self.initial_conditions(p, start=None if start_state is None else (start_state[0], None))
         x, p_seg, _, u = self._apply_discontinuities(self.t0, x, p, None, None)
         try:
             memory, x, p_seg = runner.start(self.t0, x, p_seg)
@@ -379,7 +377,7 @@ class Schedule:
         if not np.isfinite(X).all():
             raise SolverError(self._failure("the solution is not finite", p))
         if D is not None:
-            return self._replay_with_sensitivities(runner, memory.log, p, D, rtol, atol, method)
+            return self._replay_with_sensitivities(runner, memory.log, p, D, rtol, atol, method, start_state)
         # observables with the parameters in force at each output time (events may change them)
         Y = np.empty((m, len(c.observable_names)))
         i = 0
@@ -392,7 +390,7 @@ class Schedule:
         self._check_observables(Y, None, p)
         return X, Y, None, None
 
-    def _replay_with_sensitivities(self, runner, log, p, D, rtol, atol, method):
+    def _replay_with_sensitivities(self, runner, log, p, D, rtol, atol, method, start_state=None):
         """States and sensitivities of a model with triggered events, replaying the ``log`` of
         a run of the states (what fired when, and the schedule's breaks).
 
@@ -415,7 +413,7 @@ class Schedule:
         X = np.empty((m, n))
         SS = np.empty((m, n, K))
         pieces = []    # (first row, stop row, parameters, directions) for the observables
-        x, S = self.initial_conditions(p, D)
+        x, S = self.initial_conditions(p, D, start_state)
         x, p_seg, D_seg, u = self._apply_discontinuities(self.t0, x, p, D, None)
         instants = []
         for entry in log:
