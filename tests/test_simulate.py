@@ -525,3 +525,30 @@ def test_bad_events_are_model_errors(event, fragment):
     with pytest.raises(kinetics.ModelError) as info:
         simulate(one_compartment(), T, events=[event])
     assert fragment in str(info.value) and len(str(info.value)) < 600
+
+
+# a Hill step from a pool that starts empty: x**h is differentiable at x = 0 for h > 1, but its
+# second derivative (in the sensitivity system's Jacobian) is infinite there for 1 < h < 2
+HILL = {
+    "compartments": {"A": {"initial": 0}, "B": {"initial": 0}},
+    "parameters": {"s": 1.0, "vmax": 2.0, "K": 1.0, "h": 1.5, "k": 0.3},
+    "flows": {"prod": {"to": "A", "rate": "s"}, "conv": {"from": "A", "to": "B", "rate": "vmax * A**h / (K**h + A**h)"},
+              "out": {"from": "B", "rate": "k * B"}},
+}
+
+
+@pytest.mark.parametrize("h", [1.2, 1.5, 2.0, 2.5])
+def test_hill_sensitivities_from_an_empty_pool_match_finite_differences(h):
+    m = Model.from_dict(HILL)
+    t = np.linspace(0, 10, 11)
+    names = ["h", "K", "vmax"]
+    sim = simulate(m, t, parameters={"h": h}, sensitivities=names, rtol=1e-10, atol=1e-12)
+    assert sim.sensitivity("B", "h")[0] == 0.0
+    for name in names:
+        value = {"h": h, "K": 1.0, "vmax": 2.0}[name]
+        step = 1e-4 * value
+        up, down = (simulate(m, t, parameters={"h": h, name: value + sign * step}, rtol=1e-12, atol=1e-14)
+                    for sign in (1, -1))
+        for pool in ("A", "B"):
+            fd = (up[pool] - down[pool]) / (2 * step)
+            np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())

@@ -648,13 +648,14 @@ def jacobian_rows(exprs, wrt, symbols):
     return [[clean(d) for d in row] for row in power_safe_derivatives(exprs_r, wrt_r)]
 
 
-def build_tapes(rhs_exprs, t, states, params):
+def build_tapes(rhs_exprs, t, states, params, jacobian=None):
     """Tapes for :func:`kinetics.numerics.rosenbrock.integrate` from sympy right-hand sides.
 
     Returns ``(rhs, jac, dfdt)``: ``jac`` by symbolic differentiation (derivatives of step
-    functions taken as 0); ``dfdt`` a tape of ``df/dt`` if some right-hand side contains
-    ``t``, else None. The tapes' inputs are ``[t, *states, *params]`` with the parameters
-    marked fixed (subexpressions of parameters only are evaluated once per integration).
+    functions taken as 0) unless ``jacobian`` gives its rows (d rhs_i / d state_j);
+    ``dfdt`` a tape of ``df/dt`` if some right-hand side contains ``t``, else None. The
+    tapes' inputs are ``[t, *states, *params]`` with the parameters marked fixed
+    (subexpressions of parameters only are evaluated once per integration).
     """
     rhs_exprs = [sp.sympify(e) for e in rhs_exprs]
     states = list(states)
@@ -664,7 +665,7 @@ def build_tapes(rhs_exprs, t, states, params):
     inputs = [t, *states, *params]
     nv = 1 + len(states)
     rhs = Tape.from_exprs(rhs_exprs, inputs, n_varying=nv, linear=range(1, nv))
-    jac_rows = jacobian_rows(rhs_exprs, states, inputs)
+    jac_rows = jacobian_rows(rhs_exprs, states, inputs) if jacobian is None else jacobian
     jac = Tape.from_exprs([d for row in jac_rows for d in row], inputs, n_varying=nv)
     dfdt = None
     if any(f.has(t) for f in rhs_exprs):

@@ -183,6 +183,13 @@ def compile_model(model) -> "CompiledModel":
     return compiled
 
 
+def _fractional_powers(expr, states) -> bool:
+    """Whether ``expr`` (an expression or matrix) has a power with a non-integer exponent of a
+    base that depends on ``states`` (x**h, x**0.5: possibly infinite derivatives at x = 0)."""
+    states = set(states)
+    return any(not q.exp.is_Integer and bool(q.base.free_symbols & states) for q in expr.atoms(sp.Pow))
+
+
 class CompiledModel:
     """The numerical form of a model. Build with :func:`compile_model` (cached on the model)."""
 
@@ -493,11 +500,45 @@ class CompiledModel:
         system = {}
         if num["engine"] == "rosenbrock":
             from ..codegen.tape import build_tapes
-            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *inputs_D])
+            jacobian = None     # differentiated by build_tapes, unless a power needs the guard
+            if _fractional_powers(self.jacobian_symbolic, x):
+                jacobian = self._sens_jacobian(S, Fp * D if P else sp.zeros(n, K), [TIME, *y, *p, *u, *inputs_D])
+            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *inputs_D],
+                                                                                      jacobian=jacobian)
         else:
             system["f"] = _lambdify([TIME, y, p, u, inputs_D], rhs)
         self._sens_systems[key] = system
         return system
+
+    def _sens_jacobian(self, S, FpD, inputs):
+        """Rows of the Jacobian of the state-and-sensitivity system (states x, then S row-major)
+        with respect to (x, S). A sensitivity row (i, k) has sum_j (dJ_ij/dx_l) S_jk + d(Fp D)_ik/dx_l
+        in column x_l and J_ij in column S_jk. Where dJ_ij/dx_l has a power with a non-integer
+        exponent (a Hill term x**h), the product is taken as 0 where S_jk = 0: the second
+        derivative of x**h is infinite at x = 0 for 1 < h < 2, but the sensitivities are 0 there
+        (a species that starts at 0), and inf * 0 would make the whole system NaN."""
+        from ..codegen.tape import jacobian_rows
+        x = list(self._x_syms)
+        n, K = S.shape
+        J = self.jacobian_symbolic
+        H = jacobian_rows(list(J), x, inputs)               # H[i * n + j][l] = dJ_ij / dx_l
+        dFpD = jacobian_rows(list(FpD), x, inputs) if K else []
+
+        def times_s(h, s):
+            if h == 0:
+                return sp.S.Zero
+            return sp.Piecewise((sp.S.Zero, sp.Eq(s, 0)), (h * s, True)) if _fractional_powers(h, x) else h * s
+
+        rows = [list(J.row(i)) + [sp.S.Zero] * (n * K) for i in range(n)]
+        for i in range(n):
+            for k in range(K):
+                row = [sum((times_s(H[i * n + j][l], S[j, k]) for j in range(n)), sp.S.Zero) + dFpD[i * K + k][l]
+                       for l in range(n)]
+                block = [sp.S.Zero] * (n * K)
+                for j in range(n):
+                    block[j * K + k] = J[i, j]
+                rows.append(row + block)
+        return rows
 
     @staticmethod
     def _selection(D):
