@@ -997,33 +997,16 @@ def _make_solver(dependency_hash):
     return core
 
 
-def _make_plain_solver(dependency_hash):
-    """The integrator watching nothing (:func:`integrate`). It calls the module's
-    ``_solve_watching`` as a global: numba keys a cached function on its closure variables'
-    pickles, and a dispatcher's pickle changes from one process to the next (a closure over the
-    core would be compiled anew in every process). Its machine code includes the core's, so
-    it keys on ``dependency_hash`` too."""
-
-    @_jit
-    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
-        if dependency_hash == -1:  # never true; makes the hash a closure variable
-            rtol = rtol + 0.0
-        return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-                    times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base,
-                    np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
-
-    return solve
-
-
-if numba_available():
-    _solve_watching = _make_solver(tape_source_hash())
-    _solve = _make_plain_solver(tape_source_hash())
-else:  # pragma: no cover
-    _solve = _solve_watching = None
+# One compiled integrator serves integrate (watching nothing: empty watch arguments) and
+# integrate_watching. A second kernel for integrate that called this one took as long again to
+# compile (~5 s): numba links every callee's LLVM module into its caller and optimizes and
+# generates the machine code of the whole again.
+_solve = _make_solver(tape_source_hash()) if numba_available() else None
 
 EMPTY_PROGRAM = np.zeros(HEADER, dtype=np.int64)
 EMPTY_ARRAY = np.zeros(0, dtype=np.float64)
+_NO_CROSSING_T = np.zeros(3)
+_NO_CROSSING_Y = np.zeros((10, 1))   # (unused when nothing is watched; any n)
 
 
 # --------------------------------------------------------------------------- Python API
@@ -1093,7 +1076,8 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
-                                       float(first_step), bool(dense_output), int(n_base))
+                                       float(first_step), bool(dense_output), int(n_base), EMPTY_PROGRAM,
+                                       EMPTY_ARRAY, EMPTY_ARRAY, _NO_CROSSING_T, _NO_CROSSING_Y)
     if status == STATUS_BAD_INPUT:
         raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
@@ -1108,10 +1092,10 @@ def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol
     from :func:`integrate` for the output times reached (nan after the stop), and ``crossing``
     None or ``(t_old, t_new, y_old, y_new, K)``: the step over which the sign changed, whose
     interpolant :func:`dense_state` gives y in between (for locating the root)."""
-    if _solve_watching is None:
+    if _solve is None:
         raise ImportError("kinetics.numerics.rosenbrock.integrate_watching needs numba")
     from .compile_notice import announce_compilation
-    announce_compilation(_solve_watching, "the stiff-integrator", 10)
+    announce_compilation(_solve, "the stiff-integrator")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)
@@ -1125,7 +1109,7 @@ def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol
         plan = lu_plan(jac, y0.shape[0])
     crossing_t = np.zeros(3)
     crossing_y = np.zeros((10, y0.shape[0]))
-    Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
+    Y, status, _, _ = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
                                       params, float(t0), times, float(rtol), float(atol), EMPTY_ARRAY, int(max_steps),
                                       0.0, True, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
     if status == STATUS_BAD_INPUT:
