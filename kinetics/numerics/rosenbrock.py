@@ -452,23 +452,22 @@ def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, c
     ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C holds its
     structural nonzeros: value cv[q] in row cr[q] (i*nk + k) and column cj[q]; W's factors are
     sparse or dense."""
-    # one solve call site for the state and every direction (each inlined copy of the sparse
-    # solve is compiled anew): k = -1 is the state block b[:nb]
-    for k in range(-1, nk):
+    x = b[0:nb]
+    if sparse:
+        _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
+    else:
+        lu_solve_dense(Md, piv, x)
+    for q in range(cr.shape[0]):
+        b[nb + cr[q]] += cv[q] * x[cj[q]]
+    for k in range(nk):
         for i in range(nb):
-            z[i] = b[i] if k < 0 else b[nb + i * nk + k]
+            z[i] = b[nb + i * nk + k]
         if sparse:
             _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
         else:
             lu_solve_dense(Md, piv, z)
-        if k < 0:
-            for i in range(nb):
-                b[i] = z[i]
-            for q in range(cr.shape[0]):
-                b[nb + cr[q]] += cv[q] * z[cj[q]]
-        else:
-            for i in range(nb):
-                b[nb + i * nk + k] = z[i]
+        for i in range(nb):
+            b[nb + i * nk + k] = z[i]
 
 
 def _make_lu_plan(pattern) -> np.ndarray:
