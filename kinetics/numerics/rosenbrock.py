@@ -9,7 +9,7 @@ Disk cache
     source tree for an editable install), or, where that is not writable, to numba's user-wide
     cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
     loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
-    (about 10 s on a 2-core machine, once per machine and numba/Python version). numba
+    (about 15 s on a 2-core machine, once per machine and numba/Python version). numba
     invalidates an entry when its own source file changes; the integrator additionally keys
     on a hash of ``tape_machine.py`` (whose interpreter it calls), see :func:`_make_solver`.
     :func:`kinetics.warm_up` triggers the load or the compilation. The compiled code releases the GIL,
@@ -754,10 +754,7 @@ def _make_solver(dependency_hash):
         cbrt_eps = 6.055454452393343e-06
         sparse = True
 
-        # The loop is left in one place, its test: a break per stop condition gave numba as many
-        # exits, each releasing the ~60 arrays of the function (about 0.5 s of compile time)
-        running = True
-        while running:
+        while True:
             # ---- choose the step
             target = tend if dense else times[iout]
             last = False
@@ -766,12 +763,10 @@ def _make_solver(dependency_hash):
                 last = True
             if 0.1 * abs(h) <= abs(t) * EPS or not (h > 0.0):
                 status = STATUS_NONFINITE if last_nonfinite else STATUS_STEP_UNDERFLOW
-                running = False   # leave the loop (at its test, see above)
-                continue
+                break
             if nsteps >= max_steps:
                 status = STATUS_MAX_STEPS
-                running = False   # leave the loop (at its test, see above)
-                continue
+                break
             # ---- Jacobian (and df/dt) at (t, y): once per accepted point
             if need_jac:
                 _set_inputs(regj, t, y)
@@ -788,8 +783,7 @@ def _make_solver(dependency_hash):
                     if not math.isfinite(v):
                         status = STATUS_NONFINITE
                 if status != STATUS_OK:
-                    running = False   # leave the loop (at its test, see above)
-                    continue
+                    break
                 if tmode == 1:
                     _set_inputs(regd, t, y)
                     run_tape(udprog, regd, dprog[H_NFIXED], dprog[H_NINSTR])
@@ -828,8 +822,7 @@ def _make_solver(dependency_hash):
                     nsing += 1
                     if nsing >= MAX_SINGULAR:
                         status = STATUS_SINGULAR
-                        running = False   # leave the loop (at its test, see above)
-                        continue
+                        break
                     h *= 0.5
                     reject = True
                     continue
@@ -967,8 +960,7 @@ def _make_solver(dependency_hash):
                             crossing_y[1, i] = y1[i]
                             for st in range(8):
                                 crossing_y[2 + st, i] = K[st, i]
-                        running = False   # leave the loop (at its test, see above)
-                        continue
+                        break
                 # dense output for every output time in (t_old, t]
                 while iout < nt and times[iout] <= t:
                     to = times[iout]
@@ -981,16 +973,14 @@ def _make_solver(dependency_hash):
                 for i in range(n):
                     y[i] = y1[i]
                 if iout >= nt:
-                    running = False   # leave the loop (at its test, see above)
-                    continue
+                    break
                 _set_inputs(regf, t, y)
                 run_tape(ufprog, regf, f_k0, f_k1)
                 tape_outputs(ufprog, regf, f0)
                 nfev += 1
                 if not _all_finite(f0):
                     status = STATUS_NONFINITE
-                    running = False   # leave the loop (at its test, see above)
-                    continue
+                    break
                 need_jac = True
                 if reject:
                     hnew = min(hnew, h)
