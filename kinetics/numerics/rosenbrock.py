@@ -9,7 +9,7 @@ Disk cache
     source tree for an editable install), or, where that is not writable, to numba's user-wide
     cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
     loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
-    (about 11 s on a 2-core machine, once per machine and numba/Python version). numba
+    (about 10 s on a 2-core machine, once per machine and numba/Python version). numba
     invalidates an entry when its own source file changes; the integrator additionally keys
     on a hash of ``tape_machine.py`` (whose interpreter it calls), see :func:`_make_solver`.
     :func:`kinetics.warm_up` triggers the load or the compilation. The compiled code releases the GIL,
@@ -587,8 +587,8 @@ def _make_solver(dependency_hash, name):
     def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
              crossing_t, crossing_y):
-        """The integrator. With ``sides`` (None: nothing watched) it also watches the outputs g of the tape
-        ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
+        """The integrator. With ``sides`` (None: nothing watched) it also watches the outputs g
+        of the tape ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
         the first step after which some g_j is nonzero with a sign other than ``sides[j]``:
         then ``crossing_t`` = (t_old, t_new, 1) and ``crossing_y`` rows = y_old, y_new and the
         8 stage vectors (the step's dense output, see :func:`dense_state`), and the output
