@@ -8,8 +8,8 @@ function unchanged, so kernels run as plain Python (slow, but correct), and
 :func:`numba_available` is False: callers with a faster non-numba route (scipy's LSODA,
 scipy's ``least_squares``) take it.
 
-This module is the only place that imports numba (:func:`lapack_dgeev` and
-:func:`lapack_dgesdd` hand kernels numba's own LAPACK bindings); ``numba_types`` and :func:`overload` are
+This module is the only place that imports numba (:func:`lapack_dgeev`, :func:`lapack_dgesdd`
+and :func:`lapack_dgesv` hand kernels numba's own LAPACK bindings); ``numba_types`` and :func:`overload` are
 re-exported for the one kernel module (``linear_kernel``) that specializes on scalar types.
 Compiling everything ahead of first use is :func:`kinetics.warm_up`.
 """
@@ -32,7 +32,8 @@ except ImportError:  # pragma: no cover - exercised only without numba (subproce
         raise ImportError("numba is not installed: this kernel needs it (pip install numba)")
 
 __all__ = ["jit", "numba_available", "numba_types", "overload", "prange", "lapack_dgeev", "lapack_dgesdd",
-           "run_chunks", "thread_count", "cache_dir", "JIT_OPTIONS"]
+           "lapack_dgesv", "lapack_int", "run_chunks", "thread_count", "cache_dir",
+           "JIT_OPTIONS"]
 
 #: Options of every compiled kernel (see the module docstring).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -75,6 +76,24 @@ def lapack_dgesdd():
     ensure_lapack()
     return _LAPACK().numba_ez_gesdd(numba_types.float64)
 
+
+
+def lapack_dgesv():
+    """numba's binding of LAPACK's dgesv (the one ``np.linalg.solve`` uses inside numba),
+    callable from compiled code: the matrix exponential calls it directly, without
+    np.linalg.solve's wrapper code (its shape checks format error messages: seconds of compile
+    time). Arguments (kind, n, nrhs, a, lda, ipiv, b, ldb); ``ipiv`` of dtype :func:`lapack_int`.
+    Needs numba."""
+    from numba.np.linalg import _LAPACK, ensure_lapack
+    ensure_lapack()
+    return _LAPACK().numba_xgesv(numba_types.float64)
+
+
+def lapack_int():
+    """The numpy integer type of LAPACK's integer arguments in numba's build (int32, or int64
+    for an ILP64 LAPACK). Needs numba."""
+    from numba.np.linalg import F_INT_nptype
+    return F_INT_nptype
 
 # ------------------------------------------------------------------- parallel over the cores
 # The batched kernels run on Python threads (every kernel releases the GIL, ``nogil=True``)

@@ -203,8 +203,9 @@ def affine_rows(A, b, x0, taus, dA_full, db_full, D, s0, series, t_index):
         # ill-conditioned eigenvectors (a defective A: equal rates in a chain), or a value that is
         # not finite: the same rows by the matrix exponential (a non-finite value stays one)
         steps, step_index = _distinct_steps(taus)
-        ok = _announced(_linear_kernel.affine_rows_expm, "the matrix-exponential")(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
-                                             dA_full, db_full, D, s0, C, e, dC, de, index, t_index, f, J)
+        _announced(_linear_kernel.expm_solve, "the matrix-exponential")
+        ok = _linear_kernel.affine_rows_expm(np.ascontiguousarray(A, dtype=float), b, x0, taus, steps, step_index,
+                                            dA_full, db_full, D, s0, C, e, dC, de, index, t_index, f, J)
     return (f, J) if ok else None
 
 

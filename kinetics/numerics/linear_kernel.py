@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from .jit import jit, numba_available, overload
+from .jit import jit, lapack_dgesv, lapack_int, numba_available, overload
 from .jit import numba_types as types
 
 if not numba_available():   # kinetics.numerics.linear then uses its numpy implementation
@@ -378,6 +378,16 @@ _C3, _C5, _C7, _C9, _C13 = (float(math.comb(2 * (2 * m + 1), 2 * m + 1) * math.f
                             for m in (3, 5, 7, 9, 13))
 
 
+# Compile time: the kernels of this path call each other as little as possible, because numba
+# links the machine code of every callee into its caller and optimizes and generates the whole
+# again: one entry (expm_solve) with one call of expm, the Padé degree a runtime value (the
+# degree as a constant argument compiled one specialization per degree, five in all), and
+# element loops instead of numpy array expressions (their shape checks format error messages:
+# seconds of compile time each). The loops evaluate the same expressions in the same order as
+# the array expressions did, so the results are unchanged to the bit. A first version (levels
+# expm -> propagate -> expm_solve -> affine_rows_expm, five Padé specializations) took 50-70 s.
+
+
 @jit
 def _onenorm(A):
     """Largest absolute column sum."""
@@ -393,10 +403,15 @@ def _onenorm(A):
 
 
 @jit
-def _ell(A, m, c_recip):
-    """The extra squarings the backward-error bound of degree m asks for (scipy's _ell): from
-    ||abs(A)^(2m+1)||_1, computed exactly as the largest entry of 1^T abs(A)^(2m+1)."""
+def _ell(A, scale, m, c_recip):
+    """The extra squarings the backward-error bound of degree m asks for (scipy's _ell) for the
+    matrix ``scale * A``: from ||abs(scale A)^(2m+1)||_1, computed exactly as the largest entry
+    of 1^T abs(scale A)^(2m+1)."""
     n = A.shape[0]
+    As = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            As[i, j] = A[i, j] * scale
     p = 2 * m + 1
     v = np.ones(n)
     w = np.empty(n)
@@ -404,7 +419,7 @@ def _ell(A, m, c_recip):
         for j in range(n):
             s = 0.0
             for i in range(n):
-                s += v[i] * abs(A[i, j])
+                s += v[i] * abs(As[i, j])
             w[j] = s
         for j in range(n):
             v[j] = w[j]
@@ -414,7 +429,7 @@ def _ell(A, m, c_recip):
             norm = v[j]
     if norm == 0.0:
         return 0
-    alpha = norm / (_onenorm(A) * c_recip)
+    alpha = norm / (_onenorm(As) * c_recip)
     if not alpha > 0.0:
         return 0
     value = math.ceil(math.log2(alpha / 2.0 ** -53) / (2 * m))
@@ -422,16 +437,34 @@ def _ell(A, m, c_recip):
 
 
 @jit
+def _sum3(out, p, P, q, Q, r, R):
+    """out = p P + q Q + r R, element by element (in this order)."""
+    n = P.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = p * P[i, j] + q * Q[i, j] + r * R[i, j]
+
+
+@jit
 def _pade_solve(A, A2, A4, A6, m):
     """r_m(A) = (V - U)^-1 (V + U) of Padé degree m (powers of A given)."""
     n = A.shape[0]
     eye = np.eye(n)
+    T = np.empty((n, n))
     if m == 13:
         b = _B13
-        W = b[13] * A6 + b[11] * A4 + b[9] * A2
-        U = A @ (A6 @ W + b[7] * A6 + b[5] * A4 + b[3] * A2 + b[1] * eye)
-        Z = b[12] * A6 + b[10] * A4 + b[8] * A2
-        V = A6 @ Z + b[6] * A6 + b[4] * A4 + b[2] * A2 + b[0] * eye
+        W = np.empty((n, n))
+        _sum3(W, b[13], A6, b[11], A4, b[9], A2)
+        P = A6 @ W
+        for i in range(n):
+            for j in range(n):
+                T[i, j] = P[i, j] + b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j] + b[1] * eye[i, j]
+        U = A @ T
+        _sum3(W, b[12], A6, b[10], A4, b[8], A2)
+        V = A6 @ W
+        for i in range(n):
+            for j in range(n):
+                V[i, j] = V[i, j] + b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j] + b[0] * eye[i, j]
     else:
         if m == 3:
             b = _B3
@@ -442,16 +475,72 @@ def _pade_solve(A, A2, A4, A6, m):
         else:
             b = _B9
         # U = A sum_{j odd} b_j A^{j-1}, V = sum_{j even} b_j A^j
-        Uo = b[1] * eye + b[3] * A2
-        V = b[0] * eye + b[2] * A2
+        V = np.empty((n, n))
+        for i in range(n):
+            for j in range(n):
+                T[i, j] = b[1] * eye[i, j] + b[3] * A2[i, j]
+                V[i, j] = b[0] * eye[i, j] + b[2] * A2[i, j]
         P = A2
-        for j in range(4, m + 1, 2):
+        for k in range(4, m + 1, 2):
             P = P @ A2
-            V = V + b[j] * P
-            if j + 1 <= m:
-                Uo = Uo + b[j + 1] * P
-        U = A @ Uo
-    return np.ascontiguousarray(np.linalg.solve(V - U, V + U))
+            for i in range(n):
+                for j in range(n):
+                    V[i, j] = V[i, j] + b[k] * P[i, j]
+            if k + 1 <= m:
+                for i in range(n):
+                    for j in range(n):
+                        T[i, j] = T[i, j] + b[k + 1] * P[i, j]
+        U = A @ T
+    return _solve_square(V, U)
+
+
+_gesv = lapack_dgesv()
+_LAPACK_INT = lapack_int()
+_KIND_D = ord("d")
+
+
+@jit
+def _solve_square(V, U):
+    """(V - U)^-1 (V + U), C-contiguous, as ``np.linalg.solve(V - U, V + U)`` computes it in
+    numba: the same LAPACK dgesv on the same Fortran-ordered copies (so the same numbers), and
+    its LinAlgError for non-finite or singular input."""
+    n = V.shape[0]
+    a = np.empty((n, n))    # V - U in Fortran order
+    bt = np.empty((n, n))   # V + U in Fortran order
+    for i in range(n):
+        for j in range(n):
+            a[j, i] = V[i, j] - U[i, j]
+    for i in range(n):
+        for j in range(n):
+            if not math.isfinite(a[j, i]):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+    for i in range(n):
+        for j in range(n):
+            bt[j, i] = V[i, j] + U[i, j]
+    for i in range(n):
+        for j in range(n):
+            if not math.isfinite(bt[j, i]):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+    ipiv = np.empty(n, dtype=_LAPACK_INT)
+    info = _gesv(_KIND_D, n, n, a.ctypes, n, ipiv.ctypes, bt.ctypes, n)
+    if info > 0:
+        raise np.linalg.LinAlgError("Matrix is singular to machine precision.")
+    R = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            R[i, j] = bt[j, i]
+    return R
+
+
+@jit
+def _scale(A, f):
+    """A * f, a new array."""
+    n = A.shape[0]
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = A[i, j] * f
+    return out
 
 
 @jit
@@ -463,50 +552,38 @@ def expm(A):
     d4 = _onenorm(A4) ** 0.25
     d6 = _onenorm(A6) ** (1.0 / 6.0)
     eta1 = max(d4, d6)
-    if eta1 <= _THETA3 and _ell(A, 3, _C3) == 0:
-        return _pade_solve(A, A2, A4, A6, 3)
-    if eta1 <= _THETA5 and _ell(A, 5, _C5) == 0:
-        return _pade_solve(A, A2, A4, A6, 5)
-    A8 = A4 @ A4
-    d8 = _onenorm(A8) ** 0.125
-    eta3 = max(d6, d8)
-    if eta3 <= _THETA7 and _ell(A, 7, _C7) == 0:
-        return _pade_solve(A, A2, A4, A6, 7)
-    if eta3 <= _THETA9 and _ell(A, 9, _C9) == 0:
-        return _pade_solve(A, A2, A4, A6, 9)
-    A10 = A4 @ A6
-    d10 = _onenorm(A10) ** 0.1
-    eta5 = min(eta3, max(d8, d10))
     s = 0
-    if eta5 > 0.0:
-        s = max(int(math.ceil(math.log2(eta5 / _THETA13))), 0)
-    s += _ell(A * 2.0 ** -s, 13, _C13)
-    if s:
-        f = 2.0 ** -s
-        A = A * f
-        A2 = A2 * (f * f)
-        A4 = A4 * (f * f) ** 2
-        A6 = A6 * (f * f) ** 3
-    R = _pade_solve(A, A2, A4, A6, 13)
+    # (np.int64: a plain constant would compile _ell and _pade_solve once per degree)
+    if eta1 <= _THETA3 and _ell(A, 1.0, np.int64(3), _C3) == 0:
+        m = np.int64(3)
+    elif eta1 <= _THETA5 and _ell(A, 1.0, np.int64(5), _C5) == 0:
+        m = np.int64(5)
+    else:
+        A8 = A4 @ A4
+        d8 = _onenorm(A8) ** 0.125
+        eta3 = max(d6, d8)
+        if eta3 <= _THETA7 and _ell(A, 1.0, np.int64(7), _C7) == 0:
+            m = np.int64(7)
+        elif eta3 <= _THETA9 and _ell(A, 1.0, np.int64(9), _C9) == 0:
+            m = np.int64(9)
+        else:
+            m = np.int64(13)
+            A10 = A4 @ A6
+            d10 = _onenorm(A10) ** 0.1
+            eta5 = min(eta3, max(d8, d10))
+            if eta5 > 0.0:
+                s = max(int(math.ceil(math.log2(eta5 / _THETA13))), 0)
+            s += _ell(A, 2.0 ** -s, m, _C13)
+            if s:
+                f = 2.0 ** -s
+                A = _scale(A, f)
+                A2 = _scale(A2, f * f)
+                A4 = _scale(A4, (f * f) ** 2)
+                A6 = _scale(A6, (f * f) ** 3)
+    R = _pade_solve(A, A2, A4, A6, m)
     for _ in range(s):
         R = R @ R
     return R
-
-
-@jit
-def _propagate(M, z0, steps, step_index, out):
-    """out[k] = z after the k-th output step: z <- exp(M steps[step_index[k]]) z, no step where
-    step_index[k] < 0; one exponential per distinct step length."""
-    E = np.empty((steps.shape[0], M.shape[0], M.shape[0]))
-    for u in range(steps.shape[0]):
-        E[u] = expm(M * steps[u])
-    z = z0.copy()
-    for k in range(step_index.shape[0]):
-        u = step_index[k]
-        if u >= 0:
-            z = E[u] @ z
-        for a in range(z.shape[0]):
-            out[k, a] = z[a]
 
 
 @jit
@@ -516,57 +593,61 @@ def expm_solve(A, b, x0, steps, step_index, dA, db, s0, X, S):
     step): the exponential of [[A, b], [0, 0]] and, per direction k, of the block matrix
     [[A, 0, b], [dA_k, A, db_k], [0, 0, 0]] (whose middle block row carries s' = A s + dA x + db).
     The states come from their own exponential, so they do not depend on the directions asked.
-    Returns False if a value is not finite."""
+    Returns False if a value is not finite. One exponential per distinct step length and system."""
     n = b.shape[0]
     m = step_index.shape[0]
     K = dA.shape[0]
-    M = np.zeros((n + 1, n + 1))
-    z0 = np.zeros(n + 1)
-    for i in range(n):
-        for j in range(n):
-            M[i, j] = A[i, j]
-        M[i, n] = b[i]
-        z0[i] = x0[i]
-    z0[n] = 1.0
-    out = np.empty((m, n + 1))
-    _propagate(M, z0, steps, step_index, out)
-    for t in range(m):
-        for i in range(n):
-            X[t, i] = out[t, i]
-            if not math.isfinite(out[t, i]):
-                return False
-    if K == 0:
-        return True
-    big = np.zeros((2 * n + 1, 2 * n + 1))
-    z0 = np.zeros(2 * n + 1)
-    out = np.empty((m, 2 * n + 1))
-    for i in range(n):
-        for j in range(n):
-            big[i, j] = A[i, j]
-            big[n + i, n + j] = A[i, j]
-        big[i, 2 * n] = b[i]
-        z0[i] = x0[i]
-    z0[2 * n] = 1.0
-    for k in range(K):
+    n_steps = steps.shape[0]
+    # system -1: the states, [[A, b], [0, 0]] (size n + 1); system k >= 0: direction k (2 n + 1)
+    for system in range(-1, K):
+        size = n + 1 if system < 0 else 2 * n + 1
+        M = np.zeros((size, size))
+        z = np.zeros(size)
         for i in range(n):
             for j in range(n):
-                big[n + i, j] = dA[k, i, j]
-            big[n + i, 2 * n] = db[k, i]
-            z0[n + i] = s0[i, k]
-        _propagate(big, z0, steps, step_index, out)
-        for t in range(m):
+                M[i, j] = A[i, j]
+            M[i, size - 1] = b[i]
+            z[i] = x0[i]
+        z[size - 1] = 1.0
+        if system >= 0:
             for i in range(n):
-                S[t, i, k] = out[t, n + i]
-                if not math.isfinite(out[t, n + i]):
+                for j in range(n):
+                    M[n + i, n + j] = A[i, j]
+                    M[n + i, j] = dA[system, i, j]
+                M[n + i, size - 1] = db[system, i]
+                z[n + i] = s0[i, system]
+        E = np.empty((n_steps, size, size))
+        Mh = np.empty((size, size))
+        for u in range(n_steps):
+            for i in range(size):
+                for j in range(size):
+                    Mh[i, j] = M[i, j] * steps[u]
+            R = expm(Mh)
+            for i in range(size):
+                for j in range(size):
+                    E[u, i, j] = R[i, j]
+        offset = 0 if system < 0 else n
+        for t in range(m):
+            u = step_index[t]
+            if u >= 0:
+                z = E[u] @ z
+            for i in range(n):
+                v = z[offset + i]
+                if system < 0:
+                    X[t, i] = v
+                else:
+                    S[t, i, system] = v
+                if not math.isfinite(v):
                     return False
     return True
 
 
-@jit
 def affine_rows_expm(A, b, x0, taus, steps, step_index, dA_full, db_full, D, s0, C, e, dC, de, series, t_index,
                      f, J):
     """:func:`affine_rows_real` by the matrix exponential (any A): the fitting inner loop of
-    models whose eigenvectors are too ill-conditioned for the eigen path."""
+    models whose eigenvectors are too ill-conditioned for the eigen path. Three compiled calls
+    from Python (the helpers are the eigen path's, compiled with it): a kernel calling
+    :func:`expm_solve` would compile all of it a second time."""
     n = b.shape[0]
     dA, db = _directions(D, dA_full, db_full, n)
     X = np.empty((taus.shape[0], n))

@@ -9,7 +9,7 @@ Disk cache
     source tree for an editable install), or, where that is not writable, to numba's user-wide
     cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
     loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
-    (about 15 s on a 2-core machine, once per machine and numba/Python version). numba
+    (about 10 s on a 2-core machine, once per machine and numba/Python version). numba
     invalidates an entry when its own source file changes; the integrator additionally keys
     on a hash of ``tape_machine.py`` (whose interpreter it calls), see :func:`_make_solver`.
     :func:`kinetics.warm_up` triggers the load or the compilation. The compiled code releases the GIL,
@@ -578,17 +578,17 @@ TH = np.array([
 ], dtype=np.float64)
 
 
-def _make_solver(dependency_hash):
-    """Build the integrator. It closes over ``dependency_hash`` (a hash of tape_machine.py) so that
-    numba's disk cache, which keys entries on this file only, is invalidated when the tape
-    interpreter it calls changes (every call into tape_machine happens inside it)."""
+def _make_solver(dependency_hash, name):
+    """Build the integrator, a kernel named ``name``. It closes over ``dependency_hash`` (a hash
+    of tape_machine.py) so that numba's disk cache, which keys entries on this file only, is
+    invalidated when the tape interpreter it calls changes (every call into tape_machine
+    happens inside it). The name keeps the disk-cache entries of the kernels made here apart."""
 
-    @_jit
     def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
              crossing_t, crossing_y):
-        """The integrator. With ``sides`` non-empty it also watches the outputs g of the tape
-        ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
+        """The integrator. With ``sides`` (None: nothing watched) it also watches the outputs g
+        of the tape ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
         the first step after which some g_j is nonzero with a sign other than ``sides[j]``:
         then ``crossing_t`` = (t_old, t_new, 1) and ``crossing_y`` rows = y_old, y_new and the
         8 stage vectors (the step's dense output, see :func:`dense_state`), and the output
@@ -599,7 +599,12 @@ def _make_solver(dependency_hash):
         m = params.shape[0]
         nt = times.shape[0]
         Y = np.full((nt, n), np.nan)
-        n_watch = sides.shape[0]
+        # sides None: nothing watched (integrate); numba then compiles a version without the
+        # watching code (the `sides is None` branches are removed before typing), which runs
+        # faster than the watching version with nothing to watch
+        n_watch = 0
+        if sides is not None:
+            n_watch = sides.shape[0]
         # state-and-sensitivities system: W = I/(h gamma) - J of the first nb values is
         # factored, the rest solved by block substitution (see the module docstring)
         nb = n if n_base <= 0 else n_base
@@ -614,7 +619,8 @@ def _make_solver(dependency_hash):
                             or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
                             or crossing_y.shape[1] != n):
             return Y, STATUS_BAD_INPUT, 0, 0
-        crossing_t[2] = 0.0
+        if sides is not None:
+            crossing_t[2] = 0.0
         # ---------------------------------------------------------------- set-up
         zero = np.int64(0)
         ufprog = fprog.view(np.uint64)
@@ -943,7 +949,7 @@ def _make_solver(dependency_hash):
                 nsing = 0
                 t_old = t
                 t = target if last else t + h
-                if n_watch > 0:
+                if sides is not None:
                     _set_inputs(regg, t, y1)
                     run_tape(ugprog, regg, gprog[H_NFIXED], gprog[H_NINSTR])
                     tape_outputs(ugprog, regg, gval)
@@ -994,36 +1000,26 @@ def _make_solver(dependency_hash):
                 h = hnew
         return Y, status, nsteps, nfev
 
-    return core
+    core.__name__ = name
+    core.__qualname__ = f"_make_solver.<locals>.{name}"
+    return _jit(core)
 
 
-def _make_plain_solver(dependency_hash):
-    """The integrator watching nothing (:func:`integrate`). It calls the module's
-    ``_solve_watching`` as a global: numba keys a cached function on its closure variables'
-    pickles, and a dispatcher's pickle changes from one process to the next (a closure over the
-    core would be compiled anew in every process). Its machine code includes the core's, so
-    it keys on ``dependency_hash`` too."""
-
-    @_jit
-    def solve(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-              times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base):
-        if dependency_hash == -1:  # never true; makes the hash a closure variable
-            rtol = rtol + 0.0
-        return _solve_watching(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-                    times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base,
-                    np.zeros(HEADER, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(3), np.zeros((10, 1)))
-
-    return solve
-
-
+# Two kernels of the same code, each compiled on its first use: integrate's (sides None: numba
+# removes the watching code) and integrate_watching's (models with triggered events). Before,
+# integrate called a second kernel that called the watching one: every integration compiled
+# both, and numba links every callee's LLVM module into its caller and optimizes and generates
+# the machine code of the whole again (~4 s more).
 if numba_available():
-    _solve_watching = _make_solver(tape_source_hash())
-    _solve = _make_plain_solver(tape_source_hash())
+    _solve = _make_solver(tape_source_hash(), "solve")
+    _solve_watching = _make_solver(tape_source_hash(), "solve_watching")
 else:  # pragma: no cover
     _solve = _solve_watching = None
 
 EMPTY_PROGRAM = np.zeros(HEADER, dtype=np.int64)
 EMPTY_ARRAY = np.zeros(0, dtype=np.float64)
+_NO_CROSSING_T = np.zeros(3)
+_NO_CROSSING_Y = np.zeros((10, 1))   # (unused when nothing is watched; any n)
 
 
 # --------------------------------------------------------------------------- Python API
@@ -1093,7 +1089,8 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
-                                       float(first_step), bool(dense_output), int(n_base))
+                                       float(first_step), bool(dense_output), int(n_base), EMPTY_PROGRAM,
+                                       EMPTY_ARRAY, None, _NO_CROSSING_T, _NO_CROSSING_Y)
     if status == STATUS_BAD_INPUT:
         raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
                                             atol_s, atol_v))
@@ -1111,7 +1108,7 @@ def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol
     if _solve_watching is None:
         raise ImportError("kinetics.numerics.rosenbrock.integrate_watching needs numba")
     from .compile_notice import announce_compilation
-    announce_compilation(_solve_watching, "the stiff-integrator", 10)
+    announce_compilation(_solve_watching, "the stiff-integrator")
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     params = np.ascontiguousarray(params, dtype=np.float64)
     times = np.ascontiguousarray(times, dtype=np.float64)

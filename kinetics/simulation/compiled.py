@@ -657,7 +657,7 @@ def warm_up() -> float:
     t, x, k = sp.symbols("t x k")
     rhs, jac, _ = build_tapes([-k * x], t, [x], [k])
     rosenbrock.integrate(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([0.0, 1.0]), 1e-6, 1e-9)
-    # the same integrator watching a trigger (models with triggered events): its own cache entry
+    # the same integrator watching a trigger (models with triggered events): the same compiled kernel
     from ..codegen.tape import Tape
     watch = Tape.from_exprs([x - 0.5], [t, x, k], n_varying=2)
     rosenbrock.integrate_watching(rhs, jac, np.array([1.0]), np.array([1.0]), 0.0, np.array([1.0]), 1e-6, 1e-9, watch,
