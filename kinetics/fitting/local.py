@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 from ..errors import SolverError
 
 __all__ = ["LOCAL_METHODS", "MAX_ROUNDS", "PENALTY", "TOLERANCE", "SCREENING_TOLERANCE", "Objective", "Failed", "KeptStart", "evaluate", "local_loglik",
-           "lmfit_params", "local_fit", "engine_fit", "lmfit_fit", "trf_fit", "combined_fit",
+           "lmfit_params", "local_fit", "engine_fit", "lmfit_fit", "trf_fit", "sigma_residual_fit", "scalar_fit", "combined_fit",
            "combined_noise_bounds", "combined_noise_parameters"]
 
 LOCAL_METHODS = ("least_squares", "leastsq")
@@ -129,6 +129,8 @@ def local_fit(problem, x0, weights=None, fixed=None, method="least_squares", use
         k = problem.profiled_scale
         if k is not None and not (fixed and k in fixed) and use_jacobian and engine != "lmfit":
             return profiled_scale_fit(problem, x0, fixed, max_nfev)
+        if problem.has_sigma_residuals and use_jacobian and engine != "lmfit":
+            return sigma_residual_fit(problem, x0, fixed, max_nfev, tolerance)
         return scalar_fit(problem, x0, fixed, max_nfev)
     if weights is None and problem.noise == "proportional":
         return proportional_fit(problem, x0, fixed, method, use_jacobian, max_nfev, engine, tolerance)
@@ -194,6 +196,44 @@ def no_worse_than_start(x, rss, result, start):
 
 def trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None, tolerance=TOLERANCE):
     """:func:`local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
+    return _compiled_trf(problem, x0, fixed, max_nfev, tolerance, lambda x: evaluate(problem, x, weights))
+
+
+def sigma_residual_fit(problem, x0, fixed=None, max_nfev=None, tolerance=TOLERANCE, curvature=True):
+    """:func:`local_fit` of normal noise with estimated sigmas as a least-squares problem: the
+    compiled trust-region on :meth:`FitProblem.sigma_residuals` (z_i = e_i / sigma_i and the
+    sigma residuals s_i = sqrt(2 log sigma_i + C_i)), whose sum of squares is 2 nll up to a
+    constant. Returns (x, 2 nll, result), as :func:`scalar_fit`.
+
+    ``curvature``: the Gauss-Newton model J^T J lacks most of the curvature in the noise
+    parameters: in u = log sigma_i, z_i^2 / 2 + log sigma_i has second derivative 2 z_i^2, of
+    which the residual z_i = e_i e^-u carries z_i^2 (its second-order term z_i d^2z_i/du^2 =
+    z_i^2 is dropped) and s_i only 1 / s_i^2 (about 0.04 for sigma near 1 when C_i is 24, as
+    for a sigma bounded below by 1e-5). The model then overshoots in log sigma and the trust
+    region crawls (Boehm_JProteomeRes2014: 7745 evaluations for 20 starts, against 1911 for
+    L-BFGS-B). So the trust region's model gets that dropped term back: one row z_i d log
+    sigma_i per sigma residual, with residual 0, appended to (r, J). The cost |r|^2, its
+    gradient J^T r and hence every stopping test are unchanged (the extra residuals are 0);
+    only the quadratic model, and so the step, becomes J^T J + sum z_i^2 dls_i dls_i^T (2146
+    evaluations)."""
+    offset = problem.sigma_residual_offset
+    if not curvature:
+        return _compiled_trf(problem, x0, fixed, max_nfev, tolerance,
+                             lambda x: problem.sigma_residuals(x, jacobian=True), offset)
+    n, rows = problem.n_data, problem.sigma_residual_rows
+    m = len(rows)
+
+    def with_curvature(x):
+        r, J = problem.sigma_residuals(x, jacobian=True)
+        z, s = r[:n], r[n:n + m]
+        dls = J[n:n + m] * s[:, None]       # the sigma residuals' rows are d log sigma_i / s_i
+        return np.concatenate([r, np.zeros(m)]), np.vstack([J, z[rows, None] * dls])
+    return _compiled_trf(problem, x0, fixed, max_nfev, tolerance, with_curvature, offset)
+
+
+def _compiled_trf(problem, x0, fixed, max_nfev, tolerance, residuals_and_jacobian, offset=0.0):
+    """The compiled trust-region from x0 (those in ``fixed`` held) on (r, J) =
+    residuals_and_jacobian(x); returns (x, |r|^2 + offset, result)."""
     from ..numerics.trust_region import least_squares_trf
     lo, hi = problem.internal_bounds()
     base = np.clip(np.asarray(x0, dtype=float), lo, hi)
@@ -201,17 +241,17 @@ def trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None, tolerance=TOLE
     start = []      # the first evaluation (at the start, moved inside the bounds)
     if len(free) == len(base):
         def fun_and_jac(z):
-            r, J = evaluate(problem, z, weights)
+            r, J = residuals_and_jacobian(z)
             if not start:
-                start.append((z.copy(), float(r @ r)))
+                start.append((z.copy(), float(r @ r) + offset))
             return r, J
     else:
         def fun_and_jac(z):
             x = base.copy()
             x[free] = z
-            r, J = evaluate(problem, x, weights)
+            r, J = residuals_and_jacobian(x)
             if not start:
-                start.append((x, float(r @ r)))
+                start.append((x, float(r @ r) + offset))
             return r, J[:, free]
     try:
         res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
@@ -220,7 +260,7 @@ def trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None, tolerance=TOLE
         return base, math.inf, Failed(f"the model cannot be simulated at the start: {exc}")
     x = base.copy()
     x[free] = res.x
-    return no_worse_than_start(x, float(res.fun @ res.fun), res, start[0] if start else None)
+    return no_worse_than_start(x, float(res.fun @ res.fun) + offset, res, start[0] if start else None)
 
 
 def lmfit_fit(problem, x0, weights=None, fixed=None, method="least_squares", use_jacobian=True, max_nfev=None):

@@ -205,7 +205,8 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         starts = latin_starts(problem, multistart, seed)
         # the best start is finished by lmfit at the full tolerance (below): the starts may stop
         # at scipy's default, the screening tolerance
-        polished = engine != "lmfit" and use_jacobian and method == "least_squares" and not problem.scalar_objective
+        compiled = engine != "lmfit" and use_jacobian and method == "least_squares"
+        polished = compiled and (not problem.scalar_objective or _sigma_residual_path(problem))
         tolerance = local.SCREENING_TOLERANCE if polished else local.TOLERANCE
         runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
                            tolerance)
@@ -230,6 +231,14 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                 x_best, rss_best = x_lm, rss_lm
                 success = bool(res_lm.success)
                 notes.append(f"improved by the final lmfit polish: {res_lm.message}")
+    if engine != "lmfit" and use_jacobian and local_method == "least_squares" and _sigma_residual_path(problem):
+        # the sigma-residual starts stopped at the screening tolerance: the best one goes on
+        # at the full tolerance on the same path (lmfit has no such objective)
+        x_fin, rss_fin, res_fin = _local_fit(problem, x_best, None, None, "least_squares", use_jacobian, max_nfev,
+                                             engine, local.TOLERANCE)
+        if rss_fin < rss_best:
+            x_best, rss_best, success = x_fin, rss_fin, bool(res_fin.success)
+            notes.append(f"finished at tolerance {local.TOLERANCE:g}: {res_fin.message}")
     if problem.noise == "combined":
         # the starts ran at the noise estimate from the spec's start: re-estimate a, b jointly
         # with the rates from the best start
@@ -263,8 +272,10 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.redchi = result.chisqr / (result.n_data - result.n_free) if result.n_data > result.n_free else math.inf
         if problem.scalar_objective:
             if method in _LOCAL_METHODS:
+                compiled = use_jacobian and engine != "lmfit"
                 result.method = ("least_squares (noise scale in closed form)" if problem.profiled_scale is not None
-                                 and use_jacobian and engine != "lmfit" else "L-BFGS-B")
+                                 and compiled else "least_squares (sigma residuals)"
+                                 if problem.has_sigma_residuals and compiled else "L-BFGS-B")
     # profiles and sampling chains run on the executor given (or a process pool for "process");
     # under "auto" they stay in this process
     tasks_executor = executor if isinstance(executor, Executor) or executor == "process" else None
@@ -274,6 +285,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.sample(**{"executor": tasks_executor, **(mcmc if isinstance(mcmc, dict) else {})})
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _sigma_residual_path(problem) -> bool:
+    """Whether least_squares local fits of ``problem`` run on its sigma residuals (see
+    kinetics.fitting.local.local_fit): a scalar likelihood with that form and no profiled scale."""
+    return bool(problem.scalar_objective and problem.has_sigma_residuals and problem.profiled_scale is None)
 
 
 def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
