@@ -27,8 +27,10 @@ parameters (times |f_i| for proportional noise, or the data's sigma); noise para
 ordinary fit parameters. :meth:`FitProblem.negative_loglik` is PEtab's negative log-likelihood
 with all normalising terms, and its gradient from the sensitivities. With every sigma fixed and
 normal noise it is a sum of squares (``likelihood_residuals``: e_i / sigma_i); otherwise
-``scalar_objective`` is set and fits minimize it directly, except that one noise parameter
-shared by every row (``profiled_scale``) has a closed-form optimum. Conditions may be
+``scalar_objective`` is set. One noise parameter shared by every row (``profiled_scale``) has a
+closed-form optimum; other normal likelihoods with estimated sigmas are still a sum of squares
+once each row adds a "sigma residual" sqrt(2 log sigma_i + C_i) (``sigma_residuals``); Laplace
+noise and non-Gaussian priors are minimized as the scalar ``negative_loglik``. Conditions may be
 pre-equilibrated (simulated to steady state first, sensitivities included).
 """
 
