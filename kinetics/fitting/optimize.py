@@ -75,10 +75,12 @@ def latin_starts(problem, n, seed):
 def _run_start(args):
     problem, x0, weights, method, use_jacobian, max_nfev, engine = args[:7]
     tolerance = args[7] if len(args) > 7 else local.TOLERANCE
+    reference = args[8] if len(args) > 8 else None
     t = time.perf_counter()
     n0, j0 = problem.nfev, problem.njev
     try:
-        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine, tolerance)
+        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine, tolerance,
+                                 reference)
         out = {"x": x, "rss": rss, "success": bool(res.success) and np.isfinite(rss), "message": str(res.message),
                "loglik": _loglik(problem, rss, weights)}
     except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
@@ -89,7 +91,10 @@ def _run_start(args):
 
 
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
-                tolerance=local.TOLERANCE):
+                tolerance=local.TOLERANCE, abandon=False):
+    """Local fits from ``starts``, the first one in this process; with ``abandon`` the others may
+    be abandoned where they cannot get below the first one's end (local.CannotReach): a rule that
+    does not depend on the order or the executor of the later starts."""
     bar = progress_bar(len(starts), progress, "multi-start", "start")
     results = []
     try:
@@ -98,11 +103,13 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
         if bar:
             bar.update(1)
         rest = starts[1:]
+        reference = first["rss"] if abandon and np.isfinite(first["rss"]) else None
         if executor == "auto":
             # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
             # The first start may include one-off compilation, so time a second one before deciding.
             if rest:
-                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine, tolerance))
+                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine, tolerance,
+                                     reference))
                 results.append(second)
                 if bar:
                     bar.update(1)
@@ -111,7 +118,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             else:
                 per_start = first["seconds"]
             executor = "process" if per_start * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
-        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine, tolerance) for x in rest]
+        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine, tolerance, reference) for x in rest]
         results += run_tasks(_run_start, jobs, executor, bar)
     finally:
         if bar:
@@ -209,7 +216,7 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         polished = compiled and (not problem.scalar_objective or _sigma_residual_path(problem))
         tolerance = local.SCREENING_TOLERANCE if polished else local.TOLERANCE
         runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
-                           tolerance)
+                           tolerance, abandon=polished)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]
     if not finite:
