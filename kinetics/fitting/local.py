@@ -39,8 +39,9 @@ PROGRESS_WINDOW = 20
 class CannotReach:
     """Stop rule of a multi-start's later starts (``least_squares_trf(stop=...)``): abandon a
     start whose cost, at its rate of progress over the last PROGRESS_WINDOW evaluations, cannot
-    get below ``reference`` (the first start's end, in the trust region's cost units) within
-    the evaluations its budget has left: cost - rate x (max_nfev - nfev) > reference. Such a
+    get below ``reference`` (the first start's end plus the tolerance within which a start
+    counts as reaching the best, in the trust region's cost units) within the evaluations its
+    budget has left: cost - rate x (max_nfev - nfev) > reference. Such a
     start is crawling down a valley far above an optimum already found (linear convergence of
     Gauss-Newton at a large-residual local optimum), and its end cannot become the fit's best
     unless its progress speeds up many times over. Checked only after ``warm_up`` evaluations,

@@ -90,6 +90,23 @@ def _run_start(args):
     return out
 
 
+#: starts within this much -log L (plus 1e-6 relative) of the best count as reaching it (FitResult.n_at_best)
+AT_BEST_TOLERANCE = 1e-3
+
+
+def _reach_threshold(problem, rss, weights):
+    """The "rss" a later start must be able to reach not to be abandoned: the first start's
+    rss plus the at-best tolerance of -log L (so a start that could still count as reaching the
+    best optimum is never abandoned), or None where the first start has no finite value."""
+    if not np.isfinite(rss) or not rss > 0:
+        return None
+    loglik = _loglik(problem, rss, weights)
+    tolerance = AT_BEST_TOLERANCE + 1e-6 * abs(loglik)
+    step = 1e-6 * rss      # -log L is an increasing function of the rss: its slope, numerically
+    slope = (loglik - _loglik(problem, rss + step, weights)) / step
+    return rss + tolerance / slope if slope > 0 and np.isfinite(slope) else None
+
+
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
                 tolerance=local.TOLERANCE, abandon=False):
     """Local fits from ``starts``, the first one in this process; with ``abandon`` the others may
@@ -103,7 +120,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
         if bar:
             bar.update(1)
         rest = starts[1:]
-        reference = first["rss"] if abandon and np.isfinite(first["rss"]) else None
+        reference = _reach_threshold(problem, first["rss"], weights) if abandon else None
         if executor == "auto":
             # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
             # The first start may include one-off compilation, so time a second one before deciding.
@@ -366,7 +383,7 @@ class FitResult(LmfitConventions):
                         (-problem.loglik(r["rss"], self.weights) if np.isfinite(r["rss"]) else math.inf) for r in runs])
         self.start_nll = nll
         self.n_starts = len(runs)
-        self.n_at_best = int(np.sum(nll - nll.min() < 1e-3 + 1e-6 * abs(nll.min())))
+        self.n_at_best = int(np.sum(nll - nll.min() < AT_BEST_TOLERANCE + 1e-6 * abs(nll.min())))
         self.success = bool(any(r["success"] for r in runs)) and np.isfinite(self.rss)
         self.message = next((r["message"] for r in runs if r["rss"] == self.rss), runs[0]["message"])
         self._covariance()
