@@ -69,9 +69,11 @@ def _random_points(problem, n, seed=0):
     return [np.clip(centre + rng.uniform(-1, 1, len(centre)), lo, hi) for _ in range(n)]
 
 
-@pytest.mark.parametrize("case", ["two sigmas", "formula", "gaussian priors"])
+@pytest.mark.parametrize("case", ["two sigmas", "formula", "gaussian priors", "one sigma fixed"])
 def test_sum_of_squares_is_twice_the_negative_loglik(tmp_path, case):
     observables, parameters, extra = TWO_SIGMAS, "", ""
+    if case == "one sigma fixed":    # B's rows: e_i / 1.5 only, their log 1.5 in the offset
+        observables = 'A = { noise = "constant", transformation = "log10" }\nB = { sigma = "1.5" }\n'
     if case == "formula":
         observables, parameters, extra = FORMULA, FORMULA_PARAMETERS, ', "s_B", "s_C"'
     if case == "gaussian priors":
@@ -83,6 +85,8 @@ def test_sum_of_squares_is_twice_the_negative_loglik(tmp_path, case):
     assert problem.scalar_objective and problem.has_sigma_residuals and problem.profiled_scale is None
     if case == "gaussian priors":
         assert len(problem.priors) == 3
+    if case == "one sigma fixed":
+        assert len(problem.sigma_residual_rows) == problem.n_data // 2
     for x in _random_points(problem, 5):
         r, _ = problem.sigma_residuals(x)
         nll, _ = problem.negative_loglik(x)
