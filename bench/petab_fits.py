@@ -1,7 +1,7 @@
 """Fit the PEtab benchmark problems in ../shared/conformance/petab-benchmark with kinetics, and
 (``--peer``) with AMICI + pyPESTO from the same starts, in the same run.
 
-    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0] [--executor serial|auto]
+    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0] [--executor serial|auto] [--engine auto|lmfit]
     KINETICS_AMICI_PYTHON=../amici-venv/bin/python python bench/petab_fits.py --peer
     python bench/petab_fits.py Perelson_Science1996 Boehm_JProteomeRes2014 --profiles [--figures DIR]
     python bench/petab_fits.py --evaluations 30 [--peer]       # one evaluation each, no fit
@@ -96,7 +96,7 @@ def fit_problem(name, args):
     problem.negative_loglik(problem.start(), gradient=True)     # compilation, outside the fit's time
     t1 = time.perf_counter()
     result = fit(problem, multistart=args.starts, seed=args.seed, profiles=False, progress=False,
-                 executor=None if args.executor == "serial" else "auto")
+                 executor=None if args.executor == "serial" else "auto", engine=args.engine)
     seconds = time.perf_counter() - t1
     profiles = None
     if args.profiles:
@@ -165,6 +165,9 @@ def main(argv=None):
     parser.add_argument("--starts", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--executor", choices=["serial", "auto"], default="serial")
+    parser.add_argument("--engine", choices=["auto", "lmfit"], default="auto",
+                        help="kinetics' local fits: auto (compiled trust region where the likelihood is a sum of "
+                             "squares, sigma residuals included) or lmfit (L-BFGS-B for scalar likelihoods)")
     parser.add_argument("--peer", action="store_true", help="also AMICI + pyPESTO (KINETICS_AMICI_PYTHON)")
     parser.add_argument("--optimizers", default="default,ls_trf", help="pyPESTO optimizers: default, ls_trf")
     parser.add_argument("--rtol", type=float, default=None, help="AMICI's rtol (default: AMICI's own, 1e-8)")

@@ -108,9 +108,9 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
                                     'B = { noise = "constant" }\n')
     problem = load_fit_spec(spec)
     result = fit(problem, multistart=3, profiles=False, progress=False, executor=None)
-    assert result.method == "L-BFGS-B"
+    assert result.method == "least_squares (sigma residuals)"      # tests/test_sigma_residuals.py
     report = result.fit_report()
-    assert "L-BFGS-B  (scipy" in report and "(lmfit)" not in report
+    assert "(sigma residuals)  (compiled trust-region steps" in report and "(lmfit)" not in report
     assert result.best_values["k"] == pytest.approx(0.5, rel=0.05)
     # at the optimum of a smooth likelihood the gradient vanishes, and the noise estimates are
     # the root mean squares of the (transformed) residuals, in closed form

@@ -75,10 +75,12 @@ def latin_starts(problem, n, seed):
 def _run_start(args):
     problem, x0, weights, method, use_jacobian, max_nfev, engine = args[:7]
     tolerance = args[7] if len(args) > 7 else local.TOLERANCE
+    reference = args[8] if len(args) > 8 else None
     t = time.perf_counter()
     n0, j0 = problem.nfev, problem.njev
     try:
-        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine, tolerance)
+        x, rss, res = _local_fit(problem, x0, weights, None, method, use_jacobian, max_nfev, engine, tolerance,
+                                 reference)
         out = {"x": x, "rss": rss, "success": bool(res.success) and np.isfinite(rss), "message": str(res.message),
                "loglik": _loglik(problem, rss, weights)}
     except Exception as exc:  # noqa: BLE001 - a failed start is reported, not fatal
@@ -88,8 +90,28 @@ def _run_start(args):
     return out
 
 
+#: starts within this much -log L (plus 1e-6 relative) of the best count as reaching it (FitResult.n_at_best)
+AT_BEST_TOLERANCE = 1e-3
+
+
+def _reach_threshold(problem, rss, weights):
+    """The "rss" a later start must be able to reach not to be abandoned: the first start's
+    rss plus the at-best tolerance of -log L (so a start that could still count as reaching the
+    best optimum is never abandoned), or None where the first start has no finite value."""
+    if not np.isfinite(rss) or not rss > 0:
+        return None
+    loglik = _loglik(problem, rss, weights)
+    tolerance = AT_BEST_TOLERANCE + 1e-6 * abs(loglik)
+    step = 1e-6 * rss      # -log L is an increasing function of the rss: its slope, numerically
+    slope = (loglik - _loglik(problem, rss + step, weights)) / step
+    return rss + tolerance / slope if slope > 0 and np.isfinite(slope) else None
+
+
 def _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
-                tolerance=local.TOLERANCE):
+                tolerance=local.TOLERANCE, abandon=False):
+    """Local fits from ``starts``, the first one in this process; with ``abandon`` the others may
+    be abandoned where they cannot get below the first one's end (local.CannotReach): a rule that
+    does not depend on the order or the executor of the later starts."""
     bar = progress_bar(len(starts), progress, "multi-start", "start")
     results = []
     try:
@@ -98,11 +120,13 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
         if bar:
             bar.update(1)
         rest = starts[1:]
+        reference = _reach_threshold(problem, first["rss"], weights) if abandon else None
         if executor == "auto":
             # a process pool pays ~1 s to start and rebuild the model: only worth it for slow fits.
             # The first start may include one-off compilation, so time a second one before deciding.
             if rest:
-                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine, tolerance))
+                second = _run_start((problem, rest[0], weights, method, use_jacobian, max_nfev, engine, tolerance,
+                                     reference))
                 results.append(second)
                 if bar:
                     bar.update(1)
@@ -111,7 +135,7 @@ def _multistart(problem, starts, weights, method, use_jacobian, executor, progre
             else:
                 per_start = first["seconds"]
             executor = "process" if per_start * len(rest) > 5.0 and (os.cpu_count() or 1) > 1 else None
-        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine, tolerance) for x in rest]
+        jobs = [(problem, x, weights, method, use_jacobian, max_nfev, engine, tolerance, reference) for x in rest]
         results += run_tasks(_run_start, jobs, executor, bar)
     finally:
         if bar:
@@ -205,10 +229,11 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         starts = latin_starts(problem, multistart, seed)
         # the best start is finished by lmfit at the full tolerance (below): the starts may stop
         # at scipy's default, the screening tolerance
-        polished = engine != "lmfit" and use_jacobian and method == "least_squares" and not problem.scalar_objective
+        compiled = engine != "lmfit" and use_jacobian and method == "least_squares"
+        polished = compiled and (not problem.scalar_objective or _sigma_residual_path(problem))
         tolerance = local.SCREENING_TOLERANCE if polished else local.TOLERANCE
         runs = _multistart(problem, starts, weights, method, use_jacobian, executor, progress, max_nfev, engine,
-                           tolerance)
+                           tolerance, abandon=polished)
         local_method = method
     finite = [r for r in runs if np.isfinite(r["rss"])]
     if not finite:
@@ -230,6 +255,14 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
                 x_best, rss_best = x_lm, rss_lm
                 success = bool(res_lm.success)
                 notes.append(f"improved by the final lmfit polish: {res_lm.message}")
+    if engine != "lmfit" and use_jacobian and local_method == "least_squares" and _sigma_residual_path(problem):
+        # the sigma-residual starts stopped at the screening tolerance: the best one goes on
+        # at the full tolerance on the same path (lmfit has no such objective)
+        x_fin, rss_fin, res_fin = _local_fit(problem, x_best, None, None, "least_squares", use_jacobian, max_nfev,
+                                             engine, local.TOLERANCE)
+        if rss_fin < rss_best:
+            x_best, rss_best, success = x_fin, rss_fin, bool(res_fin.success)
+            notes.append(f"finished at tolerance {local.TOLERANCE:g}: {res_fin.message}")
     if problem.noise == "combined":
         # the starts ran at the noise estimate from the spec's start: re-estimate a, b jointly
         # with the rates from the best start
@@ -263,8 +296,10 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.redchi = result.chisqr / (result.n_data - result.n_free) if result.n_data > result.n_free else math.inf
         if problem.scalar_objective:
             if method in _LOCAL_METHODS:
+                compiled = use_jacobian and engine != "lmfit"
                 result.method = ("least_squares (noise scale in closed form)" if problem.profiled_scale is not None
-                                 and use_jacobian and engine != "lmfit" else "L-BFGS-B")
+                                 and compiled else "least_squares (sigma residuals)"
+                                 if problem.has_sigma_residuals and compiled else "L-BFGS-B")
     # profiles and sampling chains run on the executor given (or a process pool for "process");
     # under "auto" they stay in this process
     tasks_executor = executor if isinstance(executor, Executor) or executor == "process" else None
@@ -274,6 +309,12 @@ def fit(problem, *, multistart=None, seed=None, method=None, executor="auto", pr
         result.sample(**{"executor": tasks_executor, **(mcmc if isinstance(mcmc, dict) else {})})
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _sigma_residual_path(problem) -> bool:
+    """Whether least_squares local fits of ``problem`` run on its sigma residuals (see
+    kinetics.fitting.local.local_fit): a scalar likelihood with that form and no profiled scale."""
+    return bool(problem.scalar_objective and problem.has_sigma_residuals and problem.profiled_scale is None)
 
 
 def _fit_combined_noise(problem, use_jacobian, max_nfev, engine="auto"):
@@ -342,7 +383,7 @@ class FitResult(LmfitConventions):
                         (-problem.loglik(r["rss"], self.weights) if np.isfinite(r["rss"]) else math.inf) for r in runs])
         self.start_nll = nll
         self.n_starts = len(runs)
-        self.n_at_best = int(np.sum(nll - nll.min() < 1e-3 + 1e-6 * abs(nll.min())))
+        self.n_at_best = int(np.sum(nll - nll.min() < AT_BEST_TOLERANCE + 1e-6 * abs(nll.min())))
         self.success = bool(any(r["success"] for r in runs)) and np.isfinite(self.rss)
         self.message = next((r["message"] for r in runs if r["rss"] == self.rss), runs[0]["message"])
         self._covariance()

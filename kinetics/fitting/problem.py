@@ -27,8 +27,10 @@ parameters (times |f_i| for proportional noise, or the data's sigma); noise para
 ordinary fit parameters. :meth:`FitProblem.negative_loglik` is PEtab's negative log-likelihood
 with all normalising terms, and its gradient from the sensitivities. With every sigma fixed and
 normal noise it is a sum of squares (``likelihood_residuals``: e_i / sigma_i); otherwise
-``scalar_objective`` is set and fits minimize it directly, except that one noise parameter
-shared by every row (``profiled_scale``) has a closed-form optimum. Conditions may be
+``scalar_objective`` is set. One noise parameter shared by every row (``profiled_scale``) has a
+closed-form optimum; other normal likelihoods with estimated sigmas are still a sum of squares
+once each row adds a "sigma residual" sqrt(2 log sigma_i + C_i) (``sigma_residuals``); Laplace
+noise and non-Gaussian priors are minimized as the scalar ``negative_loglik``. Conditions may be
 pre-equilibrated (simulated to steady state first, sensitivities included).
 """
 
@@ -295,6 +297,8 @@ class FitProblem:
         # per-observable noise parameters are ordinary fit parameters (counted in n_free)
         self.n_noise = 0 if per_observable else {"constant": 1, "proportional": 1, "combined": 2, "data": 0}[noise]
         self.scalar_objective = False
+        self.has_sigma_residuals = False
+        self.sigma_residual_offset = math.nan
         if per_observable:
             self._setup_likelihood()
         self._counts = _EvaluationCounts()
@@ -684,6 +688,7 @@ class FitProblem:
         self._sigma_groups = []
         data_sigma = np.concatenate([p["rows"]["sigma"].to_numpy(float) for p in self._plans])
         depends = False
+        sigma_exprs = []    # the parsed sigma of each non-data group, in group order
         for name, entry in self.noise_entries.items():
             idx = np.flatnonzero(row_obs == name)
             if not len(idx):
@@ -701,6 +706,7 @@ class FitProblem:
             depends = depends or bool(expr.free_symbols & free_symbols) or entry["kind"] == "proportional"
             self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math"),
                                        lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
+            sigma_exprs.append(expr)
         y = self.y
         self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
                              np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
@@ -726,6 +732,120 @@ class FitProblem:
         if not self.scalar_objective:   # sigma fixed: -loglik = rss / 2 + this constant
             sigma, _ = self._sigma(self.fit_values.tolist(), None, None, None)
             self._ls_constant = float(np.sum(np.log(sigma)) + 0.5 * N * math.log(2 * math.pi) + self._jacobian_terms)
+        self._setup_sigma_residuals(sigma_exprs, active_priors)
+
+    def _setup_sigma_residuals(self, sigma_exprs, active_priors):
+        """Whether the scalar likelihood can be written as a sum of squares with "sigma
+        residuals" (see :meth:`sigma_residuals`), and its constants. It can when every row is
+        normal, every active prior Gaussian, and a positive lower bound sigma_lo,i of each sigma
+        that depends on the free parameters is known over the bounds: interval arithmetic on its
+        expression (sympy's AccumBounds, free parameters over their bounds, the others at their
+        values; an enclosure, so its minimum is a true lower bound), times the prediction floor
+        for proportional noise. C_i = 1 - 2 log sigma_lo,i then keeps the radicand
+        2 log sigma_i + C_i >= 1 everywhere inside the bounds. (AMICI's ``sigma_res`` uses one
+        user-set C, 50 by default, and leaves positivity to the user.) The smallest safe C is
+        taken because the Gauss-Newton curvature of s_i^2 / 2 in log sigma is 1 / s_i^2: the
+        larger C, the less of the true curvature (2 z_i^2) the sigma residuals carry."""
+        #: whether sigma_residuals applies (else a scalar likelihood is fitted with L-BFGS-B)
+        self.has_sigma_residuals = False
+        #: 2 nll = |sigma_residuals|^2 + sigma_residual_offset
+        self.sigma_residual_offset = math.nan
+        self._sigma_rows = np.zeros(0, dtype=int)
+        self._sigma_constants = np.zeros(0)
+        self._gaussian_priors = []
+        if not self.scalar_objective or self._laplace.any():
+            return
+        for name, (kind, a, b) in active_priors.items():
+            if kind not in ("normal", "parameterScaleNormal"):
+                return      # log-normal priors add log x, Laplace |u - a|: no exact square
+            self._gaussian_priors.append((self.free.index(name), kind, a, b))
+        box = {}
+        for k, name in enumerate(self.free):
+            lo, hi = self.fit_bounds[self.free_index[k]]
+            box[self._symbols[name]] = sp.AccumBounds(lo, hi) if lo < hi else lo
+        values = {self._symbols[n]: v for n, v in zip(self.fit_names, self.fit_values)}
+        free_symbols = set(box)
+        fixed_log_sigma = 0.0
+        rows, constants = [], []
+        exprs = iter(sigma_exprs)
+        for idx, kind, fn, _ in self._sigma_groups:
+            if kind == "data":
+                fixed_log_sigma += float(np.sum(np.log(fn)))
+                continue
+            expr = next(exprs)
+            if kind != "proportional" and not expr.free_symbols & free_symbols:
+                fixed_log_sigma += len(idx) * math.log(float(fn(self.fit_values.tolist())))
+                continue
+            lower = _interval_minimum(expr, box, values)
+            if kind == "proportional":
+                lower *= self.prediction_floor()
+            if not (lower > 0 and math.isfinite(lower)):
+                return      # positivity over the bounds cannot be guaranteed: the scalar path
+            rows.append(idx)
+            constants.append(np.full(len(idx), 1.0 - 2.0 * math.log(lower)))
+        self._sigma_rows = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+        self._sigma_constants = np.concatenate(constants) if constants else np.zeros(0)
+        prior_constant = sum(2.0 * math.log(b * math.sqrt(2 * math.pi)) for _, _, _, b in self._gaussian_priors)
+        self.sigma_residual_offset = float(self.n_data * math.log(2 * math.pi) + 2.0 * self._jacobian_terms
+                                           + 2.0 * fixed_log_sigma - np.sum(self._sigma_constants) + prior_constant)
+        self.has_sigma_residuals = True
+
+    def sigma_residuals(self, internal, jacobian=False):
+        """The negative log-likelihood of normal noise with estimated sigma as a sum of squares:
+        r = [e_i / sigma_i (every row), s_i = sqrt(2 log sigma_i + C_i) (rows whose sigma depends
+        on the free parameters), (u_k - a_k) / b_k (Gaussian priors)] with
+        |r|^2 + ``sigma_residual_offset`` = 2 nll exactly (C_i: see _setup_sigma_residuals), and
+        dr/d(internal theta) if asked, exact: ds_i = d log sigma_i / s_i. Only where
+        ``has_sigma_residuals``."""
+        if not self.has_sigma_residuals:
+            raise ValueError("this likelihood has no sigma-residual form (Laplace noise, non-Gaussian priors or "
+                             "sigma not bounded away from 0): use negative_loglik")
+        e, de, sigma, dls = self._likelihood_terms(internal, jacobian)
+        radicand = 2.0 * np.log(sigma[self._sigma_rows]) + self._sigma_constants
+        if not np.all(radicand > 0):    # excluded by the choice of C inside the bounds
+            raise SolverError("a sigma residual's radicand 2 log sigma + C is not positive (sigma below the lower "
+                              "bound its expression has over the parameter bounds)")
+        s = np.sqrt(radicand)
+        z = e / sigma
+        parts = [z, s]
+        if self._gaussian_priors:
+            u, du = self._prior_arguments(internal)
+            parts.append(u)
+        r = np.concatenate(parts)
+        if not jacobian:
+            return r, None
+        blocks = [de / sigma[:, None] - z[:, None] * dls, dls[self._sigma_rows] / s[:, None]]
+        if self._gaussian_priors:
+            blocks.append(du)
+        return r, np.vstack(blocks)
+
+    @property
+    def sigma_residual_rows(self) -> np.ndarray:
+        """Data rows (indices into ``y``) that have a sigma residual in :meth:`sigma_residuals`,
+        in the order of those residuals (they follow the n_data rows e_i / sigma_i)."""
+        return self._sigma_rows.copy()
+
+    def _prior_arguments(self, internal):
+        """(u_k - a_k) / b_k of the Gaussian priors (u: the natural value or, parameterScale,
+        the value on its scale) and their derivatives in internal theta, one row per prior."""
+        natural = self.to_natural(np.asarray(internal, dtype=float))
+        u = np.empty(len(self._gaussian_priors))
+        du = np.zeros((len(self._gaussian_priors), len(self.free)))
+        for row, (k, kind, a, b) in enumerate(self._gaussian_priors):
+            x = float(natural[k])
+            if kind == "normal":
+                value, slope = x, (x * _LN10 if self.log_mask[k] else 1.0)
+            else:       # parameterScaleNormal: on the parameter's own scale (lin, log or log10)
+                scale = self.scales[self.free[k]]
+                if scale == "lin":
+                    value, slope = x, (x * _LN10 if self.log_mask[k] else 1.0)
+                elif scale == "log":
+                    value, slope = math.log(x), _LN10     # internal is log10 x
+                else:
+                    value, slope = math.log10(x), 1.0
+            u[row] = (value - a) / b
+            du[row, k] = slope / b
+        return u, du
 
     def _used_by_model(self, name) -> bool:
         """Whether a fit parameter enters the predictions (rates, observables, initial values,
@@ -923,6 +1043,17 @@ class FitProblem:
         clone._counts = _EvaluationCounts()
         clone.settings = dict(self.settings)
         return clone
+
+
+def _interval_minimum(expr, box, values) -> float:
+    """A lower bound of ``expr`` with its symbols in ``box`` (intervals) or at ``values``: the
+    minimum of sympy's interval enclosure; nan where that cannot be evaluated."""
+    try:
+        value = expr.subs({**{v: values[v] for v in expr.free_symbols if v not in box}, **box})
+        value = value.min if isinstance(value, sp.AccumBounds) else value
+        return float(value)
+    except (TypeError, ValueError, AttributeError):
+        return math.nan
 
 
 def parse_prior(value, where="prior"):

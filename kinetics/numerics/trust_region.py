@@ -84,7 +84,9 @@ TERMINATION_MESSAGES = {
     2: "`ftol` termination condition is satisfied.",
     3: "`xtol` termination condition is satisfied.",
     4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+    -3: "stopped by the caller's rule (stop) before convergence.",
 }
+_STOPPED = -3
 
 
 # Copies element by element: an array assigned to a slice (dst[:] = src) compiles numba's
@@ -906,7 +908,7 @@ def _as_evaluation(value, m, n, where):
 
 
 def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8, xtol=1e-8,
-                      gtol=1e-8, max_nfev=None) -> TRFResult:
+                      gtol=1e-8, max_nfev=None, stop=None) -> TRFResult:
     """Minimise 0.5 * ||r(x)||^2 subject to lower <= x <= upper by trust-region reflective.
 
     Same algorithm and iterates as ``scipy.optimize.least_squares(fun, x0, jac, bounds,
@@ -922,6 +924,9 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     x_scale : ``"jac"`` (inverse running maximum of the Jacobian's column norms) or positive
         array (scalar broadcast).
     ftol, xtol, gtol, max_nfev : as in scipy (``max_nfev`` None: 100 * n).
+    stop : optional ``(nfev, max_nfev, cost) -> bool``, asked before each trial evaluation with
+        the cost of the current point; True ends the fit there (status -3). Not an option of
+        scipy's: the fallback without numba ignores it.
     """
     x0, lb, ub, x_scale, (ftol, xtol, gtol), max_nfev = _prepare(
         x0, lower, upper, x_scale, ftol, xtol, gtol, max_nfev)
@@ -963,6 +968,9 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     x_new = vec[_X_NEW]
     code = _step(True, vec, f, J, f_new, J_new, False, *workspace)
     while code == _NEED_EVALUATION:
+        if stop is not None and stop(int(ints[_NFEV]), int(ints[_MAX_NFEV]), float(real[_COST])):
+            ints[_STATUS] = _STOPPED
+            break
         try:
             f_new, J_new = _as_evaluation(fun_and_jac(x_new.copy()), m, n, "at a trial point")
             failed = False

@@ -22,6 +22,8 @@ def _fmt(v, digits=5):
 def _method_text(result) -> str:
     if result.method.startswith("L-BFGS-B"):
         return f"{result.method}  (scipy, on the exact negative log-likelihood)"
+    if result.method.startswith("least_squares ("):     # sigma residuals, a profiled noise scale
+        return f"{result.method}  (compiled trust-region steps on the exact negative log-likelihood)"
     compiled = (getattr(result, "engine", "lmfit") == "auto" and result.method.endswith("least_squares")
                 and result.use_jacobian)
     return f"{result.method}  ({'compiled trust-region steps, finished by lmfit' if compiled else 'lmfit'})"
