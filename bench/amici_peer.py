@@ -8,16 +8,19 @@ virtual environment; the fit benchmark hands it the problem as JSON and reads it
     if python:
         figures = run_amici_peer(task_spec(TASK, starts, 20, 3), python)   # None if it cannot run
 
-Only ``task_spec`` needs kinetics; the other two use the standard library.
+Only ``task_spec`` needs kinetics; the rest uses the standard library, so the peer scripts, which
+run in AMICI's interpreter, share ``print_json_only`` from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -147,3 +150,22 @@ def task_spec(task_dir, starts_log10, reps_single: int, reps_multi: int, *, rtol
         "atol": float(atol),
         "cache_dir": str(cache_dir),
     }
+
+
+def print_json_only(main, argv: list, usage: str) -> None:
+    """Run a peer script's ``main(path)`` and print its figures as the one line of JSON on stdout.
+
+    Everything else (AMICI's compiler and cmake, which run in subprocesses, pyPESTO's messages and
+    warnings) goes to stderr, redirected at the file-descriptor level, so the caller can parse
+    stdout.
+    """
+    if len(argv) != 2:
+        sys.exit(usage)
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures = main(argv[1])
+    json_out.write(json.dumps(figures) + "\n")
+    json_out.flush()

@@ -37,17 +37,17 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+# amici_peer (beside this script) uses only the standard library at import
+from amici_peer import print_json_only  # noqa: E402
 
 
 def to_scale(value, scale):
@@ -188,14 +188,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    # stdout carries the JSON only: AMICI's compiler, cmake and pyPESTO write elsewhere
-    sys.stdout.flush()
-    json_out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        figures = main(sys.argv[1])
-    json_out.write(json.dumps(figures) + "\n")
-    json_out.flush()
+    print_json_only(main, sys.argv, __doc__)
