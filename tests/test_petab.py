@@ -383,6 +383,16 @@ def test_export_keeps_infinite_bounds_and_says_so(tmp_path):
     assert imported.fit_bounds[imported.fit_names.index("k")].tolist() == [-math.inf, math.inf]
 
 
+def test_export_refuses_a_parameter_named_like_the_noise_scale(tmp_path):
+    from kinetics.fitting.problem import load_fit_spec
+    from kinetics.io.petab import PetabUnsupported, write_petab
+    spec, _ = _write_case(tmp_path, "", extra_fit=', "noise_sigma"',
+                          parameters="noise_sigma = { value = 1, min = 0.1, max = 10 }")
+    spec.write_text(spec.read_text().replace("[fit]", '[fit]\nnoise = "constant"'))
+    with pytest.raises(PetabUnsupported, match="already has a parameter of that name"):
+        write_petab(load_fit_spec(spec), tmp_path / "petab")
+
+
 def test_fit_cases_with_estimated_noise_reach_the_native_optimum_after_export(tmp_path):
     """Every fits/ case with estimated noise parameters, exported at its start values and
     re-imported, is the native optimization problem: the exported bounds contain the native
