@@ -36,7 +36,8 @@ from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["PetabTranslation", "read_petab", "write_petab", "evaluate", "is_petab_problem", "PetabUnsupported"]
+__all__ = ["PetabTranslation", "read_petab", "write_petab", "evaluate", "is_petab_problem", "PetabUnsupported",
+           "profiled_noise_scale", "NOISE_SCALE_FLOOR", "NOISE_SCALE_MARGIN"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"^(observable|noise)Parameter(\d+)_(.+)$")
@@ -425,6 +426,56 @@ def _inline(text, replacements: dict) -> str:
     return _substitute(str(text), replacements, lambda name: None) if replacements else str(text)
 
 
+#: lower bound of an exported noise scale, times its data scale (the RMS of the data for constant
+#: noise, 1 for relative noise): below the rounding level of double-precision data (2.2e-16),
+#: where kinetics' own likelihood floors the scale of a perfect fit
+NOISE_SCALE_FLOOR = 1e-16
+#: the upper bound of an exported noise scale is this factor times the largest scale a fit at
+#: least as good as the exported point can have (and at least times the data scale)
+NOISE_SCALE_MARGIN = 10.0
+
+
+def profiled_noise_scale(problem, f) -> tuple:
+    """(nominal value, lower bound, upper bound) of ``noise_sigma``, the PEtab parameter the noise
+    scale s of noise "constant" / "proportional" becomes on export, at predictions ``f`` of the
+    exported point. kinetics profiles s out in closed form (s^2 = RSS / N), unbounded; PEtab
+    needs finite bounds (tools sample starts in them), chosen so that they cannot exclude the
+    optimum of any fit at least as good as the exported point (a fit's first start is that
+    point, so its best optimum is one):
+
+    - nominal: the maximum-likelihood s at the exported point, so both likelihoods agree there;
+    - upper: ``NOISE_SCALE_MARGIN`` x the largest s such a fit can have. Constant noise:
+      -loglik = N log s + const, so a better fit has a smaller s: s0 bounds it. Proportional
+      noise (sigma_i = s |f_i|, |f_i| floored at ``problem.prediction_floor()`` d): -loglik =
+      N log s + sum log |f_i| + const, so log s <= log s0 + log(G0 / G) with G the geometric mean
+      of the floored |f_i|, and G >= d: s <= s0 G0 / d. At least the margin times the data scale
+      (RMS of the data for constant noise, 1 for relative noise), so a fit's own optimum is never
+      on the bound;
+    - lower: ``NOISE_SCALE_FLOOR`` x the data scale (perfect fits of exact data only go lower).
+    """
+    import numpy as np
+    y = problem.y
+    n = len(y)
+    if problem.noise == "constant":
+        r = problem.weights * (y - f)
+        data_scale = math.sqrt(float(np.mean((problem.weights * y) ** 2))) or 1.0
+        s0 = math.sqrt(float(r @ r) / n)
+        reach = s0
+    elif problem.noise == "proportional":
+        floor = problem.prediction_floor()
+        magnitude = np.maximum(np.abs(f), floor)
+        r = (y - f) / magnitude
+        data_scale = 1.0
+        s0 = math.sqrt(float(r @ r) / n)
+        reach = s0 * math.exp(float(np.mean(np.log(magnitude)))) / floor
+    else:
+        raise ValueError(f"noise = {problem.noise!r} has no profiled noise scale (constant or proportional only)")
+    lower = NOISE_SCALE_FLOOR * data_scale
+    # a perfect fit at the exported point: s at kinetics' own floor, the rounding level
+    nominal = max(s0, lower)
+    return nominal, lower, NOISE_SCALE_MARGIN * max(reach, data_scale)
+
+
 def write_petab(problem, out_dir, values=None) -> Path:
     """Write a kinetics fit problem as a PEtab v1 problem in ``out_dir`` (model.xml, the four
     tables, problem.yaml); returns the YAML path. ``values`` (fit parameter name -> value)
@@ -436,7 +487,8 @@ def write_petab(problem, out_dir, values=None) -> Path:
     t = 0, so that expressions of parameters, which PEtab's condition table cannot hold, stay
     exact. A profiled noise scale (noise "constant" / "proportional") becomes an estimated noise
     parameter with its maximum-likelihood value at the nominal point as nominal value, so the
-    likelihood there is the same; "data" sigmas and "combined" noise (at its estimates) become
+    likelihood there is the same, and bounds that cannot exclude the optimum
+    (:func:`profiled_noise_scale`); other estimated parameters keep their own bounds; "data" sigmas and "combined" noise (at its estimates) become
     numeric noise parameters. Doses after t = 0, infusions and timed events are refused."""
     import numpy as np
     import pandas as pd
@@ -515,13 +567,13 @@ def write_petab(problem, out_dir, values=None) -> Path:
     rows_cond = np.concatenate([[p["name"]] * len(p["rows"]) for p in plans])
     rows_time = np.concatenate([p["rows"]["time"].to_numpy(float) for p in plans])
     observable_records, noise_pars = [], [""] * len(y)
-    extra_parameters = []      # (id, nominal, estimate, scale, lo, hi)
+    extra_parameters = []      # (id, nominal, lo, hi, estimate, scale)
     noise = problem.noise
     if noise in ("constant", "proportional"):
-        weights = problem.likelihood_weights(f) if noise == "proportional" else problem.weights
-        r = weights * (y - f)
-        s_hat = math.sqrt(float(r @ r) / len(y))
-        extra_parameters.append(("noise_sigma", s_hat, 1, "log10", s_hat * 1e-6, s_hat * 1e6))
+        if "noise_sigma" in problem.fit_names:
+            raise PetabUnsupported(f"{origin}: the exported noise scale is the parameter noise_sigma, but the fit "
+                                   "problem already has a parameter of that name; rename it")
+        extra_parameters.append(("noise_sigma", *profiled_noise_scale(problem, f), 1, "log10"))
     elif noise == "combined":
         a, b = (values or {}).get("sigma_abs"), (values or {}).get("sigma_rel")
         if a is None or b is None:
@@ -572,10 +624,14 @@ def write_petab(problem, out_dir, values=None) -> Path:
     indicators = [f"petab_in_{_safe(p['name'])}" for p in plans]
     for plan, ind in zip(plans, indicators):
         condition_records.append({"conditionId": _safe(plan["name"]), **{i: float(i == ind) for i in indicators}})
-    parameter_records = []
+    parameter_records, unbounded = [], []
     for name in problem.free:
         k = problem.fit_names.index(name)
+        # the parameter's own bounds (fit spec, else model), so the optimization problem is the
+        # same; infinite ones stay infinite (any finite choice could exclude the optimum)
         lo, hi = problem.fit_bounds[k]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            unbounded.append(name)
         scale = problem.scales.get(name, "lin") if hasattr(problem, "scales") else "lin"
         record = {"parameterId": name, "parameterScale": scale, "lowerBound": lo, "upperBound": hi,
                   "nominalValue": float(value_of[name]), "estimate": 1}
@@ -583,12 +639,16 @@ def write_petab(problem, out_dir, values=None) -> Path:
         if prior:
             record.update(objectivePriorType=prior[0], objectivePriorParameters=f"{prior[1]!r};{prior[2]!r}")
         parameter_records.append(record)
-    for pid, nominal, estimate, scale, lo, hi in extra_parameters:
+    for pid, nominal, lo, hi, estimate, scale in extra_parameters:
         params[pid] = {"value": float(nominal)}
         parameter_records.append({"parameterId": pid, "parameterScale": scale, "lowerBound": lo, "upperBound": hi,
                                   "nominalValue": nominal, "estimate": estimate})
     import warnings
     from ..errors import KineticsWarning
+    if unbounded:
+        warnings.warn(f"{origin}: {', '.join(unbounded)} {'has' if len(unbounded) == 1 else 'have'} infinite bounds, "
+                      "written as such (the same problem as kinetics fits); PEtab tools that draw starts between "
+                      "the bounds need finite ones: give min and max in [parameters]", KineticsWarning, stacklevel=2)
     with warnings.catch_warnings():   # indicators and noise parameters are used by the tables only
         warnings.filterwarnings("ignore", message=".*is not used by any flow", category=KineticsWarning)
         exported = Model.from_dict(model_dict, source=origin)
