@@ -448,7 +448,8 @@ class CompiledModel:
             u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n_states)]
             f = self.rhs_symbolic + sp.Matrix(u)
             self._scipy_functions = (_lambdify([TIME, self._x_syms, self._p_syms, u], list(f)),
-                                     _lambdify([TIME, self._x_syms, self._p_syms], list(self.jacobian_symbolic)))
+                                     _lambdify([TIME, self._x_syms, self._p_syms],
+                                               [_singular_powers_as_zero(d, self._x_syms) for d in self.jacobian_symbolic]))
         return self._scipy_functions
 
     # ---------------------------------------------------------- observables
