@@ -553,7 +553,9 @@ class CompiledModel:
         in column x_l and J_ij in column S_jk. Where dJ_ij/dx_l has a power with a non-integer
         exponent (a Hill term x**h), the product is taken as 0 where S_jk = 0: the second
         derivative of x**h is infinite at x = 0 for 1 < h < 2, but the sensitivities are 0 there
-        (a species that starts at 0), and inf * 0 would make the whole system NaN."""
+        (a species that starts at 0), and inf * 0 would make the whole system NaN. Every entry
+        then has its powers infinite at 0 taken as 0 (:func:`_singular_powers_as_zero`: J itself
+        for h < 1), as in the states' Jacobian."""
         from ..codegen.tape import jacobian_rows
         x = list(self._x_syms)
         n, K = S.shape
