@@ -608,3 +608,29 @@ def test_a_hill_term_undefined_at_its_parameters_is_still_not_finite(bad, sensit
     (K**h is NaN) or h (A**h is infinite at A = 0) still fails with the not-finite message."""
     with pytest.raises(SolverError, match="not finite"):
         simulate(Model.from_dict(HILL), np.linspace(0, 10, 11), parameters={"h": 0.6, **bad}, sensitivities=sensitivities)
+
+
+def test_a_square_root_outflow_from_an_empty_pool_matches_its_closed_form():
+    """dX/dt = s - k sqrt(X), X(0) = 0 (d sqrt(X)/dX infinite at 0): with u = sqrt(X),
+    t = -2 u / k - 2 s / k**2 log(1 - k u / s), solved for u at each output time."""
+    from scipy.optimize import brentq
+    s, k = 1.0, 0.8
+    m = Model("sqrt")
+    m.add_compartment("X", initial=0.0)
+    m.add_parameter("s", s)
+    m.add_parameter("k", k)
+    m.add_flow("influx", "s", target="X")
+    m.add_flow("outflux", "k * sqrt(X)", source="X")
+    t = np.linspace(0, 6, 13)
+    sim = simulate(m, t, sensitivities=["k"], rtol=1e-10, atol=1e-12)
+
+    def sqrt_x(time, k=k):
+        if time == 0:
+            return 0.0
+        u_max = s / k
+        return brentq(lambda u: -2 * u / k - 2 * s / k**2 * math.log1p(-k * u / s) - time, 0, u_max * (1 - 1e-15),
+                      xtol=1e-15, rtol=1e-15)
+    assert_close(sim["X"], np.array([sqrt_x(ti) ** 2 for ti in t]), 1e-8)
+    step = 1e-5
+    fd = np.array([(sqrt_x(ti, k + step) ** 2 - sqrt_x(ti, k - step) ** 2) / (2 * step) for ti in t])
+    assert_close(sim.sensitivity("X", "k"), fd, 1e-6)

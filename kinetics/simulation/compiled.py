@@ -187,10 +187,11 @@ def _fractional_powers(expr, states) -> bool:
     """Whether ``expr`` (an expression or matrix) has a power with a non-integer exponent of a
     base that depends on ``states`` (x**h, x**0.5: possibly infinite derivatives at x = 0)."""
     states = set(states)
-    return any(not q.exp.is_Integer and bool(q.base.free_symbols & states) for q in expr.atoms(sp.Pow))
+    return any(_is_fractional_power(q, states) for q in expr.atoms(sp.Pow))
 
 
 def _is_fractional_power(q, states) -> bool:
+    """Whether ``q`` is a power with a non-integer exponent of a base that depends on ``states`` (a set)."""
     return q.is_Pow and not q.exp.is_Integer and bool(q.base.free_symbols & states)
 
 
