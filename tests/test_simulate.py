@@ -552,3 +552,85 @@ def test_hill_sensitivities_from_an_empty_pool_match_finite_differences(h):
         for pool in ("A", "B"):
             fd = (up[pool] - down[pool]) / (2 * step)
             np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+
+
+def hill_reference(h, t, s=1.0, vmax=2.0, K=1.0, k=0.3):
+    """HILL's states by scipy's LSODA (its own finite-difference Jacobian, finite at x > 0)."""
+    from scipy.integrate import solve_ivp
+
+    def rhs(_, y):
+        a = max(y[0], 0.0)
+        flow = vmax * a**h / (K**h + a**h)
+        return [s - flow, flow - k * y[1]]
+    sol = solve_ivp(rhs, (0, t[-1]), [0.0, 0.0], method="LSODA", t_eval=t, rtol=1e-12, atol=1e-14)
+    assert sol.success
+    return sol.y.T
+
+
+# h < 1 (negative cooperativity): the Jacobian entry d/dA of A**h, h A**(h-1), is infinite at the
+# empty pool A(0) = 0, although the solution (the influx pushes A off 0) is unique and smooth after t = 0
+@pytest.mark.parametrize("engine", ["rosenbrock", "lsoda"])
+@pytest.mark.parametrize("h", [0.3, 0.6, 0.9])
+def test_hill_below_one_from_an_empty_pool_matches_a_scipy_reference(h, engine, monkeypatch):
+    if engine == "lsoda":
+        no_numba(monkeypatch)
+    m = Model.from_dict(HILL)
+    t = np.linspace(0, 10, 11)
+    sim = simulate(m, t, parameters={"h": h}, rtol=1e-10, atol=1e-12)
+    assert kinetics.compile_model(m).numerical_engine == engine
+    np.testing.assert_allclose(np.c_[sim["A"], sim["B"]], hill_reference(h, t), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("engine", ["rosenbrock", "lsoda"])
+@pytest.mark.parametrize("h", [0.4, 0.7])
+def test_hill_below_one_sensitivities_from_an_empty_pool_match_finite_differences(h, engine, monkeypatch):
+    """The sensitivities start at 0 (J S is taken as 0 there, not inf * 0) and stay finite."""
+    if engine == "lsoda":
+        no_numba(monkeypatch)
+    m = Model.from_dict(HILL)
+    t = np.linspace(0, 10, 11)
+    values = {"h": h, "K": 1.0, "vmax": 2.0, "s": 1.0}
+    sim = simulate(m, t, parameters={"h": h}, sensitivities=list(values), rtol=1e-10, atol=1e-12)
+    for name, value in values.items():
+        assert sim.sensitivity("A", name)[0] == 0.0
+        step = 1e-4 * value
+        up, down = (simulate(m, t, parameters={"h": h, name: value + sign * step}, rtol=1e-12, atol=1e-14)
+                    for sign in (1, -1))
+        for pool in ("A", "B"):
+            fd = (up[pool] - down[pool]) / (2 * step)
+            np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize("sensitivities", [None, ["h", "vmax"]])
+@pytest.mark.parametrize("bad", [{"K": -1.0}, {"h": -0.5}])
+def test_a_hill_term_undefined_at_its_parameters_is_still_not_finite(bad, sensitivities):
+    """The Jacobian's guard at an empty pool does not reach the right-hand side: a negative K
+    (K**h is NaN) or h (A**h is infinite at A = 0) still fails with the not-finite message."""
+    with pytest.raises(SolverError, match="not finite"):
+        simulate(Model.from_dict(HILL), np.linspace(0, 10, 11), parameters={"h": 0.6, **bad}, sensitivities=sensitivities)
+
+
+def test_a_square_root_outflow_from_an_empty_pool_matches_its_closed_form():
+    """dX/dt = s - k sqrt(X), X(0) = 0 (d sqrt(X)/dX infinite at 0): with u = sqrt(X),
+    t = -2 u / k - 2 s / k**2 log(1 - k u / s), solved for u at each output time."""
+    from scipy.optimize import brentq
+    s, k = 1.0, 0.8
+    m = Model("sqrt")
+    m.add_compartment("X", initial=0.0)
+    m.add_parameter("s", s)
+    m.add_parameter("k", k)
+    m.add_flow("influx", "s", target="X")
+    m.add_flow("outflux", "k * sqrt(X)", source="X")
+    t = np.linspace(0, 6, 13)
+    sim = simulate(m, t, sensitivities=["k"], rtol=1e-10, atol=1e-12)
+
+    def sqrt_x(time, k=k):
+        if time == 0:
+            return 0.0
+        u_max = s / k
+        return brentq(lambda u: -2 * u / k - 2 * s / k**2 * math.log1p(-k * u / s) - time, 0, u_max * (1 - 1e-15),
+                      xtol=1e-15, rtol=1e-15)
+    assert_close(sim["X"], np.array([sqrt_x(ti) ** 2 for ti in t]), 1e-8)
+    step = 1e-5
+    fd = np.array([(sqrt_x(ti, k + step) ** 2 - sqrt_x(ti, k - step) ** 2) / (2 * step) for ti in t])
+    assert_close(sim.sensitivity("X", "k"), fd, 1e-6)

@@ -187,7 +187,35 @@ def _fractional_powers(expr, states) -> bool:
     """Whether ``expr`` (an expression or matrix) has a power with a non-integer exponent of a
     base that depends on ``states`` (x**h, x**0.5: possibly infinite derivatives at x = 0)."""
     states = set(states)
-    return any(not q.exp.is_Integer and bool(q.base.free_symbols & states) for q in expr.atoms(sp.Pow))
+    return any(_is_fractional_power(q, states) for q in expr.atoms(sp.Pow))
+
+
+def _is_fractional_power(q, states) -> bool:
+    """Whether ``q`` is a power with a non-integer exponent of a base that depends on ``states`` (a set)."""
+    return q.is_Pow and not q.exp.is_Integer and bool(q.base.free_symbols & states)
+
+
+def _singular_powers_as_zero(expr, states):
+    """``expr`` with each power ``a**e`` of a state-dependent base and non-integer exponent taken
+    as 0 where ``a`` = 0 and ``e`` < 0, where it is infinite (the derivative of a Hill term
+    x**h with h < 1, or of sqrt(x), at an empty pool). For the integrator's Jacobian only, which
+    enters the iteration matrix W = I - gamma dt J: its finite remainder keeps W solvable on a
+    step that starts at exactly 0, and the step-size control keeps the accuracy (a W with an
+    inexact Jacobian); the right-hand side, which sets the solution, is not changed."""
+    states = set(states)
+    if not _fractional_powers(expr, states):
+        return expr
+    return expr.replace(lambda q: _is_fractional_power(q, states),
+                        lambda q: sp.Piecewise((sp.S.Zero, sp.And(sp.Eq(q.base, 0), q.exp < 0)), (q, True)))
+
+
+def _times_zero_where_zero(a, s, states):
+    """``a * s``, as 0 where ``s`` = 0 if ``a`` has a fractional power of a state (infinite at an
+    empty pool, x**(h - 1) with h < 1): the sensitivities of a pool that starts at 0 start at 0,
+    and the product's limit there is 0, not inf * 0 = NaN."""
+    if a == 0:
+        return sp.S.Zero
+    return sp.Piecewise((sp.S.Zero, sp.Eq(s, 0)), (a * s, True)) if _fractional_powers(a, states) else a * s
 
 
 class CompiledModel:
@@ -421,7 +449,8 @@ class CompiledModel:
             u = [sp.Symbol(f"_inflow_{i}") for i in range(self.n_states)]
             f = self.rhs_symbolic + sp.Matrix(u)
             self._scipy_functions = (_lambdify([TIME, self._x_syms, self._p_syms, u], list(f)),
-                                     _lambdify([TIME, self._x_syms, self._p_syms], list(self.jacobian_symbolic)))
+                                     _lambdify([TIME, self._x_syms, self._p_syms],
+                                               [_singular_powers_as_zero(d, self._x_syms) for d in self.jacobian_symbolic]))
         return self._scipy_functions
 
     # ---------------------------------------------------------- observables
@@ -451,12 +480,16 @@ class CompiledModel:
         num = {"u": u}
         from ..numerics.jit import numba_available   # here, not at import: numba is slow to import
         if numba_available():
-            from ..codegen.tape import build_tapes
-            num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = build_tapes(list(f), TIME, x, [*p, *u])
+            from ..codegen.tape import build_tapes, jacobian_rows
+            jacobian = None     # differentiated by build_tapes, unless a power needs the guard
+            if _fractional_powers(self.jacobian_symbolic, x):
+                jacobian = [[_singular_powers_as_zero(d, x) for d in row]
+                            for row in jacobian_rows(list(f), x, [TIME, *x, *p, *u])]
+            num["rhs_tape"], num["jac_tape"], num["dfdt_tape"] = build_tapes(list(f), TIME, x, [*p, *u], jacobian=jacobian)
             num["engine"] = "rosenbrock"
         else:
             num["f"] = _lambdify([TIME, x, p, u], list(f))
-            num["J"] = _lambdify([TIME, x, p], list(self.jacobian_symbolic))
+            num["J"] = _lambdify([TIME, x, p], [_singular_powers_as_zero(d, x) for d in self.jacobian_symbolic])
             num["engine"] = "lsoda"
         self._numeric = num
         return num
@@ -494,19 +527,24 @@ class CompiledModel:
                 inputs_D.append(D[l, k])
         f = self.rhs_symbolic + sp.Matrix(u)
         Fp = _jacobian(self.rhs_symbolic, p) if P else sp.zeros(n, 0)
-        dS = self.jacobian_symbolic * S + (Fp * D if P else sp.zeros(n, K))
+        J = self.jacobian_symbolic
+        fractional = _fractional_powers(J, x)
+        JS = (sp.Matrix(n, K, lambda i, k: sum((_times_zero_where_zero(J[i, j], S[j, k], x) for j in range(n)), sp.S.Zero))
+              if fractional else J * S)
+        dS = JS + (Fp * D if P else sp.zeros(n, K))
         y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
             from ..codegen.tape import build_tapes
             jacobian = None     # differentiated by build_tapes, unless a power needs the guard
-            if _fractional_powers(self.jacobian_symbolic, x):
+            if fractional:
                 jacobian = self._sens_jacobian(S, Fp * D if P else sp.zeros(n, K), [TIME, *y, *p, *u, *inputs_D])
             system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *inputs_D],
                                                                                       jacobian=jacobian)
         else:
             system["f"] = _lambdify([TIME, y, p, u, inputs_D], rhs)
+            system["fractional"] = fractional
         self._sens_systems[key] = system
         return system
 
@@ -516,7 +554,9 @@ class CompiledModel:
         in column x_l and J_ij in column S_jk. Where dJ_ij/dx_l has a power with a non-integer
         exponent (a Hill term x**h), the product is taken as 0 where S_jk = 0: the second
         derivative of x**h is infinite at x = 0 for 1 < h < 2, but the sensitivities are 0 there
-        (a species that starts at 0), and inf * 0 would make the whole system NaN."""
+        (a species that starts at 0), and inf * 0 would make the whole system NaN. Every entry
+        then has its powers infinite at 0 taken as 0 (:func:`_singular_powers_as_zero`: J itself
+        for h < 1), as in the states' Jacobian."""
         from ..codegen.tape import jacobian_rows
         x = list(self._x_syms)
         n, K = S.shape
@@ -524,21 +564,16 @@ class CompiledModel:
         H = jacobian_rows(list(J), x, inputs)               # H[i * n + j][l] = dJ_ij / dx_l
         dFpD = jacobian_rows(list(FpD), x, inputs) if K else []
 
-        def times_s(h, s):
-            if h == 0:
-                return sp.S.Zero
-            return sp.Piecewise((sp.S.Zero, sp.Eq(s, 0)), (h * s, True)) if _fractional_powers(h, x) else h * s
-
         rows = [list(J.row(i)) + [sp.S.Zero] * (n * K) for i in range(n)]
         for i in range(n):
             for k in range(K):
-                row = [sum((times_s(H[i * n + j][l], S[j, k]) for j in range(n)), sp.S.Zero) + dFpD[i * K + k][l]
-                       for l in range(n)]
+                row = [sum((_times_zero_where_zero(H[i * n + j][l], S[j, k], x) for j in range(n)), sp.S.Zero)
+                       + dFpD[i * K + k][l] for l in range(n)]
                 block = [sp.S.Zero] * (n * K)
                 for j in range(n):
                     block[j * K + k] = J[i, j]
                 rows.append(row + block)
-        return rows
+        return [[_singular_powers_as_zero(d, x) for d in row] for row in rows]
 
     @staticmethod
     def _selection(D):
@@ -603,6 +638,14 @@ class CompiledModel:
 
             def fun(t, y):
                 return f(t, y, pl, ul, dl)
+            if system["fractional"]:
+                plain = fun
+
+                def fun(t, y):
+                    # the products J S, taken as 0 where S = 0, compute J first: infinite at an
+                    # empty pool (x**(h-1), h < 1); a NaN that is kept still fails the finite check
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        return plain(t, y)
             jac = None
         mask = times > t0
         out = np.empty((len(times), len(y0)))
