@@ -341,6 +341,35 @@ def test_sensitivity_blocks_against_the_closed_form():
     np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
 
 
+def test_sensitivities_take_the_steps_of_the_state_alone():
+    # the error norm covers the state only (n_base values): the run with sensitivities takes
+    # the steps of the state alone and its state agrees with that run to rounding; the
+    # sensitivities, the exact derivatives of that computed state, match the closed form's to
+    # the order of the tolerance. sensitivity_error=True puts them into the norm as well (more
+    # steps, closer sensitivities).
+    x, z, r, c = sp.symbols("x z r c", positive=True)
+    f = sp.Matrix([r * x * (1 - x / c), 0.7 * x - z])
+    rhs, jac, dfdt = _with_sensitivities(f, [x, z], [r, c])
+    state_rhs, state_jac, state_dfdt = build_tapes(list(f), T, [x, z], [r, c])
+    p, x0 = np.array([1.3, 50.0]), 2.0
+    times = np.array([0.5, 2.0, 4.0, 8.0])
+    y0 = np.concatenate([[x0, 0.0], np.zeros(4)])
+    exact = c * x0 * sp.exp(r * T) / (c + x0 * (sp.exp(r * T) - 1))
+    values = {r: p[0], c: p[1]}
+    want_s = np.array([[float((sp.diff(exact, q) * q).subs(values).subs(T, t)) for q in (r, c)] for t in times])
+    for rtol in (1e-6, 1e-8):
+        X, status, state_steps, _ = integrate(state_rhs, state_jac, y0[:2], p, 0.0, times, rtol, 1e-2 * rtol,
+                                              dfdt=state_dfdt)
+        Y, status, steps, _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt, n_base=2)
+        assert status == STATUS_OK and steps == state_steps
+        np.testing.assert_allclose(Y[:, :2], X, rtol=1e-13)
+        np.testing.assert_allclose(Y[:, [2, 3]], want_s, rtol=100 * rtol)
+        Y2, status, steps2, _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt, n_base=2,
+                                          sensitivity_error=True)
+        assert status == STATUS_OK and steps2 > 1.3 * steps
+        np.testing.assert_allclose(Y2[:, [2, 3]], want_s, rtol=5 * rtol)
+
+
 def test_sensitivity_blocks_fail_fast_at_a_blow_up():
     # a pathogen with quadratic growth (P' = rho P^2 - ...) that an effector pool E cannot stop:
     # P blows up at t ~ 3.6e-3. Near the singularity the coupling entries d(S')/dx grow with

@@ -51,6 +51,16 @@ Forward sensitivities (``n_base``)
     would put their rounding error into the states' stages, which can leave the error
     estimate at rounding noise (err ~ 1 whatever h) and the integrator stalled.
 
+    The error norm (and the initial-step heuristic) covers the state's n_base values only
+    (``integrate(..., sensitivity_error=True)`` adds the sensitivities, as CVODES's
+    ``errconS``): the step sequence is then the state's own, the same as integrating the
+    state alone, and since the stages of S solve the derivative of the state's stage
+    equations (the augmented Jacobian is exact: C k_x is the total derivative of J k_x), S is
+    the exact derivative of the computed state at that step sequence (internal numerical
+    differentiation). The gradient of a fit's objective is then the gradient of the objective
+    it evaluates, and a run with sensitivities costs the steps of a run without (Crauste's
+    PEtab problem: 400 steps instead of 665 with the sensitivities in the norm).
+
 Output times
     By default the state at each output time comes from the dense output of the step that
     covers it (``dense_output=True``); ``dense_output=False`` instead shortens steps to land on
@@ -585,7 +595,7 @@ def _make_solver(dependency_hash, name):
     happens inside it). The name keeps the disk-cache entries of the kernels made here apart."""
 
     def core(fprog, fconsts, jprog, jconsts, dprog, dconsts, tmode, plan, y0, params, t0,
-             times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, gprog, gconsts, sides,
+             times, rtol, atol_s, atol_v, max_steps, first_step, dense, n_base, n_err, gprog, gconsts, sides,
              crossing_t, crossing_y):
         """The integrator. With ``sides`` (None: nothing watched) it also watches the outputs g
         of the tape ``gprog`` (inputs as the right-hand side's) after every accepted step, and stops at
@@ -610,6 +620,8 @@ def _make_solver(dependency_hash, name):
         nb = n if n_base <= 0 else n_base
         blocked = nb < n
         nk = (n - nb) // nb
+        # the values in the error norm (and the initial-step heuristic): the first ne
+        ne = n if n_err <= 0 or n_err > n else n_err
         # ---------------------------------------------------------------- validation
         if not valid_arguments(n, m, fprog[H_NIN], fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
                       dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
@@ -738,14 +750,15 @@ def _make_solver(dependency_hash, name):
             h = first_step
         else:
             # Hairer's heuristic (HW I, II.4): one extra rhs evaluation at t + h0
-            h0 = initial_step_guess(y, f0, rtol, atol_s, atol_v, tend - t)
+            atol_e = atol_v[:ne] if atol_v.shape[0] > 0 else atol_v
+            h0 = initial_step_guess(y[:ne], f0[:ne], rtol, atol_s, atol_e, tend - t)
             for i in range(n):
                 fb[i] = y[i] + h0 * f0[i]
             _set_inputs(regf, t + h0, fb)
             run_tape(ufprog, regf, f_k0, f_k1)
             tape_outputs(ufprog, regf, fa)
             nfev += 1
-            h = initial_step(y, f0, fa, h0, rtol, atol_s, atol_v)
+            h = initial_step(y[:ne], f0[:ne], fa[:ne], h0, rtol, atol_s, atol_e)
         h = min(h, tend - t)
 
         status = STATUS_OK
@@ -920,12 +933,13 @@ def _make_solver(dependency_hash, name):
             s2 = 0.0
             for i in range(n):
                 y1[i] = regf[1 + i] + k8[i]
-                sk = sk_atol[i] + rtol * max(abs(y[i]), abs(y1[i]))
-                v = k8[i] / sk
-                s2 += v * v
+                if i < ne:
+                    sk = sk_atol[i] + rtol * max(abs(y[i]), abs(y1[i]))
+                    v = k8[i] / sk
+                    s2 += v * v
                 if not math.isfinite(y1[i]):
                     s2 = math.inf
-            err = math.sqrt(s2 / n)
+            err = math.sqrt(s2 / ne)
             if not (err <= 1e300):  # nan or inf: reject hard
                 last_nonfinite = True
                 reject = True
@@ -1027,7 +1041,7 @@ _NO_CROSSING_Y = np.zeros((10, 1))   # (unused when nothing is watched; any n)
 
 def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
               max_steps: int = 100000, first_step: float = 0.0, *, dfdt=None,
-              dense_output: bool = True, n_base: int | None = None):
+              dense_output: bool = True, n_base: int | None = None, sensitivity_error: bool = False):
     """Integrate ``dy/dt = f(t, y, p)`` from ``(t0, y0)`` and return the state at ``times``.
 
     ``rhs``, ``jac`` (and optional ``dfdt``) are tapes with inputs ``[t, y_0..y_{n-1},
@@ -1044,6 +1058,10 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     (see "Forward sensitivities" in the module docstring): its iteration matrix is solved by
     block substitution with one factorization of the state's block; ValueError if the
     Jacobian's pattern is not of that form. None: one factorization of the whole matrix.
+    ``sensitivity_error``: with ``n_base``, whether the sensitivities enter the error norm
+    (and the initial-step heuristic) beside the state; by default only the state's ``n_base``
+    values do, so the steps are those of the state alone and the sensitivities are the exact
+    derivatives of the computed state (see "Forward sensitivities" in the module docstring).
 
     Returns ``(Y, status, n_steps, n_rhs)``: ``Y`` of shape ``(len(times), n)`` (nan rows
     where a failed integration did not reach), ``status`` 0 for success or one of the
@@ -1089,7 +1107,8 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
     Y, status, n_steps, n_rhs = _solve(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog,
                                        dconsts, tmode, plan, y0, params, float(t0), times,
                                        float(rtol), atol_s, atol_v, int(max_steps),
-                                       float(first_step), bool(dense_output), int(n_base), EMPTY_PROGRAM,
+                                       float(first_step), bool(dense_output), int(n_base),
+                                       0 if sensitivity_error else int(n_base), EMPTY_PROGRAM,
                                        EMPTY_ARRAY, None, _NO_CROSSING_T, _NO_CROSSING_Y)
     if status == STATUS_BAD_INPUT:
         raise ValueError(explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol,
@@ -1124,7 +1143,7 @@ def integrate_watching(rhs, jac, y0, params, t0: float, times, rtol: float, atol
     crossing_y = np.zeros((10, y0.shape[0]))
     Y, status, _, _ = _solve_watching(rhs.prog, rhs.consts, jac.prog, jac.consts, dprog, dconsts, tmode, plan, y0,
                                       params, float(t0), times, float(rtol), float(atol), EMPTY_ARRAY, int(max_steps),
-                                      0.0, True, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
+                                      0.0, True, 0, 0, watch.prog, watch.consts, sides, crossing_t, crossing_y)
     if status == STATUS_BAD_INPUT:
         if watch.n_inputs != rhs.n_inputs or watch.n_outputs != len(sides):
             raise ValueError(f"the watch tape has {watch.n_inputs} inputs and {watch.n_outputs} outputs; expected "
