@@ -534,3 +534,38 @@ if __name__ == "__main__":  # pragma: no cover
         nfev, us = measure_overhead(problem, lo, hi, x0, repeats=30)
         print(f"{nfev:3d} evaluations: port {us['port']:6.1f} µs, scipy {us['scipy']:6.1f} µs per evaluation"
               f" (model {us['model']:.0f} µs)")
+
+
+# ------------------------------------------------------------------------------ residuals first
+@pytest.mark.parametrize("case", ["rosenbrock", "solver error"])
+def test_residuals_first_takes_the_same_iterates_and_jacobians_only_at_accepted_steps(case):
+    # with residuals=..., each trial point is evaluated without its Jacobian first and with it
+    # only where the step is accepted: the same trial points, result and nfev/njev as without,
+    # fun_and_jac called at the start and at the accepted steps only; a SolverError in the
+    # residuals alone is a failed step as before
+    calls = {"residuals": 0, "both": 0}
+    if case == "rosenbrock":     # rejected steps along the curved valley
+        model, x0, lo, hi = rosenbrock, np.array([-1.2, 1.0]), np.array([-2.0, -2.0]), np.array([2.0, 2.0])
+        optimum = [1.0, 1.0]
+    else:
+        def model(x):
+            if x[2] > 0.6:      # crossed by the path from this start, not at the optimum
+                raise SolverError(f"simulation failed at {x}")
+            return decay(x)
+        x0, lo, hi, optimum = np.array([1.0, 0.2, 0.0]), DECAY_LO, DECAY_HI, [3.0, 1.3, 0.5]
+
+    def both(x):
+        calls["both"] += 1
+        return model(x)
+
+    def residuals(x):
+        calls["residuals"] += 1
+        return model(x)[0]
+
+    plain = least_squares_trf(model, x0, lo, hi, ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    first = least_squares_trf(both, x0, lo, hi, ftol=1e-10, xtol=1e-10, gtol=1e-10, residuals=residuals)
+    _same_result(first, plain)
+    np.testing.assert_array_equal(first.x, plain.x)
+    assert calls["residuals"] == plain.nfev - 1            # every trial point
+    assert calls["both"] == plain.njev < plain.nfev        # the start and the accepted steps
+    np.testing.assert_allclose(first.x, optimum, rtol=0.05, atol=0.02)

@@ -843,6 +843,17 @@ def _advance_trf(vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real
 
 
 @_jit
+def _reduces_cost(f_new, real):
+    """Whether residuals f_new at the trial point would be accepted (finite, with a cost below
+    the current point's): the test of :func:`_advance_trf` and :func:`_accept_or_reject`, in
+    the same arithmetic. Only then is the trial point's Jacobian used."""
+    for i in range(f_new.size):
+        if not np.isfinite(f_new[i]):
+            return False
+    return real[_COST] - 0.5 * np.dot(f_new, f_new) > 0
+
+
+@_jit
 def _step(starting, vec, f, J, f_new, J_new, failed, J_h, J_aug, f_aug, V, su, real, ints):
     """The one compiled entry of the iteration (one entry point: numba generates the machine
     code of everything it calls once, not once per entry): :func:`_start_trf` when
@@ -908,7 +919,7 @@ def _as_evaluation(value, m, n, where):
 
 
 def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8, xtol=1e-8,
-                      gtol=1e-8, max_nfev=None, stop=None) -> TRFResult:
+                      gtol=1e-8, max_nfev=None, stop=None, residuals=None) -> TRFResult:
     """Minimise 0.5 * ||r(x)||^2 subject to lower <= x <= upper by trust-region reflective.
 
     Same algorithm and iterates as ``scipy.optimize.least_squares(fun, x0, jac, bounds,
@@ -927,6 +938,14 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     stop : optional ``(nfev, max_nfev, cost) -> bool``, asked before each trial evaluation with
         the cost of the current point; True ends the fit there (status -3). Not an option of
         scipy's: the fallback without numba ignores it.
+    residuals : optional callable ``x -> r``, the residuals alone (cheaper than with the
+        Jacobian: no sensitivities). Each trial point is then evaluated by ``residuals``
+        first, and by ``fun_and_jac`` only if its cost is below the current point's (the
+        only case where the trial's Jacobian is used: the step is accepted, and the
+        algorithm's decision is then taken on ``fun_and_jac``'s residuals). A rejected or
+        failed trial step (a model that cannot be simulated there) costs one evaluation
+        without its Jacobian. Not an option of scipy's (scipy's least_squares itself
+        evaluates ``jac`` only at accepted points); the fallback without numba ignores it.
     """
     x0, lb, ub, x_scale, (ftol, xtol, gtol), max_nfev = _prepare(
         x0, lower, upper, x_scale, ftol, xtol, gtol, max_nfev)
@@ -972,7 +991,12 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
             ints[_STATUS] = _STOPPED
             break
         try:
-            f_new, J_new = _as_evaluation(fun_and_jac(x_new.copy()), m, n, "at a trial point")
+            if residuals is None:
+                f_new, J_new = _as_evaluation(fun_and_jac(x_new.copy()), m, n, "at a trial point")
+            else:
+                f_new, J_new = _as_evaluation((residuals(x_new.copy()), J), m, n, "at a trial point")
+                if _reduces_cost(f_new, real):      # an accepted step: its Jacobian is needed
+                    f_new, J_new = _as_evaluation(fun_and_jac(x_new.copy()), m, n, "at a trial point")
             failed = False
         except SolverError:
             failed = True
