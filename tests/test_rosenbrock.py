@@ -1,6 +1,7 @@
 """Tests for the instruction tape (kinetics.codegen.tape) and the compiled Rodas5P integrator
 (kinetics.numerics.rosenbrock)."""
 
+import math
 import pickle
 
 import numpy as np
@@ -341,12 +342,12 @@ def test_sensitivity_blocks_against_the_closed_form():
     np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
 
 
-def test_sensitivities_take_the_steps_of_the_state_alone():
-    # the error norm covers the state only (n_base values): the run with sensitivities takes
-    # the steps of the state alone and its state agrees with that run to rounding; the
-    # sensitivities, the exact derivatives of that computed state, match the closed form's to
-    # the order of the tolerance. sensitivity_error=True puts them into the norm as well (more
-    # steps, closer sensitivities).
+def test_sensitivity_tolerance_in_the_error_norm():
+    # the sensitivities enter the error norm with tolerances sensitivity_tolerance times the
+    # state's, the state's own norm undiluted by theirs: inf gives exactly the steps of the
+    # state alone (and its values to rounding), with sensitivities that are the exact
+    # derivatives of that computed state, close to the closed form's; the default factor (100)
+    # and 1 control them too (more steps, closer)
     x, z, r, c = sp.symbols("x z r c", positive=True)
     f = sp.Matrix([r * x * (1 - x / c), 0.7 * x - z])
     rhs, jac, dfdt = _with_sensitivities(f, [x, z], [r, c])
@@ -360,14 +361,18 @@ def test_sensitivities_take_the_steps_of_the_state_alone():
     for rtol in (1e-6, 1e-8):
         X, status, state_steps, _ = integrate(state_rhs, state_jac, y0[:2], p, 0.0, times, rtol, 1e-2 * rtol,
                                               dfdt=state_dfdt)
-        Y, status, steps, _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt, n_base=2)
-        assert status == STATUS_OK and steps == state_steps
-        np.testing.assert_allclose(Y[:, :2], X, rtol=1e-13)
-        np.testing.assert_allclose(Y[:, [2, 3]], want_s, rtol=100 * rtol)
-        Y2, status, steps2, _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt, n_base=2,
-                                          sensitivity_error=True)
-        assert status == STATUS_OK and steps2 > 1.3 * steps
-        np.testing.assert_allclose(Y2[:, [2, 3]], want_s, rtol=5 * rtol)
+        steps, errors = {}, {}
+        for factor in (math.inf, 100.0, 1.0):
+            Y, status, steps[factor], _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt,
+                                                   n_base=2, sensitivity_tolerance=factor)
+            assert status == STATUS_OK
+            errors[factor] = np.max(np.abs(Y[:, [2, 3]] - want_s) / np.abs(want_s))
+            if factor == math.inf:
+                assert steps[factor] == state_steps
+                np.testing.assert_allclose(Y[:, :2], X, rtol=1e-13)
+        assert state_steps == steps[math.inf] <= steps[100.0] < steps[1.0]
+        assert errors[1.0] < 5 * rtol and errors[100.0] < 100 * rtol and errors[math.inf] < 100 * rtol
+        assert errors[1.0] < errors[math.inf]
 
 
 def test_sensitivity_blocks_fail_fast_at_a_blow_up():
