@@ -1,6 +1,7 @@
 """Tests for the instruction tape (kinetics.codegen.tape) and the compiled Rodas5P integrator
 (kinetics.numerics.rosenbrock)."""
 
+import math
 import pickle
 
 import numpy as np
@@ -339,6 +340,39 @@ def test_sensitivity_blocks_against_the_closed_form():
     np.testing.assert_allclose(out[2][:, 0], want_x, rtol=1e-9)
     np.testing.assert_allclose(out[2][:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
+
+
+def test_sensitivity_tolerance_in_the_error_norm():
+    # the sensitivities enter the error norm with tolerances sensitivity_tolerance times the
+    # state's, the state's own norm undiluted by theirs: inf gives exactly the steps of the
+    # state alone (and its values to rounding), with sensitivities that are the exact
+    # derivatives of that computed state, close to the closed form's; the default factor (100)
+    # and 1 control them too (more steps, closer)
+    x, z, r, c = sp.symbols("x z r c", positive=True)
+    f = sp.Matrix([r * x * (1 - x / c), 0.7 * x - z])
+    rhs, jac, dfdt = _with_sensitivities(f, [x, z], [r, c])
+    state_rhs, state_jac, state_dfdt = build_tapes(list(f), T, [x, z], [r, c])
+    p, x0 = np.array([1.3, 50.0]), 2.0
+    times = np.array([0.5, 2.0, 4.0, 8.0])
+    y0 = np.concatenate([[x0, 0.0], np.zeros(4)])
+    exact = c * x0 * sp.exp(r * T) / (c + x0 * (sp.exp(r * T) - 1))
+    values = {r: p[0], c: p[1]}
+    want_s = np.array([[float((sp.diff(exact, q) * q).subs(values).subs(T, t)) for q in (r, c)] for t in times])
+    for rtol in (1e-6, 1e-8):
+        X, status, state_steps, _ = integrate(state_rhs, state_jac, y0[:2], p, 0.0, times, rtol, 1e-2 * rtol,
+                                              dfdt=state_dfdt)
+        steps, errors = {}, {}
+        for factor in (math.inf, 100.0, 1.0):
+            Y, status, steps[factor], _ = integrate(rhs, jac, y0, p, 0.0, times, rtol, 1e-2 * rtol, dfdt=dfdt,
+                                                   n_base=2, sensitivity_tolerance=factor)
+            assert status == STATUS_OK
+            errors[factor] = np.max(np.abs(Y[:, [2, 3]] - want_s) / np.abs(want_s))
+            if factor == math.inf:
+                assert steps[factor] == state_steps
+                np.testing.assert_allclose(Y[:, :2], X, rtol=1e-13)
+        assert state_steps == steps[math.inf] <= steps[100.0] < steps[1.0]
+        assert errors[1.0] < 5 * rtol and errors[100.0] < 100 * rtol and errors[math.inf] < 100 * rtol
+        assert errors[1.0] < errors[math.inf]
 
 
 def test_sensitivity_blocks_fail_fast_at_a_blow_up():

@@ -534,3 +534,47 @@ if __name__ == "__main__":  # pragma: no cover
         nfev, us = measure_overhead(problem, lo, hi, x0, repeats=30)
         print(f"{nfev:3d} evaluations: port {us['port']:6.1f} µs, scipy {us['scipy']:6.1f} µs per evaluation"
               f" (model {us['model']:.0f} µs)")
+
+
+# ------------------------------------------------------------------------------ residuals first
+@pytest.mark.parametrize("case", ["rosenbrock", "solver error", "non-finite"])
+def test_residuals_first_after_a_failed_trial_same_iterates_fewer_jacobians(case):
+    # with residuals=..., from the first failed trial point on (SolverError or non-finite
+    # residuals) each trial point is evaluated without its Jacobian first and with it only
+    # where the step is accepted: the same trial points, result and nfev/njev as without;
+    # before any failure (rosenbrock: rejected steps, none failed) fun_and_jac alone
+    calls = {"residuals": 0, "both": 0}
+    if case == "rosenbrock":     # rejected steps along the curved valley
+        model, x0, lo, hi = rosenbrock, np.array([-1.2, 1.0]), np.array([-2.0, -2.0]), np.array([2.0, 2.0])
+        optimum = [1.0, 1.0]
+    else:
+        def model(x):
+            if x[2] > 0.4:      # cuts off the optimum (c = 0.5): trials keep failing near c = 0.4
+                if case == "solver error":
+                    raise SolverError(f"simulation failed at {x}")
+                return decay(x)[0] + np.nan, decay(x)[1]
+            return decay(x)
+        x0, lo, hi, optimum = np.array([1.0, 0.2, 0.0]), DECAY_LO, DECAY_HI, None
+
+    def both(x):
+        calls["both"] += 1
+        return model(x)
+
+    def residuals(x):
+        calls["residuals"] += 1
+        return model(x)[0]
+
+    plain = least_squares_trf(model, x0, lo, hi, ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    first = least_squares_trf(both, x0, lo, hi, ftol=1e-10, xtol=1e-10, gtol=1e-10, residuals=residuals)
+    _same_result(first, plain)
+    np.testing.assert_array_equal(first.x, plain.x)
+    if optimum is not None:
+        np.testing.assert_allclose(first.x, optimum, rtol=1e-6)
+    else:
+        assert 0.39 < first.x[2] <= 0.4
+    assert plain.njev < plain.nfev      # rejected steps
+    if case == "rosenbrock":
+        assert calls == {"residuals": 0, "both": plain.nfev}
+    else:   # every trial point once by either, after the first failure a second time only if accepted
+        assert calls["residuals"] > 0 and calls["both"] < plain.nfev
+        assert plain.njev <= calls["both"] and calls["residuals"] + calls["both"] - plain.nfev <= plain.njev

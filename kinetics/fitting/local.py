@@ -228,7 +228,7 @@ def no_worse_than_start(x, rss, result, start):
 def trf_fit(problem, x0, weights=None, fixed=None, max_nfev=None, tolerance=TOLERANCE, reference=None):
     """:func:`local_fit` on :mod:`kinetics.trust_region` (same settings as the lmfit path)."""
     return _compiled_trf(problem, x0, fixed, max_nfev, tolerance, lambda x: evaluate(problem, x, weights),
-                         reference=reference)
+                         reference=reference, residuals=lambda x: evaluate(problem, x, weights, jacobian=False)[0])
 
 
 def sigma_residual_fit(problem, x0, fixed=None, max_nfev=None, tolerance=TOLERANCE, curvature=True,
@@ -252,7 +252,8 @@ def sigma_residual_fit(problem, x0, fixed=None, max_nfev=None, tolerance=TOLERAN
     offset = problem.sigma_residual_offset
     if not curvature:
         return _compiled_trf(problem, x0, fixed, max_nfev, tolerance,
-                             lambda x: problem.sigma_residuals(x, jacobian=True), offset, reference)
+                             lambda x: problem.sigma_residuals(x, jacobian=True), offset, reference,
+                             lambda x: problem.sigma_residuals(x)[0])
     n, rows = problem.n_data, problem.sigma_residual_rows
     m = len(rows)
 
@@ -261,39 +262,46 @@ def sigma_residual_fit(problem, x0, fixed=None, max_nfev=None, tolerance=TOLERAN
         z, s = r[:n], r[n:n + m]
         dls = J[n:n + m] * s[:, None]       # the sigma residuals' rows are d log sigma_i / s_i
         return np.concatenate([r, np.zeros(m)]), np.vstack([J, z[rows, None] * dls])
-    return _compiled_trf(problem, x0, fixed, max_nfev, tolerance, with_curvature, offset, reference)
+
+    def residuals(x):
+        return np.concatenate([problem.sigma_residuals(x)[0], np.zeros(m)])
+    return _compiled_trf(problem, x0, fixed, max_nfev, tolerance, with_curvature, offset, reference, residuals)
 
 
-def _compiled_trf(problem, x0, fixed, max_nfev, tolerance, residuals_and_jacobian, offset=0.0, reference=None):
+def _compiled_trf(problem, x0, fixed, max_nfev, tolerance, residuals_and_jacobian, offset=0.0, reference=None,
+                  residuals=None):
     """The compiled trust-region from x0 (those in ``fixed`` held) on (r, J) =
     residuals_and_jacobian(x); returns (x, |r|^2 + offset, result). With ``reference`` (an
     "rss" in the same units), :class:`CannotReach` may abandon the fit, after 5 evaluations per
-    free parameter."""
+    free parameter. ``residuals(x)``: r alone (a simulation without sensitivities), which
+    the trust region evaluates first at each trial point, asking for the Jacobian only where
+    the step is accepted (``least_squares_trf(residuals=...)``)."""
     from ..numerics.trust_region import least_squares_trf
     lo, hi = problem.internal_bounds()
     base = np.clip(np.asarray(x0, dtype=float), lo, hi)
     free = np.array([i for i in range(len(base)) if not (fixed and i in fixed)], dtype=int)
     start = []      # the first evaluation (at the start, moved inside the bounds)
-    if len(free) == len(base):
-        def fun_and_jac(z):
-            r, J = residuals_and_jacobian(z)
-            if not start:
-                start.append((z.copy(), float(r @ r) + offset))
-            return r, J
-    else:
-        def fun_and_jac(z):
-            x = base.copy()
-            x[free] = z
-            r, J = residuals_and_jacobian(x)
-            if not start:
-                start.append((x, float(r @ r) + offset))
-            return r, J[:, free]
+    def full(z):
+        if len(free) == len(base):
+            return z
+        x = base.copy()
+        x[free] = z
+        return x
+
+    def fun_and_jac(z):
+        x = full(z)
+        r, J = residuals_and_jacobian(x)
+        if not start:
+            start.append((x.copy(), float(r @ r) + offset))
+        return r, (J if len(free) == len(base) else J[:, free])
+    trial_residuals = None if residuals is None else (lambda z: residuals(full(z)))
     stop = None
     if reference is not None and np.isfinite(reference):
         stop = CannotReach(0.5 * (reference - offset), warm_up=5 * len(free))
     try:
         res = least_squares_trf(fun_and_jac, base[free], lo[free], hi[free], x_scale="jac",
-                                ftol=tolerance, xtol=tolerance, gtol=tolerance, max_nfev=max_nfev, stop=stop)
+                                ftol=tolerance, xtol=tolerance, gtol=tolerance, max_nfev=max_nfev, stop=stop,
+                                residuals=trial_residuals)
     except SolverError as exc:   # at the start point: no fit from here
         return base, math.inf, Failed(f"the model cannot be simulated at the start: {exc}")
     if res.status == -3:
