@@ -50,6 +50,22 @@ clearance   = { from = "P", rate = "k_cl * P" }
 plasma_conc = { expr = "P / V", unit = "particles/mL" }
 """
 
+#: A -> B at rate k * A (A(0) = 100): the closed form 100 exp(-k t) checks likelihoods by hand.
+DECAY_MODEL = """\
+name = "decay"
+time_unit = "h"
+
+[compartments]
+A = { initial = 100 }
+B = { initial = 0 }
+
+[parameters]
+k = { value = 0.5, min = 1e-3, max = 10 }
+
+[flows]
+conversion = { from = "A", to = "B", rate = "k * A" }
+"""
+
 COMPARTMENTS = ["EE", "MVB", "P"]
 PARAMETERS = ["s_endo", "k_mat", "k_sec", "k_cl", "V"]
 OBSERVABLES = ["plasma_conc"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DECAY_MODEL
 from kinetics.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,21 +23,6 @@ if not SHARED.is_dir():
     SHARED = Path("/work/shared/conformance")
 SUITE = SHARED / "petab-suite-v1"
 BENCHMARK = SHARED / "petab-benchmark"
-
-DECAY_MODEL = """\
-name = "decay"
-time_unit = "h"
-
-[compartments]
-A = { initial = 100 }
-B = { initial = 0 }
-
-[parameters]
-k = { value = 0.5, min = 1e-3, max = 10 }
-
-[flows]
-conversion = { from = "A", to = "B", rate = "k * A" }
-"""
 
 TIMES = np.array([0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
 

@@ -8,21 +8,7 @@ import math
 
 import numpy as np
 import pytest
-
-DECAY_MODEL = """\
-name = "decay"
-time_unit = "h"
-
-[compartments]
-A = { initial = 100 }
-B = { initial = 0 }
-
-[parameters]
-k = { value = 0.5, min = 1e-3, max = 10 }
-
-[flows]
-conversion = { from = "A", to = "B", rate = "k * A" }
-"""
+from conftest import DECAY_MODEL
 
 K_TRUE, SIGMA_A_TRUE, SIGMA_B_TRUE = 0.5, 0.05, 2.0
 
