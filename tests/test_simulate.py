@@ -537,6 +537,18 @@ HILL = {
 }
 
 
+def assert_hill_sensitivities_match_central_differences(m, t, sim, h, values):
+    """sim's sensitivities of A and B to each parameter in ``values`` (its value there; the Hill
+    exponent h) against central differences of tight-tolerance simulations."""
+    for name, value in values.items():
+        step = 1e-4 * value
+        up, down = (simulate(m, t, parameters={"h": h, name: value + sign * step}, rtol=1e-12, atol=1e-14)
+                    for sign in (1, -1))
+        for pool in ("A", "B"):
+            fd = (up[pool] - down[pool]) / (2 * step)
+            np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+
+
 @pytest.mark.parametrize("h", [1.2, 1.5, 2.0, 2.5])
 def test_hill_sensitivities_from_an_empty_pool_match_finite_differences(h):
     m = Model.from_dict(HILL)
@@ -544,14 +556,7 @@ def test_hill_sensitivities_from_an_empty_pool_match_finite_differences(h):
     names = ["h", "K", "vmax"]
     sim = simulate(m, t, parameters={"h": h}, sensitivities=names, rtol=1e-10, atol=1e-12)
     assert sim.sensitivity("B", "h")[0] == 0.0
-    for name in names:
-        value = {"h": h, "K": 1.0, "vmax": 2.0}[name]
-        step = 1e-4 * value
-        up, down = (simulate(m, t, parameters={"h": h, name: value + sign * step}, rtol=1e-12, atol=1e-14)
-                    for sign in (1, -1))
-        for pool in ("A", "B"):
-            fd = (up[pool] - down[pool]) / (2 * step)
-            np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+    assert_hill_sensitivities_match_central_differences(m, t, sim, h, {"h": h, "K": 1.0, "vmax": 2.0})
 
 
 def hill_reference(h, t, s=1.0, vmax=2.0, K=1.0, k=0.3):
@@ -591,14 +596,9 @@ def test_hill_below_one_sensitivities_from_an_empty_pool_match_finite_difference
     t = np.linspace(0, 10, 11)
     values = {"h": h, "K": 1.0, "vmax": 2.0, "s": 1.0}
     sim = simulate(m, t, parameters={"h": h}, sensitivities=list(values), rtol=1e-10, atol=1e-12)
-    for name, value in values.items():
+    for name in values:
         assert sim.sensitivity("A", name)[0] == 0.0
-        step = 1e-4 * value
-        up, down = (simulate(m, t, parameters={"h": h, name: value + sign * step}, rtol=1e-12, atol=1e-14)
-                    for sign in (1, -1))
-        for pool in ("A", "B"):
-            fd = (up[pool] - down[pool]) / (2 * step)
-            np.testing.assert_allclose(sim.sensitivity(pool, name), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+    assert_hill_sensitivities_match_central_differences(m, t, sim, h, values)
 
 
 @pytest.mark.parametrize("sensitivities", [None, ["h", "vmax"]])
