@@ -561,49 +561,53 @@ def _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, b):
 
 
 @_jit
-def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, z):
+def _block_solve(b, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, c_row, c_col, cv, z):
     """Solve the iteration matrix of a state-and-sensitivities system (see the module
     docstring) in place: ``b[:nb] = W^-1 b[:nb]``, then per direction k the entries
-    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C holds its
-    structural nonzeros: value cv[q] in row cr[q] (i*nk + k) and column cj[q]; W's factors are
-    sparse or dense."""
+    ``nb + i*nk + k`` (i < nb) become ``W^-1 (b_k + C_k b[:nb])``. The coupling C by pairs q
+    of a state row i and column j: ``c_row[q]`` = nb + i*nk, ``c_col[q]`` = j, values
+    ``cv[q*nk + k]`` for the nk directions; W's factors are sparse or dense."""
     x = b[0:nb]
     if sparse:
         _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, x)
     else:
         lu_solve_dense(Md, piv, x)
-    for q in range(cr.shape[0]):
-        b[nb + cr[q]] += cv[q] * x[cj[q]]
+    # unsigned offsets and counts: numba then skips its negative-index checks in the loops
+    ukn = np.uint64(nk)
+    unb = np.uint64(nb)
+    for q in range(c_row.shape[0]):
+        r = c_row[q]
+        v = x[c_col[q]]
+        o = np.uint64(q) * ukn
+        for k in range(ukn):
+            b[r + k] += cv[o + k] * v
     if sparse:
         # every direction at once: each operation of the sparse solve on a row of the
         # (nb, nk) block, whose entries are contiguous; per direction the same operations
         # in the same order as _sparse_solve, so the same numbers, without its per-direction
         # gather, loop overhead and scatter (the solves were ~40 % of a step's time)
         for q in range(Lr.shape[0]):
-            r = nb + np.int64(Lr[q]) * nk
-            c = nb + np.int64(Lc[q]) * nk
+            r = unb + Lr[q] * ukn
+            c = unb + Lc[q] * ukn
             v = Lv[q]
-            for k in range(nk):
+            for k in range(ukn):
                 b[r + k] -= v * b[c + k]
         for i in range(nb):
             d = dinv[i]
-            r = nb + i * nk
-            for k in range(nk):
+            r = unb + np.uint64(i) * ukn
+            for k in range(ukn):
                 b[r + k] *= d
         for q in range(Ur.shape[0]):
-            r = nb + np.int64(Ur[q]) * nk
-            c = nb + np.int64(Uc[q]) * nk
+            r = unb + Ur[q] * ukn
+            c = unb + Uc[q] * ukn
             v = Uv[q]
-            for k in range(nk):
+            for k in range(ukn):
                 b[r + k] -= v * b[c + k]
         return
     for k in range(nk):
         for i in range(nb):
             z[i] = b[nb + i * nk + k]
-        if sparse:
-            _sparse_solve(nb, Lr, Lc, Lv, dinv, Ur, Uc, Uv, z)
-        else:
-            lu_solve_dense(Md, piv, z)
+        lu_solve_dense(Md, piv, z)
         for i in range(nb):
             b[nb + i * nk + k] = z[i]
 
@@ -834,28 +838,38 @@ def _make_solver(dependency_hash, name):
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
         jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
-        # the coupling block d(S')/dx of a sensitivity system: its structural nonzeros (entries
-        # that are not the constant 0 of the tape), row r = i*nk + k below the states, column j
+        # the coupling block d(S')/dx of a sensitivity system by pairs (i, j) of a state row and
+        # column with some structural nonzero (an entry that is not the constant 0 of the tape)
+        # in one of the directions: rows nb + i*nk + k (k < nk) below the states, column j; its
+        # values per pair for all directions, contiguous as the rows of S are (_block_solve)
         j_nin = jprog[H_NIN]
         j_nconst = jprog[H_NCONST]
-        ncp = 0
-        for r in range(n - nb):
+        n_pairs = 0
+        for i in range(nb if blocked else 0):
             for j in range(nb):
-                reg_ = np.int64(jout[(nb + r) * n + j])
-                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
-                    ncp += 1
-        cr = np.empty(ncp, dtype=np.int64)
-        cj = np.empty(ncp, dtype=np.int64)
-        cpos = np.empty(ncp, dtype=np.int64)
-        cv = np.zeros(ncp)
+                for k in range(nk):
+                    reg_ = np.int64(jout[(nb + i * nk + k) * n + j])
+                    if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                        n_pairs += 1
+                        break
+        c_row = np.empty(n_pairs, dtype=np.uint64)
+        c_col = np.empty(n_pairs, dtype=np.uint64)
+        cpos = np.empty(n_pairs * nk, dtype=np.int64)
+        cv = np.zeros(n_pairs * nk)
+        ncp = n_pairs * nk
         q = 0
-        for r in range(n - nb):
+        for i in range(nb if blocked else 0):
             for j in range(nb):
-                reg_ = np.int64(jout[(nb + r) * n + j])
-                if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
-                    cr[q] = r
-                    cj[q] = j
-                    cpos[q] = (nb + r) * n + j
+                structural = False
+                for k in range(nk):
+                    reg_ = np.int64(jout[(nb + i * nk + k) * n + j])
+                    if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
+                        structural = True
+                if structural:
+                    c_row[q] = nb + i * nk
+                    c_col[q] = j
+                    for k in range(nk):
+                        cpos[q * nk + k] = (nb + i * nk + k) * n + j
                     q += 1
         piv = np.zeros(nb, dtype=np.int64)
         dinv = np.zeros(nb)
@@ -1081,7 +1095,7 @@ def _make_solver(dependency_hash, name):
                                 C81 * k1[i] + C82 * k2[i] + C83 * k3[i] + C84 * k4[i]
                                 + C85 * k5[i] + C86 * k6[i] + C87 * k7[i])
                 if blocked:
-                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, cr, cj, cv, zb)
+                    _block_solve(kst, nb, nk, sparse, Lr, Lc, Lv, dinv, Ur, Uc, Uv, Md, piv, c_row, c_col, cv, zb)
                 elif sparse:
                     _sparse_solve(n, Lr, Lc, Lv, dinv, Ur, Uc, Uv, kst)
                 else:
