@@ -66,6 +66,15 @@ Forward sensitivities (``n_base``)
     values, against 665 with one root-mean-square norm over all 65 values alike (before) and
     400 for the state alone.
 
+    The stages' right-hand side J S + F_p D (``integrate(..., products=plan)``): a tape of
+    the state's f, the structural nonzeros of J and those of F_p D (built by
+    :func:`kinetics.codegen.tape.sensitivity_rhs_tape`, indexed by :func:`product_plan`) and
+    compiled loops over each row's contiguous directions (:func:`sensitivity_rhs`), instead of
+    a tape of the whole augmented system with an interpreted instruction per product J_ij S_jk
+    (174 per stage for Crauste's 5 states and 12 directions, 34 now). The coupling block C
+    is applied by (row, column) pairs over the directions likewise. Crauste's step with
+    sensitivities: 8.6 µs before, 4.4 µs with both (bench/README.md).
+
 Output times
     By default the state at each output time comes from the dense output of the step that
     covers it (``dense_output=True``); ``dense_output=False`` instead shortens steps to land on
