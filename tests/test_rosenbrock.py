@@ -14,9 +14,9 @@ from scipy.integrate import solve_ivp  # noqa: E402
 from scipy.linalg import expm  # noqa: E402
 from scipy.special import lambertw  # noqa: E402
 
-from kinetics.codegen.tape import build_tapes  # noqa: E402
+from kinetics.codegen.tape import build_tapes, sensitivity_rhs_tape  # noqa: E402
 from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, dense_state,  # noqa: E402
-                                          integrate, integrate_watching, numba_available)
+                                          integrate, integrate_watching, numba_available, product_plan)
 from kinetics.codegen.tape import Tape  # noqa: E402
 
 T = sp.Symbol("t", real=True)
@@ -310,12 +310,17 @@ def test_blow_up_reports_failure():
     assert np.all(np.isnan(Y[2:]))
 
 
-def _with_sensitivities(f, x, p):
-    """Tapes of x' = f(x, p) and its sensitivities along log-scale directions (dx/dlog p):
-    y = [x, S] with S row-major (state i, direction k at n + i*K + k), kinetics' layout."""
+def _sensitivity_symbols(f, x, p):
+    """S (row-major: state i, direction k at n + i*K + k, kinetics' layout) and F_p D for the
+    sensitivities of x' = f(x, p) along log-scale directions (dx/dlog p)."""
     S = sp.Matrix(len(x), len(p), lambda i, k: sp.Symbol(f"s_{i}_{k}"))
-    dS = f.jacobian(x) * S + f.jacobian(p) * sp.diag(*p)
-    return build_tapes(list(f) + list(dS), T, [*x, *S], p)
+    return S, f.jacobian(p) * sp.diag(*p)
+
+
+def _with_sensitivities(f, x, p):
+    """Tapes of x' = f(x, p) and its sensitivities dx/dlog p: y = [x, S]."""
+    S, FpD = _sensitivity_symbols(f, x, p)
+    return build_tapes(list(f) + list(f.jacobian(x) * S + FpD), T, [*x, *S], p)
 
 
 def test_sensitivity_blocks_against_the_closed_form():
@@ -340,6 +345,56 @@ def test_sensitivity_blocks_against_the_closed_form():
     np.testing.assert_allclose(out[2][:, 0], want_x, rtol=1e-9)
     np.testing.assert_allclose(out[2][:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
+    # the same system with J S + F_p D formed by the integrator from a tape of f, J and F_p D
+    S, FpD = _sensitivity_symbols(f, [x, z], [r, c])
+    products_rhs, plan = sensitivity_rhs_tape(list(f), f.jacobian([x, z]), FpD, T, [x, z, *S], [r, c])
+    assert list(plan[:2]) == [3, 2]     # J: (0,0), (1,0), (1,1); F_p D: (0,0), (0,1)
+    Y, status, _, _ = integrate(products_rhs, jac, y0, p, 0.0, times, 1e-11, 1e-13, dfdt=dfdt, n_base=2,
+                                products=plan)
+    assert status == STATUS_OK
+    np.testing.assert_allclose(Y[:, 0], want_x, rtol=1e-9)
+    np.testing.assert_allclose(Y[:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(Y, out[2], rtol=1e-9, atol=1e-10)
+    # a plan that does not fit the tape or the system is refused, naming the plan
+    for bad in (plan[:-1], product_plan([0, 1, 1], [0, 0, 2], [0, 0, 0], [0, 0], [0, 1]),
+                product_plan([0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 0], [0, 2])):
+        with pytest.raises(ValueError, match="products plan does not fit"):
+            integrate(products_rhs, jac, y0, p, 0.0, times, 1e-8, 1e-10, dfdt=dfdt, n_base=2, products=bad)
+    with pytest.raises(ValueError, match="equal numbers"):
+        product_plan([0], [0, 1], [0], [], [])
+
+
+def test_sensitivity_products_guard_an_infinite_jacobian_entry():
+    # x' = -k sqrt(x) from x = 0 stays 0, so do its sensitivities; J = -k / (2 sqrt(x)) is
+    # infinite there. A guarded entry counts J S as 0 where S = 0 (the product's limit); without
+    # the guard inf * 0 = NaN stops the integration. A second state z' = a - b z, with z(0) = 0,
+    # has z = (a/b)(1 - e^{-bt}) and its own sensitivities to check the rest of the system.
+    x, zz, k, a, b = sp.symbols("x zz k a b")   # (not positive: Eq(x, 0) must not fold to False)
+    f = sp.Matrix([-k * sp.sqrt(x), a - b * zz])
+    S, FpD = _sensitivity_symbols(f, [x, zz], [k, a, b])
+    J = f.jacobian([x, zz])
+    rhs_aug = list(f) + list(J * S + FpD)
+    jac_rows = [[d.replace(lambda q: q.is_Pow and not q.exp.is_Integer,
+                           lambda q: sp.Piecewise((0, sp.Eq(q.base, 0)), (q, True))) for d in row]
+                for row in sp.Matrix(rhs_aug).jacobian([x, zz, *S]).tolist()]
+    _, jac, _ = build_tapes(rhs_aug, T, [x, zz, *S], [k, a, b], jacobian=jac_rows)
+    p = np.array([0.5, 2.0, 0.3])
+    y0 = np.zeros(8)
+    times = np.array([1.0, 5.0])
+    guarded = [[True, False], [False, False]]
+    rhs, plan = sensitivity_rhs_tape(list(f), J, FpD, T, [x, zz, *S], [k, a, b], guarded)
+    Y, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, n_base=2, products=plan)
+    assert status == STATUS_OK
+    exact = (a / b) * (1 - sp.exp(-b * T))
+    values = {a: p[1], b: p[2]}
+    for row, t in zip(Y, times):
+        assert row[0] == 0.0 and np.all(row[2:5] == 0.0)
+        want = [0.0] + [float((sp.diff(exact, q) * q).subs(values).subs(T, t)) for q in (a, b)]
+        np.testing.assert_allclose(row[1], float(exact.subs(values).subs(T, t)), rtol=1e-9)
+        np.testing.assert_allclose(row[5:8], want, rtol=1e-8)
+    rhs, plan = sensitivity_rhs_tape(list(f), J, FpD, T, [x, zz, *S], [k, a, b])
+    _, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, n_base=2, products=plan)
+    assert status != STATUS_OK
 
 
 def test_sensitivity_tolerance_in_the_error_norm():

@@ -648,6 +648,30 @@ def jacobian_rows(exprs, wrt, symbols):
     return [[clean(d) for d in row] for row in power_safe_derivatives(exprs_r, wrt_r)]
 
 
+def sensitivity_rhs_tape(f, J, FpD, t, states, params, guarded=None):
+    """The right-hand side of a state-and-sensitivities system as the integrator's products
+    tape and plan (:func:`kinetics.numerics.rosenbrock.product_plan`): a tape of f (the n
+    states' right-hand sides), the structural nonzeros of the state's Jacobian J (n x n,
+    row-major) and of F_p D (n x K), from which the integrator forms dS = J S + F_p D in
+    compiled loops, instead of a tape with an instruction per product J_ij S_jk (most of the
+    augmented system's tape). ``states``: all the system's values (x, then S row-major), as
+    for :func:`build_tapes` (the tape reads only x); ``guarded[i][j]`` true: J_ij S_jk counts
+    as 0 where S_jk = 0 (a fractional power of an empty pool in J_ij). Returns (tape, plan)."""
+    from ..numerics.rosenbrock import product_plan
+    f = [sp.sympify(e) for e in f]
+    n = len(f)
+    K = FpD.shape[1]
+    j_entries = [(i, j) for i in range(n) for j in range(n) if J[i, j] != 0]
+    g_entries = [(i, k) for i in range(n) for k in range(K) if FpD[i, k] != 0]
+    outputs = [*f, *(J[i, j] for i, j in j_entries), *(FpD[i, k] for i, k in g_entries)]
+    inputs = [t, *states, *params]
+    tape = Tape.from_exprs(outputs, inputs, n_varying=1 + len(states), linear=range(1, 1 + n))
+    plan = product_plan([i for i, _ in j_entries], [j for _, j in j_entries],
+                        [bool(guarded is not None and guarded[i][j]) for i, j in j_entries],
+                        [i for i, _ in g_entries], [k for _, k in g_entries])
+    return tape, plan
+
+
 def build_tapes(rhs_exprs, t, states, params, jacobian=None):
     """Tapes for :func:`kinetics.numerics.rosenbrock.integrate` from sympy right-hand sides.
 

@@ -1027,7 +1027,7 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
 def compile_kernels() -> None:
     """Compile (or load from numba's disk cache) the solver's kernels, in this process, by
     solving two tiny linear problems: with bounds and ``x_scale="jac"``, and unbounded with a
-    given scale (the specializations a fit meets)."""
+    given scale (the specializations a fit meets), and the residuals-first test."""
     from .compile_notice import compiling_in_foreground
     B = np.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     b = np.array([1.0, 2.0, 3.0])
@@ -1038,6 +1038,7 @@ def compile_kernels() -> None:
     with compiling_in_foreground():
         least_squares_trf(linear_residuals, np.zeros(2), np.array([0.0, -np.inf]), np.array([0.5, np.inf]))
         least_squares_trf(linear_residuals, np.zeros(2), -np.inf, np.inf, x_scale=np.ones(2))
+        _reduces_cost(b, np.zeros(_N_REALS))    # the residuals-first test (after a failed trial point)
 
 
 def _least_squares_scipy(fun_and_jac, x0, lb, ub, x_scale, ftol, xtol, gtol, max_nfev):

@@ -531,17 +531,24 @@ class CompiledModel:
         fractional = _fractional_powers(J, x)
         JS = (sp.Matrix(n, K, lambda i, k: sum((_times_zero_where_zero(J[i, j], S[j, k], x) for j in range(n)), sp.S.Zero))
               if fractional else J * S)
-        dS = JS + (Fp * D if P else sp.zeros(n, K))
+        FpD = Fp * D if P else sp.zeros(n, K)
+        dS = JS + FpD
         y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
         rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from ..codegen.tape import build_tapes
+            from ..codegen.tape import build_tapes, sensitivity_rhs_tape
             jacobian = None     # differentiated by build_tapes, unless a power needs the guard
             if fractional:
-                jacobian = self._sens_jacobian(S, Fp * D if P else sp.zeros(n, K), [TIME, *y, *p, *u, *inputs_D])
-            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, [*p, *u, *inputs_D],
+                jacobian = self._sens_jacobian(S, FpD, [TIME, *y, *p, *u, *inputs_D])
+            params = [*p, *u, *inputs_D]
+            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, params,
                                                                                       jacobian=jacobian)
+            if K:
+                # the stages' right-hand side: f, J and F_p D from a tape, J S + F_p D in the
+                # integrator's compiled loops (see kinetics.numerics.rosenbrock.product_plan)
+                guarded = [[fractional and _fractional_powers(J[i, j], x) for j in range(n)] for i in range(n)]
+                system["rhs_tape"], system["products"] = sensitivity_rhs_tape(f, J, FpD, TIME, y, params, guarded)
         else:
             system["f"] = _lambdify([TIME, y, p, u, inputs_D], rhs)
             system["fractional"] = fractional
@@ -605,7 +612,8 @@ class CompiledModel:
             # with sensitivities: one factorization of the states' block per step, the
             # directions by block substitution (see kinetics.numerics.rosenbrock)
             Y, status, _, _ = integrate(system["rhs_tape"], system["jac_tape"], y0, consts, float(t0), times, rtol, atol,
-                                        dfdt=system["dfdt_tape"], n_base=None if D is None else n)
+                                        dfdt=system["dfdt_tape"], n_base=None if D is None else n,
+                                        products=system.get("products"))
             if status == STATUS_NONFINITE:
                 # rows the integrator did not reach are NaN: the first one brackets the blow-up
                 reached = int(np.isfinite(Y).all(axis=1).sum())
