@@ -1,7 +1,8 @@
 """Fit the PEtab benchmark problems in ../shared/conformance/petab-benchmark with kinetics, and
 (``--peer``) with AMICI + pyPESTO from the same starts, in the same run.
 
-    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0 [1 ...]] [--executor serial|auto] [--engine auto|lmfit]
+    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0 [1 ...]] [--executor serial|auto]
+        [--engine auto|lmfit]
     KINETICS_AMICI_PYTHON=../amici-venv/bin/python python bench/petab_fits.py --peer
     python bench/petab_fits.py Perelson_Science1996 Boehm_JProteomeRes2014 --profiles [--figures DIR]
     python bench/petab_fits.py --evaluations 30 [--peer]       # one evaluation each, no fit
