@@ -77,6 +77,8 @@ def test_a_start_leaving_a_bound_is_not_abandoned_until_it_is_away():
     # a parameter without bounds (infinite both sides) neither
     free = CannotReach(10.0, warm_up=5, lower=np.full(2, -np.inf), upper=np.full(2, np.inf))
     assert _feed_points(free, costs, points) == W + 1
+    with pytest.raises(ValueError, match="both bounds"):
+        CannotReach(10.0, warm_up=5, lower=np.zeros(2))
 
 
 def test_trust_region_stop_ends_at_the_current_point():

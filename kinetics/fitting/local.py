@@ -64,6 +64,8 @@ class CannotReach:
     above 1200 until then, so only the bound tells."""
 
     def __init__(self, reference, warm_up, lower=None, upper=None):
+        if (lower is None) != (upper is None):
+            raise ValueError("CannotReach: give both bounds (lower and upper) or neither")
         self.reference = float(reference)
         self.warm_up = int(warm_up)
         self.lower = None if lower is None else np.asarray(lower, dtype=float)
@@ -88,7 +90,7 @@ class CannotReach:
         if len(self.to_bound) <= PROGRESS_WINDOW:
             return False
         now, before = self.to_bound[-1], self.to_bound[-1 - PROGRESS_WINDOW]
-        with np.errstate(invalid="ignore"):     # inf - inf: a parameter without bounds
+        with np.errstate(invalid="ignore"):     # inf x 0 where LEAVING_BOUND is infinite (no guard)
             return bool(np.any(np.isfinite(now) & (now > LEAVING_BOUND * before)))
 
 
