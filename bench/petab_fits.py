@@ -1,7 +1,8 @@
 """Fit the PEtab benchmark problems in ../shared/conformance/petab-benchmark with kinetics, and
 (``--peer``) with AMICI + pyPESTO from the same starts, in the same run.
 
-    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0] [--executor serial|auto] [--engine auto|lmfit]
+    python bench/petab_fits.py [NAME ...] [--starts 20] [--seed 0 [1 ...]] [--executor serial|auto]
+        [--engine auto|lmfit]
     KINETICS_AMICI_PYTHON=../amici-venv/bin/python python bench/petab_fits.py --peer
     python bench/petab_fits.py Perelson_Science1996 Boehm_JProteomeRes2014 --profiles [--figures DIR]
     python bench/petab_fits.py --evaluations 30 [--peer]       # one evaluation each, no fit
@@ -9,7 +10,8 @@
 For each problem: the log-likelihood at the nominal values (and the reference value), then a
 multi-start fit (the first start at the nominal values, the rest a Latin hypercube over the
 bounds on each parameter's scale), reporting wall time, model evaluations, the best negative
-log-likelihood and how many starts reached it (within 1e-3). Prints one JSON line per problem.
+log-likelihood and how many starts reached it (within 1e-3). Prints one JSON line per problem
+(and seed: ``--seed 0 1 2 3`` fits each problem once per seed of the start design).
 
 With ``--peer``, ``peer_pypesto_petab.py`` runs in the AMICI interpreter (``KINETICS_AMICI_PYTHON``,
 see ``amici_peer.find_amici_python``) on the same PEtab file with the same starts (natural values,
@@ -84,7 +86,7 @@ def run_peer(python, yaml_path, starts, ids, cross_check, optimizers, rtol, atol
     return json.loads(proc.stdout)
 
 
-def fit_problem(name, args):
+def fit_problem(name, args, seed):
     """kinetics' multi-start fit of one problem: a dict of figures and the starts (natural values)."""
     import numpy as np
     from kinetics.fitting.optimize import fit, latin_starts
@@ -95,7 +97,7 @@ def fit_problem(name, args):
     nominal = evaluate(problem)["llh"]
     problem.negative_loglik(problem.start(), gradient=True)     # compilation, outside the fit's time
     t1 = time.perf_counter()
-    result = fit(problem, multistart=args.starts, seed=args.seed, profiles=False, progress=False,
+    result = fit(problem, multistart=args.starts, seed=seed, profiles=False, progress=False,
                  executor=None if args.executor == "serial" else "auto", engine=args.engine)
     seconds = time.perf_counter() - t1
     profiles = None
@@ -112,9 +114,9 @@ def fit_problem(name, args):
             from kinetics.report.plots import plot_profiles, save_figure
             Path(args.figures).mkdir(parents=True, exist_ok=True)
             save_figure(plot_profiles(result, figure=Figure()), Path(args.figures) / f"profiles_{name}", dpi=args.dpi)
-    starts = [problem.to_natural(x) for x in latin_starts(problem, args.starts, args.seed)]
+    starts = [problem.to_natural(x) for x in latin_starts(problem, args.starts, seed)]
     figures = {
-        "problem": name, "llh_nominal": nominal, "llh_reference": REFERENCE_LLH.get(name),
+        "problem": name, "seed": seed, "llh_nominal": nominal, "llh_reference": REFERENCE_LLH.get(name),
         "nll_nominal": -nominal, "nll_best": -result.loglik, "starts": result.n_starts,
         "starts_at_best": result.n_at_best, "seconds": round(seconds, 3), "setup_seconds": round(t1 - t0, 2),
         "nfev": result.nfev, "njev": result.njev, "method": result.method,
@@ -163,7 +165,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=sorted(REFERENCE_LLH))
     parser.add_argument("--starts", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="seeds of the start design, one fit each")
     parser.add_argument("--executor", choices=["serial", "auto"], default="serial")
     parser.add_argument("--engine", choices=["auto", "lmfit"], default="auto",
                         help="kinetics' local fits: auto (compiled trust region where the likelihood is a sum of "
@@ -208,9 +210,9 @@ def main(argv=None):
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
         return
     rows = []
-    for name in args.names:
+    for name, seed in ((name, seed) for name in args.names for seed in args.seed):
         load = os.getloadavg()[0]
-        problem, figures, starts, best = fit_problem(name, args)
+        problem, figures, starts, best = fit_problem(name, args, seed)
         figures["load_before"] = load
         if python:
             peer = run_peer(python, BENCHMARK / name / f"{name}.yaml", starts, petab_ids(problem), [best],
@@ -234,18 +236,19 @@ def print_table(rows):
     print("\n| problem | tool | wall time | evaluations | best -llh | starts at best | kinetics / tool |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['problem']} | kinetics | {r['seconds']:.2f} s | {r['nfev']} ({r['njev']} with sensitivities) | "
+        label = f"{r['problem']}, seed {r['seed']}"
+        print(f"| {label} | kinetics | {r['seconds']:.2f} s | {r['nfev']} ({r['njev']} with sensitivities) | "
               f"{r['nll_best']:.6f} | {r['starts_at_best']}/{r['starts']} | 1 |")
         peer = r.get("peer") or {}
         for key in ("default", "ls_trf"):
             run = peer.get(key)
             if not run:
                 continue
-            label = f"AMICI + pyPESTO, {key}"
+            tool = f"AMICI + pyPESTO, {key}"
             if not run.get("applies"):
-                print(f"| {r['problem']} | {label} | not applicable: {run.get('why')} | | | | |")
+                print(f"| {label} | {tool} | not applicable: {run.get('why')} | | | | |")
                 continue
-            print(f"| {r['problem']} | {label} | {run['seconds']:.2f} s | {run['amici_simulations']} "
+            print(f"| {label} | {tool} | {run['seconds']:.2f} s | {run['amici_simulations']} "
                   f"({run['with_sensitivities']} with sensitivities) | {run['nll_best']:.6f} "
                   f"(kinetics: {run['kinetics_nll_at_best']:.6f}) | {run['n_at_best']}/{len(run['nll_per_start'])} | "
                   f"{run['ratio']:.3f} |")

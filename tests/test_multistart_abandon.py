@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kinetics.fitting.local import PROGRESS_WINDOW, CannotReach
+from kinetics.fitting.local import LEAVING_BOUND, PROGRESS_WINDOW, CannotReach
 
 BENCHMARK = Path("/work/shared/conformance/petab-benchmark")
 _REPO_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "conformance" / "petab-benchmark"
@@ -49,6 +49,38 @@ def test_fast_progress_and_points_below_the_reference_go_on():
     assert stopped == expected
 
 
+def _feed_points(rule, costs, points, max_nfev=1000):
+    """As _feed, with the current point before each evaluation."""
+    for nfev, (cost, x) in enumerate(zip(costs, points), start=1):
+        if rule(nfev, max_nfev, cost, np.array([x, 0.5])):
+            return nfev
+    return None
+
+
+def test_a_start_leaving_a_bound_is_not_abandoned_until_it_is_away():
+    # a crawl 50 times above the reference (1e-3 per evaluation) while parameter 0 moves off
+    # its upper bound 1, its distance growing by 1.2 per evaluation from 1e-4
+    W = PROGRESS_WINDOW
+    costs = 500 - 1e-3 * np.arange(300)
+    distance = np.minimum(1e-4 * 1.2 ** np.arange(300), 0.4)     # away from the bound from 51 on
+    points = 1 - distance
+    bounds = dict(lower=np.zeros(2), upper=np.ones(2))
+    stopped = _feed_points(CannotReach(10.0, warm_up=5, **bounds), costs, points)
+    # the first evaluation where the distance did not grow LEAVING_BOUND-fold over the window
+    grew = distance[W:] > LEAVING_BOUND * distance[:-W]
+    assert stopped == W + 1 + int(np.argmin(grew)) > 51
+    # the same crawl without bounds, or with the parameter still: abandoned after the window
+    assert _feed(CannotReach(10.0, warm_up=5), costs) == W + 1
+    assert _feed_points(CannotReach(10.0, warm_up=5, **bounds), costs, np.full(300, 1 - 1e-4)) == W + 1
+    # a parameter approaching its bound (distance shrinking) does not hold the rule back
+    assert _feed_points(CannotReach(10.0, warm_up=5, **bounds), costs, 1 - distance[::-1]) == W + 1
+    # a parameter without bounds (infinite both sides) neither
+    free = CannotReach(10.0, warm_up=5, lower=np.full(2, -np.inf), upper=np.full(2, np.inf))
+    assert _feed_points(free, costs, points) == W + 1
+    with pytest.raises(ValueError, match="both bounds"):
+        CannotReach(10.0, warm_up=5, lower=np.zeros(2))
+
+
 def test_trust_region_stop_ends_at_the_current_point():
     from kinetics.numerics.trust_region import least_squares_trf
     t = np.linspace(0, 4, 30)
@@ -60,8 +92,8 @@ def test_trust_region_stop_ends_at_the_current_point():
     full = least_squares_trf(fun_and_jac, np.array([0.5, 5.0]), np.array([0.0, 0.0]), np.array([10.0, 10.0]))
     seen = []
 
-    def stop(nfev, max_nfev, cost):
-        seen.append((nfev, max_nfev, cost))
+    def stop(nfev, max_nfev, cost, x):
+        seen.append((nfev, max_nfev, cost, x.copy()))
         return nfev >= 3
     early = least_squares_trf(fun_and_jac, np.array([0.5, 5.0]), np.array([0.0, 0.0]), np.array([10.0, 10.0]),
                               stop=stop)
@@ -71,6 +103,11 @@ def test_trust_region_stop_ends_at_the_current_point():
     r, J = fun_and_jac(early.x)
     np.testing.assert_allclose(early.fun, r, rtol=1e-14)
     assert early.cost == pytest.approx(0.5 * r @ r, rel=1e-14) == seen[-1][2]
+    # the rule is asked with the current point: its cost is the one it is given
+    np.testing.assert_array_equal(seen[-1][3], early.x)
+    for _, _, cost, x in seen:
+        r, _ = fun_and_jac(x)
+        assert cost == pytest.approx(0.5 * r @ r, rel=1e-14)
     assert early.cost > full.cost and full.status > 0
 
 
@@ -96,3 +133,27 @@ def test_abandoning_keeps_the_best_start_and_saves_evaluations():
     abandoned = [r for r in ruled if r["message"].startswith("abandoned")]
     assert abandoned and all(r["rss"] > ruled[0]["rss"] for r in abandoned)
     assert sum(r["nfev"] for r in ruled) < 0.8 * sum(r["nfev"] for r in plain)
+
+
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="the PEtab benchmark copy is not present")
+def test_a_start_that_reaches_the_best_after_leaving_a_bound_is_kept(monkeypatch):
+    """Bruno_JExpBot2016, seed 0, start 6 (bench/abandon_study.py): it crawls 38 times above the
+    first start's optimum from evaluation 20 to 40 while one rate leaves its upper bound, then
+    falls to the best optimum. The rule keeps it; without the bound guard it is abandoned."""
+    from kinetics.fitting import local
+    from kinetics.fitting.optimize import _multistart, latin_starts
+    from kinetics.fitting.problem import load_petab
+    name = "Bruno_JExpBot2016"
+    problem = load_petab(BENCHMARK / name / f"{name}.yaml")
+    starts = latin_starts(problem, 20, 0)
+    pair = [starts[0], starts[6]]
+
+    def run():
+        return _multistart(problem, pair, None, "least_squares", True, None, False, None, "auto",
+                           local.SCREENING_TOLERANCE, abandon=True)
+    first, sixth = run()
+    assert not sixth["message"].startswith("abandoned")
+    assert sixth["loglik"] == pytest.approx(first["loglik"], abs=1e-3)
+    monkeypatch.setattr(local, "LEAVING_BOUND", np.inf)
+    _, unguarded = run()
+    assert unguarded["message"].startswith("abandoned") and unguarded["loglik"] < first["loglik"] - 100

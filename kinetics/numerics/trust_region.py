@@ -935,8 +935,9 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     x_scale : ``"jac"`` (inverse running maximum of the Jacobian's column norms) or positive
         array (scalar broadcast).
     ftol, xtol, gtol, max_nfev : as in scipy (``max_nfev`` None: 100 * n).
-    stop : optional ``(nfev, max_nfev, cost) -> bool``, asked before each trial evaluation with
-        the cost of the current point; True ends the fit there (status -3). Not an option of
+    stop : optional ``(nfev, max_nfev, cost, x) -> bool``, asked before each trial evaluation
+        with the cost of the current point and the point itself (a view the solver updates
+        afterwards: copy what is kept); True ends the fit there (status -3). Not an option of
         scipy's: the fallback without numba ignores it.
     residuals : optional callable ``x -> r``, the residuals alone (cheaper than with the
         Jacobian: no sensitivities). From the first failed trial point on (``SolverError``
@@ -992,7 +993,7 @@ def least_squares_trf(fun_and_jac, x0, lower, upper, *, x_scale="jac", ftol=1e-8
     code = _step(True, vec, f, J, f_new, J_new, False, *workspace)
     residuals_first = False     # see `residuals`: from the first failed trial point on
     while code == _NEED_EVALUATION:
-        if stop is not None and stop(int(ints[_NFEV]), int(ints[_MAX_NFEV]), float(real[_COST])):
+        if stop is not None and stop(int(ints[_NFEV]), int(ints[_MAX_NFEV]), float(real[_COST]), vec[_X]):
             ints[_STATUS] = _STOPPED
             break
         try:
