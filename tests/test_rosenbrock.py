@@ -14,7 +14,7 @@ from scipy.integrate import solve_ivp  # noqa: E402
 from scipy.linalg import expm  # noqa: E402
 from scipy.special import lambertw  # noqa: E402
 
-from kinetics.codegen.tape import build_tapes, sensitivity_rhs_tape  # noqa: E402
+from kinetics.codegen.tape import build_tapes, sensitivity_tapes  # noqa: E402
 from kinetics.numerics.rosenbrock import (STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, dense_state,  # noqa: E402
                                           integrate, integrate_watching, numba_available, product_plan)
 from kinetics.codegen.tape import Tape  # noqa: E402
@@ -345,45 +345,51 @@ def test_sensitivity_blocks_against_the_closed_form():
     np.testing.assert_allclose(out[2][:, 0], want_x, rtol=1e-9)
     np.testing.assert_allclose(out[2][:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(out[2], out[None], rtol=1e-9, atol=1e-10)
-    # the same system with J S + F_p D formed by the integrator from a tape of f, J and F_p D
+    # the same system formed by the integrator from tapes of its parts (f, J, F_p D, dJ/dx,
+    # d(F_p D)/dx); a time-dependent input (a factor 1 + 0 t) gives it a dfdt tape too
     S, FpD = _sensitivity_symbols(f, [x, z], [r, c])
-    products_rhs, plan = sensitivity_rhs_tape(list(f), f.jacobian([x, z]), FpD, T, [x, z, *S], [r, c])
-    assert list(plan[:2]) == [3, 2]     # J: (0,0), (1,0), (1,1); F_p D: (0,0), (0,1)
-    Y, status, _, _ = integrate(products_rhs, jac, y0, p, 0.0, times, 1e-11, 1e-13, dfdt=dfdt, n_base=2,
-                                products=plan)
-    assert status == STATUS_OK
-    np.testing.assert_allclose(Y[:, 0], want_x, rtol=1e-9)
-    np.testing.assert_allclose(Y[:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
-    np.testing.assert_allclose(Y, out[2], rtol=1e-9, atol=1e-10)
-    # a plan that does not fit the tape or the system is refused, naming the plan
-    for bad in (plan[:-1], product_plan([0, 1, 1], [0, 0, 2], [0, 0, 0], [0, 0], [0, 1]),
-                product_plan([0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 0], [0, 2])):
+    for g in (f, f.applyfunc(lambda e: e * (1 + 0 * T)) + sp.Matrix([0, 1e-30 * T])):
+        p_rhs, p_jac, p_dfdt, plan = sensitivity_tapes(list(g), g.jacobian([x, z]), FpD, T, [x, z], list(S), [r, c])
+        # J: (0,0), (1,0), (1,1); F_p D: (0,0), (0,1); dJ/dx: d(J_00)/dx; d(F_p D)/dx: (0,0) and (0,1) in x
+        assert list(plan[:4]) == [3, 2, 1, 2] and (p_dfdt is None) == (g is f)
+        Y, status, _, _ = integrate(p_rhs, p_jac, y0, p, 0.0, times, 1e-11, 1e-13, dfdt=p_dfdt, n_base=2,
+                                    products=plan)
+        assert status == STATUS_OK
+        np.testing.assert_allclose(Y[:, 0], want_x, rtol=1e-9)
+        np.testing.assert_allclose(Y[:, [2, 3]], want_s, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(Y, out[2], rtol=1e-9, atol=1e-10)
+    # a plan that does not fit the tapes or the system is refused, naming the plan
+    j, g_, h, dg = [(0, 0, 0), (1, 0, 0), (1, 1, 0)], [(0, 0), (0, 1)], [(0, 0, 0, 0)], [(0, 0, 0), (0, 1, 0)]
+    for bad in (plan[:-1], product_plan([(0, 0, 0), (1, 0, 0), (1, 2, 0)], g_, h, dg),
+                product_plan(j, [(0, 0), (0, 2)], h, dg), product_plan(j, g_, [(0, 0, 2, 0)], dg),
+                product_plan(j, g_, h, dg[:1])):
         with pytest.raises(ValueError, match="products plan does not fit"):
-            integrate(products_rhs, jac, y0, p, 0.0, times, 1e-8, 1e-10, dfdt=dfdt, n_base=2, products=bad)
-    with pytest.raises(ValueError, match="equal numbers"):
-        product_plan([0], [0, 1], [0], [], [])
+            integrate(p_rhs, p_jac, y0, p, 0.0, times, 1e-8, 1e-10, dfdt=p_dfdt, n_base=2, products=bad)
 
 
 def test_sensitivity_products_guard_an_infinite_jacobian_entry():
     # x' = -k sqrt(x) from x = 0 stays 0, so do its sensitivities; J = -k / (2 sqrt(x)) is
-    # infinite there. A guarded entry counts J S as 0 where S = 0 (the product's limit); without
-    # the guard inf * 0 = NaN stops the integration. A second state z' = a - b z, with z(0) = 0,
-    # has z = (a/b)(1 - e^{-bt}) and its own sensitivities to check the rest of the system.
+    # infinite there (and dJ/dx in the coupling). A guarded entry counts its product with S as
+    # 0 where S = 0 (the product's limit), and the iteration matrix takes the infinite power as
+    # 0; without the guards inf * 0 = NaN stops the integration. A second state z' = a - b z,
+    # z(0) = 0, has z = (a/b)(1 - e^{-bt}) and its own sensitivities to check the rest.
     x, zz, k, a, b = sp.symbols("x zz k a b")   # (not positive: Eq(x, 0) must not fold to False)
     f = sp.Matrix([-k * sp.sqrt(x), a - b * zz])
     S, FpD = _sensitivity_symbols(f, [x, zz], [k, a, b])
     J = f.jacobian([x, zz])
-    rhs_aug = list(f) + list(J * S + FpD)
-    jac_rows = [[d.replace(lambda q: q.is_Pow and not q.exp.is_Integer,
-                           lambda q: sp.Piecewise((0, sp.Eq(q.base, 0)), (q, True))) for d in row]
-                for row in sp.Matrix(rhs_aug).jacobian([x, zz, *S]).tolist()]
-    _, jac, _ = build_tapes(rhs_aug, T, [x, zz, *S], [k, a, b], jacobian=jac_rows)
+
+    def fractional(e):
+        return any(q.is_Pow and not q.exp.is_Integer and x in q.base.free_symbols for q in e.atoms(sp.Pow))
+
+    def as_zero(e):
+        return e.replace(lambda q: q.is_Pow and not q.exp.is_Integer,
+                         lambda q: sp.Piecewise((0, sp.And(sp.Eq(q.base, 0), q.exp < 0)), (q, True)))
     p = np.array([0.5, 2.0, 0.3])
     y0 = np.zeros(8)
     times = np.array([1.0, 5.0])
-    guarded = [[True, False], [False, False]]
-    rhs, plan = sensitivity_rhs_tape(list(f), J, FpD, T, [x, zz, *S], [k, a, b], guarded)
-    Y, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, n_base=2, products=plan)
+    rhs, jac, dfdt, plan = sensitivity_tapes(list(f), J, FpD, T, [x, zz], list(S), [k, a, b], guarded=fractional,
+                                             singular_as_zero=as_zero)
+    Y, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, dfdt=dfdt, n_base=2, products=plan)
     assert status == STATUS_OK
     exact = (a / b) * (1 - sp.exp(-b * T))
     values = {a: p[1], b: p[2]}
@@ -392,8 +398,9 @@ def test_sensitivity_products_guard_an_infinite_jacobian_entry():
         want = [0.0] + [float((sp.diff(exact, q) * q).subs(values).subs(T, t)) for q in (a, b)]
         np.testing.assert_allclose(row[1], float(exact.subs(values).subs(T, t)), rtol=1e-9)
         np.testing.assert_allclose(row[5:8], want, rtol=1e-8)
-    rhs, plan = sensitivity_rhs_tape(list(f), J, FpD, T, [x, zz, *S], [k, a, b])
-    _, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, n_base=2, products=plan)
+    rhs, jac, dfdt, plan = sensitivity_tapes(list(f), J, FpD, T, [x, zz], list(S), [k, a, b],
+                                             singular_as_zero=as_zero)
+    _, status, _, _ = integrate(rhs, jac, y0, p, 0.0, times, 1e-10, 1e-12, dfdt=dfdt, n_base=2, products=plan)
     assert status != STATUS_OK
 
 

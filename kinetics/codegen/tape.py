@@ -648,28 +648,60 @@ def jacobian_rows(exprs, wrt, symbols):
     return [[clean(d) for d in row] for row in power_safe_derivatives(exprs_r, wrt_r)]
 
 
-def sensitivity_rhs_tape(f, J, FpD, t, states, params, guarded=None):
-    """The right-hand side of a state-and-sensitivities system as the integrator's products
-    tape and plan (:func:`kinetics.numerics.rosenbrock.product_plan`): a tape of f (the n
-    states' right-hand sides), the structural nonzeros of the state's Jacobian J (n x n,
-    row-major) and of F_p D (n x K), from which the integrator forms dS = J S + F_p D in
-    compiled loops, instead of a tape with an instruction per product J_ij S_jk (most of the
-    augmented system's tape). ``states``: all the system's values (x, then S row-major), as
-    for :func:`build_tapes` (the tape reads only x); ``guarded[i][j]`` true: J_ij S_jk counts
-    as 0 where S_jk = 0 (a fractional power of an empty pool in J_ij). Returns (tape, plan)."""
-    from ..numerics.rosenbrock import product_plan
+def sensitivity_tapes(f, J, FpD, t, x, S, params, guarded=None, singular_as_zero=None):
+    """Tapes of the state-and-sensitivities system x' = f, S' = J S + F_p D in the parts from
+    which the compiled integrator forms it (``integrate(..., products=plan)``, see
+    :func:`kinetics.numerics.rosenbrock.product_plan`), instead of tapes of the whole augmented
+    system: an instruction per product J_ij S_jk in its right-hand side, and its Jacobian
+    differentiated in all n (1 + K) values (for 20 states and 40 directions, 800 expressions
+    differentiated in 820 symbols).
+
+    ``f`` (n), ``J`` = df/dx (n x n), ``FpD`` (n x K), ``x`` the n states, ``S`` the n*K
+    sensitivity symbols (row-major: state i, direction k at i*K + k), ``params`` the other
+    inputs. ``guarded(e)``: whether a product e * S_jk counts as 0 where S_jk = 0 (an entry
+    infinite there: a fractional power of an empty pool); ``singular_as_zero(e)``: e as it
+    enters the iteration matrix (infinite powers taken as 0). Returns (rhs, jac, dfdt, plan):
+    the tapes (inputs ``[t, *x, *S, *params]``; dfdt of the augmented system, None when
+    nothing reads t) and the plan."""
+    from ..numerics.rosenbrock import product_plan, state_block_lu_plan
+    guarded = guarded or (lambda e: False)
+    singular_as_zero = singular_as_zero or (lambda e: e)
     f = [sp.sympify(e) for e in f]
-    n = len(f)
-    K = FpD.shape[1]
+    x, S = list(x), list(S)
+    n, K = len(x), FpD.shape[1]
+    inputs = [t, *x, *S, *params]
+    n_varying = 1 + n + len(S)
     j_entries = [(i, j) for i in range(n) for j in range(n) if J[i, j] != 0]
     g_entries = [(i, k) for i in range(n) for k in range(K) if FpD[i, k] != 0]
-    outputs = [*f, *(J[i, j] for i, j in j_entries), *(FpD[i, k] for i, k in g_entries)]
-    inputs = [t, *states, *params]
-    tape = Tape.from_exprs(outputs, inputs, n_varying=1 + len(states), linear=range(1, 1 + n))
-    plan = product_plan([i for i, _ in j_entries], [j for _, j in j_entries],
-                        [bool(guarded is not None and guarded[i][j]) for i, j in j_entries],
-                        [i for i, _ in g_entries], [k for _, k in g_entries])
-    return tape, plan
+    j_values = [J[i, j] for i, j in j_entries]
+    g_values = [FpD[i, k] for i, k in g_entries]
+    rhs = Tape.from_exprs([*f, *j_values, *g_values], inputs, n_varying=n_varying, linear=range(1, 1 + n))
+    # the coupling C = d(J S + F_p D)/dx from dJ_ij/dx_l and d(F_p D)_ik/dx_l
+    h_entries, h_values = [], []
+    for (i, j), row in zip(j_entries, jacobian_rows(j_values, x, inputs)):
+        for l, d in enumerate(row):
+            if d != 0:
+                h_entries.append((i, j, l, bool(guarded(d))))
+                h_values.append(singular_as_zero(d))
+    dg_entries, dg_values = [], []
+    for (i, k), row in zip(g_entries, jacobian_rows(g_values, x, inputs)):
+        for l, d in enumerate(row):
+            if d != 0:
+                dg_entries.append((i, k, l))
+                dg_values.append(singular_as_zero(d))
+    block = [singular_as_zero(J[i, j]) for i in range(n) for j in range(n)]
+    jac = Tape.from_exprs([*block, *h_values, *dg_values], inputs, n_varying=n_varying)
+    dfdt = None
+    if rhs.uses_input[0]:
+        dS = [sum((sp.Piecewise((sp.S.Zero, sp.Eq(S[j * K + k], 0)), (J[i, j] * S[j * K + k], True))
+                   if guarded(J[i, j]) else J[i, j] * S[j * K + k] for j in range(n) if J[i, j] != 0), sp.S.Zero)
+              + FpD[i, k] for i in range(n) for k in range(K)]
+        dfdt = Tape.from_exprs([row[0] for row in jacobian_rows([*f, *dS], [t], inputs)], inputs,
+                               n_varying=n_varying)
+    plan = product_plan([(i, j, guarded(J[i, j])) for i, j in j_entries], g_entries, h_entries,
+                        [(i, k, l) for i, k, l in dg_entries])
+    state_block_lu_plan(jac, n)    # the integrator's sparse LU of the state's block, cached on the tape
+    return rhs, jac, dfdt, plan
 
 
 def build_tapes(rhs_exprs, t, states, params, jacobian=None):

@@ -66,14 +66,18 @@ Forward sensitivities (``n_base``)
     values, against 665 with one root-mean-square norm over all 65 values alike (before) and
     400 for the state alone.
 
-    The stages' right-hand side J S + F_p D (``integrate(..., products=plan)``): a tape of
-    the state's f, the structural nonzeros of J and those of F_p D (built by
-    :func:`kinetics.codegen.tape.sensitivity_rhs_tape`, indexed by :func:`product_plan`) and
-    compiled loops over each row's contiguous directions (:func:`sensitivity_rhs`), instead of
-    a tape of the whole augmented system with an interpreted instruction per product J_ij S_jk
-    (174 per stage for Crauste's 5 states and 12 directions, 34 now). The coupling block C
-    is applied by (row, column) pairs over the directions likewise. Crauste's step with
-    sensitivities: 8.6 µs before, 4.4 µs with both (bench/README.md).
+    The system from its parts (``integrate(..., products=plan)``, :func:`product_plan`): tapes
+    of the state's f, the structural nonzeros of J and of F_p D for the stages' right-hand
+    side, and of J, dJ/dx and d(F_p D)/dx for the Jacobian (built by
+    :func:`kinetics.codegen.tape.sensitivity_tapes`); compiled loops over each row's
+    contiguous directions form J S + F_p D (:func:`sensitivity_rhs`) and the coupling C
+    (:func:`coupling_values`). Tapes of the whole augmented system instead spend an
+    interpreted instruction on every product J_ij S_jk (174 per stage for Crauste's 5 states
+    and 12 directions, 34 for the parts) and differentiate all n (1 + K) values in all of
+    them to build (20 states and 40 directions: 800 expressions in 820 symbols). The coupling
+    is applied by (row, column) pairs over the directions likewise (:func:`_block_solve`).
+    Crauste's step with sensitivities: 8.6 µs before, 4.4 µs with the parts and pairs
+    (bench/README.md).
 
 Output times
     By default the state at each output time comes from the dense output of the step that
@@ -333,76 +337,160 @@ def _rms_scaled(x, y, rtol, atol_s, atol_v):
     return math.sqrt(s / n)
 
 
-# The layout of a ``products`` plan (see :func:`product_plan`): two counts, then index rows.
-PRODUCTS_HEADER = 2
-NO_PRODUCTS_PLAN = np.zeros(PRODUCTS_HEADER, dtype=np.int64)   # no J and no F_p D entries
+# The layout of a ``products`` plan (see :func:`product_plan`): four counts, then index rows.
+PRODUCTS_HEADER = 4
+NO_PRODUCTS_PLAN = np.zeros(PRODUCTS_HEADER, dtype=np.int64)   # no entries at all
 
 
-def product_plan(j_rows, j_cols, j_guarded, g_rows, g_directions) -> np.ndarray:
-    """The ``products`` argument of :func:`integrate` for a sensitivity right-hand side tape
-    whose outputs are f (n_base values), then the entries J[j_rows[q], j_cols[q]] of the
-    state's Jacobian, then the entries (F_p D)[g_rows[q], g_directions[q]]: the integrator
-    forms dS = J S + F_p D from them in compiled loops. ``j_guarded[q]``: the product
-    J_ij S_jk counts as 0 where S_jk = 0 (J_ij may be infinite there: a fractional power of
-    an empty pool). Layout: ``[n_j, n_g, j_rows, j_cols, j_guarded, g_rows, g_directions]``."""
-    rows = [np.asarray(a, dtype=np.int64).reshape(-1) for a in (j_rows, j_cols, j_guarded, g_rows, g_directions)]
-    if not (len(rows[0]) == len(rows[1]) == len(rows[2]) and len(rows[3]) == len(rows[4])):
-        raise ValueError("product_plan: the J rows, columns and guards, and the F_p D rows and directions, "
-                         "must come in equal numbers")
-    return np.concatenate([np.array([len(rows[0]), len(rows[3])], dtype=np.int64), *rows])
+def product_plan(j_entries, g_entries, h_entries, dg_entries) -> np.ndarray:
+    """The ``products`` argument of :func:`integrate`: how the integrator forms a
+    state-and-sensitivities system (x, S row-major) from tapes of its parts instead of tapes of
+    the whole augmented system (see "Forward sensitivities" in the module docstring).
+
+    The rhs tape's outputs are f (n_base values), then the entries ``j_entries`` = [(i, j,
+    guarded)] of the state's Jacobian J, then ``g_entries`` = [(i, k)] of F_p D: the
+    integrator forms dS = J S + F_p D. The jac tape's outputs are the n_base x n_base block J
+    (row-major, for the iteration matrix), then ``h_entries`` = [(i, j, l, guarded)], the
+    values dJ_ij/dx_l, then ``dg_entries`` = [(i, k, l)], the values d(F_p D)_ik/dx_l: the
+    coupling block C = d(J S + F_p D)/dx in row (i, k), column l is then sum_j dJ_ij/dx_l S_jk
+    + d(F_p D)_ik/dx_l. ``guarded``: the product with S_jk counts as 0 where S_jk = 0 (the
+    entry may be infinite there: a fractional power of an empty pool). Layout: ``[n_j, n_g,
+    n_h, n_dg]``, then each entry list column by column."""
+    lists = [(j_entries, 3), (g_entries, 2), (h_entries, 4), (dg_entries, 3)]
+    columns = []
+    for entries, width in lists:
+        table = np.asarray(list(entries), dtype=np.int64).reshape(-1, width)
+        columns.extend(table.T)
+    return np.concatenate([np.array([len(e) for e, _ in lists], dtype=np.int64), *columns])
 
 
 @_jit
-def valid_products(splan, nb, nk, f_nout):
-    """Whether a ``products`` plan fits a system of nb states and nk directions whose rhs
-    tape has f_nout outputs (an empty plan: no products, f_nout is checked elsewhere)."""
-    if splan.shape[0] == 0:
-        return True
+def valid_products(splan, nb, nk, f_nout, j_nout):
+    """Whether a ``products`` plan fits a system of nb states and nk directions whose rhs and
+    jac tapes have f_nout and j_nout outputs."""
     if splan.shape[0] < PRODUCTS_HEADER:
         return False
     nj = splan[0]
     ng = splan[1]
-    if nj < 0 or ng < 0 or splan.shape[0] != PRODUCTS_HEADER + 3 * nj + 2 * ng or f_nout != nb + nj + ng:
+    nh = splan[2]
+    nd = splan[3]
+    if (nj < 0 or ng < 0 or nh < 0 or nd < 0
+            or splan.shape[0] != PRODUCTS_HEADER + 3 * nj + 2 * ng + 4 * nh + 3 * nd
+            or f_nout != nb + nj + ng or j_nout != nb * nb + nh + nd):
         return False
-    for q in range(nj):
-        i = splan[PRODUCTS_HEADER + q]
-        j = splan[PRODUCTS_HEADER + nj + q]
-        if i < 0 or i >= nb or j < 0 or j >= nb:
+    o = PRODUCTS_HEADER
+    for q in range(nj):     # (i, j)
+        if not (0 <= splan[o + q] < nb and 0 <= splan[o + nj + q] < nb):
             return False
-    for q in range(ng):
-        i = splan[PRODUCTS_HEADER + 3 * nj + q]
-        k = splan[PRODUCTS_HEADER + 3 * nj + ng + q]
-        if i < 0 or i >= nb or k < 0 or k >= nk:
+    o += 3 * nj
+    for q in range(ng):     # (i, k)
+        if not (0 <= splan[o + q] < nb and 0 <= splan[o + ng + q] < nk):
+            return False
+    o += 2 * ng
+    for q in range(nh):     # (i, j, l)
+        if not (0 <= splan[o + q] < nb and 0 <= splan[o + nh + q] < nb and 0 <= splan[o + 2 * nh + q] < nb):
+            return False
+    o += 4 * nh
+    for q in range(nd):     # (i, k, l)
+        if not (0 <= splan[o + q] < nb and 0 <= splan[o + nd + q] < nk and 0 <= splan[o + 2 * nd + q] < nb):
             return False
     return True
 
 
 @_jit
 def decode_products(splan, nb, nk):
-    """A valid ``products`` plan as the offsets :func:`sensitivity_rhs` uses (unsigned, which
-    spares numba's negative-index checks in its loops): per J entry the first output of its
-    row (nb + i*nk) and the register of its column's first direction (1 + nb + j*nk), whether
-    any entry is guarded, and per F_p D entry its output (nb + i*nk + k)."""
+    """A valid ``products`` plan as the offsets :func:`sensitivity_rhs` and
+    :func:`coupling_values` use (unsigned, which spares numba's negative-index checks in
+    their loops).
+
+    Right-hand side: per J entry the first output of its row (nb + i*nk) and the register of
+    its column's first direction (1 + nb + j*nk), whether it is guarded, and per F_p D entry
+    its output (nb + i*nk + k). Coupling: the pairs (i, l) of a state row and column with an
+    entry (``c_row`` nb + i*nk, ``c_col`` l, for :func:`_block_solve`); per dJ/dx entry the
+    offset of its pair's values (pair*nk), of its S row in y (nb + j*nk) and whether it is
+    guarded; per d(F_p D)/dx entry its value's offset (pair*nk + k)."""
     nj = splan[0]
     ng = splan[1]
+    nh = splan[2]
+    nd = splan[3]
+    o = PRODUCTS_HEADER
     j_out = np.empty(nj, dtype=np.uint64)
     j_reg = np.empty(nj, dtype=np.uint64)
     j_guard = np.zeros(nj, dtype=np.bool_)
-    any_guard = False
     for q in range(nj):
-        j_out[q] = nb + splan[PRODUCTS_HEADER + q] * nk
-        j_reg[q] = 1 + nb + splan[PRODUCTS_HEADER + nj + q] * nk
-        j_guard[q] = splan[PRODUCTS_HEADER + 2 * nj + q] != 0
-        any_guard = any_guard or j_guard[q]
-    g0 = PRODUCTS_HEADER + 3 * nj
+        j_out[q] = nb + splan[o + q] * nk
+        j_reg[q] = 1 + nb + splan[o + nj + q] * nk
+        j_guard[q] = splan[o + 2 * nj + q] != 0
+    o += 3 * nj
     g_out = np.empty(ng, dtype=np.uint64)
     for q in range(ng):
-        g_out[q] = nb + splan[g0 + q] * nk + splan[g0 + ng + q]
-    return j_out, j_reg, j_guard, any_guard, g_out
+        g_out[q] = nb + splan[o + q] * nk + splan[o + ng + q]
+    o += 2 * ng
+    # the pairs (i, l), in row-major order (the order of the coupling's entries)
+    pair = np.full((nb, nb), -1, dtype=np.int64)
+    for q in range(nh):
+        pair[splan[o + q], splan[o + 2 * nh + q]] = 0
+    od = o + 4 * nh
+    for q in range(nd):
+        pair[splan[od + q], splan[od + 2 * nd + q]] = 0
+    n_pairs = 0
+    for i in range(nb):
+        for l in range(nb):
+            if pair[i, l] == 0:
+                pair[i, l] = n_pairs
+                n_pairs += 1
+    c_row = np.empty(n_pairs, dtype=np.uint64)
+    c_col = np.empty(n_pairs, dtype=np.uint64)
+    for i in range(nb):
+        for l in range(nb):
+            if pair[i, l] >= 0:
+                c_row[pair[i, l]] = nb + i * nk
+                c_col[pair[i, l]] = l
+    h_val = np.empty(nh, dtype=np.uint64)
+    h_src = np.empty(nh, dtype=np.uint64)
+    h_guard = np.zeros(nh, dtype=np.bool_)
+    for q in range(nh):
+        h_val[q] = pair[splan[o + q], splan[o + 2 * nh + q]] * nk
+        h_src[q] = nb + splan[o + nh + q] * nk
+        h_guard[q] = splan[o + 3 * nh + q] != 0
+    d_val = np.empty(nd, dtype=np.uint64)
+    for q in range(nd):
+        d_val[q] = pair[splan[od + q], splan[od + 2 * nd + q]] * nk + splan[od + nd + q]
+    return j_out, j_reg, j_guard, g_out, c_row, c_col, h_val, h_src, h_guard, d_val
 
 
 @_jit
-def sensitivity_rhs(fo, reg, out, nb, nk, j_out, j_reg, j_guard, any_guard, g_out):
+def coupling_values(jv, y, nb, nk, h_val, h_src, h_guard, d_val, cv):
+    """The coupling block's values by pairs (see :func:`decode_products`) at the state and
+    sensitivities y: cv[pair*nk + k] = sum_j dJ_ij/dx_l S_jk + d(F_p D)_ik/dx_l, from the jac
+    tape's values ``jv`` of dJ/dx (first) and d(F_p D)/dx. A guarded entry's product counts as
+    0 where S_jk = 0. Returns whether every value is finite."""
+    nh = h_val.shape[0]
+    ukn = np.uint64(nk)
+    for q in range(cv.shape[0]):
+        cv[q] = 0.0
+    for q in range(nh):
+        v = jv[q]
+        o = h_val[q]
+        src = h_src[q]
+        if h_guard[q]:
+            for k in range(ukn):
+                s = y[src + k]
+                if s != 0.0:
+                    cv[o + k] += v * s
+        else:
+            for k in range(ukn):
+                cv[o + k] += v * y[src + k]
+    for q in range(d_val.shape[0]):
+        cv[d_val[q]] += jv[nh + q]
+    for q in range(cv.shape[0]):
+        if not math.isfinite(cv[q]):
+            return False
+    return True
+
+
+@_jit
+def sensitivity_rhs(fo, reg, out, nb, nk, j_out, j_reg, j_guard, g_out):
     """The right-hand side of a state-and-sensitivities system from the outputs ``fo`` of its
     product tape (see :func:`product_plan`, decoded by :func:`decode_products`) and the
     stage's sensitivities S in ``reg`` (inputs 1 + nb + j*nk + k): out = [f, J S + F_p D], S
@@ -421,7 +509,7 @@ def sensitivity_rhs(fo, reg, out, nb, nk, j_out, j_reg, j_guard, any_guard, g_ou
         r = j_out[q]
         c = j_reg[q]
         v = fo[nb + q]
-        if any_guard and j_guard[q]:
+        if j_guard[q]:
             for k in range(ukn):
                 s = reg[c + k]
                 if s != 0.0:
@@ -680,7 +768,7 @@ def _jacobian_pattern(jac, n: int) -> np.ndarray:
     is_const = (out >= n_in) & (const_idx < len(jac.consts))
     zero = np.zeros(out.shape[0], dtype=bool)
     zero[is_const] = jac.consts[const_idx[is_const]] == 0.0
-    return (~zero).reshape(n, n)
+    return (~zero)[:n * n].reshape(n, n)
 
 
 def lu_plan(jac, n: int) -> np.ndarray:
@@ -692,6 +780,21 @@ def lu_plan(jac, n: int) -> np.ndarray:
                              f"squared = {n * n}")
         plan = _make_lu_plan(_jacobian_pattern(jac, n))
         jac.aux["lu_plan"] = plan
+    return plan
+
+
+def state_block_lu_plan(jac, n_base: int) -> np.ndarray:
+    """The sparse-LU plan of ``I/(h*gamma) - J`` for a jac tape whose first n_base * n_base
+    outputs are the state's J (the jac tape of a ``products`` system, see :func:`product_plan`;
+    cached on the tape)."""
+    key = ("lu_plan_state", n_base)
+    plan = jac.aux.get(key)
+    if plan is None:
+        if n_base < 1 or jac.n_outputs < n_base * n_base:
+            raise ValueError(f"jac tape has {jac.n_outputs} outputs, fewer than the state's block of "
+                             f"{n_base} x {n_base}")
+        plan = _make_lu_plan(_jacobian_pattern(jac, n_base))
+        jac.aux[key] = plan
     return plan
 
 
@@ -765,13 +868,15 @@ def _make_solver(dependency_hash, name):
         # the initial-step heuristic looks at the state's nb values
         ne = nb
         # ---------------------------------------------------------------- validation
-        # with a products plan the rhs tape gives f, J and F_p D entries (sensitivity_rhs)
+        # with a products plan the tapes give the parts of the system (product_plan): its
+        # output counts are checked there
         products = splan.shape[0] > 0
-        if not valid_arguments(n, m, fprog[H_NIN], n if products else fprog[H_NOUT], jprog[H_NIN], jprog[H_NOUT],
-                      dprog[H_NIN], dprog[H_NOUT], tmode, plan[0], t0, times, rtol, atol_s,
-                      atol_v, nb):
+        if not valid_arguments(n, m, fprog[H_NIN], n if products else fprog[H_NOUT], jprog[H_NIN],
+                               n * n if products else jprog[H_NOUT], dprog[H_NIN], dprog[H_NOUT], tmode,
+                               plan[0], t0, times, rtol, atol_s, atol_v, nb):
             return Y, STATUS_BAD_INPUT, 0, 0
-        if products and (not blocked or tmode == 2 or not valid_products(splan, nb, nk, fprog[H_NOUT])):
+        if products and (not blocked or tmode == 2
+                         or not valid_products(splan, nb, nk, fprog[H_NOUT], jprog[H_NOUT])):
             return Y, STATUS_BAD_INPUT, 0, 0
         if n_watch > 0 and (gprog[H_NIN] != 1 + n + m or gprog[H_NOUT] != n_watch
                             or crossing_t.shape[0] != 3 or crossing_y.shape[0] != 10
@@ -826,7 +931,11 @@ def _make_solver(dependency_hash, name):
         y = y0.copy()
         y1 = np.empty(n)
         fo = np.empty(fprog[H_NOUT] if products else 1)
-        j_out, j_reg, j_guard, any_guard, g_out = decode_products(splan if products else NO_PRODUCTS_PLAN, nb, nk)
+        (j_out, j_reg, j_guard, g_out, pc_row, pc_col, h_val, h_src, h_guard,
+         d_val) = decode_products(splan if products else NO_PRODUCTS_PLAN, nb, nk)
+        # the Jacobian tape's stride: the whole system's n x n, or the state's nb x nb block
+        # followed by the coupling's parts (products)
+        jst = nb if products else n
         f0 = np.empty(n)
         fa = np.empty(n)
         fb = np.empty(n)
@@ -846,28 +955,28 @@ def _make_solver(dependency_hash, name):
         lpos = uplan[plan[P_LPOS]:plan[P_LPOS] + plan[P_NL]]
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
-        jout = ujprog[jo:jo + n * n]   # register of each Jacobian entry
+        jout = ujprog[jo:jo + jprog[H_NOUT]]   # register of each Jacobian output
         # the coupling block d(S')/dx of a sensitivity system by pairs (i, j) of a state row and
         # column with some structural nonzero (an entry that is not the constant 0 of the tape)
         # in one of the directions: rows nb + i*nk + k (k < nk) below the states, column j; its
         # values per pair for all directions, contiguous as the rows of S are (_block_solve)
         j_nin = jprog[H_NIN]
         j_nconst = jprog[H_NCONST]
-        n_pairs = 0
-        for i in range(nb if blocked else 0):
+        n_pairs = pc_row.shape[0]     # (products: from the plan)
+        for i in range(nb if blocked and not products else 0):
             for j in range(nb):
                 for k in range(nk):
                     reg_ = np.int64(jout[(nb + i * nk + k) * n + j])
                     if not (reg_ >= j_nin and reg_ < j_nin + j_nconst and jconsts[reg_ - j_nin] == 0.0):
                         n_pairs += 1
                         break
-        c_row = np.empty(n_pairs, dtype=np.uint64)
-        c_col = np.empty(n_pairs, dtype=np.uint64)
-        cpos = np.empty(n_pairs * nk, dtype=np.int64)
+        c_row = pc_row if products else np.empty(n_pairs, dtype=np.uint64)
+        c_col = pc_col if products else np.empty(n_pairs, dtype=np.uint64)
+        cpos = np.empty(0 if products else n_pairs * nk, dtype=np.int64)
         cv = np.zeros(n_pairs * nk)
-        ncp = n_pairs * nk
+        jv = np.empty(jout.shape[0] - nb * nb if products else 0)    # dJ/dx, d(F_p D)/dx values
         q = 0
-        for i in range(nb if blocked else 0):
+        for i in range(nb if blocked and not products else 0):
             for j in range(nb):
                 structural = False
                 for k in range(nk):
@@ -961,15 +1070,20 @@ def _make_solver(dependency_hash, name):
                 run_tape(ujprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
                     pos = np.int64(fpos[q])     # (int64: uint64 with int64 arithmetic gives float)
-                    if blocked:     # plan positions are in the nb x nb block
-                        pos = (pos // nb) * n + pos % nb
+                    pos = (pos // nb) * jst + pos % nb     # plan positions are in the nb x nb block
                     if not math.isfinite(regj[jout[pos]]):
                         status = STATUS_NONFINITE
-                for q in range(ncp):
-                    v = regj[jout[cpos[q]]]
-                    cv[q] = v
-                    if not math.isfinite(v):
+                if products:
+                    for q in range(jv.shape[0]):
+                        jv[q] = regj[jout[nb * nb + q]]
+                    if not coupling_values(jv, y, nb, nk, h_val, h_src, h_guard, d_val, cv):
                         status = STATUS_NONFINITE
+                else:
+                    for q in range(cpos.shape[0]):
+                        v = regj[jout[cpos[q]]]
+                        cv[q] = v
+                        if not math.isfinite(v):
+                            status = STATUS_NONFINITE
                 if status != STATUS_OK:
                     break
                 if products:
@@ -977,7 +1091,7 @@ def _make_solver(dependency_hash, name):
                     _set_inputs(regf, t, y)
                     run_tape(ufprog, regf, f_k0, f_k1)
                     tape_outputs(ufprog, regf, fo)
-                    sensitivity_rhs(fo, regf, f0, nb, nk, j_out, j_reg, j_guard, any_guard, g_out)
+                    sensitivity_rhs(fo, regf, f0, nb, nk, j_out, j_reg, j_guard, g_out)
                     nfev += 1
                     if not _all_finite(f0):
                         status = STATUS_NONFINITE
@@ -1008,14 +1122,14 @@ def _make_solver(dependency_hash, name):
             inv_hg = 1.0 / (h * GAMMA)
             for q in range(n_pat):
                 pos = np.int64(fpos[q])
-                M[pos] = -regj[jout[(pos // nb) * n + pos % nb]]
+                M[pos] = -regj[jout[(pos // nb) * jst + pos % nb]]
             for i in range(nb):
                 M[i * nb + i] += inv_hg
             sparse = _sparse_lu(M, lu_ops, lpos, upos, Ur, dinv, Lv, Uv)
             if not sparse:
                 for i in range(nb):
                     for j in range(nb):
-                        Md[i, j] = -regj[jprog[jo + i * n + j]]
+                        Md[i, j] = -regj[jout[i * jst + j]]
                     Md[i, i] += inv_hg
                 if not lu_factor_dense(Md, piv):
                     nsing += 1
@@ -1067,7 +1181,7 @@ def _make_solver(dependency_hash, name):
                     run_tape(ufprog, regf, f_k0, f_k1)
                     tape_outputs(ufprog, regf, fo if products else du)
                     if products:
-                        sensitivity_rhs(fo, regf, du, nb, nk, j_out, j_reg, j_guard, any_guard, g_out)
+                        sensitivity_rhs(fo, regf, du, nb, nk, j_out, j_reg, j_guard, g_out)
                     if st == 1:
                         hd = h * D2
                         for i in range(n):
@@ -1293,7 +1407,12 @@ def integrate(rhs, jac, y0, params, t0: float, times, rtol: float, atol,
         dprog = dfdt.prog
         dconsts = dfdt.consts
     splan = NO_PRODUCTS if products is None else np.ascontiguousarray(products, dtype=np.int64)
-    if n_base is not None and n_base != y0.shape[0]:
+    if products is not None:
+        if n_base is None or not 0 < n_base < y0.shape[0]:
+            raise ValueError("products need a state-and-sensitivities system: n_base smaller than the number "
+                             f"of values ({y0.shape[0]}), got {n_base}")
+        plan = state_block_lu_plan(jac, int(n_base))
+    elif n_base is not None and n_base != y0.shape[0]:
         plan = block_lu_plan(jac, y0.shape[0], int(n_base))
     else:
         n_base = 0
@@ -1370,13 +1489,15 @@ def explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_
         if not 0 < n_base < n:
             return "products need a state-and-sensitivities system (n_base smaller than the number of values)"
         n_k = (n - n_base) // n_base
-        if not valid_products(products, n_base, n_k, rhs.n_outputs):
-            return (f"the products plan does not fit {n_base} states, {n_k} directions and the rhs tape's "
-                    f"{rhs.n_outputs} outputs (see product_plan)")
+        if not valid_products(products, n_base, n_k, rhs.n_outputs, jac.n_outputs):
+            return (f"the products plan does not fit {n_base} states, {n_k} directions, the rhs tape's "
+                    f"{rhs.n_outputs} outputs and the jac tape's {jac.n_outputs} (see product_plan)")
         if dfdt is None and rhs.uses_input[0]:
-            return "a products rhs tape that reads t needs a dfdt tape (build_tapes makes one)"
-        n_rhs = rhs.n_outputs
-    for name, tp, n_out in (("rhs", rhs, n_rhs), ("jac", jac, n * n), ("dfdt", dfdt, n)):
+            return "a products rhs tape that reads t needs a dfdt tape (sensitivity_tapes makes one)"
+        n_rhs, n_jac = rhs.n_outputs, jac.n_outputs
+    else:
+        n_jac = n * n
+    for name, tp, n_out in (("rhs", rhs, n_rhs), ("jac", jac, n_jac), ("dfdt", dfdt, n)):
         if tp is None:
             continue
         if tp.n_inputs != n_in:

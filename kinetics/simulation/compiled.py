@@ -528,59 +528,30 @@ class CompiledModel:
         f = self.rhs_symbolic + sp.Matrix(u)
         Fp = _jacobian(self.rhs_symbolic, p) if P else sp.zeros(n, 0)
         J = self.jacobian_symbolic
-        fractional = _fractional_powers(J, x)
-        JS = (sp.Matrix(n, K, lambda i, k: sum((_times_zero_where_zero(J[i, j], S[j, k], x) for j in range(n)), sp.S.Zero))
-              if fractional else J * S)
         FpD = Fp * D if P else sp.zeros(n, K)
-        dS = JS + FpD
-        y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
-        rhs = list(f) + list(dS)
         system = {}
         if num["engine"] == "rosenbrock":
-            from ..codegen.tape import build_tapes, sensitivity_rhs_tape
-            jacobian = None     # differentiated by build_tapes, unless a power needs the guard
-            if fractional:
-                jacobian = self._sens_jacobian(S, FpD, [TIME, *y, *p, *u, *inputs_D])
+            from ..codegen.tape import sensitivity_tapes
             params = [*p, *u, *inputs_D]
-            system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = build_tapes(rhs, TIME, y, params,
-                                                                                      jacobian=jacobian)
             if K:
-                # the stages' right-hand side: f, J and F_p D from a tape, J S + F_p D in the
-                # integrator's compiled loops (see kinetics.numerics.rosenbrock.product_plan)
-                guarded = [[fractional and _fractional_powers(J[i, j], x) for j in range(n)] for i in range(n)]
-                system["rhs_tape"], system["products"] = sensitivity_rhs_tape(f, J, FpD, TIME, y, params, guarded)
+                # the parts (f, J, F_p D and the coupling's derivatives) from which the
+                # integrator forms the system (see kinetics.numerics.rosenbrock.product_plan)
+                (system["rhs_tape"], system["jac_tape"], system["dfdt_tape"],
+                 system["products"]) = sensitivity_tapes(
+                    f, J, FpD, TIME, x, list(S), params, guarded=lambda e: _fractional_powers(e, x),
+                    singular_as_zero=lambda e: _singular_powers_as_zero(e, x))
+            else:   # no directions: the state's own system
+                system["rhs_tape"], system["jac_tape"], system["dfdt_tape"] = self.integrator_tapes()
         else:
-            system["f"] = _lambdify([TIME, y, p, u, inputs_D], rhs)
+            fractional = _fractional_powers(J, x)
+            JS = (sp.Matrix(n, K, lambda i, k: sum((_times_zero_where_zero(J[i, j], S[j, k], x) for j in range(n)),
+                                                   sp.S.Zero))
+                  if fractional else J * S)
+            y = [*x, *list(S)]  # S flattened row-major: index n + i*K + k
+            system["f"] = _lambdify([TIME, y, p, u, inputs_D], list(f) + list(JS + FpD))
             system["fractional"] = fractional
         self._sens_systems[key] = system
         return system
-
-    def _sens_jacobian(self, S, FpD, inputs):
-        """Rows of the Jacobian of the state-and-sensitivity system (states x, then S row-major)
-        with respect to (x, S). A sensitivity row (i, k) has sum_j (dJ_ij/dx_l) S_jk + d(Fp D)_ik/dx_l
-        in column x_l and J_ij in column S_jk. Where dJ_ij/dx_l has a power with a non-integer
-        exponent (a Hill term x**h), the product is taken as 0 where S_jk = 0: the second
-        derivative of x**h is infinite at x = 0 for 1 < h < 2, but the sensitivities are 0 there
-        (a species that starts at 0), and inf * 0 would make the whole system NaN. Every entry
-        then has its powers infinite at 0 taken as 0 (:func:`_singular_powers_as_zero`: J itself
-        for h < 1), as in the states' Jacobian."""
-        from ..codegen.tape import jacobian_rows
-        x = list(self._x_syms)
-        n, K = S.shape
-        J = self.jacobian_symbolic
-        H = jacobian_rows(list(J), x, inputs)               # H[i * n + j][l] = dJ_ij / dx_l
-        dFpD = jacobian_rows(list(FpD), x, inputs) if K else []
-
-        rows = [list(J.row(i)) + [sp.S.Zero] * (n * K) for i in range(n)]
-        for i in range(n):
-            for k in range(K):
-                row = [sum((_times_zero_where_zero(H[i * n + j][l], S[j, k], x) for j in range(n)), sp.S.Zero)
-                       + dFpD[i * K + k][l] for l in range(n)]
-                block = [sp.S.Zero] * (n * K)
-                for j in range(n):
-                    block[j * K + k] = J[i, j]
-                rows.append(row + block)
-        return [[_singular_powers_as_zero(d, x) for d in row] for row in rows]
 
     @staticmethod
     def _selection(D):
