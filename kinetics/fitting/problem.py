@@ -707,6 +707,7 @@ class FitProblem:
             self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math"),
                                        lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
             sigma_exprs.append(expr)
+        self._setup_sigma_evaluation(phi, free_symbols, sigma_exprs)
         y = self.y
         self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
                              np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
@@ -880,28 +881,71 @@ class FitProblem:
             self._names_used_by_model = names
         return name in names
 
+    def _setup_sigma_evaluation(self, phi, free_symbols, sigma_exprs):
+        """What :meth:`_sigma` needs at each evaluation, prepared once: the sigmas that no free
+        parameter changes (data sigmas; expressions of fixed parameters only, which always see
+        their fixed values), and one generated function each for the values and gradients of
+        the others, with the row -> group maps to spread them (one call instead of two per
+        group: PEtab problems have a noise group per observable)."""
+        fixed_values = self.fit_values.tolist()
+        self._sigma_fixed = np.ones(self.n_data)
+        self._sigma_fixed_error = None      # (group position, message) of the first invalid fixed sigma
+        varying, exprs, positions = [], iter(sigma_exprs), []
+        for position, (idx, kind, fn, _) in enumerate(self._sigma_groups):
+            if kind == "data":
+                self._sigma_fixed[idx] = fn
+                continue
+            expr = next(exprs)
+            if kind == "proportional" or expr.free_symbols & free_symbols:
+                varying.append((idx, kind, expr))
+                positions.append(position)
+                continue
+            value = float(fn(fixed_values))
+            if (not value > 0 or not math.isfinite(value)) and self._sigma_fixed_error is None:
+                self._sigma_fixed_error = (position, f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
+            self._sigma_fixed[idx] = value
+        #: group positions (in _sigma_groups) of the varying sigmas, for error messages in group order
+        self._sigma_varying_positions = np.array(positions, dtype=int)
+        self._sigma_varying_first_rows = [idx[0] for idx, _, _ in varying]
+        self._sigma_varying_rows = np.concatenate([idx for idx, _, _ in varying]) if varying else np.zeros(0, dtype=int)
+        self._sigma_varying_group = np.concatenate([np.full(len(idx), g) for g, (idx, _, _) in enumerate(varying)]) \
+            if varying else np.zeros(0, dtype=int)
+        self._sigma_proportional_rows = np.concatenate([idx for idx, kind, _ in varying if kind == "proportional"]) \
+            if any(kind == "proportional" for _, kind, _ in varying) else np.zeros(0, dtype=int)
+        self._sigma_varying_values = self._sigma_varying_gradients = None
+        if varying:
+            self._sigma_varying_values = lambdify_plain([phi], [e for _, _, e in varying], "math")
+            self._sigma_varying_gradients = lambdify_plain([phi], [[e.diff(v) for v in phi] for _, _, e in varying], "math")
+
     def _sigma(self, phil, f, J, dphi):
         """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""
-        sigma = np.empty(self.n_data)
+        error = self._sigma_fixed_error
+        if error is not None and not np.any(self._sigma_varying_positions < error[0]):
+            raise SolverError(error[1])
+        sigma = self._sigma_fixed.copy()
         dls = None if J is None else np.zeros((self.n_data, len(self.free)))
-        for idx, kind, fn, dfn in self._sigma_groups:
-            if kind == "data":
-                sigma[idx] = fn
-                continue
-            value = float(fn(phil))
-            if not value > 0 or not math.isfinite(value):
-                raise SolverError(f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
-            if kind == "proportional":
-                scale = np.maximum(np.abs(f[idx]), self.prediction_floor())
-                sigma[idx] = value * scale
-            else:
-                sigma[idx] = value
-            if dls is not None:
-                grad = np.asarray(dfn(phil), dtype=float)[self.free_index] * dphi / value
-                dls[idx] = grad[None, :]
-                if kind == "proportional":
-                    live = np.abs(f[idx]) > self.prediction_floor()
-                    dls[idx] += np.where(live, 1.0 / np.where(live, f[idx], 1.0), 0.0)[:, None] * J[idx]
+        if self._sigma_varying_values is None:
+            return sigma, dls
+        values = np.array(self._sigma_varying_values(phil), dtype=float)
+        bad = ~(values > 0) | ~np.isfinite(values)
+        if bad.any() or error is not None:      # the first invalid sigma, in group order
+            first = int(np.argmax(bad)) if bad.any() else None
+            if first is not None and (error is None or self._sigma_varying_positions[first] < error[0]):
+                raise SolverError(f"the noise sigma of {self.rows[self._sigma_varying_first_rows[first]]} is "
+                                  f"{values[first]:g}, not positive")
+            raise SolverError(error[1])
+        rows = self._sigma_varying_rows
+        sigma[rows] = values[self._sigma_varying_group]
+        proportional = self._sigma_proportional_rows
+        if len(proportional):
+            sigma[proportional] *= np.maximum(np.abs(f[proportional]), self.prediction_floor())
+        if dls is not None:
+            grads = np.asarray(self._sigma_varying_gradients(phil), dtype=float)[:, self.free_index] * dphi / values[:, None]
+            dls[rows] = grads[self._sigma_varying_group]
+            if len(proportional):
+                fp = f[proportional]
+                live = np.abs(fp) > self.prediction_floor()
+                dls[proportional] += np.where(live, 1.0 / np.where(live, fp, 1.0), 0.0)[:, None] * J[proportional]
         return sigma, dls
 
     def _likelihood_terms(self, internal, jacobian):
