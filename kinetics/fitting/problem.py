@@ -905,47 +905,52 @@ class FitProblem:
                 self._sigma_fixed_error = (position, f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
             self._sigma_fixed[idx] = value
         #: group positions (in _sigma_groups) of the varying sigmas, for error messages in group order
-        self._sigma_varying_positions = np.array(positions, dtype=int)
+        self._sigma_varying_positions = positions
         self._sigma_varying_first_rows = [idx[0] for idx, _, _ in varying]
-        self._sigma_varying_rows = np.concatenate([idx for idx, _, _ in varying]) if varying else np.zeros(0, dtype=int)
-        self._sigma_varying_group = np.concatenate([np.full(len(idx), g) for g, (idx, _, _) in enumerate(varying)]) \
-            if varying else np.zeros(0, dtype=int)
+        # each row's entry in [fixed sigmas (N), varying values (G)] and in [0, gradients (G)]
+        self._sigma_slot = np.arange(self.n_data)
+        self._sigma_gradient_slot = np.zeros(self.n_data, dtype=int)
+        for g, (idx, _, _) in enumerate(varying):
+            self._sigma_slot[idx] = self.n_data + g
+            self._sigma_gradient_slot[idx] = 1 + g
         self._sigma_proportional_rows = np.concatenate([idx for idx, kind, _ in varying if kind == "proportional"]) \
             if any(kind == "proportional" for _, kind, _ in varying) else np.zeros(0, dtype=int)
         self._sigma_varying_values = self._sigma_varying_gradients = None
         if varying:
+            free_phi = [phi[i] for i in self.free_index]
             self._sigma_varying_values = lambdify_plain([phi], [e for _, _, e in varying], "math")
-            self._sigma_varying_gradients = lambdify_plain([phi], [[e.diff(v) for v in phi] for _, _, e in varying], "math")
+            self._sigma_varying_gradients = lambdify_plain([phi], [[e.diff(v) for v in free_phi] for _, _, e in varying],
+                                                           "math")
 
     def _sigma(self, phil, f, J, dphi):
         """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""
         error = self._sigma_fixed_error
-        if error is not None and not np.any(self._sigma_varying_positions < error[0]):
+        if error is not None and not any(position < error[0] for position in self._sigma_varying_positions):
             raise SolverError(error[1])
-        sigma = self._sigma_fixed.copy()
-        dls = None if J is None else np.zeros((self.n_data, len(self.free)))
         if self._sigma_varying_values is None:
-            return sigma, dls
-        values = np.array(self._sigma_varying_values(phil), dtype=float)
-        bad = ~(values > 0) | ~np.isfinite(values)
-        if bad.any() or error is not None:      # the first invalid sigma, in group order
-            first = int(np.argmax(bad)) if bad.any() else None
-            if first is not None and (error is None or self._sigma_varying_positions[first] < error[0]):
-                raise SolverError(f"the noise sigma of {self.rows[self._sigma_varying_first_rows[first]]} is "
-                                  f"{values[first]:g}, not positive")
+            return self._sigma_fixed.copy(), (None if J is None else np.zeros((self.n_data, len(self.free))))
+        values = self._sigma_varying_values(phil)
+        for g, value in enumerate(values):      # the first invalid sigma, in group order
+            if not value > 0 or not math.isfinite(value):
+                if error is not None and error[0] < self._sigma_varying_positions[g]:
+                    break
+                raise SolverError(f"the noise sigma of {self.rows[self._sigma_varying_first_rows[g]]} is {value:g}, "
+                                  "not positive")
+        if error is not None:
             raise SolverError(error[1])
-        rows = self._sigma_varying_rows
-        sigma[rows] = values[self._sigma_varying_group]
+        values = np.array(values, dtype=float)
+        sigma = np.concatenate((self._sigma_fixed, values)).take(self._sigma_slot)
         proportional = self._sigma_proportional_rows
         if len(proportional):
             sigma[proportional] *= np.maximum(np.abs(f[proportional]), self.prediction_floor())
-        if dls is not None:
-            grads = np.asarray(self._sigma_varying_gradients(phil), dtype=float)[:, self.free_index] * dphi / values[:, None]
-            dls[rows] = grads[self._sigma_varying_group]
-            if len(proportional):
-                fp = f[proportional]
-                live = np.abs(fp) > self.prediction_floor()
-                dls[proportional] += np.where(live, 1.0 / np.where(live, fp, 1.0), 0.0)[:, None] * J[proportional]
+        if J is None:
+            return sigma, None
+        grads = np.array(self._sigma_varying_gradients(phil), dtype=float) * dphi / values[:, None]
+        dls = np.concatenate((np.zeros((1, len(self.free))), grads)).take(self._sigma_gradient_slot, axis=0)
+        if len(proportional):
+            fp = f[proportional]
+            live = np.abs(fp) > self.prediction_floor()
+            dls[proportional] += np.where(live, 1.0 / np.where(live, fp, 1.0), 0.0)[:, None] * J[proportional]
         return sigma, dls
 
     def _likelihood_terms(self, internal, jacobian):
