@@ -429,8 +429,9 @@ class FitProblem:
         self.nfev += 1
         if jacobian:
             self.njev += 1
-            return np.concatenate(preds), np.concatenate(jacs, axis=0)
-        return np.concatenate(preds), None
+        if len(preds) == 1:     # (new arrays already: the data rows picked out of the series)
+            return preds[0], (jacs[0] if jacobian else None)
+        return np.concatenate(preds), (np.concatenate(jacs, axis=0) if jacobian else None)
 
     def _parameter_map(self, cond, phi, where):
         """The model parameters of a condition as functions of the fit parameters phi."""
@@ -708,6 +709,7 @@ class FitProblem:
                                        lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
             sigma_exprs.append(expr)
         self._setup_sigma_evaluation(phi, free_symbols, sigma_exprs)
+        self._transformed = bool(self._tcode.any())
         y = self.y
         self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
                              np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
@@ -955,12 +957,9 @@ class FitProblem:
 
     def _likelihood_terms(self, internal, jacobian):
         """(e, de, sigma, dlog sigma): transformed residuals e = t(y) - t(f) and the row sigmas."""
-        phi = self.phi(internal)
-        natural = phi[self.free_index]
-        dphi = np.where(self.log_mask, natural * _LN10, 1.0)
         f, J = self.predict(internal, jacobian=jacobian)
         tf, dt = f, J
-        if self._tcode.any():
+        if self._transformed:
             logged = self._tcode > 0
             if not np.all(f[logged] > 0):
                 raise SolverError("a log-transformed observable is not positive at these parameters")
@@ -969,7 +968,12 @@ class FitProblem:
             if jacobian:
                 factor = np.where(self._tcode == 1, 1.0 / safe, np.where(self._tcode == 2, 1.0 / (safe * _LN10), 1.0))
                 dt = factor[:, None] * J
-        sigma, dls = self._sigma(phi.tolist(), f, J, dphi)
+        if self._sigma_varying_values is None:      # every sigma fixed: no parameter values needed
+            sigma, dls = self._sigma(None, f, J, None)
+        else:
+            phi = self.phi(internal)
+            dphi = np.where(self.log_mask, phi[self.free_index] * _LN10, 1.0)
+            sigma, dls = self._sigma(phi.tolist(), f, J, dphi)
         return self._y_t - tf, (-dt if jacobian else None), sigma, dls
 
     def negative_loglik(self, internal, gradient=False, priors=True):

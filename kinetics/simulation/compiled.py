@@ -647,10 +647,11 @@ class CompiledModel:
     def _selection(D):
         """The parameter index of each direction when every column of D has exactly one nonzero
         entry (see :meth:`_sens_system`), else None."""
-        nonzero = D != 0
-        if D.shape[1] == 0 or not np.all(nonzero.sum(axis=0) == 1):
+        columns, rows = np.nonzero(D.T)     # column by column
+        K = D.shape[1]
+        if K == 0 or len(columns) != K or not (columns == np.arange(K)).all():
             return None
-        return tuple(int(l) for l in np.argmax(nonzero, axis=0))
+        return tuple(rows.tolist())
 
     def _solve_numeric(self, p, x0, times, t0, inflow, S0, D, rtol, atol):
         num = self._build_numeric()
@@ -686,7 +687,8 @@ class CompiledModel:
             Y = self._solve_lsoda(system, num, y0, p, u, None if D is None else d, times, t0, rtol, atol)
         X = Y[:, :n]
         S = None if D is None else Y[:, n:].reshape(len(times), n, K)
-        self._check_finite(X, S, times, "the solution overflowed")
+        if not np.isfinite(Y).all():
+            self._check_finite(X, S, times, "the solution overflowed")
         return X, S
 
     def _solve_lsoda(self, system, num, y0, p, u, D, times, t0, rtol, atol):
