@@ -446,8 +446,12 @@ class FitProblem:
             except ExpressionError as exc:
                 raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
         G = sp.Matrix(g)
-        return {"g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
-                "identity": not cond.overrides}
+        dG = G.jacobian(phi)
+        dg = lambdify_plain([phi], dG, "numpy")
+        # dp/dphi of the free parameters, when it is a constant matrix (overrides linear in phi,
+        # as PEtab's parameter mappings): evaluated once, by the same generated code
+        dg_free = None if dG.free_symbols else np.asarray(dg(self.fit_values.tolist()), dtype=float)[:, self.free_index]
+        return {"g": lambdify_plain([phi], list(G), "math"), "dg": dg, "dg_free": dg_free, "identity": not cond.overrides}
 
     def _preequilibrate(self, plan, phi, phil, dphi, jacobian):
         """(x, S) at the steady state of the plan's pre-equilibration condition, or None."""
@@ -476,7 +480,10 @@ class FitProblem:
             p = np.array(plan["g"](phil), dtype=float)
             if not jacobian:
                 return p, None
-            D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+            dg_free = plan["dg_free"]
+            if dg_free is None:
+                dg_free = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index]
+            D = dg_free * dphi
         return p, (D if self._live is None else np.ascontiguousarray(D[:, self._live]))
 
     def _all_directions(self, J):
