@@ -717,6 +717,8 @@ class FitProblem:
             sigma_exprs.append(expr)
         self._setup_sigma_evaluation(phi, free_symbols, sigma_exprs)
         self._transformed = bool(self._tcode.any())
+        #: masks of the rows with log or log10 transformation, with ln, with log10
+        self._transformed_rows = (self._tcode > 0, self._tcode == 1, self._tcode == 2)
         y = self.y
         self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
                              np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
@@ -967,13 +969,13 @@ class FitProblem:
         f, J = self.predict(internal, jacobian=jacobian)
         tf, dt = f, J
         if self._transformed:
-            logged = self._tcode > 0
-            if not np.all(f[logged] > 0):
+            logged, ln_rows, log10_rows = self._transformed_rows
+            if not (f[logged] > 0).all():
                 raise SolverError("a log-transformed observable is not positive at these parameters")
             safe = np.where(logged, f, 1.0)
-            tf = np.where(self._tcode == 1, np.log(safe), np.where(self._tcode == 2, np.log10(safe), f))
+            tf = np.where(ln_rows, np.log(safe), np.where(log10_rows, np.log10(safe), f))
             if jacobian:
-                factor = np.where(self._tcode == 1, 1.0 / safe, np.where(self._tcode == 2, 1.0 / (safe * _LN10), 1.0))
+                factor = np.where(ln_rows, 1.0 / safe, np.where(log10_rows, 1.0 / (safe * _LN10), 1.0))
                 dt = factor[:, None] * J
         if self._sigma_varying_values is None:      # every sigma fixed: no parameter values needed
             sigma, dls = self._sigma(None, f, J, None)
