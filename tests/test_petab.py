@@ -109,6 +109,39 @@ def test_estimated_sigma_fit_reaches_the_likelihood_optimum(tmp_path):
     assert result.loglik == pytest.approx(-problem.negative_loglik(result.x)[0], rel=1e-12)
 
 
+def test_fixed_varying_and_proportional_sigmas_and_the_first_invalid_one(tmp_path):
+    """Row sigmas of three kinds: proportional (sigma_rel_A |f|), an expression of a fixed
+    parameter (2 s_B, evaluated once per problem) and of a free one: the likelihood against the
+    densities written out, its gradient against finite differences; a sigma that is not
+    positive is a SolverError naming it, the first in observable order."""
+    from kinetics.errors import SolverError
+    from kinetics.fitting.problem import load_fit_spec
+    spec, rows = _write_case(tmp_path, 'A = { noise = "proportional" }\nB = { sigma = "2 * s_B" }\n',
+                             parameters="s_B = { value = 0.7, min = -1, max = 100 }")
+    problem = load_fit_spec(spec)
+    assert problem.free == ["k", "sigma_rel_A"] and problem.scalar_objective
+    k, rel = 0.8, 0.05
+    x = problem.to_internal([k, rel])
+    nll = 0.0
+    for t, obs, y in rows:
+        a, b = _exact(k, t)
+        f, sigma = (a, rel * a) if obs == "A" else (b, 1.4)
+        nll += 0.5 * ((y - f) / sigma) ** 2 + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+    value, grad = problem.negative_loglik(x, gradient=True)
+    assert value == pytest.approx(nll, rel=1e-9)
+    np.testing.assert_allclose(grad, _fd_gradient(problem, x), rtol=1e-5, atol=1e-6)
+
+    spec, _ = _write_case(tmp_path, 'A = { sigma = "s_A" }\nB = { sigma = "s_B" }\n', extra_fit=', "s_A"',
+                          parameters='s_A = { value = 1, min = -1, max = 10, scale = "lin" }\n'
+                                     "s_B = { value = -0.5, min = -1, max = 100 }")
+    problem = load_fit_spec(spec)
+    assert problem.free == ["k", "s_A"]
+    with pytest.raises(SolverError, match=r"noise sigma of .* is -0.5, not positive"):     # B's, fixed
+        problem.negative_loglik(problem.to_internal([0.5, 0.3]))
+    with pytest.raises(SolverError, match=r"noise sigma of .* is -0.25, not positive"):    # A's comes first
+        problem.negative_loglik(problem.to_internal([0.5, -0.25]), gradient=True)
+
+
 def test_noise_parameters_cost_no_sensitivity_directions(tmp_path):
     """Estimated noise parameters do not enter the model: it runs with the rates' directions only
     (each direction costs as much as the states), and the Jacobian is the full one, with zero

@@ -48,6 +48,29 @@ def test_analytic_jacobian_matches_central_differences(nonlinear, log_scale):
         assert err < (1e-5 if nonlinear else 1e-6), f"d residuals / d {problem.internal_names()[k]}: relative error {err:.2e}"
 
 
+def test_jacobian_of_overrides_linear_and_nonlinear_in_the_fit_parameters():
+    """dp/dphi of a condition whose overrides are linear in the fit parameters is a constant
+    matrix, evaluated once per problem; of a nonlinear one, at each evaluation: both against
+    central differences (exact affine path)."""
+    from fitting_helpers import knockdown_problem, secretion_model
+    data = knockdown_problem().data
+    conditions = [Condition("control", overrides={"k_sec": "0.5 * k_sec + k_cl / 10"}),
+                  Condition("knockdown", overrides={"k_sec": "k_sec * kd"})]
+    parameters = {"kd": {"value": 1.0, "min": 1e-3, "max": 10}, "k_mat": {"value": 0.3},
+                  "k_sec": {"value": 0.1}, "k_cl": {"value": 3.0}}
+    problem = FitProblem(secretion_model(nonlinear=False), data, ["k_mat", "k_sec", "k_cl", "kd"],
+                         conditions=conditions, parameters=parameters, noise="proportional")
+    linear, nonlinear = problem.plans
+    assert linear["dg_free"] is not None and nonlinear["dg_free"] is None
+    x = problem.start() + np.linspace(-0.05, 0.05, problem.n_free)
+    r, J = problem.residuals_and_jacobian(x)
+    fd = central_jacobian(problem.residuals, x, h=1e-6)
+    for k, name in enumerate(problem.free):
+        scale = np.abs(fd[:, k]).max()
+        assert scale > 0, name
+        assert np.abs(J[:, k] - fd[:, k]).max() < 1e-6 * scale, name
+
+
 def test_jacobian_columns_follow_the_parameter_scale():
     """d/d log10(theta) = ln(10) theta d/d theta: the log and linear problems agree."""
     log_p = multi_condition_problem(nonlinear=False, log_scale=True)

@@ -429,8 +429,9 @@ class FitProblem:
         self.nfev += 1
         if jacobian:
             self.njev += 1
-            return np.concatenate(preds), np.concatenate(jacs, axis=0)
-        return np.concatenate(preds), None
+        if len(preds) == 1:     # (new arrays already: the data rows picked out of the series)
+            return preds[0], (jacs[0] if jacobian else None)
+        return np.concatenate(preds), (np.concatenate(jacs, axis=0) if jacobian else None)
 
     def _parameter_map(self, cond, phi, where):
         """The model parameters of a condition as functions of the fit parameters phi."""
@@ -445,8 +446,12 @@ class FitProblem:
             except ExpressionError as exc:
                 raise DataError(f"{where} override {pname} = '{expr}' {exc}") from None
         G = sp.Matrix(g)
-        return {"g": lambdify_plain([phi], list(G), "math"), "dg": lambdify_plain([phi], G.jacobian(phi), "numpy"),
-                "identity": not cond.overrides}
+        dG = G.jacobian(phi)
+        dg = lambdify_plain([phi], dG, "numpy")
+        # dp/dphi of the free parameters, when it is a constant matrix (overrides linear in phi,
+        # as PEtab's parameter mappings): evaluated once, by the same generated code
+        dg_free = None if dG.free_symbols else np.asarray(dg(self.fit_values.tolist()), dtype=float)[:, self.free_index]
+        return {"g": lambdify_plain([phi], list(G), "math"), "dg": dg, "dg_free": dg_free, "identity": not cond.overrides}
 
     def _preequilibrate(self, plan, phi, phil, dphi, jacobian):
         """(x, S) at the steady state of the plan's pre-equilibration condition, or None."""
@@ -475,7 +480,10 @@ class FitProblem:
             p = np.array(plan["g"](phil), dtype=float)
             if not jacobian:
                 return p, None
-            D = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index] * dphi
+            dg_free = plan["dg_free"]
+            if dg_free is None:
+                dg_free = np.asarray(plan["dg"](phil), dtype=float)[:, self.free_index]
+            D = dg_free * dphi
         return p, (D if self._live is None else np.ascontiguousarray(D[:, self._live]))
 
     def _all_directions(self, J):
@@ -707,6 +715,10 @@ class FitProblem:
             self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math"),
                                        lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
             sigma_exprs.append(expr)
+        self._setup_sigma_evaluation(phi, free_symbols, sigma_exprs)
+        self._transformed = bool(self._tcode.any())
+        #: masks of the rows with log or log10 transformation, with ln, with log10
+        self._transformed_rows = (self._tcode > 0, self._tcode == 1, self._tcode == 2)
         y = self.y
         self._y_t = np.where(self._tcode == 1, np.log(np.where(self._tcode == 1, y, 1.0)),
                              np.where(self._tcode == 2, np.log10(np.where(self._tcode == 2, y, 1.0)), y))
@@ -880,47 +892,97 @@ class FitProblem:
             self._names_used_by_model = names
         return name in names
 
+    def _setup_sigma_evaluation(self, phi, free_symbols, sigma_exprs):
+        """What :meth:`_sigma` needs at each evaluation, prepared once: the sigmas that no free
+        parameter changes (data sigmas; expressions of fixed parameters only, which always see
+        their fixed values), and one generated function each for the values and gradients of
+        the others, with the row -> group maps to spread them (one call instead of two per
+        group: PEtab problems have a noise group per observable)."""
+        fixed_values = self.fit_values.tolist()
+        self._sigma_fixed = np.ones(self.n_data)
+        self._sigma_fixed_error = None      # (group position, message) of the first invalid fixed sigma
+        varying, exprs, positions = [], iter(sigma_exprs), []
+        for position, (idx, kind, fn, _) in enumerate(self._sigma_groups):
+            if kind == "data":
+                self._sigma_fixed[idx] = fn
+                continue
+            expr = next(exprs)
+            if kind == "proportional" or expr.free_symbols & free_symbols:
+                varying.append((idx, kind, expr))
+                positions.append(position)
+                continue
+            value = float(fn(fixed_values))
+            if (not value > 0 or not math.isfinite(value)) and self._sigma_fixed_error is None:
+                self._sigma_fixed_error = (position, f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
+            self._sigma_fixed[idx] = value
+        #: group positions (in _sigma_groups) of the varying sigmas, for error messages in group order
+        self._sigma_varying_positions = positions
+        self._sigma_varying_first_rows = [idx[0] for idx, _, _ in varying]
+        # each row's entry in [fixed sigmas (N), varying values (G)] and in [0, gradients (G)]
+        self._sigma_slot = np.arange(self.n_data)
+        self._sigma_gradient_slot = np.zeros(self.n_data, dtype=int)
+        for g, (idx, _, _) in enumerate(varying):
+            self._sigma_slot[idx] = self.n_data + g
+            self._sigma_gradient_slot[idx] = 1 + g
+        self._sigma_proportional_rows = np.concatenate([idx for idx, kind, _ in varying if kind == "proportional"]) \
+            if any(kind == "proportional" for _, kind, _ in varying) else np.zeros(0, dtype=int)
+        self._sigma_varying_values = self._sigma_varying_gradients = None
+        if varying:
+            free_phi = [phi[i] for i in self.free_index]
+            self._sigma_varying_values = lambdify_plain([phi], [e for _, _, e in varying], "math")
+            self._sigma_varying_gradients = lambdify_plain([phi], [[e.diff(v) for v in free_phi] for _, _, e in varying],
+                                                           "math")
+
     def _sigma(self, phil, f, J, dphi):
         """sigma (N,) and, with J, d log sigma / d internal theta (N, K)."""
-        sigma = np.empty(self.n_data)
-        dls = None if J is None else np.zeros((self.n_data, len(self.free)))
-        for idx, kind, fn, dfn in self._sigma_groups:
-            if kind == "data":
-                sigma[idx] = fn
-                continue
-            value = float(fn(phil))
+        error = self._sigma_fixed_error
+        if error is not None and not any(position < error[0] for position in self._sigma_varying_positions):
+            raise SolverError(error[1])
+        if self._sigma_varying_values is None:
+            return self._sigma_fixed.copy(), (None if J is None else np.zeros((self.n_data, len(self.free))))
+        values = self._sigma_varying_values(phil)
+        for g, value in enumerate(values):      # the first invalid sigma, in group order
             if not value > 0 or not math.isfinite(value):
-                raise SolverError(f"the noise sigma of {self.rows[idx[0]]} is {value:g}, not positive")
-            if kind == "proportional":
-                scale = np.maximum(np.abs(f[idx]), self.prediction_floor())
-                sigma[idx] = value * scale
-            else:
-                sigma[idx] = value
-            if dls is not None:
-                grad = np.asarray(dfn(phil), dtype=float)[self.free_index] * dphi / value
-                dls[idx] = grad[None, :]
-                if kind == "proportional":
-                    live = np.abs(f[idx]) > self.prediction_floor()
-                    dls[idx] += np.where(live, 1.0 / np.where(live, f[idx], 1.0), 0.0)[:, None] * J[idx]
+                if error is not None and error[0] < self._sigma_varying_positions[g]:
+                    break
+                raise SolverError(f"the noise sigma of {self.rows[self._sigma_varying_first_rows[g]]} is {value:g}, "
+                                  "not positive")
+        if error is not None:
+            raise SolverError(error[1])
+        values = np.array(values, dtype=float)
+        sigma = np.concatenate((self._sigma_fixed, values)).take(self._sigma_slot)
+        proportional = self._sigma_proportional_rows
+        if len(proportional):
+            sigma[proportional] *= np.maximum(np.abs(f[proportional]), self.prediction_floor())
+        if J is None:
+            return sigma, None
+        grads = np.array(self._sigma_varying_gradients(phil), dtype=float) * dphi / values[:, None]
+        dls = np.concatenate((np.zeros((1, len(self.free))), grads)).take(self._sigma_gradient_slot, axis=0)
+        if len(proportional):
+            fp = f[proportional]
+            live = np.abs(fp) > self.prediction_floor()
+            dls[proportional] += np.where(live, 1.0 / np.where(live, fp, 1.0), 0.0)[:, None] * J[proportional]
         return sigma, dls
 
     def _likelihood_terms(self, internal, jacobian):
         """(e, de, sigma, dlog sigma): transformed residuals e = t(y) - t(f) and the row sigmas."""
-        phi = self.phi(internal)
-        natural = phi[self.free_index]
-        dphi = np.where(self.log_mask, natural * _LN10, 1.0)
         f, J = self.predict(internal, jacobian=jacobian)
         tf, dt = f, J
-        if self._tcode.any():
-            logged = self._tcode > 0
-            if not np.all(f[logged] > 0):
+        if self._transformed:
+            logged, ln_rows, log10_rows = self._transformed_rows
+            if not (f[logged] > 0).all():
                 raise SolverError("a log-transformed observable is not positive at these parameters")
             safe = np.where(logged, f, 1.0)
-            tf = np.where(self._tcode == 1, np.log(safe), np.where(self._tcode == 2, np.log10(safe), f))
+            tf = np.where(ln_rows, np.log(safe), np.where(log10_rows, np.log10(safe), f))
             if jacobian:
-                factor = np.where(self._tcode == 1, 1.0 / safe, np.where(self._tcode == 2, 1.0 / (safe * _LN10), 1.0))
+                factor = np.where(ln_rows, 1.0 / safe, np.where(log10_rows, 1.0 / (safe * _LN10), 1.0))
                 dt = factor[:, None] * J
-        sigma, dls = self._sigma(phi.tolist(), f, J, dphi)
+        if self._sigma_varying_values is None:      # every sigma fixed: no parameter values needed
+            sigma, dls = self._sigma(None, f, J, None)
+        else:
+            phi = self.phi(internal)
+            dphi = np.where(self.log_mask, phi[self.free_index] * _LN10, 1.0)
+            sigma, dls = self._sigma(phi.tolist(), f, J, dphi)
         return self._y_t - tf, (-dt if jacobian else None), sigma, dls
 
     def negative_loglik(self, internal, gradient=False, priors=True):

@@ -245,7 +245,7 @@ class Schedule:
         else:
             x0 = c.initial_state(p)
             S0 = c.initial_sensitivity(p, D) if D is not None else None
-        pl = list(map(float, p))
+        pl = list(map(float, p)) if self._initial else None
         for i, fn, dfn in self._initial:
             try:
                 x0[i] = fn(pl)
@@ -329,6 +329,8 @@ class Schedule:
 
     def _check_observables(self, Y, dY, p):
         """States are checked by the solver; observables (exp(P), P / V at V = 0) here."""
+        if np.isfinite(Y).all() and (dY is None or np.isfinite(dY).all()):
+            return
         names = self.compiled.observable_names
         for values, what in ((Y, "observable {}"), (dY, "the sensitivity of observable {}")):
             where = None if values is None else first_nonfinite(values)
