@@ -956,6 +956,12 @@ def _make_solver(dependency_hash, name):
         upos = uplan[plan[P_UPOS]:plan[P_UPOS] + plan[P_NU]]
         lu_ops = uplan[plan[P_OPS]:plan[P_OPS] + 3 * plan[P_NOPS]]
         jout = ujprog[jo:jo + jprog[H_NOUT]]   # register of each Jacobian output
+        # the register of each entry of the state's block in the sparse-LU plan's order (its
+        # positions are in the nb x nb block; once here, not a division per entry and step)
+        jreg = np.empty(n_pat, dtype=np.uint64)
+        for q in range(n_pat):
+            pos = np.int64(fpos[q])     # (int64: uint64 with int64 arithmetic gives float)
+            jreg[q] = jout[(pos // nb) * jst + pos % nb]
         # the coupling block d(S')/dx of a sensitivity system by pairs (i, j) of a state row and
         # column with some structural nonzero (an entry that is not the constant 0 of the tape)
         # in one of the directions: rows nb + i*nk + k (k < nk) below the states, column j; its
@@ -1069,9 +1075,7 @@ def _make_solver(dependency_hash, name):
                 _set_inputs(regj, t, y)
                 run_tape(ujprog, regj, j_k0, j_k1)
                 for q in range(n_pat):
-                    pos = np.int64(fpos[q])     # (int64: uint64 with int64 arithmetic gives float)
-                    pos = (pos // nb) * jst + pos % nb     # plan positions are in the nb x nb block
-                    if not math.isfinite(regj[jout[pos]]):
+                    if not math.isfinite(regj[jreg[q]]):
                         status = STATUS_NONFINITE
                 if products:
                     for q in range(jv.shape[0]):
@@ -1121,8 +1125,7 @@ def _make_solver(dependency_hash, name):
             # (the Jacobian values stay in regj until the next evaluation)
             inv_hg = 1.0 / (h * GAMMA)
             for q in range(n_pat):
-                pos = np.int64(fpos[q])
-                M[pos] = -regj[jout[(pos // nb) * jst + pos % nb]]
+                M[fpos[q]] = -regj[jreg[q]]
             for i in range(nb):
                 M[i * nb + i] += inv_hg
             sparse = _sparse_lu(M, lu_ops, lpos, upos, Ur, dinv, Lv, Uv)
