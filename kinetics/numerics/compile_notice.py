@@ -36,7 +36,7 @@ __all__ = ["announce_compilation", "needs_compilation", "use_compiled", "compili
 #: reference 2-core machine (bench/README.md, "First run"), quoted in the notice.
 NOTICE_SECONDS = {
     "the exact-solution": 5,
-    "the stiff-integrator": 10,
+    "the stiff-integrator": 14,
     "the trust-region": 12,
     "the matrix-exponential": 5,
     "the ensemble exact-solution": 2,

@@ -9,7 +9,7 @@ Disk cache
     source tree for an editable install), or, where that is not writable, to numba's user-wide
     cache (``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/numba``). The first call in a process
     loads it (about 0.25 s, mostly numba's own start-up); with an empty cache it compiles
-    (about 10 s on a 2-core machine, once per machine and numba/Python version). numba
+    (about 14 s on a 2-core machine, once per machine and numba/Python version). numba
     invalidates an entry when its own source file changes; the integrator additionally keys
     on a hash of ``tape_machine.py`` (whose interpreter it calls), see :func:`_make_solver`.
     :func:`kinetics.warm_up` triggers the load or the compilation. The compiled code releases the GIL,
@@ -76,7 +76,7 @@ Forward sensitivities (``n_base``)
     and 12 directions, 34 for the parts) and differentiate all n (1 + K) values in all of
     them to build (20 states and 40 directions: 800 expressions in 820 symbols). The coupling
     is applied by (row, column) pairs over the directions likewise (:func:`_block_solve`).
-    Crauste's step with sensitivities: 8.6 µs before, 4.4 µs with the parts and pairs
+    Crauste's step with sensitivities: 8.6 µs before, 3.7 µs with the parts and pairs
     (bench/README.md).
 
 Output times
