@@ -459,6 +459,20 @@ def decode_products(splan, nb, nk):
     return j_out, j_reg, j_guard, g_out, c_row, c_col, h_val, h_src, h_guard, d_val
 
 
+@_jit(inline="always")
+def _add_scaled(dst, d0, v, src, s0, count, guarded):
+    """dst[d0 + k] += v * src[s0 + k] for k < count (unsigned offsets and count), the terms
+    with src = 0 left out when ``guarded`` (v may be infinite there: the product's limit is 0)."""
+    if guarded:
+        for k in range(count):
+            s = src[s0 + k]
+            if s != 0.0:
+                dst[d0 + k] += v * s
+    else:
+        for k in range(count):
+            dst[d0 + k] += v * src[s0 + k]
+
+
 @_jit
 def coupling_values(jv, y, nb, nk, h_val, h_src, h_guard, d_val, cv):
     """The coupling block's values by pairs (see :func:`decode_products`) at the state and
@@ -470,17 +484,7 @@ def coupling_values(jv, y, nb, nk, h_val, h_src, h_guard, d_val, cv):
     for q in range(cv.shape[0]):
         cv[q] = 0.0
     for q in range(nh):
-        v = jv[q]
-        o = h_val[q]
-        src = h_src[q]
-        if h_guard[q]:
-            for k in range(ukn):
-                s = y[src + k]
-                if s != 0.0:
-                    cv[o + k] += v * s
-        else:
-            for k in range(ukn):
-                cv[o + k] += v * y[src + k]
+        _add_scaled(cv, h_val[q], jv[q], y, h_src[q], ukn, h_guard[q])
     for q in range(d_val.shape[0]):
         cv[d_val[q]] += jv[nh + q]
     for q in range(cv.shape[0]):
@@ -506,17 +510,7 @@ def sensitivity_rhs(fo, reg, out, nb, nk, j_out, j_reg, j_guard, g_out):
     for q in range(g_out.shape[0]):
         out[g_out[q]] = fo[nb + n_j + q]
     for q in range(n_j):
-        r = j_out[q]
-        c = j_reg[q]
-        v = fo[nb + q]
-        if j_guard[q]:
-            for k in range(ukn):
-                s = reg[c + k]
-                if s != 0.0:
-                    out[r + k] += v * s
-        else:
-            for k in range(ukn):
-                out[r + k] += v * reg[c + k]
+        _add_scaled(out, j_out[q], fo[nb + q], reg, j_reg[q], ukn, j_guard[q])
 
 
 @_jit
