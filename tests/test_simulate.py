@@ -9,6 +9,7 @@ import pytest
 import kinetics
 from kinetics import Model, SolverError, simulate
 from kinetics.model.library import bundled_models
+from conftest import write_model
 
 
 def one_compartment(k=0.5, x0=100.0, source=None):
@@ -670,3 +671,34 @@ def test_a_square_root_outflow_from_an_empty_pool_matches_its_closed_form():
     step = 1e-5
     fd = np.array([(sqrt_x(ti, k + step) ** 2 - sqrt_x(ti, k - step) ** 2) / (2 * step) for ti in t])
     assert_close(sim.sensitivity("X", "k"), fd, 1e-6)
+
+
+@pytest.mark.parametrize("h", [0.5, 0.7])
+def test_pool_emptied_by_a_fractional_power(tmp_path, h):
+    # X' = -k X**h with h < 1 empties X at t* = 1 / ((1 - h) k): X = (1 - (1 - h) k t)**(1 / (1 - h))
+    # before, 0 after. As X**h the integrator steps slightly below 0, where the power is NaN:
+    # the error names the pool and the remedy; as max(X, 0)**h the solution is the closed form
+    # (to the integrator's tolerance, a few atol below 0 after t*)
+    text = f"""name = "drain"
+time_unit = "h"
+
+[compartments]
+X = {{ initial = 1.0 }}
+
+[parameters]
+k = {{ value = 1.0, min = 1e-3, max = 10 }}
+h = {{ value = {h}, min = 0.1, max = 1 }}
+
+[flows]
+out = {{ from = "X", rate = "k * X**h" }}
+"""
+    times = np.linspace(0.0, 4.0, 17)
+    with pytest.raises(SolverError, match=r"fractional power of X.*max\(X, 0\)\*\*h"):
+        simulate(write_model(tmp_path, text), times)
+    guarded = simulate(write_model(tmp_path, text.replace("k * X**h", "k * max(X, 0)**h"), "guarded.toml"), times)
+    x = guarded.to_frame().query("name == 'X'")["value"].to_numpy()
+    t_star = 1.0 / (1.0 - h)
+    want = np.where(times < t_star, np.clip(1.0 - (1.0 - h) * times, 0.0, None) ** (1.0 / (1.0 - h)), 0.0)
+    np.testing.assert_allclose(x, want, rtol=1e-6, atol=1e-9)
+    assert kinetics.compile_model(kinetics.load_model(write_model(tmp_path, text, "again.toml"))
+                                  ).pools_under_fractional_powers == ["X"]

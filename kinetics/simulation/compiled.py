@@ -340,6 +340,18 @@ class CompiledModel:
 
     # ------------------------------------------------------------ parameters
     @property
+    def pools_under_fractional_powers(self) -> list[str]:
+        """The states that are the base of a power with a non-integer exponent in the
+        right-hand side (``X**h``, ``sqrt(X)``). A flow with such a rate (h < 1) empties its pool
+        in finite time, and a step may then end slightly below 0, where the power is undefined."""
+        states = set(self._x_syms)
+        found = set()
+        for q in sp.Matrix(self.rhs_symbolic).atoms(sp.Pow):
+            if _is_fractional_power(q, states):
+                found |= q.base.free_symbols & states
+        return [name for name, x in zip(self.state_names, self._x_syms) if x in found]
+
+    @property
     def default_parameters(self) -> np.ndarray:
         """The model's parameter values as they are now: read at each call, so that setting
         ``model.parameters["k"].value`` after compiling takes effect."""

@@ -511,7 +511,16 @@ class Schedule:
         return (f"simulation of model '{self.compiled.name}' is not finite: {message}. Parameter values: {values}. "
                 f"Infinite or NaN values come from growth beyond the floating-point range (about 1e308) or from an "
                 f"expression undefined at these values (a division by zero, sqrt or log of 0): check the rates{doses}, "
-                f"the observables and these parameter values, or simulate a shorter time (the last output time is {self.times[-1]:g}).")
+                f"the observables and these parameter values, or simulate a shorter time (the last output time is {self.times[-1]:g})."
+                + self._fractional_power_hint())
+
+    def _fractional_power_hint(self) -> str:
+        pools = self.compiled.pools_under_fractional_powers
+        if not pools:
+            return ""
+        return (f" The rates take a fractional power of {', '.join(pools)}: a flow with such a rate (X**h, h < 1, or "
+                f"sqrt(X)) empties its pool in finite time, and a step then ends slightly below 0, where the power "
+                f"is undefined; write max(X, 0)**h (or sqrt(max(X, 0))) for a pool that can empty.")
 
 
 class _RowEvaluator:
