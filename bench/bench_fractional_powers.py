@@ -15,12 +15,13 @@ BENCH_QUICK=1) as JSON.
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 import kinetics
 from kinetics.simulation.schedule import Schedule
+
+from common import cpu_microseconds
 
 N = 30
 HILL = {
@@ -56,13 +57,8 @@ def main():
             todo[name] = run
         except kinetics.SolverError:
             pass                   # not simulable in this tree
-    times = {name: [] for name in todo}
-    for _ in range(rounds):
-        for name, run in todo.items():
-            start = time.process_time()
-            run()
-            times[name].append((time.process_time() - start) / N * 1e6)
-    print(json.dumps({name: (round(float(np.median(times[name])), 1) if name in todo else None) for name in cases()}))
+    measured = cpu_microseconds(todo, rounds, N)
+    print(json.dumps({name: measured.get(name) for name in cases()}))
 
 
 if __name__ == "__main__":

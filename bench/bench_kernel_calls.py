@@ -13,7 +13,6 @@ microseconds per simulation over ROUNDS rounds (default 12) as JSON.
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,8 @@ import numpy as np
 import kinetics
 from kinetics.numerics import linear
 from kinetics.simulation.schedule import Schedule
+
+from common import cpu_microseconds
 
 N = 30
 
@@ -51,13 +52,7 @@ def main():
     todo = cases()
     for run in todo.values():
         run()                      # compile or load the kernels
-    times = {name: [] for name in todo}
-    for _ in range(rounds):
-        for name, run in todo.items():
-            start = time.process_time()
-            run()
-            times[name].append((time.process_time() - start) / N * 1e6)
-    print(json.dumps({name: round(float(np.median(t)), 1) for name, t in times.items()}))
+    print(json.dumps(cpu_microseconds(todo, rounds, N)))
 
 
 if __name__ == "__main__":
