@@ -704,7 +704,7 @@ class FitProblem:
             self._tcode[idx] = _TRANSFORMATIONS.index(entry["transformation"])
             self._laplace[idx] = entry["distribution"] == "laplace"
             if entry["kind"] == "data":
-                self._sigma_groups.append((idx, "data", data_sigma[idx], None))
+                self._sigma_groups.append((idx, "data", data_sigma[idx]))
                 continue
             try:
                 expr = parse_expression(entry["sigma"], self._symbols, allow_time=False)
@@ -712,8 +712,8 @@ class FitProblem:
                 raise DataError(f"{self.origin}: [observables.{name}] sigma '{sanitize_excerpt(str(entry['sigma']))}' "
                                 f"{exc}; it may use fit parameters only") from None
             depends = depends or bool(expr.free_symbols & free_symbols) or entry["kind"] == "proportional"
-            self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math"),
-                                       lambdify_plain([phi], [expr.diff(v) for v in phi], "math")))
+            # (the gradients of the varying sigmas: one generated function, _setup_sigma_evaluation)
+            self._sigma_groups.append((idx, entry["kind"], lambdify_plain([phi], expr, "math")))
             sigma_exprs.append(expr)
         self._setup_sigma_evaluation(phi, free_symbols, sigma_exprs)
         self._transformed = bool(self._tcode.any())
@@ -780,7 +780,7 @@ class FitProblem:
         fixed_log_sigma = 0.0
         rows, constants = [], []
         exprs = iter(sigma_exprs)
-        for idx, kind, fn, _ in self._sigma_groups:
+        for idx, kind, fn in self._sigma_groups:
             if kind == "data":
                 fixed_log_sigma += float(np.sum(np.log(fn)))
                 continue
@@ -902,7 +902,7 @@ class FitProblem:
         self._sigma_fixed = np.ones(self.n_data)
         self._sigma_fixed_error = None      # (group position, message) of the first invalid fixed sigma
         varying, exprs, positions = [], iter(sigma_exprs), []
-        for position, (idx, kind, fn, _) in enumerate(self._sigma_groups):
+        for position, (idx, kind, fn) in enumerate(self._sigma_groups):
             if kind == "data":
                 self._sigma_fixed[idx] = fn
                 continue
