@@ -1482,9 +1482,7 @@ def explain_bad_input(rhs, jac, dfdt, y0, params, t0, times, rtol, atol_s, atol_
     if y0.ndim != 1 or n == 0:
         return f"y0 must be a non-empty 1-D array, got shape {y0.shape}"
     n_rhs = n
-    if products.shape[0]:
-        if not 0 < n_base < n:
-            return "products need a state-and-sensitivities system (n_base smaller than the number of values)"
+    if products.shape[0]:     # (integrate has checked 0 < n_base < n)
         n_k = (n - n_base) // n_base
         if not valid_products(products, n_base, n_k, rhs.n_outputs, jac.n_outputs):
             return (f"the products plan does not fit {n_base} states, {n_k} directions, the rhs tape's "
